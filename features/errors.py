@@ -1,0 +1,67 @@
+"""Errors raised by the feature store.
+
+    TidemarkError
+    └── FeatureStoreError
+        ├── ConfigError                 bad or missing settings
+        ├── DataNotFoundError           raw data or an offline table is missing
+        ├── EntityFrameError            the entity dataframe is unusable
+        │   ├── MissingColumnError      a join key or the timestamp column is absent
+        │   └── TimestampTypeError      a timestamp column holds something else
+        ├── UnknownFeatureError         a feature reference is not registered
+        └── PartitionCommitError        a partitioned write could not be committed
+
+Every message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+import difflib
+
+
+class TidemarkError(Exception):
+    """Root of every error tidemark raises on purpose."""
+
+
+class FeatureStoreError(TidemarkError):
+    """Root of the feature store's errors."""
+
+
+class ConfigError(FeatureStoreError):
+    """A setting is missing or has an invalid value."""
+
+
+class DataNotFoundError(FeatureStoreError):
+    """Raw data or an offline feature table that a job needs does not exist."""
+
+
+class EntityFrameError(FeatureStoreError):
+    """The entity dataframe passed to a point-in-time join cannot be used."""
+
+
+class MissingColumnError(EntityFrameError):
+    """A join key or the event timestamp column is missing from the entity dataframe."""
+
+
+class TimestampTypeError(EntityFrameError):
+    """A column that must hold timestamps holds something else."""
+
+
+class UnknownFeatureError(FeatureStoreError):
+    """A feature reference names a feature view or feature that is not registered."""
+
+    def __init__(self, reference: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        near = difflib.get_close_matches(reference, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        shown = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
+        super().__init__(
+            f"unknown feature {reference!r}; {hint}known: {shown}. "
+            "References look like 'feature_view:feature'; run `tidemark features list` to see them all."
+        )
+        self.reference = reference
+        self.near_matches = near
+
+
+class PartitionCommitError(FeatureStoreError):
+    """A staged partitioned write could not be moved into place."""

@@ -1,0 +1,81 @@
+"""Typed settings, read from ``TIDEMARK_*`` environment variables.
+
+Entry points (the CLI, ``FeatureClient()``, DAG tasks) call :meth:`Settings.from_env` once and
+pass the result down; library code never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+
+from features.errors import ConfigError
+
+_PREFIX = "TIDEMARK_"
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """How tidemark starts (or joins) its Spark session."""
+
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    extra_conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything tidemark needs to know about where its state lives."""
+
+    home: Path
+    spark: SparkSettings
+    project: str = "tidemark"
+
+    @property
+    def raw_dir(self) -> Path:
+        """Raw events (transactions, labels, profiles), as generated."""
+        return self.home / "raw"
+
+    @property
+    def offline_dir(self) -> Path:
+        """Offline feature tables, Parquet partitioned by date."""
+        return self.home / "offline"
+
+    @property
+    def registry_path(self) -> Path:
+        """Feast file registry."""
+        return self.home / "feast" / "registry.db"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``env`` (default: ``os.environ``)."""
+        env = os.environ if env is None else env
+        home = Path(env.get(_PREFIX + "HOME", "./.tidemark")).expanduser().resolve()
+        extra = {
+            key[len(_PREFIX + "SPARK_CONF_") :].lower().replace("__", "."): value
+            for key, value in env.items()
+            if key.startswith(_PREFIX + "SPARK_CONF_")
+        }
+        spark = SparkSettings(
+            master=env.get(_PREFIX + "SPARK_MASTER", SparkSettings.master),
+            driver_memory=env.get(_PREFIX + "SPARK_DRIVER_MEMORY", SparkSettings.driver_memory),
+            shuffle_partitions=_positive_int(env, "SPARK_SHUFFLE_PARTITIONS", SparkSettings.shuffle_partitions),
+            extra_conf=extra,
+        )
+        return cls(home=home, spark=spark, project=env.get(_PREFIX + "PROJECT", "tidemark"))
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(_PREFIX + name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{_PREFIX}{name}={raw!r} is not a positive integer; set it to e.g. {default}")
+    return value

@@ -1,0 +1,53 @@
+"""The one place that starts or joins tidemark's Spark session."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from features.settings import SparkSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+#: Session settings tidemark relies on. UTC so that anything Spark renders or parses is UTC,
+#: string partition values so ``date=2026-01-01`` stays a string and is not inferred as a date.
+BASE_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "true",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+}
+
+
+def spark_session(settings: SparkSettings | None = None) -> SparkSession:
+    """Return the active Spark session, or start a local one configured for tidemark.
+
+    An already running session (a notebook's, Spark Connect's, a test fixture's) is reused as it
+    is; only the session-level SQL settings tidemark needs are applied to it.
+    """
+    from pyspark.sql import SparkSession
+
+    settings = settings or SparkSettings()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.master(settings.master).appName("tidemark")
+    builder = builder.config("spark.driver.memory", settings.driver_memory)
+    builder = builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+    local = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"} \
+        if settings.master.startswith("local") else {}
+    for key, value in {**BASE_CONF, **local, **settings.extra_conf}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    log.info("started Spark %s on %s", session.version, settings.master)
+    return session

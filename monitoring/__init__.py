@@ -1,0 +1,1 @@
+"""tidemark drift monitoring (reference profiles, drift statistics, reports)."""

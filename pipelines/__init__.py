@@ -1,0 +1,1 @@
+"""tidemark pipelines: data generation, feature builds, the CLI and the Airflow DAGs."""

@@ -1,0 +1,1 @@
+"""tidemark serving (model loading, champion-challenger routing)."""
