@@ -27,11 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import DataType
 
 ROW_ID = "__tm_row"
 """Column that carries an entity row's position so the output can be put back in input order."""
@@ -153,7 +154,7 @@ def _join_group(
 @dataclass(frozen=True)
 class _FeatureStruct:
     columns: list[Column]
-    dtype: object
+    dtype: DataType
 
 
 def _feature_struct(view: ViewSpec, filter_by_created: bool) -> _FeatureStruct:
@@ -172,9 +173,9 @@ def _feature_struct(view: ViewSpec, filter_by_created: bool) -> _FeatureStruct:
 def _feature_side(
     view: ViewSpec,
     position: int,
-    key_types: list[object],
-    ent_type: object,
-    feat_types: list[object],
+    key_types: list[DataType],
+    ent_type: DataType,
+    feat_types: list[DataType],
     filter_by_created: bool,
 ) -> DataFrame:
     """The view's rows shaped like the entity side: keys, availability time, kind 0, its struct."""
@@ -251,8 +252,8 @@ def _literal(moment: datetime, naive: bool) -> datetime:
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _micros(delta: timedelta) -> int:

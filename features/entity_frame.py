@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -154,4 +154,4 @@ def _require_keys(columns: dict[str, str], join_keys: Iterable[str]) -> None:
 def _from_micros(value: int | None) -> datetime | None:
     if value is None:
         return None
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(value))
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value))

@@ -15,8 +15,8 @@ Every message says what was wrong and what to do about it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import difflib
+from collections.abc import Iterable
 
 
 class TidemarkError(Exception):

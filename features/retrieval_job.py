@@ -91,7 +91,7 @@ class SparkAsofRetrievalJob(RetrievalJob):
         slim = ef.slim_spark_frame(self._spark, self._entities, self._join_keys)
         joined = asof_join(slim, self._specs(), timestamp_col=ef.MICROS_COL,
                            filter_by_created=self._filter_by_created)
-        features = joined.drop(*self._join_keys, ef.MICROS_COL).toPandas()
+        features: pd.DataFrame = joined.drop(*self._join_keys, ef.MICROS_COL).toPandas()
         features = features.sort_values(ROW_ID, kind="stable").drop(columns=ROW_ID).reset_index(drop=True)
         entity_df: pd.DataFrame = self._entities.original
         clashes = [c for c in features.columns if c in entity_df.columns]

@@ -84,7 +84,7 @@ class FeatureClient:
             entity_df=entity_df, features=features, full_feature_names=full_feature_names
         )
         if as_spark:
-            return job.to_spark_df()
+            return job.to_spark_df()  # type: ignore[attr-defined]  # our store's jobs are Spark-backed
         return job.to_df()
 
     def _check_references(self, features: list[str]) -> None:
@@ -110,7 +110,7 @@ class FeatureClient:
 
         if self._repo_path is not None:
             return FeatureStore(repo_path=str(self._repo_path))
-        self.spark  # the offline store joins this session instead of starting a default one
+        _ = self.spark  # started with tidemark's settings, so the offline store joins it
         store = FeatureStore(config=self._repo_config())
         registry = self.settings.registry_path
         if not registry.exists():

@@ -6,9 +6,9 @@ pass the result down; library code never reads the environment itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-import os
 from pathlib import Path
 
 from features.errors import ConfigError

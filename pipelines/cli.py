@@ -11,10 +11,10 @@ Settings come from ``TIDEMARK_*`` environment variables, read once here.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from datetime import date
 import logging
 import sys
+from collections.abc import Sequence
+from datetime import date
 
 from features.errors import TidemarkError
 from features.settings import Settings

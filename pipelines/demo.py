@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 import time
+from datetime import timedelta
 
 import pandas as pd
 
@@ -41,10 +41,10 @@ def _summary(frame: pd.DataFrame, cutoff: pd.Timestamp, seconds: float) -> str:
     features = [c for c in frame.columns if c not in
                 {"transaction_id", "customer_id", "merchant_id", "amount", "channel", "event_timestamp", "is_fraud"}]
     lines = [
-        f"training frame: {len(frame):,} rows × {len(features)} features in {seconds:.1f} s "
-        f"(labels known by {cutoff:%Y-%m-%d %H:%M} UTC)",
-        f"  prediction times {frame['event_timestamp'].min():%Y-%m-%d} … {frame['event_timestamp'].max():%Y-%m-%d}, "
-        f"fraud rate {frame['is_fraud'].mean():.2%}",
+        (f"training frame: {len(frame):,} rows × {len(features)} features in {seconds:.1f} s "
+        f"(labels known by {cutoff:%Y-%m-%d %H:%M} UTC)"),
+        (f"  prediction times {frame['event_timestamp'].min():%Y-%m-%d} … {frame['event_timestamp'].max():%Y-%m-%d}, "
+        f"fraud rate {frame['is_fraud'].mean():.2%}"),
         "  feature                     non-null   mean (numeric) / top value",
     ]
     for col in features:

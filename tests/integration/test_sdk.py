@@ -1,0 +1,114 @@
+"""FeatureClient end to end on tiny offline tables in the documented layout (real Spark, Feast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features.errors import MissingColumnError, TimestampTypeError, UnknownFeatureError
+from features.sdk import FeatureClient
+from features.settings import Settings, SparkSettings
+
+pytestmark = pytest.mark.integration
+
+T0 = pd.Timestamp("2026-01-10", tz="UTC")
+
+
+def _write(df: pd.DataFrame, table_dir: Path) -> None:
+    df = df.assign(date=df["event_timestamp"].dt.strftime("%Y-%m-%d"))
+    for day, part in df.groupby("date"):
+        folder = table_dir / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(part.drop(columns="date"), preserve_index=False),
+                       folder / "part-0.parquet", coerce_timestamps="us")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, spark) -> FeatureClient:
+    home = tmp_path_factory.mktemp("home")
+    offline = home / "offline"
+    h = pd.Timedelta("1h")
+    agg = pd.DataFrame({"customer_id": [1, 1, 2], "event_timestamp": [T0, T0 + 2 * h, T0]})
+    for w in ("1h", "24h", "7d"):
+        agg[f"txn_count_{w}"] = pd.array([1, 2, 1], dtype="int64")
+        agg[f"amt_sum_{w}"] = [10.0, 30.0, 5.0]
+        agg[f"amt_mean_{w}"] = [10.0, 15.0, 5.0]
+        agg[f"amt_max_{w}"] = [10.0, 20.0, 5.0]
+        # the second row of customer 1 becomes known 3 hours late
+        agg[f"created_{w}"] = [T0, T0 + 5 * h, T0]
+    _write(agg, offline / "customer_txn_agg")
+    profile = pd.DataFrame({"customer_id": [1, 2], "event_timestamp": [T0 - 30 * 24 * h] * 2,
+                            "created_timestamp": [T0 - 30 * 24 * h] * 2, "income": [40_000.0, 55_000.0],
+                            "age_band": ["25-34", "45-54"], "home_country": ["DE", "FR"]})
+    _write(profile, offline / "customer_profile")
+    merchant = pd.DataFrame({"merchant_id": [7], "event_timestamp": [T0], "created_timestamp": [T0],
+                             "category": ["grocery"], "country": ["DE"], "txn_count_30d": [100],
+                             "amt_mean_30d": [22.5], "fraud_rate_30d": [0.01]})
+    _write(merchant, offline / "merchant_stats")
+    settings = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4))
+    c = FeatureClient(settings)
+    c.apply()
+    return c
+
+
+def test_training_frame_is_point_in_time_correct(client):
+    entities = pd.DataFrame({
+        "customer_id": [1, 1, 1, 2, 3],
+        "merchant_id": [7, 7, 7, 7, 7],
+        "event_timestamp": [T0 + pd.Timedelta("3h"), T0 + pd.Timedelta("6h"), T0 - pd.Timedelta("1h"),
+                            T0 + pd.Timedelta("30min"), T0],
+        "label": [0, 1, 0, 0, 1],
+    })
+    frame = client.training_frame(entities, ["customer_txn_24h:amt_sum_24h", "customer_profile:age_band",
+                                             "merchant_stats:fraud_rate_30d"])
+    assert list(frame.columns) == ["customer_id", "merchant_id", "event_timestamp", "label",
+                                   "amt_sum_24h", "age_band", "fraud_rate_30d"]
+    # 3h: the 2h row exists but only arrives at 5h -> the 0h row; 6h: the late row is visible.
+    assert frame["amt_sum_24h"].iloc[:2].tolist() == [10.0, 30.0]
+    assert pd.isna(frame["amt_sum_24h"].iloc[2])  # before any history
+    assert frame["age_band"].tolist()[:4] == ["25-34", "25-34", "25-34", "45-54"]
+    assert pd.isna(frame["age_band"].iloc[4])     # unknown customer
+    assert frame["label"].tolist() == [0, 1, 0, 0, 1]
+
+
+def test_ttl_makes_stale_windows_missing(client):
+    entities = pd.DataFrame({"customer_id": [1, 1], "event_timestamp": [T0 + pd.Timedelta("30min"),
+                                                                        T0 + pd.Timedelta("90min")]})
+    frame = client.training_frame(entities, ["customer_txn_1h:txn_count_1h", "customer_txn_7d:txn_count_7d"])
+    assert frame["txn_count_1h"].iloc[0] == 1 and pd.isna(frame["txn_count_1h"].iloc[1])
+    assert frame["txn_count_7d"].tolist() == [1, 1]
+
+
+def test_spark_output(client):
+    entities = pd.DataFrame({"customer_id": [2, 1], "event_timestamp": [T0, T0 + pd.Timedelta("6h")]})
+    sdf = client.training_frame(entities, ["customer_txn_7d:amt_max_7d"], as_spark=True)
+    assert sdf.toPandas()["amt_max_7d"].tolist() == [5.0, 20.0]
+
+
+def test_unknown_feature_lists_near_matches(client):
+    with pytest.raises(UnknownFeatureError) as err:
+        client.training_frame(pd.DataFrame({"customer_id": [1], "event_timestamp": [T0]}),
+                              ["customer_txn_24h:amt_sum_42h"])
+    assert "customer_txn_24h:amt_sum_24h" in str(err.value)
+    assert err.value.near_matches
+
+
+def test_missing_join_key_is_named(client):
+    with pytest.raises(MissingColumnError, match="merchant_id"):
+        client.training_frame(pd.DataFrame({"customer_id": [1], "event_timestamp": [T0]}),
+                              ["merchant_stats:category"])
+
+
+def test_string_timestamps_are_rejected_with_a_fix(client):
+    with pytest.raises(TimestampTypeError, match="pd.to_datetime"):
+        client.training_frame(pd.DataFrame({"customer_id": [1], "event_timestamp": ["2026-01-10"]}),
+                              ["customer_profile:income"])
+
+
+def test_missing_timestamp_column(client):
+    with pytest.raises(MissingColumnError, match="event_timestamp"):
+        client.training_frame(pd.DataFrame({"customer_id": [1]}), ["customer_profile:income"])
