@@ -43,6 +43,10 @@ class SparkAsofOfflineStoreConfig(FeastConfigBaseModel):
     """Only rows created at or before the prediction time are eligible (late data stays
     invisible until it arrived). False: the created timestamp only breaks ties, as in Feast."""
 
+    staging_location: str | None = None
+    """A folder every Spark executor can read, where a pandas entity frame is staged as Parquet.
+    Unset: a local temp folder in local mode, else the frame goes through ``createDataFrame``."""
+
 
 class SparkAsofOfflineStore(OfflineStore):
     """Feast ``OfflineStore`` whose point-in-time join is one sort per join-key set."""
@@ -82,6 +86,7 @@ class SparkAsofOfflineStore(OfflineStore):
             feature_refs=feature_refs,
             on_demand_feature_views=OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry),
             config=config,
+            staging_location=store_config.staging_location,
         )
 
     @staticmethod

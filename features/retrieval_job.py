@@ -8,7 +8,11 @@ the caller's own frame by row id, so entity columns are never round-tripped or r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -41,9 +45,11 @@ class SparkAsofRetrievalJob(RetrievalJob):
         feature_refs: list[str],
         on_demand_feature_views: list[OnDemandFeatureView],
         config: RepoConfig,
+        staging_location: str | None = None,
     ) -> None:
         super().__init__()
         self._spark = spark
+        self._staging_location = staging_location
         self._plans = plans
         self._filter_by_created = filter_by_created
         self._full_feature_names = full_feature_names
@@ -88,10 +94,11 @@ class SparkAsofRetrievalJob(RetrievalJob):
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         if not self._entities.is_pandas:
             return self.to_spark_df().toPandas()
-        slim = ef.slim_spark_frame(self._spark, self._entities, self._join_keys)
-        joined = asof_join(slim, self._specs(), timestamp_col=ef.MICROS_COL,
-                           filter_by_created=self._filter_by_created)
-        features: pd.DataFrame = joined.drop(*self._join_keys, ef.MICROS_COL).toPandas()
+        with _staging_dir(self._spark, self._staging_location) as staging:
+            slim = ef.slim_spark_frame(self._spark, self._entities, self._join_keys, staging)
+            joined = asof_join(slim, self._specs(), timestamp_col=ef.MICROS_COL,
+                               filter_by_created=self._filter_by_created)
+            features: pd.DataFrame = joined.drop(*self._join_keys, ef.MICROS_COL).toPandas()
         features = features.sort_values(ROW_ID, kind="stable").drop(columns=ROW_ID).reset_index(drop=True)
         entity_df: pd.DataFrame = self._entities.original
         clashes = [c for c in features.columns if c in entity_df.columns]
@@ -139,6 +146,26 @@ class SparkFrameJob(RetrievalJob):
     def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool | None = False,
                 timeout: int | None = None) -> None:
         persist_spark_df(self.to_spark_df(), storage, allow_overwrite=bool(allow_overwrite))
+
+
+@contextmanager
+def _staging_dir(spark: SparkSession, location: str | None) -> Iterator[Path | None]:
+    """A private folder for the entity frame, removed afterwards.
+
+    ``location`` must be readable by every executor; without one, a local temp folder is used
+    when Spark runs in local mode, and nothing (``createDataFrame``) otherwise.
+    """
+    if location is None and not (spark.sparkContext.master or "").startswith("local"):
+        yield None
+        return
+    parent = Path(location) if location else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="tidemark-entities-", dir=parent))
+    try:
+        yield folder / "rows"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pull_job(spark: SparkSession, build: Callable[[], DataFrame], config: RepoConfig) -> SparkFrameJob:
