@@ -6,6 +6,7 @@ pass the result down; library code never reads the environment itself.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,11 +55,7 @@ class Settings:
         """Read settings from ``env`` (default: ``os.environ``)."""
         env = os.environ if env is None else env
         home = Path(env.get(_PREFIX + "HOME", "./.tidemark")).expanduser().resolve()
-        extra = {
-            key[len(_PREFIX + "SPARK_CONF_") :].lower().replace("__", "."): value
-            for key, value in env.items()
-            if key.startswith(_PREFIX + "SPARK_CONF_")
-        }
+        extra = _spark_conf(env.get(_PREFIX + "SPARK_CONF"))
         spark = SparkSettings(
             master=env.get(_PREFIX + "SPARK_MASTER", SparkSettings.master),
             driver_memory=env.get(_PREFIX + "SPARK_DRIVER_MEMORY", SparkSettings.driver_memory),
@@ -66,6 +63,20 @@ class Settings:
             extra_conf=extra,
         )
         return cls(home=home, spark=spark, project=env.get(_PREFIX + "PROJECT", "tidemark"))
+
+
+def _spark_conf(raw: str | None) -> dict[str, str]:
+    """``TIDEMARK_SPARK_CONF``: a JSON object of Spark settings (keys are case-sensitive)."""
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{_PREFIX}SPARK_CONF is not valid JSON ({exc.msg}); "
+                          'give an object such as {"spark.sql.shuffle.partitions": "16"}') from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{_PREFIX}SPARK_CONF must be a JSON object of setting names to values")
+    return {str(k): str(v) for k, v in parsed.items()}
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

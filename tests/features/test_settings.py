@@ -1,0 +1,40 @@
+"""Settings come from TIDEMARK_* variables, typed, with errors that say what to set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.errors import ConfigError
+from features.settings import Settings
+
+
+def test_defaults_put_state_under_dot_tidemark(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    assert settings.home == (tmp_path / ".tidemark").resolve()
+    assert settings.offline_dir == settings.home / "offline"
+    assert settings.spark.master == "local[*]"
+
+
+def test_values_are_read_and_typed():
+    settings = Settings.from_env({
+        "TIDEMARK_HOME": "/srv/tm", "TIDEMARK_SPARK_MASTER": "spark://h:7077",
+        "TIDEMARK_SPARK_SHUFFLE_PARTITIONS": "32",
+        "TIDEMARK_SPARK_CONF": '{"spark.driver.maxResultSize": "2g"}',
+    })
+    assert settings.home == Path("/srv/tm")
+    assert settings.spark.shuffle_partitions == 32
+    assert settings.spark.extra_conf == {"spark.driver.maxResultSize": "2g"}
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"TIDEMARK_SPARK_SHUFFLE_PARTITIONS": "many"}, "positive integer"),
+    ({"TIDEMARK_SPARK_SHUFFLE_PARTITIONS": "0"}, "positive integer"),
+    ({"TIDEMARK_SPARK_CONF": "spark.x=1"}, "valid JSON"),
+    ({"TIDEMARK_SPARK_CONF": "[1]"}, "JSON object"),
+])
+def test_bad_values_are_named(env, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        Settings.from_env(env)
