@@ -15,19 +15,19 @@ Errors::
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 import datetime as dt
 import enum
 import json
 import logging
 import os
-from pathlib import Path
 import shutil
 import tempfile
 import time
-from typing import Any
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -8,8 +8,8 @@ of the baseline. Times are int64 microseconds since the Unix epoch (UTC) until t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import datetime as dt
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -17,7 +17,7 @@ def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
     from features.sdk import FeatureClient
     from features.spark import spark_session
     from pipelines.datagen import DatagenConfig, generate
-    from pipelines.training_data import labelled_transactions
+    from pipelines.training_data import labelled_transactions, last_event_time
 
     print(f"tidemark demo: state in {settings.home}")
     print("1/3 generating raw events …")
@@ -27,8 +27,7 @@ def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
     print("3/3 building a point-in-time training frame through Feast …")
     client = FeatureClient(settings)
     client.apply()
-    all_txns = labelled_transactions(settings.raw_dir, label_cutoff=pd.Timestamp.max.tz_localize("UTC"))
-    cutoff = all_txns["event_timestamp"].max() - timedelta(days=1)
+    cutoff = last_event_time(settings.raw_dir) - timedelta(days=1)
     entities = labelled_transactions(settings.raw_dir, label_cutoff=cutoff, sample=50_000, seed=seed)
     started = time.perf_counter()
     frame = client.training_frame(entities, DEFAULT_FEATURES)

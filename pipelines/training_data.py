@@ -7,9 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from features.errors import DataNotFoundError
+
+
+def last_event_time(raw_dir: Path) -> pd.Timestamp:
+    """The newest transaction event time in the raw data (UTC)."""
+    table = ds.dataset(raw_dir / "transactions", format="parquet", partitioning="hive").to_table(
+        columns=["event_timestamp"])
+    return pd.Timestamp(pc.max(table.column("event_timestamp")).as_py())
 
 
 def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int | None = None,
@@ -25,8 +33,8 @@ def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int 
     for folder in (txn_dir, label_dir):
         if not folder.exists():
             raise DataNotFoundError(f"{folder} does not exist; generate data first with `tidemark datagen`")
-    cutoff = pd.Timestamp(label_cutoff).tz_convert("UTC") if pd.Timestamp(label_cutoff).tzinfo \
-        else pd.Timestamp(label_cutoff, tz="UTC")
+    cutoff = pd.Timestamp(label_cutoff)
+    cutoff = (cutoff.tz_convert("UTC") if cutoff.tzinfo else cutoff.tz_localize("UTC")).floor("us")
     labels = ds.dataset(label_dir, format="parquet", partitioning="hive").to_table(
         columns=["transaction_id", "is_fraud"], filter=ds.field("label_timestamp") <= cutoff.to_pydatetime(),
     ).to_pandas()
