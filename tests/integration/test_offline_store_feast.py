@@ -189,6 +189,27 @@ def test_pull_latest_is_newest_per_entity(repos):
             .sort_values("driver_id").reset_index(drop=True))
     assert got["driver_id"].tolist() == want["driver_id"].tolist()
     np.testing.assert_allclose(got["rate"].to_numpy(), want["rate"].to_numpy())
+    no_created = offline.pull_latest_from_table_or_query(
+        store.config, fv.batch_source, ["driver_id"], ["rate"], "event_timestamp", None, start, end,
+    ).to_df().sort_values("driver_id").reset_index(drop=True)
+    assert list(no_created.columns) == ["driver_id", "rate", "event_timestamp"]
+    np.testing.assert_allclose(no_created["rate"].to_numpy(), want["rate"].to_numpy())
     everything = offline.pull_all_from_table_or_query(
         store.config, fv.batch_source, ["driver_id"], ["rate"], "event_timestamp", "created", start, end).to_df()
     assert len(everything) == len(window)
+
+
+def test_entity_less_mode_gives_latest_values_at_end_date(repos):
+    stores, _, driver = repos
+    start, end = BASE + timedelta(days=1), BASE + timedelta(days=2)
+    out = stores["ours"].get_historical_features(features=["driver_stats:rate"], start_date=start,
+                                                 end_date=end).to_df()
+    seen = driver[(driver["event_timestamp"] >= start) & (driver["event_timestamp"] <= end)]["driver_id"].unique()
+    history = driver[driver["event_timestamp"] <= end].sort_values(["event_timestamp", "created"])
+    latest = history.groupby("driver_id").tail(1).set_index("driver_id")
+    fresh = latest["event_timestamp"] >= end - timedelta(hours=6)  # the view's TTL
+    want = latest["rate"].where(fresh).reindex(sorted(seen))
+    got = out.set_index("driver_id")["rate"].sort_index()
+    assert list(got.index) == list(want.index)
+    assert got.notna().sum() > 5 and got.isna().sum() > 0  # both fresh and expired values occur
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy())
