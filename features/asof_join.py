@@ -69,7 +69,7 @@ def epoch_micros(df: DataFrame, column: str) -> Column:
     from pyspark.sql import types as T
 
     dtype = df.schema[column].dataType
-    col = F.col(_quote(column))
+    col = F.col(quote(column))
     if isinstance(dtype, T.TimestampType):
         return F.unix_micros(col)
     if isinstance(dtype, T.TimestampNTZType):
@@ -118,12 +118,13 @@ def _join_group(
 
     key_types = [entities.schema[k].dataType for k in join_keys]
     ent_cols = entities.columns
-    ent_struct = F.struct(*[F.col(_quote(c)) for c in ent_cols])
-    feat_types = [_feature_struct(v, filter_by_created).dtype for v in views]
+    ent_struct = F.struct(*[F.col(quote(c)) for c in ent_cols])
+    structs = [_feature_struct(v) for v in views]
+    feat_types = [fs.dtype for fs in structs]
 
     t = epoch_micros(entities, timestamp_col)
     entity_side = entities.select(
-        *[F.col(_quote(k)).alias(f"__tm_k{i}") for i, k in enumerate(join_keys)],
+        *[F.col(quote(k)).alias(f"__tm_k{i}") for i, k in enumerate(join_keys)],
         t.alias(_T),
         _order(t, entity=True).alias(_ORDER),
         ent_struct.alias(_ENT),
@@ -132,7 +133,8 @@ def _join_group(
     ent_type = entity_side.schema[_ENT].dataType
     union = entity_side
     for j, view in enumerate(views):
-        union = union.unionByName(_feature_side(view, j, key_types, ent_type, feat_types, filter_by_created))
+        union = union.unionByName(_feature_side(view, structs[j], j, key_types, ent_type, feat_types,
+                                                filter_by_created))
 
     # One sort column, not (time, kind): Spark compares a single long per row instead of
     # falling through to a second column on every tie of the first (~20% of the join's time).
@@ -147,7 +149,7 @@ def _join_group(
         *[F.max(f"__tm_f{j}").over(window).alias(f"__tm_b{j}") for j in range(len(views))],
     ).where(F.col(_ENT).isNotNull())
 
-    outputs = [F.col(f"{_ENT}.{_quote(c)}").alias(c) for c in ent_cols]
+    outputs = [F.col(f"{_ENT}.{quote(c)}").alias(c) for c in ent_cols]
     for j, view in enumerate(views):
         outputs.extend(_view_outputs(view, f"__tm_b{j}"))
     return best.select(*outputs)
@@ -159,14 +161,14 @@ class _FeatureStruct:
     dtype: DataType
 
 
-def _feature_struct(view: ViewSpec, filter_by_created: bool) -> _FeatureStruct:
+def _feature_struct(view: ViewSpec) -> _FeatureStruct:
     """The struct ``(ev, cr, f0, f1, …)`` whose running max picks the winning row."""
     from pyspark.sql import functions as F
 
     src = view.source
     ev = epoch_micros(src, view.timestamp_field)
     cr = epoch_micros(src, view.created_timestamp_column) if view.created_timestamp_column else F.lit(None).cast("long")
-    values = [F.col(_quote(s)).alias(f"v{i}") for i, (s, _) in enumerate(view.features)]
+    values = [F.col(quote(s)).alias(f"v{i}") for i, (s, _) in enumerate(view.features)]
     struct = F.struct(ev.alias("ev"), cr.alias("cr"), *values)
     dtype = src.select(struct.alias("s")).schema["s"].dataType
     return _FeatureStruct([ev, cr, struct], dtype)
@@ -174,6 +176,7 @@ def _feature_struct(view: ViewSpec, filter_by_created: bool) -> _FeatureStruct:
 
 def _feature_side(
     view: ViewSpec,
+    feature_struct: _FeatureStruct,
     position: int,
     key_types: list[DataType],
     ent_type: DataType,
@@ -183,13 +186,13 @@ def _feature_side(
     """The view's rows shaped like the entity side: keys, availability time, kind 0, its struct."""
     from pyspark.sql import functions as F
 
-    ev, cr, struct = _feature_struct(view, filter_by_created).columns
+    ev, cr, struct = feature_struct.columns
     available = F.greatest(ev, cr) if (filter_by_created and view.created_timestamp_column) else ev
     src = view.source.where(ev.isNotNull())
     for k in view.source_keys:
-        src = src.where(F.col(_quote(k)).isNotNull())
+        src = src.where(F.col(quote(k)).isNotNull())
     return src.select(
-        *[F.col(_quote(k)).cast(t).alias(f"__tm_k{i}") for i, (k, t) in enumerate(zip(view.source_keys, key_types))],
+        *[F.col(quote(k)).cast(t).alias(f"__tm_k{i}") for i, (k, t) in enumerate(zip(view.source_keys, key_types))],
         F.lit(None).cast("long").alias(_T),
         _order(available, entity=False).alias(_ORDER),
         F.lit(None).cast(ent_type).alias(_ENT),
@@ -241,7 +244,7 @@ def prune_source(
     from pyspark.sql import types as T
 
     dtype = source.schema[timestamp_field].dataType
-    col = F.col(_quote(timestamp_field))
+    col = F.col(quote(timestamp_field))
     if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
         naive = isinstance(dtype, T.TimestampNTZType)
         if max_t is not None:
@@ -249,7 +252,7 @@ def prune_source(
         if min_t is not None:
             source = source.where(col >= F.lit(_literal(min_t, naive)))
     if date_partition_column and date_partition_column in source.columns:
-        part = F.col(_quote(date_partition_column))
+        part = F.col(quote(date_partition_column))
         if max_t is not None:
             source = source.where(part <= F.lit(_utc(max_t).strftime(date_format)))
         if min_t is not None:
@@ -276,5 +279,6 @@ def _zone(df: DataFrame) -> str:
     return df.sparkSession.conf.get("spark.sql.session.timeZone") or "UTC"
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
+    """``name`` as a Spark column reference, backquoted so dots and spaces are literal."""
     return "`" + name.replace("`", "``") + "`"

@@ -20,9 +20,9 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.infra.offline_stores.offline_store import OfflineStore, RetrievalJob
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 
-from features.asof_join import ViewSpec, prune_source
+from features.asof_join import ViewSpec, prune_source, quote
 from features.errors import FeatureStoreError
-from features.retrieval_job import SparkAsofRetrievalJob, pull_job
+from features.retrieval_job import SparkAsofRetrievalJob, SparkFrameJob
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,7 +71,7 @@ class SparkAsofOfflineStore(OfflineStore):
         spark = _spark(store_config)
         filter_created = store_config.filter_by_created_timestamp or bool(kwargs.get("filter_by_created_timestamp"))
         requested = _requested_features(feature_refs)
-        plans = [_ViewPlan.of(fv, requested.get(fv.projection.name_to_use(), []), full_feature_names)
+        plans = [_ViewPlan(fv, requested.get(fv.projection.name_to_use(), []), full_feature_names)
                  for fv in feature_views if fv.projection.name_to_use() in requested]
         if entity_df is None:
             entity_df = _entities_from_sources(spark, plans, kwargs.get("start_date"), kwargs.get("end_date"))
@@ -114,22 +114,22 @@ class SparkAsofOfflineStore(OfflineStore):
         def build() -> DataFrame:
             src = _bounded(spark, data_source, timestamp_field, created_timestamp_column, start_date, end_date,
                            filter_created=store_config.filter_by_created_timestamp)
-            created = F.col(_q(created_timestamp_column)) if created_timestamp_column else F.lit(None)
-            payload = [F.col(_q(timestamp_field)).alias("ev"), created.alias("cr"),
-                       *[F.col(_q(c)).alias(f"v{i}") for i, c in enumerate(feature_name_columns)]]
+            created = F.col(quote(created_timestamp_column)) if created_timestamp_column else F.lit(None)
+            payload = [F.col(quote(timestamp_field)).alias("ev"), created.alias("cr"),
+                       *[F.col(quote(c)).alias(f"v{i}") for i, c in enumerate(feature_name_columns)]]
             if created_timestamp_column:
-                payload.append(F.col(_q(created_timestamp_column)).alias("cr_out"))
-            keys = [F.col(_q(k)) for k in join_key_columns]
+                payload.append(F.col(quote(created_timestamp_column)).alias("cr_out"))
+            keys = [F.col(quote(k)) for k in join_key_columns]
             latest = src.groupBy(*keys).agg(F.max(F.struct(*payload)).alias("b")) if keys else \
                 src.agg(F.max(F.struct(*payload)).alias("b"))
-            outputs = [F.col(_q(k)) for k in join_key_columns]
+            outputs = [F.col(quote(k)) for k in join_key_columns]
             outputs += [F.col(f"b.v{i}").alias(c) for i, c in enumerate(feature_name_columns)]
             outputs.append(F.col("b.ev").alias(timestamp_field))
             if created_timestamp_column:
                 outputs.append(F.col("b.cr_out").alias(created_timestamp_column))
             return latest.select(*outputs)
 
-        return pull_job(spark, build, config)
+        return SparkFrameJob(spark, build, config)
 
     @staticmethod
     def pull_all_from_table_or_query(
@@ -154,9 +154,9 @@ class SparkAsofOfflineStore(OfflineStore):
         def build() -> DataFrame:
             src = _bounded(spark, data_source, timestamp_field, created_timestamp_column, start_date, end_date,
                            filter_created=False)
-            return src.select(*[F.col(_q(c)) for c in dict.fromkeys(columns)])
+            return src.select(*[F.col(quote(c)) for c in dict.fromkeys(columns)])
 
-        return pull_job(spark, build, config)
+        return SparkFrameJob(spark, build, config)
 
 
 class _ViewPlan:
@@ -182,10 +182,6 @@ class _ViewPlan:
         out = (lambda f: f"{self.name}__{f}") if full_names else (lambda f: f)
         self.features = tuple((reverse.get(f, f), out(f)) for f in features)
         self.ttl = fv.ttl if isinstance(fv.ttl, timedelta) and fv.ttl > timedelta(0) else None
-
-    @classmethod
-    def of(cls, fv: FeatureView, features: list[str], full_names: bool) -> _ViewPlan:
-        return cls(fv, features, full_names)
 
     def spec(self, spark: SparkSession, min_t: datetime | None, max_t: datetime | None) -> ViewSpec:
         """The join's view, with the source pruned to rows that can matter for ``[min_t, max_t]``."""
@@ -230,7 +226,7 @@ def _bounded(
                        date_partition_column=source.date_partition_column or None,
                        date_format=source.date_partition_column_format or "%Y-%m-%d")
     if filter_created and created_column and end is not None:
-        src = src.where(F.col(_q(created_column)).isNull() | (F.col(_q(created_column)) <= F.lit(end)))
+        src = src.where(F.col(quote(created_column)).isNull() | (F.col(quote(created_column)) <= F.lit(end)))
     return src
 
 
@@ -246,7 +242,7 @@ def _entities_from_sources(
     frames = []
     for plan in plans:
         src = _bounded(spark, plan.source, plan.timestamp_field, None, start, end, filter_created=False)
-        cols = [F.col(_q(s)).alias(k) for s, k in zip(plan.source_keys, plan.join_keys)]
+        cols = [F.col(quote(s)).alias(k) for s, k in zip(plan.source_keys, plan.join_keys)]
         cols += [F.lit(None).alias(k) for k in keys if k not in plan.join_keys]
         frames.append(src.select(*cols).select(*keys))
     union = frames[0]
@@ -279,7 +275,3 @@ def _spark(store_config: SparkAsofOfflineStoreConfig) -> SparkSession:
     from features.spark import spark_session
 
     return spark_session(SparkSettings(extra_conf=dict(store_config.spark_conf or {})))
-
-
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"

@@ -63,7 +63,7 @@ class SparkAsofRetrievalJob(RetrievalJob):
         self._join_keys = join_keys
         self._metadata = RetrievalMetadata(
             features=feature_refs,
-            keys=[c for c in _columns(self._entities.original) if c != self._entities.timestamp_col],
+            keys=[c for c in self._entities.original.columns if c != self._entities.timestamp_col],
             min_event_timestamp=self._entities.min_t,
             max_event_timestamp=self._entities.max_t,
         )
@@ -168,11 +168,6 @@ def _staging_dir(spark: SparkSession, location: str | None) -> Iterator[Path | N
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def pull_job(spark: SparkSession, build: Callable[[], DataFrame], config: RepoConfig) -> SparkFrameJob:
-    """Wrap a DataFrame builder as a Feast ``RetrievalJob``."""
-    return SparkFrameJob(spark, build, config)
-
-
 def persist_spark_df(df: DataFrame, storage: SavedDatasetStorage, *, allow_overwrite: bool) -> None:
     """Save ``df`` to a ``SavedDatasetSparkStorage`` location: a path, or a table name."""
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SavedDatasetSparkStorage
@@ -189,7 +184,3 @@ def persist_spark_df(df: DataFrame, storage: SavedDatasetStorage, *, allow_overw
         df.write.mode(mode).saveAsTable(options.table)
     else:
         raise FeatureStoreError("SavedDatasetSparkStorage needs a path or a table")
-
-
-def _columns(frame: Any) -> list[str]:
-    return list(frame.columns)

@@ -78,7 +78,6 @@ def repos(tmp_path_factory, spark):
             "entity_key_serialization_version": 3,
         }))
         from feast import FeatureStore
-        from feast.repo_operations import apply_total  # noqa: F401  (imported to fail loudly if moved)
 
         store = FeatureStore(repo_path=str(repo))
         import importlib.util
