@@ -34,6 +34,13 @@ class Settings:
     home: Path
     spark: SparkSettings
     project: str = "tidemark"
+    redis_url: str | None = None  # an external Redis or Redis Cluster; None: tidemark's embedded server
+    online_timeout_ms: int = 50  # budget (milliseconds) for one online feature read
+
+    @property
+    def redis_dir(self) -> Path:
+        """Data, log and state of the embedded redis-server (used when ``redis_url`` is None)."""
+        return self.home / "redis"
 
     @property
     def raw_dir(self) -> Path:
@@ -62,7 +69,13 @@ class Settings:
             shuffle_partitions=_positive_int(env, "SPARK_SHUFFLE_PARTITIONS", SparkSettings.shuffle_partitions),
             extra_conf=extra,
         )
-        return cls(home=home, spark=spark, project=env.get(_PREFIX + "PROJECT", "tidemark"))
+        return cls(
+            home=home,
+            spark=spark,
+            project=env.get(_PREFIX + "PROJECT", "tidemark"),
+            redis_url=env.get(_PREFIX + "REDIS_URL") or None,
+            online_timeout_ms=_positive_int(env, "ONLINE_TIMEOUT_MS", cls.online_timeout_ms),
+        )
 
 
 def _spark_conf(raw: str | None) -> dict[str, str]:

@@ -38,3 +38,26 @@ def test_values_are_read_and_typed():
 def test_bad_values_are_named(env, fragment):
     with pytest.raises(ConfigError, match=fragment):
         Settings.from_env(env)
+
+
+def test_online_store_defaults_to_the_embedded_redis(tmp_path):
+    settings = Settings.from_env({"TIDEMARK_HOME": str(tmp_path)})
+    assert settings.redis_url is None
+    assert settings.redis_dir == tmp_path / "redis"
+    assert settings.online_timeout_ms == 50
+
+
+def test_external_redis_and_online_timeout_are_read():
+    settings = Settings.from_env({"TIDEMARK_REDIS_URL": "redis://cache:6379/2", "TIDEMARK_ONLINE_TIMEOUT_MS": "120"})
+    assert settings.redis_url == "redis://cache:6379/2"
+    assert settings.online_timeout_ms == 120
+
+
+def test_empty_redis_url_means_embedded():
+    assert Settings.from_env({"TIDEMARK_REDIS_URL": ""}).redis_url is None
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "fast"])
+def test_bad_online_timeout_is_named(raw):
+    with pytest.raises(ConfigError, match="TIDEMARK_ONLINE_TIMEOUT_MS.*positive integer"):
+        Settings.from_env({"TIDEMARK_ONLINE_TIMEOUT_MS": raw})
