@@ -8,7 +8,10 @@
         │   ├── MissingColumnError      a join key or the timestamp column is absent
         │   └── TimestampTypeError      a timestamp column holds something else
         ├── UnknownFeatureError         a feature reference is not registered
-        └── PartitionCommitError        a partitioned write could not be committed
+        ├── PartitionCommitError        a partitioned write could not be committed
+        └── OnlineStoreError            the online store (Redis) failed a read or a write
+            ├── OnlineStoreUnavailable  Redis is down, unreachable or slower than the timeout
+            └── CorruptValueError       a stored value is not a well-formed tidemark value
 
 Every message says what was wrong and what to do about it.
 """
@@ -65,3 +68,27 @@ class UnknownFeatureError(FeatureStoreError):
 
 class PartitionCommitError(FeatureStoreError):
     """A staged partitioned write could not be moved into place."""
+
+
+class OnlineStoreError(FeatureStoreError):
+    """The online store failed a read or a write."""
+
+
+class OnlineStoreUnavailable(OnlineStoreError):
+    """Redis did not answer within the configured timeout (down, unreachable, or too slow).
+
+    The client reconnects on the next call; nothing is retried silently.
+    """
+
+
+class CorruptValueError(OnlineStoreError):
+    """A value in Redis is not a well-formed tidemark value for the feature view that owns the key."""
+
+    def __init__(self, key: bytes | str, why: str) -> None:
+        shown = key.decode(errors="backslashreplace") if isinstance(key, bytes) else key
+        super().__init__(
+            f"online value at key {shown!r} is unusable: {why}. Nothing was returned for this "
+            "read; delete the key (or the view's keys with `feast apply` after a change) and "
+            "materialize again."
+        )
+        self.key = key

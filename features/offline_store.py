@@ -106,28 +106,14 @@ class SparkAsofOfflineStore(OfflineStore):
         ``filter_by_created_timestamp`` on, rows created after ``end_date`` are ignored, so the
         result is what a point-in-time join at ``end_date`` would return (before any TTL).
         """
-        from pyspark.sql import functions as F
-
         store_config = _store_config(config)
         spark = _spark(store_config)
 
         def build() -> DataFrame:
             src = _bounded(spark, data_source, timestamp_field, created_timestamp_column, start_date, end_date,
                            filter_created=store_config.filter_by_created_timestamp)
-            created = F.col(quote(created_timestamp_column)) if created_timestamp_column else F.lit(None)
-            payload = [F.col(quote(timestamp_field)).alias("ev"), created.alias("cr"),
-                       *[F.col(quote(c)).alias(f"v{i}") for i, c in enumerate(feature_name_columns)]]
-            if created_timestamp_column:
-                payload.append(F.col(quote(created_timestamp_column)).alias("cr_out"))
-            keys = [F.col(quote(k)) for k in join_key_columns]
-            latest = src.groupBy(*keys).agg(F.max(F.struct(*payload)).alias("b")) if keys else \
-                src.agg(F.max(F.struct(*payload)).alias("b"))
-            outputs = [F.col(quote(k)) for k in join_key_columns]
-            outputs += [F.col(f"b.v{i}").alias(c) for i, c in enumerate(feature_name_columns)]
-            outputs.append(F.col("b.ev").alias(timestamp_field))
-            if created_timestamp_column:
-                outputs.append(F.col("b.cr_out").alias(created_timestamp_column))
-            return latest.select(*outputs)
+            return latest_per_entity(src, join_key_columns, feature_name_columns, timestamp_field,
+                                     created_timestamp_column)
 
         return SparkFrameJob(spark, build, config)
 
@@ -142,7 +128,12 @@ class SparkAsofOfflineStore(OfflineStore):
         start_date: datetime | None = None,
         end_date: datetime | None = None,
     ) -> RetrievalJob:
-        """Every row with event time in ``[start_date, end_date]`` (either bound optional)."""
+        """Every row with event time in ``[start_date, end_date]`` (either bound optional).
+
+        With ``filter_by_created_timestamp`` on, rows created after ``end_date`` are left out as in
+        :meth:`pull_latest_from_table_or_query`: Feast materializes through this method, and a row
+        that had not arrived by ``end_date`` must not reach the online store as of ``end_date``.
+        """
         from pyspark.sql import functions as F
 
         store_config = _store_config(config)
@@ -153,7 +144,7 @@ class SparkAsofOfflineStore(OfflineStore):
 
         def build() -> DataFrame:
             src = _bounded(spark, data_source, timestamp_field, created_timestamp_column, start_date, end_date,
-                           filter_created=False)
+                           filter_created=store_config.filter_by_created_timestamp)
             return src.select(*[F.col(quote(c)) for c in dict.fromkeys(columns)])
 
         return SparkFrameJob(spark, build, config)
@@ -190,6 +181,26 @@ class _ViewPlan:
                            date_partition_column=self.date_partition_column, date_format=self.date_format)
         return ViewSpec(self.name, src, self.join_keys, self.source_keys, self.timestamp_field,
                         self.created_timestamp_column, self.features, self.ttl)
+
+
+def latest_per_entity(src: DataFrame, join_keys: list[str], features: list[str], timestamp_field: str,
+                      created_column: str | None) -> DataFrame:
+    """The row with the greatest (event, created) time per entity of ``src``: join keys, features,
+    the timestamp and (if given) the created column. One aggregation, no sort."""
+    from pyspark.sql import functions as F
+
+    created = F.col(quote(created_column)) if created_column else F.lit(None)
+    payload = [F.col(quote(timestamp_field)).alias("ev"), created.alias("cr"),
+               *[F.col(quote(c)).alias(f"v{i}") for i, c in enumerate(features)]]
+    keys = [F.col(quote(k)) for k in join_keys]
+    best = F.max(F.struct(*payload)).alias("b")
+    latest = src.groupBy(*keys).agg(best) if keys else src.agg(best)
+    outputs = [F.col(quote(k)) for k in join_keys]
+    outputs += [F.col(f"b.v{i}").alias(c) for i, c in enumerate(features)]
+    outputs.append(F.col("b.ev").alias(timestamp_field))
+    if created_column:
+        outputs.append(F.col("b.cr").alias(created_column))
+    return latest.select(*outputs)
 
 
 def load_source(spark: SparkSession, source: SparkSource) -> DataFrame:

@@ -1,0 +1,234 @@
+"""Feast online store plugin: one packed value per (project, feature view, entity) in Redis.
+
+Select it in any Feast repo's ``feature_store.yaml``::
+
+    online_store:
+      type: features.online_store.PackedRedisOnlineStore
+      url: redis://10.0.0.5:6379/0      # omit: tidemark's embedded Redis under $TIDEMARK_HOME
+
+``feast materialize``, ``feast materialize-incremental`` and ``FeatureStore.get_online_features``
+work unchanged. Writes are newest-wins (an older event never replaces a newer one); reads return
+a value older than the view's TTL as missing, as the offline point-in-time join would. The key and
+value formats are in ``docs/online_format.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+from feast.entity import Entity
+from feast.feature_view import FeatureView
+from feast.infra.online_stores.online_store import OnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from pydantic import NonNegativeInt, PositiveInt, StrictStr
+
+from features.online_keys import entity_id_from_proto, key_prefix, view_keys
+from features.online_views import OnlineView, now_us, raise_if_refused, write_rows
+from features.packed_layout import NO_TIME, unpack_rows
+from features.redis_client import RedisOnline
+from features.settings import Settings
+
+__all__ = ["PackedRedisOnlineStore", "PackedRedisOnlineStoreConfig", "connect", "redis_url_for"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMAS_KEY: Final = b"__tidemark_schemas__"
+_PROTO_FIELD: Final = {"float64": "double_val", "float32": "float_val", "int64": "int64_val",
+                       "int32": "int32_val", "bool": "bool_val", "string": "string_val",
+                       "bytes": "bytes_val"}
+
+
+class PackedRedisOnlineStoreConfig(FeastConfigBaseModel):
+    """Settings of :class:`PackedRedisOnlineStore`; unknown keys are rejected."""
+
+    type: Literal["features.online_store.PackedRedisOnlineStore"] = "features.online_store.PackedRedisOnlineStore"
+
+    url: StrictStr | None = None
+    """``redis://host:port/db`` (any node of a cluster will do). Unset: ``TIDEMARK_REDIS_URL``, else
+    the embedded server tidemark starts under ``$TIDEMARK_HOME/redis``."""
+
+    embedded_dir: StrictStr | None = None
+    """Where the embedded server keeps its data when ``url`` is unset (default:
+    ``$TIDEMARK_HOME/redis``)."""
+
+    redis_type: Literal["auto", "redis", "redis_cluster"] = "auto"
+    """``auto`` asks the server whether it is a cluster node."""
+
+    timeout_ms: PositiveInt = 50
+    """A read that takes longer fails with ``OnlineStoreUnavailable`` (milliseconds)."""
+
+    write_timeout_ms: PositiveInt = 10_000
+    """Bound on one pipelined write or scan (milliseconds)."""
+
+    expiry_margin_s: NonNegativeInt = 3600
+    """Keys expire in Redis this long after their view's TTL; reads apply the TTL exactly."""
+
+
+_connections: dict[tuple[Any, ...], RedisOnline] = {}
+_connections_lock = threading.Lock()
+
+
+def redis_url_for(settings: Settings) -> str:
+    """``TIDEMARK_REDIS_URL`` if set, else the URL of the embedded server (started if needed)."""
+    if settings.redis_url:
+        return settings.redis_url
+    from features.embedded_redis import EmbeddedRedis
+
+    return EmbeddedRedis(settings.redis_dir).ensure_running()
+
+
+def connect(config: PackedRedisOnlineStoreConfig) -> RedisOnline:
+    """The shared connection for ``config`` (one pool per URL and timeouts in a process)."""
+    if config.url:
+        url = config.url
+    elif config.embedded_dir:
+        from features.embedded_redis import EmbeddedRedis
+
+        url = EmbeddedRedis(Path(config.embedded_dir)).ensure_running()
+    else:
+        url = redis_url_for(Settings.from_env())
+    cluster = None if config.redis_type == "auto" else config.redis_type == "redis_cluster"
+    key = (url, cluster, config.timeout_ms, config.write_timeout_ms)
+    with _connections_lock:
+        if key not in _connections:
+            _connections[key] = RedisOnline(url, timeout_ms=config.timeout_ms,
+                                            write_timeout_ms=config.write_timeout_ms, cluster=cluster)
+        return _connections[key]
+
+
+class PackedRedisOnlineStore(OnlineStore):
+    """Feast ``OnlineStore`` keeping each view's features for an entity in one packed Redis value."""
+
+    def online_write_batch(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        """Write Feast rows (protos) for one view, newest wins."""
+        view = OnlineView.from_feast(table)
+        store_config: PackedRedisOnlineStoreConfig = config.online_store
+        ids = [entity_id_from_proto(row[0]) for row in data]
+        event = np.array([_micros(row[2]) for row in data], dtype=np.int64)
+        created = np.array([NO_TIME if row[3] is None else _micros(row[3]) for row in data], dtype=np.int64)
+        columns, valid = _columns_from_protos(view, [row[1] for row in data])
+        counts = write_rows(connect(store_config), key_prefix(config.project), view, ids, event, created,
+                            columns, valid, margin_us=store_config.expiry_margin_s * 1_000_000)
+        log.debug("%s: %s", view.name, counts)
+        if progress is not None:
+            progress(len(data))
+        raise_if_refused(counts)
+
+    def online_read(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        """Feature protos per entity key; ``(None, None)`` for a missing or stale value."""
+        view = OnlineView.from_feast(table)
+        keys = view_keys(key_prefix(config.project), view.name,
+                         [entity_id_from_proto(k) for k in entity_keys])
+        batch = unpack_rows(view.schema, connect(config.online_store).get_many(keys), keys)
+        live = batch.found & ~view.stale(batch.event_us, now_us())
+        wanted = [i for i, n in enumerate(view.schema.names)
+                  if requested_features is None or n in requested_features]
+        out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+        for row in range(len(keys)):
+            if not live[row]:
+                out.append((None, None))
+                continue
+            values = {view.schema.names[i]: _proto(view.schema.kinds[i], batch.columns[i][row],
+                                                  bool(batch.valid[row, i])) for i in wanted}
+            out.append((datetime.fromtimestamp(int(batch.event_us[row]) / 1e6, tz=UTC), values))
+        return out
+
+    def update(
+        self,
+        config: RepoConfig,
+        tables_to_delete: Sequence[FeatureView],
+        tables_to_keep: Sequence[FeatureView],
+        entities_to_delete: Sequence[Entity],
+        entities_to_keep: Sequence[Entity],
+        partial: bool,
+    ) -> None:
+        """Drop deleted views' keys, and the keys of views whose definition changed (their stored
+        values no longer match; materialize again)."""
+        redis_online = connect(config.online_store)
+        project = key_prefix(config.project)
+        schemas_key = project + _SCHEMAS_KEY
+        writer = redis_online.writer
+        with redis_online.translated("update"):
+            for table in tables_to_delete:
+                _delete_view(redis_online, project, table.name)
+                writer.hdel(schemas_key, table.name)
+            for table in tables_to_keep:
+                fingerprint = str(OnlineView.from_feast(table).schema.fingerprint).encode()
+                stored = writer.hget(schemas_key, table.name)
+                if stored is not None and stored != fingerprint:
+                    deleted = _delete_view(redis_online, project, table.name)
+                    log.warning("feature view %s changed definition: deleted its %d online values; "
+                                "materialize it again", table.name, deleted)
+                writer.hset(schemas_key, table.name, fingerprint)
+
+    def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]) -> None:
+        """Delete every online value of ``tables``."""
+        redis_online = connect(config.online_store)
+        project = key_prefix(config.project)
+        with redis_online.translated("teardown"):
+            for table in tables:
+                _delete_view(redis_online, project, table.name)
+                redis_online.writer.hdel(project + _SCHEMAS_KEY, table.name)
+
+
+def _delete_view(redis_online: RedisOnline, project: bytes, view: str) -> int:
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in view)
+    return redis_online.delete_matching(project + b"{*}:" + escaped.encode())
+
+
+def _micros(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # Feast: naive means UTC
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _columns_from_protos(view: OnlineView, rows: list[dict[str, ValueProto]]
+                         ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    columns, valid = [], []
+    for name, kind in zip(view.schema.names, view.schema.kinds, strict=True):
+        values = []
+        for row in rows:
+            proto = row.get(name)
+            which = None if proto is None else proto.WhichOneof("val")
+            values.append(None if which is None or which == "null_val" else getattr(proto, which))
+        ok = np.array([v is not None for v in values], dtype=bool)
+        if kind in ("string", "bytes"):
+            columns.append(np.array(values, dtype=object))
+        else:
+            dtype = np.float64 if kind.startswith("float") else np.int64
+            columns.append(np.array([0 if v is None else v for v in values], dtype=dtype))
+        valid.append(ok)
+    return columns, valid
+
+
+def _proto(kind: str, value: Any, ok: bool) -> ValueProto:
+    if not ok:
+        return ValueProto()
+    if kind == "bool":
+        value = bool(value)
+    elif kind in ("int64", "int32"):
+        value = int(value)
+    elif kind.startswith("float"):
+        value = float(value)
+    return ValueProto(**{_PROTO_FIELD[kind]: value})

@@ -1,0 +1,154 @@
+"""What the online store needs to know about a feature view, and how a batch of its rows is written.
+
+Shared by the Feast plugin (:mod:`features.online_store`), the Spark materializer (which runs this
+on executors) and the fast reader, so every path writes and reads the same bytes under the same keys.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from features.errors import ConfigError, OnlineStoreError
+from features.online_keys import INT_KEY, STR_KEY, view_keys
+from features.packed_layout import PackedSchema, pack_rows
+from features.redis_client import RedisOnline
+
+__all__ = ["OnlineView", "WriteCounts", "expiry_ms", "write_rows"]
+
+# Feast value type name -> packed kind. Lists, maps and timestamps are not stored online.
+_KIND_OF: Final = {"DOUBLE": "float64", "FLOAT": "float32", "INT64": "int64", "INT32": "int32",
+                   "BOOL": "bool", "STRING": "string", "BYTES": "bytes"}
+_KEY_KIND_OF: Final = {"INT64": INT_KEY, "INT32": INT_KEY, "STRING": STR_KEY}
+DUMMY_JOIN_KEY: Final = "__dummy_id"  # Feast's join key for views without entities
+
+
+@dataclass(frozen=True)
+class OnlineView:
+    """A feature view as the online store sees it."""
+
+    name: str
+    join_keys: tuple[str, ...]
+    key_kinds: tuple[str, ...]
+    schema: PackedSchema
+    ttl_us: int  # 0: values never go stale
+
+    @classmethod
+    def from_feast(cls, view: Any) -> OnlineView:
+        """Build from a registered Feast ``FeatureView`` (its entity columns must be resolved)."""
+        names, kinds = [], []
+        for feature in view.features:
+            kind = _KIND_OF.get(feature.dtype.to_value_type().name)
+            if kind is None:
+                raise ConfigError(f"feature {view.name}:{feature.name} has type {feature.dtype}, which "
+                                  f"the packed online store cannot hold; supported: {sorted(_KIND_OF)}")
+            names.append(feature.name)
+            kinds.append(kind)
+        join_keys, key_kinds = [], []
+        for column in view.entity_columns:
+            kind = _KEY_KIND_OF.get(column.dtype.to_value_type().name)
+            if kind is None:
+                raise ConfigError(f"join key {column.name!r} of {view.name} has type {column.dtype}; "
+                                  "the online store keys entities by integers or strings")
+            join_keys.append(column.name)
+            key_kinds.append(kind)
+        if not join_keys:
+            if list(view.entities) not in ([], ["__dummy"]):
+                raise ConfigError(f"feature view {view.name!r} has no resolved join keys; apply it to "
+                                  "the registry first (`feast apply` or FeatureClient.apply())")
+            join_keys, key_kinds = [DUMMY_JOIN_KEY], [STR_KEY]  # Feast keys these by ""
+        ttl = view.ttl
+        ttl_us = int(ttl.total_seconds() * 1_000_000) if ttl else 0
+        return cls(view.name, tuple(join_keys), tuple(key_kinds),
+                   PackedSchema(tuple(names), tuple(kinds)), ttl_us)
+
+    def stale(self, event_us: np.ndarray, now_us: int) -> np.ndarray:
+        """True where a value is older than the TTL at ``now_us`` (the offline join's rule)."""
+        if not self.ttl_us:
+            return np.zeros(len(event_us), dtype=bool)
+        return event_us < now_us - self.ttl_us
+
+
+@dataclass
+class WriteCounts:
+    """What a write did, row by row."""
+
+    written: int = 0
+    unchanged: int = 0
+    skipped_older: int = 0
+    expired: int = 0
+    refused_keys: list[bytes] = field(default_factory=list)
+
+    def add(self, other: WriteCounts) -> WriteCounts:
+        return WriteCounts(self.written + other.written, self.unchanged + other.unchanged,
+                           self.skipped_older + other.skipped_older, self.expired + other.expired,
+                           self.refused_keys + other.refused_keys)
+
+    def __str__(self) -> str:
+        return (f"{self.written:,} written, {self.unchanged:,} unchanged, {self.skipped_older:,} skipped "
+                f"(stored value newer), {self.expired:,} not written (already past the view's TTL)")
+
+    @property
+    def rows(self) -> int:
+        return self.written + self.unchanged + self.skipped_older + self.expired + len(self.refused_keys)
+
+
+def now_us() -> int:
+    """Wall-clock time, microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1000
+
+
+def expiry_ms(event_us: np.ndarray, ttl_us: int, margin_us: int, at_us: int) -> np.ndarray:
+    """Redis time to live per row, in ms: 0 for no expiry (no TTL), -1 where already stale.
+
+    A key outlives its TTL by ``margin_us``: reads enforce the TTL exactly, expiry only frees memory.
+    """
+    if not ttl_us:
+        return np.zeros(len(event_us), dtype=np.int64)
+    left_us = np.asarray(event_us, dtype=np.int64) + ttl_us - at_us
+    left_ms = np.maximum(-(-left_us // 1000), 1)  # rounded up: live for part of a ms is live
+    return np.where(left_us < 0, -1, left_ms + margin_us // 1000)
+
+
+def write_rows(
+    redis_online: RedisOnline, project: bytes, view: OnlineView, ids: Sequence[bytes],
+    event_us: np.ndarray, created_us: np.ndarray | None, columns: Sequence[np.ndarray],
+    valid: Sequence[np.ndarray | None], *, margin_us: int, at_us: int | None = None,
+) -> WriteCounts:
+    """Write rows of ``view`` (one per entity id), newest wins; stale rows are not written."""
+    at = now_us() if at_us is None else at_us
+    ttl = expiry_ms(event_us, view.ttl_us, margin_us, at)
+    keep = np.flatnonzero(ttl >= 0)
+    counts = WriteCounts(expired=len(ids) - len(keep))
+    if not len(keep):
+        return counts
+    if len(keep) < len(ids):
+        ids = [ids[i] for i in keep]
+        event_us = np.asarray(event_us)[keep]
+        created_us = None if created_us is None else np.asarray(created_us)[keep]
+        columns = [np.asarray(c)[keep] for c in columns]
+        valid = [None if v is None else np.asarray(v)[keep] for v in valid]
+        ttl = ttl[keep]
+    keys = view_keys(project, view.name, ids)
+    values = pack_rows(view.schema, event_us, created_us, columns, valid)
+    status = redis_online.write_newest(keys, values, ttl)
+    counts.written = int((status == 1).sum())
+    counts.unchanged = int((status == 0).sum())
+    counts.skipped_older = int((status == 2).sum())
+    counts.refused_keys = [keys[i] for i in np.flatnonzero(status == -1)]
+    return counts
+
+
+def raise_if_refused(counts: WriteCounts) -> None:
+    """Refused keys held something that is not ours; say which instead of overwriting it."""
+    if counts.refused_keys:
+        shown = ", ".join(repr(k.decode(errors="backslashreplace")) for k in counts.refused_keys[:3])
+        raise OnlineStoreError(
+            f"{len(counts.refused_keys)} key(s) hold values that are not tidemark packed values "
+            f"(e.g. {shown}); they were left untouched. Delete them, or point tidemark at another "
+            "Redis database or project."
+        )

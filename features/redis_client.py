@@ -1,0 +1,335 @@
+"""The one place tidemark talks to Redis for online features: connections, timeouts, errors.
+
+Works against a single Redis and against Redis Cluster. A read or a write is split per cluster
+node; every node's commands are sent before any reply is read, so a call costs one round trip
+however many nodes it touches. Failures become :class:`OnlineStoreUnavailable` within the
+configured timeout; the next call reconnects. Nothing is retried behind the caller's back, except
+once after the cluster moved slots (MOVED/ASK) or a node lost the write script (NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import AskError, NoScriptError, TryAgainError
+from redis.retry import Retry
+
+from features.errors import ConfigError, OnlineStoreError, OnlineStoreUnavailable
+
+__all__ = ["WRITE_STATUS", "RedisOnline"]
+
+log = logging.getLogger(__name__)
+
+# Newest wins, per key, in one round trip. ARGV holds (value, expiry in ms or 0) per key.
+# Statuses: 1 written, 0 unchanged (identical bytes), 2 skipped (stored value is newer),
+# -1 refused (the stored value is not one of ours: wrong type or foreign format).
+# Bytes 9..24 of a value are (event, created) in an order-preserving encoding; they are compared
+# byte by byte because Lua's string `<` goes through strcoll, which depends on the server locale.
+_WRITE_SCRIPT: Final = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local new = ARGV[2 * i - 1]
+  local px = tonumber(ARGV[2 * i])
+  local ok, cur = pcall(redis.call, 'GET', key)
+  local status = 1
+  if not ok then
+    status = -1
+  elseif cur then
+    if #cur < 24 or string.sub(cur, 1, 3) ~= string.sub(new, 1, 3) then
+      status = -1
+    elseif cur == new then
+      status = 0
+    elseif string.sub(cur, 5, 8) == string.sub(new, 5, 8) then
+      for j = 9, 24 do
+        local a, b = string.byte(cur, j), string.byte(new, j)
+        if a ~= b then
+          if a > b then status = 2 end
+          break
+        end
+      end
+    end
+  end
+  if status == 1 then
+    if px > 0 then redis.call('SET', key, new, 'PX', px) else redis.call('SET', key, new) end
+  end
+  out[i] = status
+end
+return out
+"""
+
+WRITE_STATUS: Final = {1: "written", 0: "unchanged", 2: "skipped_older", -1: "refused"}
+_RETRIED: Final = (AskError, NoScriptError, TryAgainError)  # MovedError is an AskError
+_WRITE_CHUNK: Final = 512
+
+
+@dataclass
+class _Batch:
+    """Commands for one node, with the positions of the keys they cover."""
+
+    client: redis.Redis
+    commands: list[tuple[Any, ...]]
+    positions: list[list[int]]
+
+
+class RedisOnline:
+    """A connection to the Redis (or Redis Cluster) that holds packed online values."""
+
+    def __init__(self, url: str, *, timeout_ms: int = 50, write_timeout_ms: int = 10_000,
+                 cluster: bool | None = None) -> None:
+        """``timeout_ms`` bounds reads, ``write_timeout_ms`` writes and scans; ``cluster`` None
+        asks the server whether it is a cluster node."""
+        self.url = url
+        self.timeout_ms = timeout_ms
+        self.write_timeout_ms = write_timeout_ms
+        self._cluster_hint = cluster
+        self._reader: redis.Redis | RedisCluster | None = None
+        self._writer: redis.Redis | RedisCluster | None = None
+        self._script_sha: str | None = None
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _client(self, timeout_ms: int) -> redis.Redis | RedisCluster:
+        kwargs: dict[str, Any] = {"socket_timeout": timeout_ms / 1000,
+                                  "socket_connect_timeout": timeout_ms / 1000,
+                                  "retry": Retry(NoBackoff(), 0), "retry_on_timeout": False}
+        if self.is_cluster:
+            return RedisCluster.from_url(self.url, **kwargs)
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def _is_cluster(self) -> bool:
+        probe = redis.Redis.from_url(self.url, socket_timeout=max(self.timeout_ms, 1000) / 1000,
+                                     socket_connect_timeout=max(self.timeout_ms, 1000) / 1000)
+        try:
+            with self.translated("connect"):
+                return bool(probe.info("cluster").get("cluster_enabled"))
+        finally:
+            probe.close()
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the server is a Redis Cluster node (asked once)."""
+        if self._cluster_hint is None:
+            self._cluster_hint = self._is_cluster()
+        return self._cluster_hint
+
+    @property
+    def reader(self) -> redis.Redis | RedisCluster:
+        if self._reader is None:
+            with self.translated("connect"):
+                self._reader = self._client(self.timeout_ms)
+        return self._reader
+
+    @property
+    def writer(self) -> redis.Redis | RedisCluster:
+        if self._writer is None:
+            with self.translated("connect"):
+                self._writer = self._client(self.write_timeout_ms)
+        return self._writer
+
+    def close(self) -> None:
+        """Close every connection (the next call reconnects)."""
+        for client in (self._reader, self._writer):
+            if client is not None:
+                client.close()
+        self._reader = self._writer = None
+
+    def translated(self, what: str) -> _Translate:
+        """A context turning connection failures during ``what`` into OnlineStoreUnavailable."""
+        return _Translate(self, what)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The value of every key (None where absent), in one round trip per node."""
+        if not keys:
+            return []
+        client = self.reader
+        if isinstance(client, redis.Redis):  # the common case, kept lean: one MGET
+            with self.translated("read"):
+                return client.execute_command("MGET", *keys)  # type: ignore[no-any-return]
+        out: list[bytes | None] = [None] * len(keys)
+        for batch, replies in self._cluster_round_trip(client, keys, lambda ks, _: ("MGET", *ks), "read"):
+            for positions, reply in zip(batch.positions, replies, strict=True):
+                for p, value in zip(positions, reply, strict=True):
+                    out[p] = value
+        return out
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write_newest(self, keys: Sequence[bytes], values: Sequence[bytes], expiry_ms: np.ndarray) -> np.ndarray:
+        """Store each value unless the stored one is newer; returns a status per key
+        (see :data:`WRITE_STATUS`). ``expiry_ms[i]`` > 0 sets the key's time to live."""
+        if not keys:
+            return np.zeros(0, dtype=np.int8)
+        sha = self._load_script()
+
+        def command(ks: list[bytes], positions: list[int]) -> tuple[Any, ...]:
+            args: list[Any] = []
+            for p in positions:
+                args += [values[p], int(expiry_ms[p])]
+            return ("EVALSHA", sha, len(ks), *ks, *args)
+
+        status = np.zeros(len(keys), dtype=np.int8)
+        for batch, replies in self._cluster_round_trip(self.writer, keys, command, "write",
+                                                       chunk=_WRITE_CHUNK):
+            for positions, reply in zip(batch.positions, replies, strict=True):
+                status[positions] = reply
+        return status
+
+    def _load_script(self) -> str:
+        if self._script_sha is None:
+            with self.translated("write"):
+                client = self.writer
+                if isinstance(client, RedisCluster):
+                    shas = client.script_load(_WRITE_SCRIPT)  # loads on every primary
+                    self._script_sha = shas if isinstance(shas, str) else next(iter(shas.values()))
+                else:
+                    self._script_sha = client.script_load(_WRITE_SCRIPT)
+        assert self._script_sha is not None
+        return self._script_sha
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def delete_matching(self, pattern: bytes) -> int:
+        """Delete every key matching a SCAN glob on every primary; returns how many."""
+        deleted = 0
+        with self.translated("delete"):
+            for node in self._primaries(self.writer):
+                batch: list[bytes] = []
+                for key in node.scan_iter(match=pattern, count=1000):
+                    batch.append(key)
+                    if len(batch) >= 1000:
+                        deleted += self._unlink(node, batch)
+                        batch = []
+                deleted += self._unlink(node, batch)
+        return deleted
+
+    @staticmethod
+    def _unlink(node: redis.Redis, keys: list[bytes]) -> int:
+        pipe = node.pipeline(transaction=False)
+        for key in keys:  # one key per command: keys of one node may sit in different slots
+            pipe.unlink(key)
+        return int(sum(pipe.execute())) if keys else 0
+
+    @staticmethod
+    def _primaries(client: redis.Redis | RedisCluster) -> list[redis.Redis]:
+        if isinstance(client, redis.Redis):
+            return [client]
+        return [node.redis_connection for node in client.get_primaries()]
+
+    def ping(self) -> None:
+        """Raise :class:`OnlineStoreUnavailable` unless every node answers."""
+        with self.translated("ping"):
+            for node in self._primaries(self.reader):
+                node.ping()
+
+    # -- the round trip ------------------------------------------------------------------------
+
+    def _cluster_round_trip(
+        self, client: redis.Redis | RedisCluster, keys: Sequence[bytes],
+        command: Callable[[list[bytes], list[int]], tuple[Any, ...]], what: str, *, chunk: int = 0,
+    ) -> list[tuple[_Batch, list[Any]]]:
+        """Group keys by node (and by slot on a cluster), send every node's commands, then read."""
+        for attempt in (1, 2):
+            batches = self._batches(client, keys, command, chunk)
+            try:
+                with self.translated(what):
+                    return _send_then_read(batches)
+            except redis.ResponseError as exc:
+                if attempt == 2 or not isinstance(exc, _RETRIED):
+                    raise OnlineStoreError(f"Redis refused a {what}: {type(exc).__name__}: {exc}") from None
+                log.info("retrying a %s once after %s", what, type(exc).__name__)
+                if isinstance(exc, NoScriptError):
+                    self._script_sha = None
+                    sha = self._load_script()
+                    command = _with_sha(command, sha)
+                elif isinstance(client, RedisCluster):
+                    client.nodes_manager.initialize()
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _batches(client: redis.Redis | RedisCluster, keys: Sequence[bytes],
+                 command: Callable[[list[bytes], list[int]], tuple[Any, ...]], chunk: int) -> list[_Batch]:
+        groups: dict[Any, list[int]] = defaultdict(list)
+        if isinstance(client, redis.Redis):
+            groups[None] = list(range(len(keys)))
+        else:
+            for i, key in enumerate(keys):
+                groups[key_slot(key)].append(i)
+        by_node: dict[int, _Batch] = {}
+        for slot, positions in groups.items():
+            node = client if slot is None else client.nodes_manager.get_node_from_slot(slot).redis_connection
+            batch = by_node.setdefault(id(node), _Batch(node, [], []))  # type: ignore[arg-type]
+            step = chunk or len(positions)
+            for start in range(0, len(positions), step):
+                part = positions[start:start + step]
+                batch.commands.append(command([keys[p] for p in part], part))
+                batch.positions.append(part)
+        return list(by_node.values())
+
+
+def _send_then_read(batches: list[_Batch]) -> list[tuple[_Batch, list[Any]]]:
+    """Write every node's pipeline first, then read the replies: one round trip in total."""
+    conns = [(b, b.client.connection_pool.get_connection()) for b in batches]
+    try:
+        for batch, conn in conns:
+            conn.send_packed_command(conn.pack_commands(batch.commands), check_health=False)
+        out = []
+        error: redis.ResponseError | None = None
+        for batch, conn in conns:
+            replies = []
+            for _ in batch.commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:  # keep reading: the connection stays in sync
+                    error = error or exc
+                    replies.append(None)
+            out.append((batch, replies))
+        if error is not None:
+            raise error
+        return out
+    except BaseException:
+        for _, conn in conns:
+            conn.disconnect()  # a half-read connection must not be reused
+        raise
+    finally:
+        for batch, conn in conns:
+            batch.client.connection_pool.release(conn)
+
+
+def _with_sha(command: Callable[[list[bytes], list[int]], tuple[Any, ...]],
+              sha: str) -> Callable[[list[bytes], list[int]], tuple[Any, ...]]:
+    """The same EVALSHA commands, for a script reloaded under ``sha``."""
+    return lambda ks, positions: ("EVALSHA", sha, *command(ks, positions)[2:])
+
+
+class _Translate:
+    """Turn redis-py's connection errors into :class:`OnlineStoreUnavailable`."""
+
+    def __init__(self, owner: RedisOnline, what: str) -> None:
+        self.owner, self.what = owner, what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, OnlineStoreError | ConfigError):
+            return False
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError
+                      | redis.exceptions.ClusterDownError | redis.exceptions.SlotNotCoveredError):
+            timeout = self.owner.timeout_ms if self.what in ("read", "ping") else self.owner.write_timeout_ms
+            raise OnlineStoreUnavailable(
+                f"Redis at {self.owner.url} failed a {self.what} (timeout {timeout} ms) "
+                f"({type(exc).__name__}: {exc}). Check that it is running (`tidemark redis start` "
+                "for the embedded one); the next call reconnects."
+            ) from exc
+        return False

@@ -1,0 +1,131 @@
+"""PackedRedisOnlineStore through Feast's own API (materialize, get_online_features), on real Redis."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+from redis.crc import key_slot
+
+from features.errors import CorruptValueError, OnlineStoreError
+from tests.integration.online_repo import definitions, make_history, offline_now, open_repo
+
+pytestmark = pytest.mark.integration
+
+FEATURES = ["cust_stats:amount", "cust_stats:count", "cust_profile:country", "cust_profile:vip",
+            "cust_profile:income"]
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("online")
+    return root, make_history(root)
+
+
+def _online(store, customers) -> pd.DataFrame:
+    rows = [{"customer_id": int(c)} for c in customers]
+    return store.get_online_features(features=FEATURES, entity_rows=rows).to_df()
+
+
+def _assert_same(online: pd.DataFrame, offline: pd.DataFrame) -> None:
+    online = online.set_index("customer_id").sort_index()
+    offline = offline.set_index("customer_id").sort_index()[online.columns]
+    for column in online.columns:
+        got = online[column].astype(object).where(online[column].notna(), None)
+        want = offline[column].astype(object).where(offline[column].notna(), None)
+        assert got.tolist() == want.tolist(), column
+
+
+def _materialized(root, now, url, **kwargs):
+    store = open_repo(root, url, **kwargs)
+    store.apply(definitions(root))
+    store.materialize(start_date=(now - timedelta(days=60)).to_pydatetime(), end_date=now.to_pydatetime())
+    return store
+
+
+@pytest.mark.parametrize("target", ["single", "cluster"])
+def test_feast_materialize_then_online_equals_offline_at_now(history, redis_url, redis_cluster, target):
+    root, now = history
+    url = redis_url if target == "single" else redis_cluster.url
+    store = _materialized(root, now, url)
+    customers = np.arange(-5, 310)  # includes unknown customers
+    online = _online(store, customers)
+    offline = offline_now(store, customers, FEATURES, now)
+    assert online["amount"].notna().sum() > 50 and online["amount"].isna().sum() > 20  # TTL bites
+    _assert_same(online, offline)
+
+
+def test_an_older_materialization_never_rolls_values_back(history, redis_url):
+    root, now = history
+    store = _materialized(root, now, redis_url)
+    before = _online(store, range(300))
+    store.materialize(start_date=(now - timedelta(days=60)).to_pydatetime(),
+                      end_date=(now - timedelta(hours=12)).to_pydatetime())
+    pd.testing.assert_frame_equal(_online(store, range(300)), before)
+
+
+def test_one_entitys_views_share_a_cluster_slot(history, redis_cluster):
+    root, now = history
+    store = _materialized(root, now, redis_cluster.url)
+    cluster = redis.cluster.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(h, p)
+                                                        for h, p in redis_cluster.startup_nodes])
+    prefix = store.config.project.encode()
+    keys = [k for k in cluster.scan_iter(match=prefix + b":{customer_id=7}:*", target_nodes=cluster.ALL_NODES)]
+    assert len(keys) == 2 and len({key_slot(k) for k in keys}) == 1
+    assert len({cluster.get_node_from_key(k).name for k in cluster.scan_iter(
+        match=prefix + b":*", target_nodes=cluster.ALL_NODES)}) == 3  # spread over all masters
+
+
+def test_ttl_is_applied_at_read_time_and_keys_expire(history, redis_url):
+    root, _now = history
+    store = open_repo(root, redis_url, online={"expiry_margin_s": 0})
+    store.apply(definitions(root, stats_ttl=timedelta(seconds=2)))
+    fresh = pd.DataFrame({"customer_id": [1], "event_timestamp": [pd.Timestamp.now(tz="UTC")],
+                          "created": [pd.Timestamp.now(tz="UTC")], "amount": [1.5], "count": [3]})
+    store.write_to_online_store("cust_stats", fresh)
+    read = lambda: store.get_online_features(["cust_stats:amount"], [{"customer_id": 1}]).to_dict()["amount"]
+    assert read() == [1.5]
+    client = redis.Redis.from_url(redis_url)
+    key = store.config.project.encode() + b":{customer_id=1}:cust_stats"
+    assert 0 < client.pttl(key) <= 2_000
+    time.sleep(2.1)
+    assert read() == [None]  # stale by the TTL even if Redis has not dropped the key yet
+    time.sleep(0.5)
+    assert client.exists(key) == 0
+
+
+def test_a_corrupt_value_is_an_error_naming_the_key(history, redis_url):
+    root, now = history
+    store = _materialized(root, now, redis_url)
+    client = redis.Redis.from_url(redis_url)
+    key = store.config.project.encode() + b":{customer_id=8}:cust_profile"
+    value = bytearray(client.get(key))
+    value[-3] ^= 0x40  # flip one bit of the income
+    client.set(key, bytes(value))
+    with pytest.raises(CorruptValueError, match=r"customer_id=8\}:cust_profile.*checksum"):
+        _online(store, [8])
+    client.set(key, b"not ours")
+    with pytest.raises(OnlineStoreError, match="not tidemark packed values"):
+        store.materialize(start_date=(now - timedelta(days=60)).to_pydatetime(), end_date=now.to_pydatetime())
+    assert client.get(key) == b"not ours"  # refused, not overwritten
+
+
+def test_changing_a_view_definition_drops_its_stale_values(history, redis_url):
+    from feast import Field
+    from feast.types import Float64
+
+    root, now = history
+    store = _materialized(root, now, redis_url)
+    client = redis.Redis.from_url(redis_url)
+    pattern = store.config.project.encode() + b":{*}:cust_stats"
+    assert len(list(client.scan_iter(match=pattern))) > 0
+    customer, stats, profile = definitions(root)
+    stats.schema.append(Field(name="extra", dtype=Float64))
+    stats.features.append(Field(name="extra", dtype=Float64))
+    store.apply([customer, stats, profile])
+    assert list(client.scan_iter(match=pattern)) == []
+    assert len(list(client.scan_iter(match=pattern.replace(b"cust_stats", b"cust_profile")))) > 0
