@@ -2,16 +2,21 @@
 
     >>> client = FeatureClient()                      # settings from TIDEMARK_* variables
     >>> frame = client.training_frame(entity_df, ["customer_txn_24h:amt_sum_24h"])
+    >>> client.materialize_incremental(datetime.now(UTC))     # offline -> Redis
+    >>> online = client.online_features([{"customer_id": 1042}], ["customer_txn_24h:amt_sum_24h"])
+    >>> online.frame, online.found
 
-``FeatureClient`` talks to Feast with tidemark's offline store plugin; every feature value it
-returns is point-in-time correct for its entity row.
+``FeatureClient`` talks to Feast with tidemark's offline store plugin (every training value is
+point-in-time correct for its entity row) and its packed Redis online store (which serves, for
+"now", the value the offline join would return for "now").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
@@ -22,7 +27,17 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["FeatureClient"]
+    from features.materialize import MaterializeResult
+    from features.online_reader import OnlineReader
+
+__all__ = ["FeatureClient", "OnlineFeatures"]
+
+
+class OnlineFeatures(NamedTuple):
+    """Online features in input order, and per feature view whether a live value was found."""
+
+    frame: pd.DataFrame  # join keys, then one column per requested feature (nullable dtypes)
+    found: pd.DataFrame  # one bool column per feature view
 
 
 class FeatureClient:
@@ -34,6 +49,7 @@ class FeatureClient:
         self.settings = settings or Settings.from_env()
         self._repo_path = repo_path
         self._store: FeatureStore | None = None
+        self._reader: OnlineReader | None = None
 
     @property
     def store(self) -> FeatureStore:
@@ -54,6 +70,7 @@ class FeatureClient:
         from features.feature_views import feature_definitions
 
         self.store.apply(feature_definitions(self.settings.offline_dir))
+        self._reader = None
 
     def feature_references(self) -> list[str]:
         """Every registered ``view:feature`` reference."""
@@ -86,6 +103,80 @@ class FeatureClient:
         if as_spark:
             return job.to_spark_df()  # type: ignore[attr-defined]  # our store's jobs are Spark-backed
         return job.to_df()
+
+    def online_features(
+        self,
+        entities: Sequence[Mapping[str, Any]] | pd.DataFrame,
+        features: Sequence[str],
+        *,
+        full_feature_names: bool = False,
+    ) -> OnlineFeatures:
+        """Latest online values for ``entities`` (dicts or a DataFrame of join keys).
+
+        Missing entities and values older than their view's TTL come back as nulls with
+        ``found`` false, never as an error. One Redis round trip per call (per cluster node).
+        """
+        reader = self.online_reader()
+        plan = reader.plan(list(features), full_feature_names=full_feature_names)
+        frame = entities if isinstance(entities, pd.DataFrame) else pd.DataFrame(list(entities))
+        values, found = reader.read_frame(plan, frame)
+        return OnlineFeatures(values, found)
+
+    def online_reader(self) -> OnlineReader:
+        """The low-level reader ``serving/`` uses (``plan`` once, then ``read_matrix``)."""
+        if self._reader is None:
+            from features.online_reader import OnlineReader
+            from features.online_store import connect
+            from features.online_views import OnlineView
+
+            views = {fv.name: OnlineView.from_feast(fv) for fv in self.store.list_feature_views()}
+            self._reader = OnlineReader(connect(self.store.config.online_store), self.store.project, views)
+        return self._reader
+
+    def materialize(self, start: datetime, end: datetime, *, views: Sequence[str] | None = None,
+                    progress: bool = True, partitions: int | None = None) -> list[MaterializeResult]:
+        """Move the latest value per entity with event time in ``[start, end]`` (and arrived by
+        ``end``) from the offline store to Redis. Idempotent; re-run to resume after a crash.
+
+        ``partitions``: Spark tasks per view (default: twice the cores); the unit of resumption.
+        """
+        from features.materialize import Window
+
+        return self._materialize(views, lambda fv: Window(start, end), progress, partitions)
+
+    def materialize_incremental(self, end: datetime, *, views: Sequence[str] | None = None,
+                                progress: bool = True, partitions: int | None = None) -> list[MaterializeResult]:
+        """Materialize each view from where its last run ended (first run: ``end - ttl``) to
+        ``end``, including rows that arrived late since then."""
+        from features.materialize import Window, default_start, last_materialized_end
+
+        def window(fv: Any) -> Window:
+            last = last_materialized_end(fv)
+            return Window(default_start(fv, end), end) if last is None else Window(last, end, arrived_after=last)
+
+        return self._materialize(views, window, progress, partitions)
+
+    def _materialize(self, names: Sequence[str] | None, window_of: Any, progress: bool,
+                     partitions: int | None) -> list[MaterializeResult]:
+        from features.materialize import materialize_view
+        from features.online_store import connect
+        from features.progress import partition_progress
+
+        store = self.store
+        fvs = [store.get_feature_view(n) for n in names] if names else store.list_feature_views()
+        redis_online = connect(store.config.online_store)
+        margin_us = store.config.online_store.expiry_margin_s * 1_000_000
+        partitions = partitions or max(4, 2 * self.spark.sparkContext.defaultParallelism)
+        results = []
+        with partition_progress(enabled=progress) as report:
+            for fv in fvs:
+                window = window_of(fv)
+                result = materialize_view(self.spark, store.project, fv, window, redis_online,
+                                          partitions=partitions, margin_us=margin_us,
+                                          on_progress=report(fv.name))
+                store.registry.apply_materialization(fv, store.project, window.start, window.end)
+                results.append(result)
+        return results
 
     def _check_references(self, features: list[str]) -> None:
         if not features:
@@ -129,7 +220,9 @@ class FeatureClient:
             provider="local",
             registry={"registry_type": "file", "path": str(self.settings.registry_path), "cache_ttl_seconds": 60},
             offline_store={"type": "features.offline_store.SparkAsofOfflineStore"},
-            online_store={"type": "sqlite", "path": str(feast_dir / "online.db")},
+            online_store={"type": "features.online_store.PackedRedisOnlineStore",
+                          "url": self.settings.redis_url, "embedded_dir": str(self.settings.redis_dir),
+                          "timeout_ms": self.settings.online_timeout_ms},
             entity_key_serialization_version=3,
             repo_path=str(Path(__file__).parent / "repo"),
         )

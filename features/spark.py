@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,11 @@ def spark_session(settings: SparkSettings | None = None) -> SparkSession:
     builder = builder.config("spark.driver.memory", settings.driver_memory)
     builder = builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
     local = _LOCAL_CONF if settings.master.startswith("local") else {}
+    if local:
+        # PySpark picks the worker interpreter from PYSPARK_PYTHON (default "python3", which is
+        # not this virtual environment) and ignores spark.pyspark.python in local mode; Python
+        # tasks (materialization) must import tidemark and its dependencies.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**BASE_CONF, **local, **settings.extra_conf}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()

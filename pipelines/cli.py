@@ -3,6 +3,8 @@
     tidemark datagen --rows 1000000 --seed 7 --scenario baseline
     tidemark features build [--start 2026-01-01 --end 2026-01-31]
     tidemark features list
+    tidemark features materialize [--start 2026-11-01T00:00] [--end 2026-11-21T12:00] [--views a,b]
+    tidemark redis start|stop|status
     tidemark demo
 
 Settings come from ``TIDEMARK_*`` environment variables, read once here.
@@ -14,7 +16,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 
 from features.errors import TidemarkError
 from features.settings import Settings
@@ -58,6 +60,19 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(run=_features_build)
     listing = feat_cmds.add_parser("list", help="list registered feature references")
     listing.set_defaults(run=_features_list)
+    mat = feat_cmds.add_parser("materialize", help="move the latest feature values to the online store (Redis)")
+    mat.add_argument("--start", type=_utc_time, default=None,
+                     help="event times from (UTC, ISO 8601); omitted: from where the last run ended")
+    mat.add_argument("--end", type=_utc_time, default=None, help="event times up to (UTC; default now)")
+    mat.add_argument("--views", type=lambda s: [v for v in s.split(",") if v], default=None,
+                     help="comma-separated feature views (default: all)")
+    mat.set_defaults(run=_features_materialize)
+
+    red = commands.add_parser("redis", help="the embedded online store (a redis-server under $TIDEMARK_HOME)")
+    red_cmds = red.add_subparsers(required=True, metavar="ACTION")
+    red_cmds.add_parser("start", help="start it (if not running) and print its URL").set_defaults(run=_redis_start)
+    red_cmds.add_parser("stop", help="shut it down (its data stays on disk)").set_defaults(run=_redis_stop)
+    red_cmds.add_parser("status", help="print its URL, or 'not running'").set_defaults(run=_redis_status)
 
     demo = commands.add_parser("demo", help="generate data, build features, build a training frame")
     demo.add_argument("--rows", type=int, default=300_000)
@@ -91,6 +106,68 @@ def _features_list(settings: Settings, args: argparse.Namespace) -> int:
     for ref in FeatureClient(settings).feature_references():
         print(ref)
     return 0
+
+
+def _features_materialize(settings: Settings, args: argparse.Namespace) -> int:
+    from features.sdk import FeatureClient
+
+    client = FeatureClient(settings)
+    end = args.end or datetime.now(UTC)
+    if args.start is None:
+        results = client.materialize_incremental(end, views=args.views)
+    else:
+        results = client.materialize(args.start, end, views=args.views)
+    for r in results:
+        resumed = f", {r.resumed_partitions} of {r.partitions} partitions resumed" if r.resumed_partitions else ""
+        print(f"{r.view:<20} {r.window.start:%Y-%m-%d %H:%M} → {r.window.end:%Y-%m-%d %H:%M}: {r.counts}{resumed}")
+    return 0
+
+
+def _utc_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _redis_start(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.redis_url:
+        print(f"TIDEMARK_REDIS_URL is set ({_redacted(settings.redis_url)}); tidemark does not manage that Redis")
+        return 0
+    from features.embedded_redis import EmbeddedRedis
+
+    print(EmbeddedRedis(settings.redis_dir).ensure_running())
+    return 0
+
+
+def _redis_stop(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.redis_url:
+        print(f"TIDEMARK_REDIS_URL is set ({_redacted(settings.redis_url)}); tidemark does not manage that Redis")
+        return 0
+    from features.embedded_redis import EmbeddedRedis
+
+    stopped = EmbeddedRedis(settings.redis_dir).stop()
+    print(f"stopped the redis-server in {settings.redis_dir}" if stopped else "not running")
+    return 0
+
+
+def _redis_status(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.redis_url:
+        print(f"{_redacted(settings.redis_url)} (external, from TIDEMARK_REDIS_URL)")
+        return 0
+    from features.embedded_redis import EmbeddedRedis
+
+    print(EmbeddedRedis(settings.redis_dir).url() or "not running")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    """``url`` with its password masked, so it can be printed."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}").geturl()
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:

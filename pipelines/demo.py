@@ -1,13 +1,21 @@
-"""``tidemark demo``: the loop as far as it exists — data, features, a training frame."""
+"""``tidemark demo``: the loop as far as it exists — data, features, a training frame, online reads.
+
+The generated days end yesterday (UTC), so "now" is right after the data and the online store
+serves what a live system would: the latest value per entity, within each view's TTL.
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from features.settings import Settings
+
+if TYPE_CHECKING:
+    from features.sdk import FeatureClient
 
 
 def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
@@ -19,12 +27,14 @@ def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
     from pipelines.datagen import DatagenConfig, generate
     from pipelines.training_data import labelled_transactions, last_event_time
 
+    days = DatagenConfig.days
     print(f"tidemark demo: state in {settings.home}")
-    print("1/3 generating raw events …")
-    print(generate(settings.raw_dir, DatagenConfig(rows=rows, seed=seed)).table())
-    print("2/3 building feature tables on Spark …")
+    print("1/4 generating raw events …")
+    start = datetime.now(UTC).date() - timedelta(days=days)
+    print(generate(settings.raw_dir, DatagenConfig(rows=rows, seed=seed, start=start, days=days)).table())
+    print("2/4 building feature tables on Spark …")
     print(build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir).table())
-    print("3/3 building a point-in-time training frame through Feast …")
+    print("3/4 building a point-in-time training frame through Feast …")
     client = FeatureClient(settings)
     client.apply()
     cutoff = last_event_time(settings.raw_dir) - timedelta(days=1)
@@ -33,7 +43,30 @@ def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
     frame = client.training_frame(entities, DEFAULT_FEATURES)
     seconds = time.perf_counter() - started
     print(_summary(frame, cutoff, seconds))
+    print("4/4 materializing to the online store (Redis) and reading it back …")
+    _online_demo(client, entities[["customer_id", "merchant_id"]].tail(1_000).reset_index(drop=True))
     return frame
+
+
+def _online_demo(client: FeatureClient, entities: pd.DataFrame) -> None:
+    """Materialize up to now, then time single-entity and batch reads of the default features."""
+    from features.feature_views import DEFAULT_FEATURES
+
+    for result in client.materialize_incremental(datetime.now(UTC)):
+        print(f"  {result.view:<20} {result.counts}")
+    client.online_features(entities.head(1), DEFAULT_FEATURES)  # connect, resolve the views
+    timings = []
+    for i in range(min(200, len(entities))):
+        started = time.perf_counter_ns()
+        client.online_features(entities.iloc[i:i + 1], DEFAULT_FEATURES)
+        timings.append((time.perf_counter_ns() - started) / 1e6)
+    started = time.perf_counter()
+    batch = client.online_features(entities, DEFAULT_FEATURES)
+    batch_ms = (time.perf_counter() - started) * 1e3
+    found = ", ".join(f"{view} {share:.0%}" for view, share in batch.found.mean().items())
+    print(f"  online_features, {len(DEFAULT_FEATURES)} features: one entity p50 "
+          f"{pd.Series(timings).median():.2f} ms; {len(entities):,} entities in {batch_ms:.1f} ms")
+    print(f"  found within TTL: {found}")
 
 
 def _summary(frame: pd.DataFrame, cutoff: pd.Timestamp, seconds: float) -> str:

@@ -1,0 +1,268 @@
+"""Materialization: the latest offline value per entity, from Spark partitions into Redis.
+
+Each Spark task packs its partition's rows with numpy and writes them in pipelined, newest-wins
+batches (``features.online_views.write_rows``), so the work scales out with executors and the
+driver only sees one small count row per partition. A run is:
+
+* idempotent: writing the same rows again changes nothing (the write script compares event and
+  created times; identical values count as "unchanged");
+* resumable: a finished partition is recorded in a Redis set for the run; after a crash, running
+  the same window again skips the partitions already written (the run id covers the view
+  definition, the window and the source files, so changed inputs start a fresh run);
+* visible: a progress bar counts finished partitions, and the result counts written, unchanged,
+  skipped (stored value newer) and expired rows.
+
+Windows. ``materialize(start, end)`` moves rows with event time in ``[start, end]`` that had
+arrived by ``end`` (created time <= end), as Feast does plus the arrival rule of our offline
+store. ``materialize_incremental(end)`` picks up from the view's last materialized end, and also
+takes rows that *arrived* since then with an older event time (late data): without that, a late
+row would never reach the online store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import redis
+
+from features.errors import FeatureStoreError
+from features.online_keys import entity_ids, key_prefix
+from features.online_views import OnlineView, WriteCounts, now_us, raise_if_refused, write_rows
+from features.packed_layout import NO_TIME
+from features.redis_client import RedisOnline
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from feast import FeatureView
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["MaterializeResult", "Window", "latest_rows", "materialize_view"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK: Final = 2_000       # rows per pipelined write
+_RUN_TTL_S: Final = 7 * 86_400  # a crashed run can be resumed for a week
+_COUNTS_SCHEMA: Final = ("part int, written long, unchanged long, skipped long, expired long, "
+                         "resumed boolean, refused array<binary>")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which offline rows to move: event time in ``[start, end]``, arrived by ``end``; with
+    ``arrived_after`` set, also rows that arrived after it whatever their event time."""
+
+    start: datetime
+    end: datetime
+    arrived_after: datetime | None = None
+
+
+@dataclass
+class MaterializeResult:
+    """Counts for one view."""
+
+    view: str
+    window: Window
+    counts: WriteCounts
+    partitions: int
+    resumed_partitions: int
+
+
+def latest_rows(spark: SparkSession, fv: FeatureView, window: Window) -> DataFrame:
+    """One row per entity: its newest eligible offline row, times as epoch microseconds.
+
+    Columns: the join keys, ``__ev`` and ``__cr`` (microseconds, UTC; ``__cr`` null without a
+    created column), then the view's features.
+    """
+    from pyspark.sql import functions as F
+
+    from features.asof_join import epoch_micros, quote
+    from features.offline_store import latest_per_entity, load_source
+
+    source = fv.batch_source
+    ts, created = source.timestamp_field, source.created_timestamp_column or None
+    src = load_source(spark, source)
+    for old, new in (source.field_mapping or {}).items():
+        src = src.withColumnRenamed(old, new)
+    ev, cr = epoch_micros(src, ts), (epoch_micros(src, created) if created else F.lit(None).cast("long"))
+    start_us, end_us = (_us(window.start), _us(window.end))
+    eligible = (ev >= start_us) & (ev <= end_us)
+    if window.arrived_after is not None and created:
+        eligible = eligible | ((ev <= end_us) & (cr > _us(window.arrived_after)))
+    if created:
+        eligible = eligible & (cr.isNull() | (cr <= end_us))
+    if fv.ttl and fv.ttl > timedelta(0):  # rows already stale at `end` would not be written anyway
+        eligible = eligible & (ev >= end_us - int(fv.ttl.total_seconds() * 1_000_000))
+    src = src.where(eligible).withColumn("__ev", ev).withColumn("__cr", cr)
+    join_keys = [c.name for c in fv.entity_columns]
+    features = [f.name for f in fv.features]
+    latest = latest_per_entity(src, join_keys, features, "__ev", "__cr")
+    return latest.select(*[quote(c) for c in join_keys], "__ev", "__cr", *[quote(f) for f in features])
+
+
+def materialize_view(
+    spark: SparkSession, project: str, fv: FeatureView, window: Window, redis_online: RedisOnline,
+    *, partitions: int = 16, margin_us: int = 3_600_000_000,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> MaterializeResult:
+    """Write the latest value per entity of ``fv`` in ``window`` to Redis (see the module doc)."""
+    view = OnlineView.from_feast(fv)
+    rows = latest_rows(spark, fv, window)
+    join_keys = [c.name for c in fv.entity_columns]
+    rows = rows.repartition(partitions, *join_keys) if join_keys else rows.coalesce(1)
+    parts = rows.rdd.getNumPartitions()
+    run_key = _run_key(project, view, window, rows, parts)
+    task = _PartitionWriter(redis_online.url, redis_online.is_cluster, redis_online.write_timeout_ms,
+                            key_prefix(project), view, run_key, margin_us, now_us())
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(redis_online, run_key, parts, done, on_progress),
+                               daemon=True)
+    watcher.start()
+    try:
+        results = rows.mapInArrow(task, _COUNTS_SCHEMA).collect()
+    except Exception as exc:
+        raise FeatureStoreError(
+            f"materializing {view.name} stopped: {_root_cause(exc)}. Finished partitions are "
+            "recorded; run the same command again to resume."
+        ) from exc
+    finally:
+        done.set()
+        watcher.join()
+    counts = WriteCounts()
+    for r in results:
+        counts = counts.add(WriteCounts(r.written, r.unchanged, r.skipped, r.expired, list(r.refused)))
+    raise_if_refused(counts)
+    with redis_online.translated("write"):
+        redis_online.writer.delete(run_key)
+    if on_progress is not None:
+        on_progress(parts, parts)
+    return MaterializeResult(view.name, window, counts, parts, sum(1 for r in results if r.resumed))
+
+
+def _run_key(project: str, view: OnlineView, window: Window, rows: DataFrame, parts: int) -> bytes:
+    files = "\n".join(sorted(rows.inputFiles()))
+    text = "|".join(map(str, (view.name, view.schema.fingerprint, window, parts, files)))
+    return key_prefix(project) + b"__materialize__:" + hashlib.sha1(text.encode()).hexdigest().encode()
+
+
+def _watch(redis_online: RedisOnline, run_key: bytes, parts: int, done: threading.Event,
+           on_progress: Callable[[int, int], None] | None) -> None:
+    """Report finished partitions (the run's Redis set) while the Spark job runs."""
+    if on_progress is None:
+        return
+    while not done.wait(0.25):
+        try:
+            finished = int(redis_online.writer.scard(run_key))
+        except redis.RedisError as exc:  # progress is best effort; the job reports real failures
+            log.debug("progress poll failed: %s", exc)
+            continue
+        on_progress(finished, parts)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The Python error inside a Spark task failure (the last line of the worker's traceback)."""
+    text = str(exc)
+    for marker in ("OnlineStoreUnavailable:", "OnlineStoreError:", "CorruptValueError:"):
+        if marker in text:
+            return text[text.index(marker):].splitlines()[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:
+        after = lines[lines.index("Traceback (most recent call last):") + 1:]
+        errors = [line for line in after if not line.startswith(("File ", "^", "at ")) and ":" in line]
+        if errors:
+            return errors[-1] if "SQLSTATE" not in errors[-1] else errors[-1].split("SQLSTATE")[0]
+    return lines[0] if lines else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _PartitionWriter:
+    """The function Spark runs on each partition (pickled to executors)."""
+
+    url: str
+    cluster: bool
+    timeout_ms: int
+    project: bytes
+    view: OnlineView
+    run_key: bytes
+    margin_us: int
+    at_us: int
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        part = TaskContext.get().partitionId()
+        redis_online = RedisOnline(self.url, timeout_ms=self.timeout_ms, write_timeout_ms=self.timeout_ms,
+                                   cluster=self.cluster)
+        try:
+            resumed = bool(redis_online.writer.sismember(self.run_key, part))
+            counts = WriteCounts()
+            for batch in batches:
+                if resumed:
+                    continue  # drain: Spark expects the input consumed
+                for start in range(0, batch.num_rows, _CHUNK):
+                    counts = counts.add(self._write(redis_online, batch.slice(start, _CHUNK)))
+            if not resumed:
+                with redis_online.translated("write"):
+                    pipe = redis_online.writer.pipeline(transaction=False)
+                    pipe.sadd(self.run_key, part).expire(self.run_key, _RUN_TTL_S).execute()
+        finally:
+            redis_online.close()
+        yield pa.RecordBatch.from_pylist([{
+            "part": part, "written": counts.written, "unchanged": counts.unchanged,
+            "skipped": counts.skipped_older, "expired": counts.expired, "resumed": resumed,
+            "refused": counts.refused_keys[:10],
+        }], schema=pa.schema([("part", pa.int32()), ("written", pa.int64()), ("unchanged", pa.int64()),
+                              ("skipped", pa.int64()), ("expired", pa.int64()), ("resumed", pa.bool_()),
+                              ("refused", pa.list_(pa.binary()))]))
+
+    def _write(self, redis_online: RedisOnline, batch: pa.RecordBatch) -> WriteCounts:
+        names = batch.schema.names
+        column = {n: batch.column(i) for i, n in enumerate(names)}
+        key_columns = [column[k].to_numpy(zero_copy_only=False) for k in self.view.join_keys
+                       if k in column]
+        if self.view.join_keys == ("__dummy_id",):
+            ids = [b"__dummy_id="] * batch.num_rows
+        else:
+            ids = entity_ids(self.view.join_keys, self.view.key_kinds, key_columns)
+        event = column["__ev"].to_numpy(zero_copy_only=False).astype(np.int64)
+        created_arrow = column["__cr"]
+        created = np.where(created_arrow.is_null().to_numpy(zero_copy_only=False), NO_TIME,
+                           created_arrow.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.int64)
+        values, valid = [], []
+        for name, kind in zip(self.view.schema.names, self.view.schema.kinds, strict=True):
+            arrow = column[name]
+            valid.append(~arrow.is_null().to_numpy(zero_copy_only=False))
+            if kind in ("string", "bytes"):
+                values.append(np.array(arrow.to_pylist(), dtype=object))
+            else:
+                filled = arrow.fill_null(False if kind == "bool" else 0).to_numpy(zero_copy_only=False)
+                values.append(filled.astype(np.float64 if kind.startswith("float") else np.int64))
+        return write_rows(redis_online, self.project, self.view, ids, event, created, values, valid,
+                          margin_us=self.margin_us, at_us=self.at_us)
+
+
+def _us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def default_start(fv: FeatureView, end: datetime) -> datetime:
+    """Feast's rule for a first incremental run: ``end - ttl``, or the epoch without a TTL."""
+    if fv.ttl and fv.ttl > timedelta(0):
+        return end - fv.ttl
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def last_materialized_end(fv: FeatureView) -> datetime | None:
+    """End of the view's latest recorded materialization interval, if any."""
+    intervals: list[Any] = list(getattr(fv, "materialization_intervals", []) or [])
+    return max((i[1] for i in intervals), default=None)
