@@ -86,8 +86,10 @@ def latest_rows(spark: SparkSession, fv: FeatureView, window: Window) -> DataFra
     from features.offline_store import latest_per_entity, load_source
 
     source = fv.batch_source
+    if source is None:
+        raise FeatureStoreError(f"feature view {fv.name!r} has no batch source to materialize from")
     ts, created = source.timestamp_field, source.created_timestamp_column or None
-    src = load_source(spark, source)
+    src = load_source(spark, source)  # type: ignore[arg-type]  # any SparkSource-like source
     for old, new in (source.field_mapping or {}).items():
         src = src.withColumnRenamed(old, new)
     ev, cr = epoch_micros(src, ts), (epoch_micros(src, created) if created else F.lit(None).cast("long"))
@@ -108,15 +110,14 @@ def latest_rows(spark: SparkSession, fv: FeatureView, window: Window) -> DataFra
 
 def materialize_view(
     spark: SparkSession, project: str, fv: FeatureView, window: Window, redis_online: RedisOnline,
-    *, partitions: int = 16, margin_us: int = 3_600_000_000,
+    *, partitions: int = 4, margin_us: int = 3_600_000_000,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> MaterializeResult:
     """Write the latest value per entity of ``fv`` in ``window`` to Redis (see the module doc)."""
     view = OnlineView.from_feast(fv)
     rows = latest_rows(spark, fv, window)
     join_keys = [c.name for c in fv.entity_columns]
-    rows = rows.repartition(partitions, *join_keys) if join_keys else rows.coalesce(1)
-    parts = rows.rdd.getNumPartitions()
+    rows, parts = (rows.repartition(partitions, *join_keys), partitions) if join_keys else (rows.coalesce(1), 1)
     run_key = _run_key(project, view, window, rows, parts)
     task = _PartitionWriter(redis_online.url, redis_online.is_cluster, redis_online.write_timeout_ms,
                             key_prefix(project), view, run_key, margin_us, now_us())
@@ -158,7 +159,8 @@ def _watch(redis_online: RedisOnline, run_key: bytes, parts: int, done: threadin
         return
     while not done.wait(0.25):
         try:
-            finished = int(redis_online.writer.scard(run_key))
+            writer: Any = redis_online.writer
+            finished = int(writer.scard(run_key))
         except redis.RedisError as exc:  # progress is best effort; the job reports real failures
             log.debug("progress poll failed: %s", exc)
             continue
@@ -197,11 +199,14 @@ class _PartitionWriter:
         import pyarrow as pa
         from pyspark import TaskContext
 
-        part = TaskContext.get().partitionId()
+        context = TaskContext.get()
+        assert context is not None, "runs inside a Spark task"
+        part = context.partitionId()
         redis_online = RedisOnline(self.url, timeout_ms=self.timeout_ms, write_timeout_ms=self.timeout_ms,
                                    cluster=self.cluster)
         try:
-            resumed = bool(redis_online.writer.sismember(self.run_key, part))
+            writer: Any = redis_online.writer
+            resumed = bool(writer.sismember(self.run_key, str(part)))
             counts = WriteCounts()
             for batch in batches:
                 if resumed:
@@ -210,8 +215,8 @@ class _PartitionWriter:
                     counts = counts.add(self._write(redis_online, batch.slice(start, _CHUNK)))
             if not resumed:
                 with redis_online.translated("write"):
-                    pipe = redis_online.writer.pipeline(transaction=False)
-                    pipe.sadd(self.run_key, part).expire(self.run_key, _RUN_TTL_S).execute()
+                    writer.pipeline(transaction=False).sadd(self.run_key, str(part)).expire(
+                        self.run_key, _RUN_TTL_S).execute()
         finally:
             redis_online.close()
         yield pa.RecordBatch.from_pylist([{

@@ -115,9 +115,14 @@ class OnlineReader:
         n = _length(entities, plan.join_keys)
         keys: list[bytes] = []
         spans = []
+        ids_for: dict[tuple[tuple[str, ...], tuple[str, ...]], list[bytes]] = {}
         for view in plan.views:
-            ids = (entity_ids(view.join_keys, view.key_kinds, [_column(entities, k) for k in view.join_keys])
-                   if view.join_keys != (DUMMY_JOIN_KEY,) else [DUMMY_JOIN_KEY.encode() + b"="] * n)
+            signature = (view.join_keys, view.key_kinds)
+            if signature not in ids_for:  # views of one entity share the ids
+                ids_for[signature] = (
+                    entity_ids(view.join_keys, view.key_kinds, [_column(entities, k) for k in view.join_keys])
+                    if view.join_keys != (DUMMY_JOIN_KEY,) else [DUMMY_JOIN_KEY.encode() + b"="] * n)
+            ids = ids_for[signature]
             head, tail = self._project + b"{", b"}:" + view.name.encode()
             spans.append((len(keys), len(keys) + n))
             keys += [head + e + tail for e in ids]
@@ -128,8 +133,7 @@ class OnlineReader:
             batch = unpack_rows(view.schema, values[lo:hi], keys[lo:hi])
             stale = batch.found & view.stale(batch.event_us, at)
             if stale.any():
-                batch.found[stale] = False
-                batch.valid[stale] = False
+                batch.hide(stale)
             batches.append(batch)
         return batches, n
 

@@ -143,12 +143,13 @@ class PackedRedisOnlineStore(OnlineStore):
         live = batch.found & ~view.stale(batch.event_us, now_us())
         wanted = [i for i, n in enumerate(view.schema.names)
                   if requested_features is None or n in requested_features]
+        columns = batch.columns
         out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
         for row in range(len(keys)):
             if not live[row]:
                 out.append((None, None))
                 continue
-            values = {view.schema.names[i]: _proto(view.schema.kinds[i], batch.columns[i][row],
+            values = {view.schema.names[i]: _proto(view.schema.kinds[i], columns[i][row],
                                                   bool(batch.valid[row, i])) for i in wanted}
             out.append((datetime.fromtimestamp(int(batch.event_us[row]) / 1e6, tz=UTC), values))
         return out
@@ -167,7 +168,7 @@ class PackedRedisOnlineStore(OnlineStore):
         redis_online = connect(config.online_store)
         project = key_prefix(config.project)
         schemas_key = project + _SCHEMAS_KEY
-        writer = redis_online.writer
+        writer: Any = redis_online.writer  # redis-py's stubs want str keys; ours are bytes
         with redis_online.translated("update"):
             for table in tables_to_delete:
                 _delete_view(redis_online, project, table.name)
@@ -185,10 +186,11 @@ class PackedRedisOnlineStore(OnlineStore):
         """Delete every online value of ``tables``."""
         redis_online = connect(config.online_store)
         project = key_prefix(config.project)
+        writer: Any = redis_online.writer
         with redis_online.translated("teardown"):
             for table in tables:
                 _delete_view(redis_online, project, table.name)
-                redis_online.writer.hdel(project + _SCHEMAS_KEY, table.name)
+                writer.hdel(project + _SCHEMAS_KEY, table.name)
 
 
 def _delete_view(redis_online: RedisOnline, project: bytes, view: str) -> int:

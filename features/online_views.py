@@ -127,7 +127,7 @@ def write_rows(
     if not len(keep):
         return counts
     if len(keep) < len(ids):
-        ids = [ids[i] for i in keep]
+        ids = [ids[i] for i in keep.tolist()]
         event_us = np.asarray(event_us)[keep]
         created_us = None if created_us is None else np.asarray(created_us)[keep]
         columns = [np.asarray(c)[keep] for c in columns]

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 
@@ -122,7 +122,8 @@ class UnpackedBatch:
                  created_us: np.ndarray, slots: np.ndarray, valid: np.ndarray,
                  text: dict[int, np.ndarray]) -> None:
         self.schema = schema
-        self.found = found            # bool[n]
+        self._present = found.copy()  # rows that had a value: where the slots belong
+        self.found = found            # bool[n]; a reader may clear it (e.g. for stale values)
         self.event_us = event_us      # int64[n], NO_TIME where not found
         self.created_us = created_us  # int64[n], NO_TIME where absent
         self.valid = valid            # bool[n, features]: false for nulls and absent rows
@@ -131,13 +132,13 @@ class UnpackedBatch:
 
     def floats(self, features: Sequence[int]) -> np.ndarray:
         """float64[n, len(features)] of numeric features; NaN for nulls and absent rows."""
-        features = np.asarray(features, dtype=np.intp)
-        raw = self._slots[:, features]
-        is_float = self.schema.float_slots[features]
+        chosen = np.asarray(features, dtype=np.intp)
+        raw = self._slots[:, chosen]
+        is_float = self.schema.float_slots[chosen]
         gathered = np.where(is_float, raw.view(np.float64), raw.astype(np.float64))
-        out = np.full((len(self.found), len(features)), np.nan)
-        out[self.found] = gathered
-        out[~self.valid[:, features]] = np.nan
+        out = np.full((len(self.found), len(chosen)), np.nan)
+        out[self._present] = gathered
+        out[~self.valid[:, chosen]] = np.nan
         return out
 
     def column(self, i: int) -> np.ndarray:
@@ -147,8 +148,15 @@ class UnpackedBatch:
         kind = self.schema.kinds[i]
         out = np.zeros(len(self.found), dtype=np.float64 if kind.startswith("float") else np.int64)
         raw = self._slots[:, i]
-        out[self.found] = raw.view(np.float64) if kind.startswith("float") else raw
+        out[self._present] = raw.view(np.float64) if kind.startswith("float") else raw
         return out
+
+    def hide(self, rows: np.ndarray) -> None:
+        """Treat ``rows`` (a bool mask) as not found: their values read as missing."""
+        self.found &= ~rows
+        self.valid[rows] = False
+        for column in self._text.values():
+            column[rows] = None
 
     @property
     def columns(self) -> list[np.ndarray]:
@@ -232,7 +240,9 @@ def unpack_rows(schema: PackedSchema, values: Sequence[bytes | None], keys: Sequ
     n = len(values)
     found = np.fromiter((v is not None for v in values), dtype=bool, count=n)
     idx = np.flatnonzero(found)
-    present = [values[j] for j in idx]
+    positions: list[int] = idx.tolist()
+    present = cast(list[bytes], [values[j] for j in positions])
+    present_keys = [keys[j] for j in positions]
     size, f = schema.fixed_size, len(schema.names)
     valid = np.zeros((n, f), dtype=bool)
     event = np.full(n, NO_TIME, dtype=np.int64)
@@ -241,27 +251,27 @@ def unpack_rows(schema: PackedSchema, values: Sequence[bytes | None], keys: Sequ
     if not present:
         return UnpackedBatch(schema, found, event, created, np.zeros((0, f), np.int64), valid, text)
     if schema.has_variable:
-        short = [j for j, v in zip(idx, present, strict=True) if len(v) < size]  # type: ignore[arg-type]
+        short = [r for r, v in enumerate(present) if len(v) < size]
         if short:
-            raise CorruptValueError(keys[short[0]], f"{len(values[short[0]])} bytes, shorter than "  # type: ignore[arg-type]
-                                    f"the {size}-byte fixed part of this view")
-        fixed_buf = b"".join(v[:size] for v in present)  # type: ignore[index]
+            raise CorruptValueError(present_keys[short[0]], f"{len(present[short[0]])} bytes, shorter "
+                                    f"than the {size}-byte fixed part of this view")
+        fixed_buf = b"".join(v[:size] for v in present)
     else:
-        fixed_buf = b"".join(present)  # type: ignore[arg-type]
+        fixed_buf = b"".join(present)
         if len(fixed_buf) != size * len(present):
-            bad = next(j for j, v in zip(idx, present, strict=True) if len(v) != size)  # type: ignore[arg-type]
-            raise CorruptValueError(keys[bad], f"{len(values[bad])} bytes where this view's values "  # type: ignore[arg-type]
-                                    f"have {size}")
+            bad = next(r for r, v in enumerate(present) if len(v) != size)
+            raise CorruptValueError(present_keys[bad], f"{len(present[bad])} bytes where this view's "
+                                    f"values have {size}")
     rows = np.frombuffer(fixed_buf, dtype=schema.row_dtype())
     as_bytes = np.frombuffer(fixed_buf, dtype=np.uint8).reshape(len(present), size)
-    _check_fixed(schema, rows, as_bytes, [keys[j] for j in idx])
+    _check_fixed(schema, rows, as_bytes, present_keys)
     event[idx] = _order_decode(rows["event"])
     created[idx] = _order_decode(rows["created"])
     nulls = np.unpackbits(as_bytes[:, _HEADER:schema.slot_offset], axis=1, bitorder="little")[:, :f]
     valid[idx] = nulls == 0
     slots = as_bytes[:, schema.slot_offset:].view("<i8")
     if schema.has_variable:
-        _unpack_text(schema, slots, present, idx, [keys[j] for j in idx], valid, text)
+        _unpack_text(schema, slots, present, positions, present_keys, valid, text)
     return UnpackedBatch(schema, found, event, created, slots, valid, text)
 
 
@@ -285,12 +295,11 @@ def _check_fixed(schema: PackedSchema, rows: np.ndarray, as_bytes: np.ndarray, k
     raise CorruptValueError(keys[bad[0]], why)
 
 
-def _unpack_text(schema: PackedSchema, slots: np.ndarray, present: list[bytes | None], idx: np.ndarray,
+def _unpack_text(schema: PackedSchema, slots: np.ndarray, present: list[bytes], idx: list[int],
                  keys: list[bytes], valid: np.ndarray, text: dict[int, np.ndarray]) -> None:
     order = sorted(text)
     lengths = slots[:, order]
     for r, (j, value) in enumerate(zip(idx, present, strict=True)):
-        assert value is not None
         expected = schema.fixed_size + int(lengths[r].sum())
         if len(value) != expected:
             raise CorruptValueError(keys[r], f"{len(value)} bytes; its header announces {expected}")

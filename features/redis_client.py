@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import redis
@@ -110,7 +110,8 @@ class RedisOnline:
                                      socket_connect_timeout=max(self.timeout_ms, 1000) / 1000)
         try:
             with self.translated("connect"):
-                return bool(probe.info("cluster").get("cluster_enabled"))
+                info = cast(dict[str, Any], probe.info("cluster"))
+            return bool(info.get("cluster_enabled"))
         finally:
             probe.close()
 
@@ -123,17 +124,19 @@ class RedisOnline:
 
     @property
     def reader(self) -> redis.Redis | RedisCluster:
-        if self._reader is None:
+        client = self._reader
+        if client is None:
             with self.translated("connect"):
-                self._reader = self._client(self.timeout_ms)
-        return self._reader
+                client = self._reader = self._client(self.timeout_ms)
+        return client
 
     @property
     def writer(self) -> redis.Redis | RedisCluster:
-        if self._writer is None:
+        client = self._writer
+        if client is None:
             with self.translated("connect"):
-                self._writer = self._client(self.write_timeout_ms)
-        return self._writer
+                client = self._writer = self._client(self.write_timeout_ms)
+        return client
 
     def close(self) -> None:
         """Close every connection (the next call reconnects)."""
@@ -188,12 +191,8 @@ class RedisOnline:
     def _load_script(self) -> str:
         if self._script_sha is None:
             with self.translated("write"):
-                client = self.writer
-                if isinstance(client, RedisCluster):
-                    shas = client.script_load(_WRITE_SCRIPT)  # loads on every primary
-                    self._script_sha = shas if isinstance(shas, str) else next(iter(shas.values()))
-                else:
-                    self._script_sha = client.script_load(_WRITE_SCRIPT)
+                shas: Any = self.writer.script_load(_WRITE_SCRIPT)  # a cluster loads it on every primary
+                self._script_sha = str(shas if isinstance(shas, str | bytes) else next(iter(shas.values())))
         assert self._script_sha is not None
         return self._script_sha
 
@@ -267,8 +266,9 @@ class RedisOnline:
                 groups[key_slot(key)].append(i)
         by_node: dict[int, _Batch] = {}
         for slot, positions in groups.items():
-            node = client if slot is None else client.nodes_manager.get_node_from_slot(slot).redis_connection
-            batch = by_node.setdefault(id(node), _Batch(node, [], []))  # type: ignore[arg-type]
+            node = cast(redis.Redis, client if slot is None else
+                        cast(RedisCluster, client).nodes_manager.get_node_from_slot(slot).redis_connection)
+            batch = by_node.setdefault(id(node), _Batch(node, [], []))
             step = chunk or len(positions)
             for start in range(0, len(positions), step):
                 part = positions[start:start + step]
@@ -321,9 +321,9 @@ class _Translate:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is None or isinstance(exc, OnlineStoreError | ConfigError):
-            return False
+            return
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError
                       | redis.exceptions.ClusterDownError | redis.exceptions.SlotNotCoveredError):
             timeout = self.owner.timeout_ms if self.what in ("read", "ping") else self.owner.write_timeout_ms
@@ -332,4 +332,3 @@ class _Translate:
                 f"({type(exc).__name__}: {exc}). Check that it is running (`tidemark redis start` "
                 "for the embedded one); the next call reconnects."
             ) from exc
-        return False

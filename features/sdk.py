@@ -138,7 +138,7 @@ class FeatureClient:
         """Move the latest value per entity with event time in ``[start, end]`` (and arrived by
         ``end``) from the offline store to Redis. Idempotent; re-run to resume after a crash.
 
-        ``partitions``: Spark tasks per view (default: twice the cores); the unit of resumption.
+        ``partitions``: Spark tasks per view (default: one per core); the unit of resumption.
         """
         from features.materialize import Window
 
@@ -166,7 +166,7 @@ class FeatureClient:
         fvs = [store.get_feature_view(n) for n in names] if names else store.list_feature_views()
         redis_online = connect(store.config.online_store)
         margin_us = store.config.online_store.expiry_margin_s * 1_000_000
-        partitions = partitions or max(4, 2 * self.spark.sparkContext.defaultParallelism)
+        partitions = partitions or self.spark.sparkContext.defaultParallelism
         results = []
         with partition_progress(enabled=progress) as report:
             for fv in fvs:

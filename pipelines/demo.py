@@ -55,7 +55,7 @@ def _online_demo(client: FeatureClient, entities: pd.DataFrame) -> None:
     for result in client.materialize_incremental(datetime.now(UTC)):
         print(f"  {result.view:<20} {result.counts}")
     client.online_features(entities.head(1), DEFAULT_FEATURES)  # connect, resolve the views
-    timings = []
+    timings: list[float] = []
     for i in range(min(200, len(entities))):
         started = time.perf_counter_ns()
         client.online_features(entities.iloc[i:i + 1], DEFAULT_FEATURES)

@@ -129,3 +129,32 @@ def test_changing_a_view_definition_drops_its_stale_values(history, redis_url):
     store.apply([customer, stats, profile])
     assert list(client.scan_iter(match=pattern)) == []
     assert len(list(client.scan_iter(match=pattern.replace(b"cust_stats", b"cust_profile")))) > 0
+
+
+def test_a_read_mixing_live_and_stale_values_returns_each_correctly(history, redis_url):
+    from features.online_reader import OnlineReader
+    from features.online_store import connect
+    from features.online_views import OnlineView
+
+    root, _now = history
+    store = open_repo(root, redis_url)
+    store.apply(definitions(root, stats_ttl=timedelta(minutes=10)))
+    now = pd.Timestamp.now(tz="UTC")
+    rows = pd.DataFrame({"customer_id": [1, 2, 3], "amount": [1.5, 2.5, 3.5], "count": [1, 2, 3],
+                         "event_timestamp": [now, now - pd.Timedelta(minutes=11), now - pd.Timedelta(minutes=1)],
+                         "created": [now, now, now]})
+    store.write_to_online_store("cust_stats", rows)  # customer 2 is already stale: not written
+    client = redis.Redis.from_url(redis_url)
+    store.write_to_online_store("cust_stats", rows.iloc[[1]].assign(  # a value that goes stale
+        event_timestamp=[now - pd.Timedelta(minutes=9, seconds=59)]))
+    views = {fv.name: OnlineView.from_feast(fv) for fv in store.list_feature_views()}
+    reader = OnlineReader(connect(store.config.online_store), store.config.project, views)
+    plan = reader.plan(["cust_stats:amount", "cust_stats:count"])
+    time.sleep(1.2)  # customer 2's value is now older than the TTL, but still in Redis
+    assert client.exists(store.config.project.encode() + b":{customer_id=2}:cust_stats")
+    matrix = reader.read_matrix(plan, {"customer_id": [1, 2, 3, 4]})
+    np.testing.assert_array_equal(matrix.values[[0, 2]], np.array([[1.5, 1], [3.5, 3]], dtype=np.float32))
+    assert np.isnan(matrix.values[[1, 3]]).all() and matrix.found[:, 0].tolist() == [True, False, True, False]
+    frame, found = reader.read_frame(plan, {"customer_id": [2, 3]})
+    assert frame["amount"].isna().tolist() == [True, False] and frame["amount"][1] == 3.5
+    assert found["cust_stats"].tolist() == [False, True]
