@@ -25,6 +25,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from feast import FeatureView
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["MaterializeResult", "Window", "latest_rows", "materialize_view"]
+__all__ = ["MaterializeResult", "Window", "latest_rows", "materialize_view", "materialize_views"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,30 @@ def materialize_view(
     if on_progress is not None:
         on_progress(parts, parts)
     return MaterializeResult(view.name, window, counts, parts, sum(1 for r in results if r.resumed))
+
+
+def materialize_views(
+    spark: SparkSession, store: Any, work: list[tuple[FeatureView, Window]], *,
+    partitions: int | None = None, progress: bool = True,
+) -> list[MaterializeResult]:
+    """Materialize several views of a Feast ``store`` (its online store must be the packed one) as
+    concurrent Spark jobs, so one view's planning overlaps another's writes; then record each
+    window in the registry (only when every view succeeded), for ``materialize_incremental``."""
+    from features.online_store import connect
+    from features.progress import partition_progress
+
+    redis_online = connect(store.config.online_store)
+    margin_us = store.config.online_store.expiry_margin_s * 1_000_000
+    # Two tasks per core: one packs rows while the other waits on Redis.
+    partitions = partitions or max(4, 2 * spark.sparkContext.defaultParallelism)
+    with partition_progress(enabled=progress) as report, ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(materialize_view, spark, store.project, fv, window, redis_online,
+                               partitions=partitions, margin_us=margin_us, on_progress=report(fv.name))
+                   for fv, window in work]
+        results = [future.result() for future in futures]
+    for fv, window in work:
+        store.registry.apply_materialization(fv, store.project, window.start, window.end)
+    return results
 
 
 def _run_key(project: str, view: OnlineView, window: Window, rows: DataFrame, parts: int) -> bytes:

@@ -138,7 +138,7 @@ class FeatureClient:
         """Move the latest value per entity with event time in ``[start, end]`` (and arrived by
         ``end``) from the offline store to Redis. Idempotent; re-run to resume after a crash.
 
-        ``partitions``: Spark tasks per view (default: one per core); the unit of resumption.
+        ``partitions``: Spark tasks per view (default: two per core); the unit of resumption.
         """
         from features.materialize import Window
 
@@ -158,25 +158,12 @@ class FeatureClient:
 
     def _materialize(self, names: Sequence[str] | None, window_of: Any, progress: bool,
                      partitions: int | None) -> list[MaterializeResult]:
-        from features.materialize import materialize_view
-        from features.online_store import connect
-        from features.progress import partition_progress
+        from features.materialize import materialize_views
 
         store = self.store
         fvs = [store.get_feature_view(n) for n in names] if names else store.list_feature_views()
-        redis_online = connect(store.config.online_store)
-        margin_us = store.config.online_store.expiry_margin_s * 1_000_000
-        partitions = partitions or self.spark.sparkContext.defaultParallelism
-        results = []
-        with partition_progress(enabled=progress) as report:
-            for fv in fvs:
-                window = window_of(fv)
-                result = materialize_view(self.spark, store.project, fv, window, redis_online,
-                                          partitions=partitions, margin_us=margin_us,
-                                          on_progress=report(fv.name))
-                store.registry.apply_materialization(fv, store.project, window.start, window.end)
-                results.append(result)
-        return results
+        return materialize_views(self.spark, store, [(fv, window_of(fv)) for fv in fvs],
+                                 partitions=partitions, progress=progress)
 
     def _check_references(self, features: list[str]) -> None:
         if not features:
