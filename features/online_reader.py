@@ -43,7 +43,7 @@ class ReadPlan:
             out[v][1].append(c)
         return tuple(out)
 
-    @property
+    @cached_property
     def numeric(self) -> bool:
         return all(self.views[v].schema.kinds[f] not in VARIABLE_KINDS for v, f in self.columns)
 

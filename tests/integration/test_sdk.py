@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from features.embedded_redis import EmbeddedRedis
 from features.errors import MissingColumnError, TimestampTypeError, UnknownFeatureError
 from features.sdk import FeatureClient
 from features.settings import Settings, SparkSettings
@@ -28,7 +30,7 @@ def _write(df: pd.DataFrame, table_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, spark) -> FeatureClient:
+def client(tmp_path_factory, spark) -> Iterator[FeatureClient]:
     home = tmp_path_factory.mktemp("home")
     offline = home / "offline"
     h = pd.Timedelta("1h")
@@ -51,8 +53,11 @@ def client(tmp_path_factory, spark) -> FeatureClient:
     _write(merchant, offline / "merchant_stats")
     settings = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4))
     c = FeatureClient(settings)
-    c.apply()
-    return c
+    c.apply()  # Feast's apply reconciles the online store too: it starts the embedded Redis
+    try:
+        yield c
+    finally:
+        assert EmbeddedRedis(settings.redis_dir).stop()
 
 
 def test_training_frame_is_point_in_time_correct(client):
