@@ -75,11 +75,13 @@ class MaterializeResult:
     resumed_partitions: int
 
 
-def latest_rows(spark: SparkSession, fv: FeatureView, window: Window) -> DataFrame:
+def latest_rows(spark: SparkSession, fv: FeatureView, window: Window, *, partitions: int | None = None
+                ) -> DataFrame:
     """One row per entity: its newest eligible offline row, times as epoch microseconds.
 
     Columns: the join keys, ``__ev`` and ``__cr`` (microseconds, UTC; ``__cr`` null without a
-    created column), then the view's features.
+    created column), then the view's features. With ``partitions``, the rows are hash-partitioned
+    by join keys into that many partitions before the aggregation (one shuffle, not two).
     """
     from pyspark.sql import functions as F
 
@@ -104,6 +106,8 @@ def latest_rows(spark: SparkSession, fv: FeatureView, window: Window) -> DataFra
         eligible = eligible & (ev >= end_us - int(fv.ttl.total_seconds() * 1_000_000))
     src = src.where(eligible).withColumn("__ev", ev).withColumn("__cr", cr)
     join_keys = [c.name for c in fv.entity_columns]
+    if partitions and join_keys:
+        src = src.repartition(partitions, *[quote(k) for k in join_keys])
     features = [f.name for f in fv.features]
     latest = latest_per_entity(src, join_keys, features, "__ev", "__cr")
     return latest.select(*[quote(c) for c in join_keys], "__ev", "__cr", *[quote(f) for f in features])
@@ -116,9 +120,9 @@ def materialize_view(
 ) -> MaterializeResult:
     """Write the latest value per entity of ``fv`` in ``window`` to Redis (see the module doc)."""
     view = OnlineView.from_feast(fv)
-    rows = latest_rows(spark, fv, window)
     join_keys = [c.name for c in fv.entity_columns]
-    rows, parts = (rows.repartition(partitions, *join_keys), partitions) if join_keys else (rows.coalesce(1), 1)
+    rows = latest_rows(spark, fv, window, partitions=partitions)
+    rows, parts = (rows, partitions) if join_keys else (rows.coalesce(1), 1)
     run_key = _run_key(project, view, window, rows, parts)
     task = _PartitionWriter(redis_online.url, redis_online.is_cluster, redis_online.write_timeout_ms,
                             key_prefix(project), view, run_key, margin_us, now_us())
