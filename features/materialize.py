@@ -6,9 +6,11 @@ driver only sees one small count row per partition. A run is:
 
 * idempotent: writing the same rows again changes nothing (the write script compares event and
   created times; identical values count as "unchanged");
-* resumable: a finished partition is recorded in a Redis set for the run; after a crash, running
-  the same window again skips the partitions already written (the run id covers the view
-  definition, the window and the source files, so changed inputs start a fresh run);
+* resumable: a finished partition is recorded in a Redis set for the run, and the window of a
+  run in progress in a per-view "pending" entry; after a crash, the next incremental run (or the
+  same explicit window) finishes that window first, skipping the partitions already written
+  (the run id covers the view definition, the window and the source files with their sizes and
+  times, so changed inputs start a fresh run); a partition with refused keys is not recorded;
 * visible: a progress bar counts finished partitions, and the result counts written, unchanged,
   skipped (stored value newer) and expired rows.
 
@@ -22,7 +24,9 @@ row would never reach the online store.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,9 +37,9 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import redis
 
-from features.errors import FeatureStoreError
+from features.errors import FeatureStoreError, OnlineStoreError
 from features.online_keys import entity_ids, key_prefix
-from features.online_views import OnlineView, WriteCounts, now_us, raise_if_refused, write_rows
+from features.online_views import LOADED_KEY, OnlineView, WriteCounts, micros, now_us, raise_if_refused, write_rows
 from features.packed_layout import NO_TIME
 from features.redis_client import RedisOnline
 
@@ -51,7 +55,7 @@ log = logging.getLogger(__name__)
 _CHUNK: Final = 2_000       # rows per pipelined write
 _RUN_TTL_S: Final = 7 * 86_400  # a crashed run can be resumed for a week
 _COUNTS_SCHEMA: Final = ("part int, written long, unchanged long, skipped long, expired long, "
-                         "resumed boolean, refused array<binary>")
+                         "resumed boolean, refused long, refused_keys array<binary>")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,21 @@ class Window:
     start: datetime
     end: datetime
     arrived_after: datetime | None = None
+    full: bool = False  # covers everything a fresh online store needs (first or reload run)
+
+    def to_json(self) -> str:
+        def iso(moment: datetime | None) -> str | None:
+            return None if moment is None else _utc(moment).isoformat()
+
+        return json.dumps({"start": iso(self.start), "end": iso(self.end), "full": self.full,
+                           "arrived_after": iso(self.arrived_after)})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Window:
+        raw = json.loads(text)
+        after = raw["arrived_after"]
+        return cls(datetime.fromisoformat(raw["start"]), datetime.fromisoformat(raw["end"]),
+                   datetime.fromisoformat(after) if after else None, bool(raw["full"]))
 
 
 @dataclass
@@ -103,9 +122,11 @@ def latest_rows(spark: SparkSession, fv: FeatureView, window: Window, *, partiti
     if created:
         eligible = eligible & (cr.isNull() | (cr <= end_us))
     if fv.ttl and fv.ttl > timedelta(0):  # rows already stale at `end` would not be written anyway
-        eligible = eligible & (ev >= end_us - int(fv.ttl.total_seconds() * 1_000_000))
-    src = src.where(eligible).withColumn("__ev", ev).withColumn("__cr", cr)
+        eligible = eligible & (ev >= end_us - micros(fv.ttl))
     join_keys = [c.name for c in fv.entity_columns]
+    for key in join_keys:  # as in the offline join: a row without its key belongs to no entity
+        eligible = eligible & F.col(quote(key)).isNotNull()
+    src = src.where(eligible).withColumn("__ev", ev).withColumn("__cr", cr)
     if partitions and join_keys:
         src = src.repartition(partitions, *[quote(k) for k in join_keys])
     features = [f.name for f in fv.features]
@@ -124,6 +145,8 @@ def materialize_view(
     rows = latest_rows(spark, fv, window, partitions=partitions)
     rows, parts = (rows, partitions) if join_keys else (rows.coalesce(1), 1)
     run_key = _run_key(project, view, window, rows, parts)
+    meta = _Meta(redis_online, project)
+    meta.set_pending(view.name, window)
     task = _PartitionWriter(redis_online.url, redis_online.is_cluster, redis_online.write_timeout_ms,
                             key_prefix(project), view, run_key, margin_us, now_us())
     done = threading.Event()
@@ -135,17 +158,21 @@ def materialize_view(
     except Exception as exc:
         raise FeatureStoreError(
             f"materializing {view.name} stopped: {_root_cause(exc)}. Finished partitions are "
-            "recorded; run the same command again to resume."
+            f"recorded: materialize_incremental (or `tidemark features materialize`) resumes this "
+            f"window first, as does materialize('{window.start.isoformat()}', "
+            f"'{window.end.isoformat()}')."
         ) from exc
     finally:
         done.set()
         watcher.join()
     counts = WriteCounts()
     for r in results:
-        counts = counts.add(WriteCounts(r.written, r.unchanged, r.skipped, r.expired, list(r.refused)))
-    raise_if_refused(counts)
+        counts = counts.add(WriteCounts(r.written, r.unchanged, r.skipped, r.expired, r.refused,
+                                        list(r.refused_keys)))
+    raise_if_refused(counts)  # partitions with refused keys were not recorded as finished
     with redis_online.translated("write"):
         redis_online.writer.delete(run_key)
+    meta.clear_pending(view.name)
     if on_progress is not None:
         on_progress(parts, parts)
     return MaterializeResult(view.name, window, counts, parts, sum(1 for r in results if r.resumed))
@@ -170,15 +197,82 @@ def materialize_views(
                                partitions=partitions, margin_us=margin_us, on_progress=report(fv.name))
                    for fv, window in work]
         results = [future.result() for future in futures]
+    meta = _Meta(redis_online, store.project)
     for fv, window in work:
         store.registry.apply_materialization(fv, store.project, window.start, window.end)
+        if window.full:
+            meta.set_loaded(OnlineView.from_feast(fv))
     return results
 
 
+def incremental_window(fv: FeatureView, end: datetime, redis_online: RedisOnline, project: str) -> Window:
+    """The window ``materialize_incremental`` runs for ``fv`` up to ``end``.
+
+    An unfinished (crashed) run is resumed first, with its own window. A view never loaded into
+    this online store under its current definition and TTL (first run, or its values were dropped
+    by ``feast apply`` after a change) gets a full load from ``end - ttl``; otherwise the window
+    starts at the last run's end and also takes rows that arrived since then.
+    """
+    meta = _Meta(redis_online, project)
+    pending = meta.pending(fv.name)
+    if pending is not None:
+        return pending
+    last = last_materialized_end(fv)
+    if last is None or not meta.is_loaded(OnlineView.from_feast(fv)):
+        return Window(default_start(fv, end), end, full=True)
+    return Window(last, end, arrived_after=last)
+
+
+class _Meta:
+    """Materialization state kept in Redis beside the values (project-scoped hashes)."""
+
+    def __init__(self, redis_online: RedisOnline, project: str) -> None:
+        self._redis = redis_online
+        self._pending = key_prefix(project) + b"__tidemark_pending__"
+        self._loaded = key_prefix(project) + LOADED_KEY
+
+    @staticmethod
+    def _signature(view: OnlineView) -> bytes:
+        return f"{view.schema.fingerprint}:{view.ttl_us}".encode()
+
+    def _call(self, command: str, *args: Any) -> Any:
+        with self._redis.translated("write"):
+            return self._redis.writer.execute_command(command, *args)
+
+    def pending(self, view: str) -> Window | None:
+        raw = self._call("HGET", self._pending, view)
+        return None if raw is None else Window.from_json(raw)
+
+    def set_pending(self, view: str, window: Window) -> None:
+        self._call("HSET", self._pending, view, window.to_json())
+
+    def clear_pending(self, view: str) -> None:
+        self._call("HDEL", self._pending, view)
+
+    def is_loaded(self, view: OnlineView) -> bool:
+        return self._call("HGET", self._loaded, view.name) == self._signature(view)
+
+    def set_loaded(self, view: OnlineView) -> None:
+        self._call("HSET", self._loaded, view.name, self._signature(view))
+
+
 def _run_key(project: str, view: OnlineView, window: Window, rows: DataFrame, parts: int) -> bytes:
-    files = "\n".join(sorted(rows.inputFiles()))
-    text = "|".join(map(str, (view.name, view.schema.fingerprint, window, parts, files)))
+    # Input files with their size and modification time where they are local, so a rewritten
+    # file starts a fresh run instead of resuming over stale partitions.
+    files = "\n".join(f"{path} {_file_stamp(path)}" for path in sorted(rows.inputFiles()))
+    text = "|".join(map(str, (view.name, view.schema.fingerprint, window.to_json(), parts, files)))
     return key_prefix(project) + b"__materialize__:" + hashlib.sha1(text.encode()).hexdigest().encode()
+
+
+def _file_stamp(path: str) -> str:
+    local = path.removeprefix("file://") if path.startswith("file:") or "://" not in path else None
+    if local is None:
+        return ""
+    try:
+        stat = os.stat(local)
+    except OSError:
+        return ""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _watch(redis_online: RedisOnline, run_key: bytes, parts: int, done: threading.Event,
@@ -190,7 +284,7 @@ def _watch(redis_online: RedisOnline, run_key: bytes, parts: int, done: threadin
         try:
             writer: Any = redis_online.writer
             finished = int(writer.scard(run_key))
-        except redis.RedisError as exc:  # progress is best effort; the job reports real failures
+        except (redis.RedisError, OnlineStoreError) as exc:  # progress is best effort
             log.debug("progress poll failed: %s", exc)
             continue
         on_progress(finished, parts)
@@ -242,7 +336,7 @@ class _PartitionWriter:
                     continue  # drain: Spark expects the input consumed
                 for start in range(0, batch.num_rows, _CHUNK):
                     counts = counts.add(self._write(redis_online, batch.slice(start, _CHUNK)))
-            if not resumed:
+            if not resumed and not counts.refused:  # refused keys must be retried after a fix
                 with redis_online.translated("write"):
                     writer.pipeline(transaction=False).sadd(self.run_key, str(part)).expire(
                         self.run_key, _RUN_TTL_S).execute()
@@ -251,10 +345,10 @@ class _PartitionWriter:
         yield pa.RecordBatch.from_pylist([{
             "part": part, "written": counts.written, "unchanged": counts.unchanged,
             "skipped": counts.skipped_older, "expired": counts.expired, "resumed": resumed,
-            "refused": counts.refused_keys[:10],
+            "refused": counts.refused, "refused_keys": counts.refused_keys[:10],
         }], schema=pa.schema([("part", pa.int32()), ("written", pa.int64()), ("unchanged", pa.int64()),
                               ("skipped", pa.int64()), ("expired", pa.int64()), ("resumed", pa.bool_()),
-                              ("refused", pa.list_(pa.binary()))]))
+                              ("refused", pa.int64()), ("refused_keys", pa.list_(pa.binary()))]))
 
     def _write(self, redis_online: RedisOnline, batch: pa.RecordBatch) -> WriteCounts:
         names = batch.schema.names
@@ -282,9 +376,14 @@ class _PartitionWriter:
                           margin_us=self.margin_us, at_us=self.at_us)
 
 
+def _utc(moment: datetime) -> datetime:
+    """An aware UTC datetime (naive means UTC, as in Feast); pandas Timestamps become datetimes."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return datetime(*moment.timetuple()[:6], moment.microsecond, tzinfo=UTC)
+
+
 def _us(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = _utc(moment)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 

@@ -31,7 +31,7 @@ from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import NonNegativeInt, PositiveInt, StrictStr
 
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
-from features.online_views import OnlineView, now_us, raise_if_refused, write_rows
+from features.online_views import LOADED_KEY, OnlineView, now_us, raise_if_refused, write_rows
 from features.packed_layout import NO_TIME, unpack_rows
 from features.redis_client import RedisOnline
 from features.settings import Settings
@@ -86,22 +86,31 @@ def redis_url_for(settings: Settings) -> str:
 
 
 def connect(config: PackedRedisOnlineStoreConfig) -> RedisOnline:
-    """The shared connection for ``config`` (one pool per URL and timeouts in a process)."""
-    if config.url:
-        url = config.url
-    elif config.embedded_dir:
-        from features.embedded_redis import EmbeddedRedis
+    """The shared connection for ``config`` (one pool per configuration in a process).
 
-        url = EmbeddedRedis(Path(config.embedded_dir)).ensure_running()
-    else:
-        url = redis_url_for(Settings.from_env())
+    The embedded server is located (and started if needed) once, on the first call: afterwards a
+    stopped server is an ``OnlineStoreUnavailable`` like any other, not restarted behind a read.
+    """
     cluster = None if config.redis_type == "auto" else config.redis_type == "redis_cluster"
-    key = (url, cluster, config.timeout_ms, config.write_timeout_ms)
+    key = (config.url, config.embedded_dir, cluster, config.timeout_ms, config.write_timeout_ms)
+    found = _connections.get(key)
+    if found is not None:
+        return found
     with _connections_lock:
         if key not in _connections:
-            _connections[key] = RedisOnline(url, timeout_ms=config.timeout_ms,
+            _connections[key] = RedisOnline(_resolve_url(config), timeout_ms=config.timeout_ms,
                                             write_timeout_ms=config.write_timeout_ms, cluster=cluster)
         return _connections[key]
+
+
+def _resolve_url(config: PackedRedisOnlineStoreConfig) -> str:
+    if config.url:
+        return config.url
+    if config.embedded_dir:
+        from features.embedded_redis import EmbeddedRedis
+
+        return EmbeddedRedis(Path(config.embedded_dir)).ensure_running()
+    return redis_url_for(Settings.from_env())
 
 
 class PackedRedisOnlineStore(OnlineStore):
@@ -178,6 +187,7 @@ class PackedRedisOnlineStore(OnlineStore):
                 stored = writer.hget(schemas_key, table.name)
                 if stored is not None and stored != fingerprint:
                     deleted = _delete_view(redis_online, project, table.name)
+                    # materialize_incremental reloads it in full (not only since its last run)
                     log.warning("feature view %s changed definition: deleted its %d online values; "
                                 "materialize it again", table.name, deleted)
                 writer.hset(schemas_key, table.name, fingerprint)
@@ -194,7 +204,10 @@ class PackedRedisOnlineStore(OnlineStore):
 
 
 def _delete_view(redis_online: RedisOnline, project: bytes, view: str) -> int:
+    """Delete a view's values, and its "fully loaded" mark so the next incremental run reloads it."""
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in view)
+    writer: Any = redis_online.writer
+    writer.hdel(project + LOADED_KEY, view)
     return redis_online.delete_matching(project + b"{*}:" + escaped.encode())
 
 

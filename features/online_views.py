@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -25,6 +26,9 @@ _KIND_OF: Final = {"DOUBLE": "float64", "FLOAT": "float32", "INT64": "int64", "I
                    "BOOL": "bool", "STRING": "string", "BYTES": "bytes"}
 _KEY_KIND_OF: Final = {"INT64": INT_KEY, "INT32": INT_KEY, "STRING": STR_KEY}
 DUMMY_JOIN_KEY: Final = "__dummy_id"  # Feast's join key for views without entities
+# Per project, a hash of view -> "<fingerprint>:<ttl µs>" for views fully loaded into Redis; the
+# plugin drops a view's entry when it drops the view's values, so the next incremental run reloads.
+LOADED_KEY: Final = b"__tidemark_loaded__"
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,7 @@ class OnlineView:
                 raise ConfigError(f"feature view {view.name!r} has no resolved join keys; apply it to "
                                   "the registry first (`feast apply` or FeatureClient.apply())")
             join_keys, key_kinds = [DUMMY_JOIN_KEY], [STR_KEY]  # Feast keys these by ""
-        ttl = view.ttl
-        ttl_us = int(ttl.total_seconds() * 1_000_000) if ttl else 0
+        ttl_us = micros(view.ttl) if view.ttl else 0
         return cls(view.name, tuple(join_keys), tuple(key_kinds),
                    PackedSchema(tuple(names), tuple(kinds)), ttl_us)
 
@@ -81,12 +84,13 @@ class WriteCounts:
     unchanged: int = 0
     skipped_older: int = 0
     expired: int = 0
-    refused_keys: list[bytes] = field(default_factory=list)
+    refused: int = 0
+    refused_keys: list[bytes] = field(default_factory=list)  # up to 10 examples
 
     def add(self, other: WriteCounts) -> WriteCounts:
         return WriteCounts(self.written + other.written, self.unchanged + other.unchanged,
                            self.skipped_older + other.skipped_older, self.expired + other.expired,
-                           self.refused_keys + other.refused_keys)
+                           self.refused + other.refused, (self.refused_keys + other.refused_keys)[:10])
 
     def __str__(self) -> str:
         return (f"{self.written:,} written, {self.unchanged:,} unchanged, {self.skipped_older:,} skipped "
@@ -94,7 +98,12 @@ class WriteCounts:
 
     @property
     def rows(self) -> int:
-        return self.written + self.unchanged + self.skipped_older + self.expired + len(self.refused_keys)
+        return self.written + self.unchanged + self.skipped_older + self.expired + self.refused
+
+
+def micros(delta: timedelta) -> int:
+    """A duration in whole microseconds, exactly (no float rounding), as the offline join uses."""
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def now_us() -> int:
@@ -139,16 +148,18 @@ def write_rows(
     counts.written = int((status == 1).sum())
     counts.unchanged = int((status == 0).sum())
     counts.skipped_older = int((status == 2).sum())
-    counts.refused_keys = [keys[i] for i in np.flatnonzero(status == -1)]
+    refused = np.flatnonzero(status == -1)
+    counts.refused = len(refused)
+    counts.refused_keys = [keys[i] for i in refused[:10].tolist()]
     return counts
 
 
 def raise_if_refused(counts: WriteCounts) -> None:
     """Refused keys held something that is not ours; say which instead of overwriting it."""
-    if counts.refused_keys:
+    if counts.refused:
         shown = ", ".join(repr(k.decode(errors="backslashreplace")) for k in counts.refused_keys[:3])
         raise OnlineStoreError(
-            f"{len(counts.refused_keys)} key(s) hold values that are not tidemark packed values "
+            f"{counts.refused} key(s) hold values that are not tidemark packed values "
             f"(e.g. {shown}); they were left untouched. Delete them, or point tidemark at another "
             "Redis database or project."
         )

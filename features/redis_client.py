@@ -10,6 +10,7 @@ once after the cluster moved slots (MOVED/ASK) or a node lost the write script (
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,7 +68,6 @@ return out
 """
 
 WRITE_STATUS: Final = {1: "written", 0: "unchanged", 2: "skipped_older", -1: "refused"}
-_RETRIED: Final = (AskError, NoScriptError, TryAgainError)  # MovedError is an AskError
 _WRITE_CHUNK: Final = 512
 
 
@@ -94,6 +94,8 @@ class RedisOnline:
         self._reader: redis.Redis | RedisCluster | None = None
         self._writer: redis.Redis | RedisCluster | None = None
         self._script_sha: str | None = None
+        self._lock = threading.Lock()  # materialization shares one instance across threads
+        self._stale_topology = False   # a cluster node failed: refresh the slot map first
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -101,41 +103,51 @@ class RedisOnline:
         kwargs: dict[str, Any] = {"socket_timeout": timeout_ms / 1000,
                                   "socket_connect_timeout": timeout_ms / 1000,
                                   "retry": Retry(NoBackoff(), 0), "retry_on_timeout": False}
-        if self.is_cluster:
+        if self._is_cluster(timeout_ms):
             return RedisCluster.from_url(self.url, **kwargs)
         return redis.Redis.from_url(self.url, **kwargs)
 
-    def _is_cluster(self) -> bool:
-        probe = redis.Redis.from_url(self.url, socket_timeout=max(self.timeout_ms, 1000) / 1000,
-                                     socket_connect_timeout=max(self.timeout_ms, 1000) / 1000)
-        try:
-            with self.translated("connect"):
+    def _is_cluster(self, timeout_ms: int) -> bool:
+        """Ask the server once (within the caller's timeout) unless configured."""
+        if self._cluster_hint is None:
+            probe = redis.Redis.from_url(self.url, socket_timeout=timeout_ms / 1000,
+                                         socket_connect_timeout=timeout_ms / 1000,
+                                         retry=Retry(NoBackoff(), 0))
+            try:
                 info = cast(dict[str, Any], probe.info("cluster"))
-            return bool(info.get("cluster_enabled"))
-        finally:
-            probe.close()
+            finally:
+                probe.close()
+            self._cluster_hint = bool(info.get("cluster_enabled"))
+        return self._cluster_hint
 
     @property
     def is_cluster(self) -> bool:
         """Whether the server is a Redis Cluster node (asked once)."""
-        if self._cluster_hint is None:
-            self._cluster_hint = self._is_cluster()
-        return self._cluster_hint
+        with self.translated("connect"):
+            return self._is_cluster(self.write_timeout_ms)
 
     @property
     def reader(self) -> redis.Redis | RedisCluster:
         client = self._reader
         if client is None:
-            with self.translated("connect"):
-                client = self._reader = self._client(self.timeout_ms)
-        return client
+            with self._lock, self.translated("read"):
+                client = self._reader = self._reader or self._client(self.timeout_ms)
+        return self._refreshed(client)
 
     @property
     def writer(self) -> redis.Redis | RedisCluster:
         client = self._writer
         if client is None:
-            with self.translated("connect"):
-                client = self._writer = self._client(self.write_timeout_ms)
+            with self._lock, self.translated("write"):
+                client = self._writer = self._writer or self._client(self.write_timeout_ms)
+        return self._refreshed(client)
+
+    def _refreshed(self, client: redis.Redis | RedisCluster) -> redis.Redis | RedisCluster:
+        """After a node failed (a failover?), reload the cluster's slot map before using it."""
+        if self._stale_topology and isinstance(client, RedisCluster):
+            with self.translated("read"):
+                client.nodes_manager.initialize()
+            self._stale_topology = False
         return client
 
     def close(self) -> None:
@@ -238,22 +250,37 @@ class RedisOnline:
         command: Callable[[list[bytes], list[int]], tuple[Any, ...]], what: str, *, chunk: int = 0,
     ) -> list[tuple[_Batch, list[Any]]]:
         """Group keys by node (and by slot on a cluster), send every node's commands, then read."""
-        for attempt in (1, 2):
-            batches = self._batches(client, keys, command, chunk)
-            try:
-                with self.translated(what):
-                    return _send_then_read(batches)
-            except redis.ResponseError as exc:
-                if attempt == 2 or not isinstance(exc, _RETRIED):
-                    raise OnlineStoreError(f"Redis refused a {what}: {type(exc).__name__}: {exc}") from None
-                log.info("retrying a %s once after %s", what, type(exc).__name__)
-                if isinstance(exc, NoScriptError):
-                    self._script_sha = None
-                    sha = self._load_script()
-                    command = _with_sha(command, sha)
-                elif isinstance(client, RedisCluster):
-                    client.nodes_manager.initialize()
-        raise AssertionError("unreachable")
+        batches = self._batches(client, keys, command, chunk)
+        try:
+            with self.translated(what):
+                return _send_then_read(batches)
+        except OnlineStoreUnavailable:
+            self._stale_topology = isinstance(client, RedisCluster)
+            raise
+        except NoScriptError:  # a restarted or failed-over node lost the script: load it, once
+            log.info("reloading the write script after NOSCRIPT")
+            self._script_sha = None
+            batches = self._batches(client, keys, _with_sha(command, self._load_script()), chunk)
+            with self.translated(what):
+                return _send_then_read(batches)
+        except (AskError, TryAgainError) as exc:  # slots moving (MovedError is an AskError)
+            if not isinstance(client, RedisCluster):
+                raise OnlineStoreError(f"Redis refused a {what}: {type(exc).__name__}: {exc}") from None
+            log.info("%s during a %s: redis-py follows the redirections", type(exc).__name__, what)
+            return self._one_by_one(client, keys, command, batches, what)
+        except redis.ResponseError as exc:
+            raise OnlineStoreError(f"Redis refused a {what}: {type(exc).__name__}: {exc}") from None
+
+    def _one_by_one(self, client: RedisCluster, keys: Sequence[bytes],
+                    command: Callable[[list[bytes], list[int]], tuple[Any, ...]], batches: list[_Batch],
+                    what: str) -> list[tuple[_Batch, list[Any]]]:
+        """The slow, always-correct path while the cluster reshards: one key per command through
+        redis-py, which follows MOVED and ASK (with ASKING). One key, because a multi-key command
+        on a slot in migration gets TRYAGAIN until the migration ends."""
+        with self.translated(what):
+            client.nodes_manager.initialize()
+            return [(b, [[r for p in ps for r in client.execute_command(*command([keys[p]], [p]))]
+                         for ps in b.positions]) for b in batches]
 
     @staticmethod
     def _batches(client: redis.Redis | RedisCluster, keys: Sequence[bytes],
@@ -279,8 +306,10 @@ class RedisOnline:
 
 def _send_then_read(batches: list[_Batch]) -> list[tuple[_Batch, list[Any]]]:
     """Write every node's pipeline first, then read the replies: one round trip in total."""
-    conns = [(b, b.client.connection_pool.get_connection()) for b in batches]
+    conns: list[tuple[_Batch, Any]] = []
     try:
+        for b in batches:  # one at a time: every connection taken is released below
+            conns.append((b, b.client.connection_pool.get_connection()))
         for batch, conn in conns:
             conn.send_packed_command(conn.pack_commands(batch.commands), check_health=False)
         out = []

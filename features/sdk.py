@@ -146,24 +146,31 @@ class FeatureClient:
 
     def materialize_incremental(self, end: datetime, *, views: Sequence[str] | None = None,
                                 progress: bool = True, partitions: int | None = None) -> list[MaterializeResult]:
-        """Materialize each view from where its last run ended (first run: ``end - ttl``) to
-        ``end``, including rows that arrived late since then."""
-        from features.materialize import Window, default_start, last_materialized_end
+        """Materialize each view from where its last run ended to ``end``, including rows that
+        arrived late since then. A view not yet loaded under its current definition and TTL gets
+        a full load (from ``end - ttl``); a crashed run is finished first, with its own window."""
+        from features.materialize import incremental_window
+        from features.online_store import connect
 
-        def window(fv: Any) -> Window:
-            last = last_materialized_end(fv)
-            return Window(default_start(fv, end), end) if last is None else Window(last, end, arrived_after=last)
-
-        return self._materialize(views, window, progress, partitions)
+        redis_online = connect(self.store.config.online_store)
+        project = self.store.project
+        resumed = self._materialize(views, lambda fv: incremental_window(fv, end, redis_online, project),
+                                    progress, partitions, only=lambda w: w.end != end)
+        rest = self._materialize(views, lambda fv: incremental_window(fv, end, redis_online, project),
+                                 progress, partitions)
+        return resumed + rest
 
     def _materialize(self, names: Sequence[str] | None, window_of: Any, progress: bool,
-                     partitions: int | None) -> list[MaterializeResult]:
+                     partitions: int | None, only: Any = None) -> list[MaterializeResult]:
         from features.materialize import materialize_views
 
         store = self.store
         fvs = [store.get_feature_view(n) for n in names] if names else store.list_feature_views()
-        return materialize_views(self.spark, store, [(fv, window_of(fv)) for fv in fvs],
-                                 partitions=partitions, progress=progress)
+        work = [(fv, window_of(fv)) for fv in fvs]
+        work = [(fv, w) for fv, w in work if only is None or only(w)]
+        if not work:
+            return []
+        return materialize_views(self.spark, store, work, partitions=partitions, progress=progress)
 
     def _check_references(self, features: list[str]) -> None:
         if not features:

@@ -60,9 +60,9 @@ def _online_demo(client: FeatureClient, entities: pd.DataFrame) -> None:
         started = time.perf_counter_ns()
         client.online_features(entities.iloc[i:i + 1], DEFAULT_FEATURES)
         timings.append((time.perf_counter_ns() - started) / 1e6)
-    started = time.perf_counter()
+    batch_started = time.perf_counter()
     batch = client.online_features(entities, DEFAULT_FEATURES)
-    batch_ms = (time.perf_counter() - started) * 1e3
+    batch_ms = (time.perf_counter() - batch_started) * 1e3
     found = ", ".join(f"{view} {share:.0%}" for view, share in batch.found.mean().items())
     print(f"  online_features, {len(DEFAULT_FEATURES)} features: one entity p50 "
           f"{pd.Series(timings).median():.2f} ms; {len(entities):,} entities in {batch_ms:.1f} ms")

@@ -121,7 +121,7 @@ def test_write_rows_sends_only_live_rows_and_counts_statuses() -> None:
     assert keys == [b"tm:{customer_id=%d}:customer_txn_24h" % i for i in (0, 2, 3, 4)]
     assert unpack_rows(v.schema, values, keys).columns[0].tolist() == [0.0, 2.0, 3.0, 4.0]
     assert expiry[0] == (ttl + HOUR_US) // 1000
-    assert counts == WriteCounts(written=1, unchanged=1, skipped_older=1, expired=1,
+    assert counts == WriteCounts(written=1, unchanged=1, skipped_older=1, expired=1, refused=1,
                                  refused_keys=[b"tm:{customer_id=4}:customer_txn_24h"])
     assert counts.rows == 5
 

@@ -18,6 +18,7 @@ from features.errors import (
     ConfigError,
     FeatureStoreError,
     MissingColumnError,
+    OnlineStoreError,
     OnlineStoreUnavailable,
     UnknownFeatureError,
 )
@@ -148,19 +149,48 @@ def test_a_crashed_materialization_resumes_where_it_stopped(tmp_path, spark, red
     server = redis.Redis.from_url(redis_proc.url)
     baseline = server.info("memory")["used_memory"]
     run = {"views": ["cust_stats"], "progress": False, "partitions": 16}
-    full = client.materialize(now - timedelta(days=60), now, **run)[0]
+    full = client.materialize_incremental(now, **run)[0]
+    assert full.window.full and full.counts.written > 5_000
     needed = server.info("memory")["used_memory"] - baseline
-    server.flushall()
+    server.flushall()  # the online store is lost: the next incremental run must reload it all
     server.config_set("maxmemory-policy", "noeviction")
     server.config_set("maxmemory", server.info("memory")["used_memory"] + needed * 6 // 10)
-    with pytest.raises(FeatureStoreError, match="run the same command again to resume"):
-        client.materialize(now - timedelta(days=60), now, **run)
+    with pytest.raises(FeatureStoreError, match="resumes this window first"):
+        client.materialize_incremental(now, **run)
     server.config_set("maxmemory", 0)
-    resumed = client.materialize(now - timedelta(days=60), now, **run)[0]
-    assert 0 < resumed.resumed_partitions < resumed.partitions
+    later = now + pd.Timedelta(seconds=1)  # "now" has moved on: the crashed window is finished first
+    resumed, rest = client.materialize_incremental(later, **run)
+    assert resumed.window.end == now and 0 < resumed.resumed_partitions < resumed.partitions
     assert resumed.counts.written + resumed.counts.unchanged < full.counts.written
+    assert rest.window.start == now and rest.window.end == later and rest.counts.written == 0
     rows = [{"customer_id": c} for c in range(20_000)]
     assert client.online_features(rows, ["cust_stats:amount"]).found["cust_stats"].sum() == full.counts.written
+
+
+def test_refused_keys_are_retried_once_fixed_and_a_changed_view_is_reloaded(history, redis_proc):
+    root, now = history
+    client = _client(root, redis_proc.url, "refused")
+    server = redis.Redis.from_url(redis_proc.url)
+    key = b"refused:{customer_id=8}:cust_profile"
+    server.set(key, b"somebody else's value")
+    with pytest.raises(OnlineStoreError, match=r"1 key\(s\).*customer_id=8"):
+        client.materialize(now - timedelta(days=60), now, views=["cust_profile"], progress=False)
+    assert server.get(key) == b"somebody else's value"  # refused, not overwritten
+    server.delete(key)
+    again = client.materialize(now - timedelta(days=60), now, views=["cust_profile"], progress=False)[0]
+    assert again.resumed_partitions == again.partitions - 1  # only the one with the refused key
+    assert again.counts.written == 1 and server.get(key).startswith(b"TM")
+
+    client.materialize_incremental(now, progress=False)
+    customer, stats, profile = definitions(root)
+    profile.schema.pop()  # drop `income`: another definition
+    profile.features.pop()
+    client.store.apply([customer, stats, profile])  # drops cust_profile's values
+    assert not server.exists(key)
+    reloaded = client.materialize_incremental(now + pd.Timedelta(seconds=1), views=["cust_profile"],
+                                              progress=False)[0]
+    assert reloaded.window.full and reloaded.counts.written == 150  # every profile, again
+    assert server.exists(key)
 
 
 def test_redis_down_or_hung_is_a_fast_typed_error_and_the_client_recovers(history, redis_proc):
