@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from features.materialize import MaterializeResult
-    from features.online_reader import OnlineReader
+    from features.online_reader import OnlineReader, ReadPlan
 
 __all__ = ["FeatureClient", "OnlineFeatures"]
 
@@ -50,6 +50,7 @@ class FeatureClient:
         self._repo_path = repo_path
         self._store: FeatureStore | None = None
         self._reader: OnlineReader | None = None
+        self._plans: dict[tuple[tuple[str, ...], bool], ReadPlan] = {}  # per reader
 
     @property
     def store(self) -> FeatureStore:
@@ -71,6 +72,7 @@ class FeatureClient:
 
         self.store.apply(feature_definitions(self.settings.offline_dir))
         self._reader = None
+        self._plans.clear()
 
     def feature_references(self) -> list[str]:
         """Every registered ``view:feature`` reference."""
@@ -117,7 +119,10 @@ class FeatureClient:
         ``found`` false, never as an error. One Redis round trip per call (per cluster node).
         """
         reader = self.online_reader()
-        plan = reader.plan(list(features), full_feature_names=full_feature_names)
+        plan_key = (tuple(features), full_feature_names)
+        plan = self._plans.get(plan_key)
+        if plan is None:
+            plan = self._plans[plan_key] = reader.plan(list(features), full_feature_names=full_feature_names)
         frame = entities if isinstance(entities, pd.DataFrame) else pd.DataFrame(list(entities))
         values, found = reader.read_frame(plan, frame)
         return OnlineFeatures(values, found)
