@@ -3,8 +3,9 @@
 For a numeric column the current values of a chunk are sorted once (numpy's SIMD sort), then
 every count is a binary search of the *profile's* points into that sorted chunk:
 
-* PSI bin counts: ``searchsorted(chunk, edges, "right")`` — the same bin rule as the definition
-  (``searchsorted(edges, x, "right")``), counted from the other side;
+* PSI bin counts: ``searchsorted(chunk, edges, "left")`` — the definition's bin rule
+  (``searchsorted(edges, x, "right")``: a value on an edge belongs to the bin above it), counted
+  from the other side;
 * KS: for each reference support point ``u_j``, how many current values are ``< u_j`` and
   ``<= u_j``. With the reference CDF known at the same points, these give the exact two-sample
   KS statistic (see :func:`monitoring.stats.ks_from_counts`), without sorting the union;
@@ -72,7 +73,7 @@ def count_numeric(profile: NumericProfile, values: np.ndarray) -> NumericCounts:
     """Counts of one chunk of a numeric column (float64, NaN = null)."""
     present = np.sort(values[~np.isnan(values)])
     n = len(present)
-    bins = np.diff(np.concatenate([[0], np.searchsorted(present, profile.edges, side="right"), [n]]))
+    bins = np.diff(np.concatenate([[0], np.searchsorted(present, profile.edges, side="left"), [n]]))
     below = np.searchsorted(present, profile.support, side="left")
     at_or_below = np.searchsorted(present, profile.support, side="right")
     if np.isnan(profile.minimum):

@@ -110,7 +110,7 @@ def compare(profile: ReferenceProfile, current: Any, *, thresholds: DriftThresho
     """Compare ``current`` (pandas DataFrame, Parquet path, or Spark DataFrame) with ``profile``."""
     thresholds = thresholds or DriftThresholds()
     columns_present, counts = _counts(profile, current, chunk_rows)
-    rows = max((c.rows for c in counts.values()), default=0)
+    rows = max((c.rows for c in counts.values()), default=0) or _row_count(current)
     if rows == 0:
         raise DriftInputError("the current data has no rows; nothing to compare (check the time "
                               "window or the path)")
@@ -200,6 +200,17 @@ def _decide(results: list[ColumnDrift], t: DriftThresholds) -> None:
             name = "KS D" if r.test == "ks" else "total variation"
             r.drifted, r.rule = True, (f"{r.test} adjusted p {r.p_value_adjusted:.2g} < {t.alpha} and "
                                        f"{name} {r.effect:.3f} >= {min_effect}")
+
+
+def _row_count(current: Any) -> int:
+    """Rows of data in which no profiled column was found (so nothing was counted)."""
+    if isinstance(current, pd.DataFrame):
+        return len(current)
+    if isinstance(current, str | Path):
+        import pyarrow.dataset as ds
+
+        return int(ds.dataset(str(current), format="parquet", partitioning="hive").count_rows())
+    return int(current.count()) if hasattr(current, "sparkSession") else 0
 
 
 def _json_safe(value: Any) -> Any:

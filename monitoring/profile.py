@@ -199,6 +199,8 @@ def numeric_values(name: str, series: pd.Series) -> np.ndarray:
 def factorized_text(series: pd.Series) -> tuple[np.ndarray, list[str]]:
     """(codes, distinct values as text): code -1 for nulls. Categories are compared as text, so the
     code 3 and the string "3" are one category (as ``astype("string")`` would write them)."""
+    if pd.api.types.is_object_dtype(series.dtype) and pd.api.types.infer_dtype(series, skipna=True) != "string":
+        series = series.astype("string")  # factorize would merge 1, 1.0 and True under whichever came first
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     return np.asarray(codes, dtype=np.int64), [str(t) for t in category_text(pd.Series(uniques))]
 
@@ -214,7 +216,8 @@ def numeric_profile(name: str, values: np.ndarray, bins: int, ks_cap: int, rng: 
                               False, float("nan"), float("nan"))
     ordered = np.sort(present)
     edges = psi_edges(ordered, bins)
-    bin_counts = np.diff(np.concatenate([[0], np.searchsorted(ordered, edges, side="right"), [len(ordered)]]))
+    # x is in bin searchsorted(edges, x, "right"): values below edge k (strictly) are in bins < k+1
+    bin_counts = np.diff(np.concatenate([[0], np.searchsorted(ordered, edges, side="left"), [len(ordered)]]))
     sampled = len(ordered) > ks_cap
     ks_values = np.sort(rng.choice(ordered, size=ks_cap, replace=False)) if sampled else ordered
     support, first = np.unique(ks_values, return_index=True)

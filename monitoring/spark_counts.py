@@ -23,7 +23,7 @@ pandas ``fit`` gives on the same values:
    ``percentile_disc`` returns the two order statistics around each of numpy's virtual indexes
    (Spark's interpolating ``percentile`` rounds differently and gives finite edges where numpy
    gives NaN next to ±inf), and the driver interpolates them with numpy's own formula; one
-   aggregation counts the values <= each edge; the KS reference is a uniform random sample of
+   aggregation counts the values < each edge; the KS reference is a uniform random sample of
    exactly ``ks_cap`` values (``orderBy(rand(seed)).limit(ks_cap)``, reproducible for the same
    data and partitioning, not the sample pandas draws). ``percentile_disc`` keeps every distinct
    value of the column in memory on one executor.
@@ -285,12 +285,12 @@ def _sampled_profiles(values: DataFrame, alias: dict[str, str], summary: _Summar
         return {}
     legacy = str(values.sparkSession.conf.get(_LEGACY_DISC, "false")).lower() == "true"
     edges = _exact_edges(values, alias, summary, bins, legacy)
-    at_or_below = _counts_at_or_below(values, alias, edges)
+    below = _counts_below(values, alias, edges)
     rng = np.random.default_rng(seed)
     profiles: dict[str, ColumnProfile] = {}
     for i, (name, a) in enumerate(alias.items()):
         n = summary.present[a]
-        bin_counts = np.diff(np.concatenate([[0], at_or_below[name], [n]])).astype(np.int64)
+        bin_counts = np.diff(np.concatenate([[0], below[name], [n]])).astype(np.int64)
         sample = numeric_profile(name, _ks_sample(values, a, ks_cap, seed + i), bins, ks_cap, rng)
         profiles[name] = NumericProfile(name, summary.rows, summary.rows - n, edges[name], bin_counts,
                                         sample.support, sample.cum_counts, True, summary.minimum[a],
@@ -348,11 +348,11 @@ def _disc_shares(ranks: np.ndarray, n: int, legacy: bool) -> list[float]:
     return [(int(r) + 0.5) / n for r in ranks]  # x[ceil(n * p) - 1]
 
 
-def _counts_at_or_below(values: DataFrame, alias: dict[str, str], edges: dict[str, np.ndarray]
+def _counts_below(values: DataFrame, alias: dict[str, str], edges: dict[str, np.ndarray]
                         ) -> dict[str, np.ndarray]:
     from pyspark.sql import functions as F
 
-    aggs = [F.count(F.when(F.col(a) <= F.lit(float(e)), 1)).alias(f"{a}_{k}")
+    aggs = [F.count(F.when(F.col(a) < F.lit(float(e)), 1)).alias(f"{a}_{k}")  # on an edge: bin above
             for name, a in alias.items() for k, e in enumerate(edges[name])]
     counted = values.agg(*aggs).collect()[0].asDict() if aggs else {}
     return {name: np.array([counted[f"{a}_{k}"] for k in range(len(edges[name]))], dtype=np.int64)
