@@ -136,11 +136,10 @@ def _counts(profile: ReferenceProfile, current: Any, chunk_rows: int) -> tuple[l
 
 def _parquet_counts(profile: ReferenceProfile, path: Path, chunk_rows: int
                     ) -> tuple[list[str], dict[str, ColumnCounts]]:
-    import pyarrow.dataset as ds
 
     if not path.exists():
         raise DriftInputError(f"no Parquet data at {path}")
-    dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+    dataset = _dataset(path)
     names = dataset.schema.names
     wanted = [c for c in profile.columns if c in names]
 
@@ -192,7 +191,10 @@ def _decide(results: list[ColumnDrift], t: DriftThresholds) -> None:
             r.drifted, r.rule = True, "missing column (schema drift)"
         elif r.status == "empty":
             became_empty = r.null_share_current == 1.0 and (r.null_share_reference or 0) < 1.0
-            r.drifted, r.rule = became_empty, "all current values are null" if became_empty else None
+            became_full = r.null_share_reference == 1.0 and (r.null_share_current or 0) < 1.0
+            r.drifted = became_empty or became_full
+            r.rule = ("all current values are null" if became_empty else
+                      "the reference was all null; current has values" if became_full else None)
         elif r.psi is not None and r.psi >= t.psi:
             r.drifted, r.rule = True, f"psi {r.psi:.3f} >= {t.psi}"
         elif (r.p_value_adjusted is not None and r.p_value_adjusted < t.alpha
@@ -202,14 +204,29 @@ def _decide(results: list[ColumnDrift], t: DriftThresholds) -> None:
                                        f"{name} {r.effect:.3f} >= {min_effect}")
 
 
+def _dataset(path: Path) -> Any:
+    """A Parquet dataset whose hive partition values stay text: inferred types would turn the
+    partition ``day=01`` into the number 1 and the category "1", unseen in a profile with "01"."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    found = ds.dataset(str(path), format="parquet", partitioning="hive")
+    root = Path(path)
+    names = sorted({part.split("=", 1)[0] for file in found.files
+                    for part in Path(file).relative_to(root).parts[:-1] if "=" in part})
+    if not names:
+        return found
+    text = ds.HivePartitioning.discover(schema=pa.schema([(n, pa.string()) for n in names]))
+    return ds.dataset(str(path), format="parquet", partitioning=text)
+
+
 def _row_count(current: Any) -> int:
     """Rows of data in which no profiled column was found (so nothing was counted)."""
     if isinstance(current, pd.DataFrame):
         return len(current)
     if isinstance(current, str | Path):
-        import pyarrow.dataset as ds
 
-        return int(ds.dataset(str(current), format="parquet", partitioning="hive").count_rows())
+        return int(_dataset(Path(current)).count_rows())
     return int(current.count()) if hasattr(current, "sparkSession") else 0
 
 

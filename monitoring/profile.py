@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -154,7 +155,7 @@ class ReferenceProfile:
                 for i, meta in enumerate(header["columns"]):
                     columns[meta["name"]] = _column_from(meta, {k[len(f"c{i}_"):]: data[k] for k in data.files
                                                                 if k.startswith(f"c{i}_")})
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ProfileError(f"cannot read the reference profile ({exc}); was it written by "
                                "ReferenceProfile.to_bytes?") from None
         return cls(columns, header["rows"], header["bins"], header["ks_cap"], header["created_at"])
@@ -199,10 +200,26 @@ def numeric_values(name: str, series: pd.Series) -> np.ndarray:
 def factorized_text(series: pd.Series) -> tuple[np.ndarray, list[str]]:
     """(codes, distinct values as text): code -1 for nulls. Categories are compared as text, so the
     code 3 and the string "3" are one category (as ``astype("string")`` would write them)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        series = pd.Series(np.asarray(series, dtype=object), index=series.index)
     if pd.api.types.is_object_dtype(series.dtype) and pd.api.types.infer_dtype(series, skipna=True) != "string":
-        series = series.astype("string")  # factorize would merge 1, 1.0 and True under whichever came first
+        series = series.map(_bool_as_text, na_action="ignore")  # factorize would merge True with 1
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    return np.asarray(codes, dtype=np.int64), [str(t) for t in category_text(pd.Series(uniques))]
+    return np.asarray(codes, dtype=np.int64), [_as_text(u) for u in uniques]
+
+
+def _bool_as_text(value: Any) -> Any:
+    return str(bool(value)) if isinstance(value, bool | np.bool_) else value
+
+
+def _as_text(value: Any) -> str:
+    """One category value as text: whole floats as integers ("3", as a float column of integer
+    codes reads), everything else as ``str``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
 
 
 def numeric_profile(name: str, values: np.ndarray, bins: int, ks_cap: int, rng: np.random.Generator
@@ -250,6 +267,8 @@ def category_text(series: pd.Series) -> pd.Series:
 
     Integer codes that pandas turned into floats because of a null read as "3", not "3.0".
     """
+    if isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(series.dtype):
+        return series.astype(object).map(_as_text, na_action="ignore").astype("string")
     if pd.api.types.is_float_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         whole = np.isfinite(values) & (np.trunc(values) == values) & (np.abs(values) < 2.0**53)

@@ -35,9 +35,8 @@ Values, the same on both functions so that a Spark-fitted profile compares with 
 * categorical columns (by default every type but numbers and timestamps) are compared as the
   text pandas gives them (:func:`monitoring.profile.category_text`) after one Arrow conversion in
   which integers stay integers: the code 3 is "3" in every batch, with or without nulls (pandas
-  turns an integer column with nulls into float64, "3.0"). So a profile fitted on
-  ``sdf.toPandas()`` can differ from ``fit(sdf)`` for integer codes with nulls; fit the pandas
-  frame with nullable ``Int64`` codes instead.
+  turns an integer column with nulls into float64; ``category_text`` writes its whole values as
+  "3" too, so both paths agree).
 """
 
 from __future__ import annotations

@@ -591,7 +591,7 @@ def test_mixed_types_are_text_whatever_the_row_order() -> None:
     ref = pd.DataFrame({"m": pd.Series([1, True, 1.0, "a"] * 10, dtype=object)})
     cur = pd.DataFrame({"m": pd.Series([True, 1.0, 1, "a"] * 10, dtype=object)})
     profile = ReferenceProfile.fit(ref)
-    assert profile.columns["m"].categories == ("1", "1.0", "True", "a")
+    assert profile.columns["m"].categories == ("1", "True", "a")  # 1.0 is the code 1, as in a float column
     result = compare(profile, cur).column("m")
     assert result.psi == 0.0 and result.unseen_share == 0.0 and not result.drifted
 
@@ -697,3 +697,44 @@ def test_parquet_integer_codes_with_nulls_give_the_same_report_as_the_frame(tmp_
     assert expected.column("code").unseen_share == 0.0
     path = write_parquet(cur, tmp_path / "codes.parquet", pandas_metadata=False)
     assert compare(profile, path, chunk_rows=1000).to_dict() == expected.to_dict()
+
+
+# --- review findings ------------------------------------------------------------------------------
+
+
+def test_hive_partition_values_stay_text(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ref = pd.DataFrame({"x": np.arange(100.0), "region": ["eu", "us"] * 50, "day": ["01", "02"] * 50})
+    profile = ReferenceProfile.fit(ref)
+    pq.write_to_dataset(pa.Table.from_pandas(ref), str(tmp_path / "hive"), partition_cols=["region", "day"])
+    report = compare(profile, tmp_path / "hive")
+    assert report.column("day").unseen_share == 0 and not report.column("day").drifted
+    assert report.column("x").statistic == 0
+
+
+@pytest.mark.parametrize("current", [
+    pd.Series([3.0, 4.0, None] * 20, dtype=object),
+    pd.Series(pd.Categorical([3.0, 4.0, None] * 20)),
+    pd.Series([3, 4, None] * 20, dtype="Int64"),
+])
+def test_a_code_is_one_category_whatever_the_dtype(current: pd.Series) -> None:
+    profile = ReferenceProfile.fit(pd.DataFrame({"code": [3.0, 4.0, np.nan] * 20}), categorical=["code"])
+    result = compare(profile, pd.DataFrame({"code": current})).column("code")
+    assert result.unseen_share == 0 and result.psi == pytest.approx(0, abs=1e-12) and not result.drifted
+
+
+@pytest.mark.parametrize("blob", [b"", b"PK\x03\x04 truncated", None])
+def test_a_damaged_profile_blob_is_a_profile_error(blob: bytes | None) -> None:
+    from monitoring.errors import ProfileError
+
+    whole = ReferenceProfile.fit(pd.DataFrame({"x": np.arange(50.0)})).to_bytes()
+    with pytest.raises(ProfileError, match="cannot read the reference profile"):
+        ReferenceProfile.from_bytes(whole[: len(whole) // 2] if blob is None else blob)
+
+
+def test_a_column_that_was_all_null_and_now_has_values_drifts() -> None:
+    profile = ReferenceProfile.fit(pd.DataFrame({"x": [np.nan] * 5, "y": np.arange(5.0)}))
+    result = compare(profile, pd.DataFrame({"x": np.arange(5.0), "y": np.arange(5.0)})).column("x")
+    assert result.status == "empty" and result.drifted and "reference was all null" in result.rule
