@@ -1,4 +1,5 @@
-"""``tidemark demo``: the loop as far as it exists — data, features, a training frame, online reads.
+"""``tidemark demo``: the loop as far as it exists — data, features, a training frame, online
+reads, and a drift check of recent traffic against the training window.
 
 The generated days end yesterday (UTC), so "now" is right after the data and the online store
 serves what a live system would: the latest value per entity, within each view's TTL.
@@ -29,12 +30,12 @@ def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
 
     days = DatagenConfig.days
     print(f"tidemark demo: state in {settings.home}")
-    print("1/4 generating raw events …")
+    print("1/5 generating raw events …")
     start = datetime.now(UTC).date() - timedelta(days=days)
     print(generate(settings.raw_dir, DatagenConfig(rows=rows, seed=seed, start=start, days=days)).table())
-    print("2/4 building feature tables on Spark …")
+    print("2/5 building feature tables on Spark …")
     print(build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir).table())
-    print("3/4 building a point-in-time training frame through Feast …")
+    print("3/5 building a point-in-time training frame through Feast …")
     client = FeatureClient(settings)
     client.apply()
     cutoff = last_event_time(settings.raw_dir) - timedelta(days=1)
@@ -43,9 +44,32 @@ def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
     frame = client.training_frame(entities, DEFAULT_FEATURES)
     seconds = time.perf_counter() - started
     print(_summary(frame, cutoff, seconds))
-    print("4/4 materializing to the online store (Redis) and reading it back …")
+    print("4/5 materializing to the online store (Redis) and reading it back …")
     _online_demo(client, entities[["customer_id", "merchant_id"]].tail(1_000).reset_index(drop=True))
+    print("5/5 drift: one month of the frame against a profile of the months before …")
+    _drift_demo(frame, cutoff)
     return frame
+
+
+def _drift_demo(frame: pd.DataFrame, cutoff: pd.Timestamp) -> None:
+    """Profile the older part of the training frame and compare the 30 days that end 30 days before
+    the label cutoff (later rows are labelled only when they are chargebacks, so the frame's last
+    month is a biased sample, not drift)."""
+    from monitoring.drift import ReferenceProfile, compare
+
+    columns = [c for c in frame.columns if c not in {"transaction_id", "customer_id", "merchant_id",
+                                                     "event_timestamp", "is_fraud"}]
+    end = cutoff - pd.Timedelta(days=30)
+    start = end - pd.Timedelta(days=30)
+    t = frame["event_timestamp"]
+    older, recent = frame[t < start], frame[(t >= start) & (t < end)]
+    started = time.perf_counter()
+    report = compare(ReferenceProfile.fit(older[columns]), recent[columns])
+    print(f"  {len(columns)} columns, {len(older):,} reference rows, {len(recent):,} current rows, "
+          f"fit + compare in {time.perf_counter() - started:.2f} s; drifted: "
+          f"{', '.join(report.drifted_columns) or 'none'}")
+    for c in sorted(report.columns, key=lambda c: -(c.psi or 0))[:3]:
+        print(f"  {c.column:<20} psi {c.psi or 0:.3f}  {c.test} effect {c.effect or 0:.3f}  {c.rule or ''}")
 
 
 def _online_demo(client: FeatureClient, entities: pd.DataFrame) -> None:
