@@ -39,7 +39,16 @@ import redis
 
 from features.errors import FeatureStoreError, OnlineStoreError
 from features.online_keys import entity_ids, key_prefix
-from features.online_views import LOADED_KEY, OnlineView, WriteCounts, micros, now_us, raise_if_refused, write_rows
+from features.online_views import (
+    LOADED_KEY,
+    OnlineView,
+    WriteCounts,
+    epoch_us,
+    micros,
+    now_us,
+    raise_if_refused,
+    write_rows,
+)
 from features.packed_layout import NO_TIME
 from features.redis_client import RedisOnline
 
@@ -115,10 +124,10 @@ def latest_rows(spark: SparkSession, fv: FeatureView, window: Window, *, partiti
     for old, new in (source.field_mapping or {}).items():
         src = src.withColumnRenamed(old, new)
     ev, cr = epoch_micros(src, ts), (epoch_micros(src, created) if created else F.lit(None).cast("long"))
-    start_us, end_us = (_us(window.start), _us(window.end))
+    start_us, end_us = (epoch_us(window.start), epoch_us(window.end))
     eligible = (ev >= start_us) & (ev <= end_us)
     if window.arrived_after is not None and created:
-        eligible = eligible | ((ev <= end_us) & (cr > _us(window.arrived_after)))
+        eligible = eligible | ((ev <= end_us) & (cr > epoch_us(window.arrived_after)))
     if created:
         eligible = eligible & (cr.isNull() | (cr <= end_us))
     if fv.ttl and fv.ttl > timedelta(0):  # rows already stale at `end` would not be written anyway
@@ -380,12 +389,6 @@ def _utc(moment: datetime) -> datetime:
     """An aware UTC datetime (naive means UTC, as in Feast); pandas Timestamps become datetimes."""
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return datetime(*moment.timetuple()[:6], moment.microsecond, tzinfo=UTC)
-
-
-def _us(moment: datetime) -> int:
-    moment = _utc(moment)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def default_start(fv: FeatureView, end: datetime) -> datetime:

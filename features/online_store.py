@@ -31,7 +31,7 @@ from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import NonNegativeInt, PositiveInt, StrictStr
 
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
-from features.online_views import LOADED_KEY, OnlineView, now_us, raise_if_refused, write_rows
+from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, write_rows
 from features.packed_layout import NO_TIME, unpack_rows
 from features.redis_client import RedisOnline
 from features.settings import Settings
@@ -127,8 +127,8 @@ class PackedRedisOnlineStore(OnlineStore):
         view = OnlineView.from_feast(table)
         store_config: PackedRedisOnlineStoreConfig = config.online_store
         ids = [entity_id_from_proto(row[0]) for row in data]
-        event = np.array([_micros(row[2]) for row in data], dtype=np.int64)
-        created = np.array([NO_TIME if row[3] is None else _micros(row[3]) for row in data], dtype=np.int64)
+        event = np.array([epoch_us(row[2]) for row in data], dtype=np.int64)
+        created = np.array([NO_TIME if row[3] is None else epoch_us(row[3]) for row in data], dtype=np.int64)
         columns, valid = _columns_from_protos(view, [row[1] for row in data])
         counts = write_rows(connect(store_config), key_prefix(config.project), view, ids, event, created,
                             columns, valid, margin_us=store_config.expiry_margin_s * 1_000_000)
@@ -209,13 +209,6 @@ def _delete_view(redis_online: RedisOnline, project: bytes, view: str) -> int:
     writer: Any = redis_online.writer
     writer.hdel(project + LOADED_KEY, view)
     return redis_online.delete_matching(project + b"{*}:" + escaped.encode())
-
-
-def _micros(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # Feast: naive means UTC
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _columns_from_protos(view: OnlineView, rows: list[dict[str, ValueProto]]

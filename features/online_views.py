@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -104,6 +104,13 @@ class WriteCounts:
 def micros(delta: timedelta) -> int:
     """A duration in whole microseconds, exactly (no float rounding), as the offline join uses."""
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since the epoch of ``moment`` (naive means UTC, as in Feast), exactly."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return micros(moment - datetime(1970, 1, 1, tzinfo=UTC))
 
 
 def now_us() -> int:

@@ -128,18 +128,20 @@ class RedisOnline:
 
     @property
     def reader(self) -> redis.Redis | RedisCluster:
-        client = self._reader
-        if client is None:
-            with self._lock, self.translated("read"):
-                client = self._reader = self._reader or self._client(self.timeout_ms)
-        return self._refreshed(client)
+        """The client for reads (``timeout_ms``), connected on first use."""
+        return self._connected("_reader", "read", self.timeout_ms)
 
     @property
     def writer(self) -> redis.Redis | RedisCluster:
-        client = self._writer
+        """The client for writes and scans (``write_timeout_ms``), connected on first use."""
+        return self._connected("_writer", "write", self.write_timeout_ms)
+
+    def _connected(self, attribute: str, what: str, timeout_ms: int) -> redis.Redis | RedisCluster:
+        client = getattr(self, attribute)
         if client is None:
-            with self._lock, self.translated("write"):
-                client = self._writer = self._writer or self._client(self.write_timeout_ms)
+            with self._lock, self.translated(what):
+                client = getattr(self, attribute) or self._client(timeout_ms)
+                setattr(self, attribute, client)
         return self._refreshed(client)
 
     def _refreshed(self, client: redis.Redis | RedisCluster) -> redis.Redis | RedisCluster:
