@@ -6,6 +6,7 @@ unique per row (optionally 1% full ties); entity rows over the same span, ~5% of
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -173,3 +174,13 @@ def short(n: int) -> str:
         if n >= scale and n % (scale // 10) == 0:
             return f"{n / scale:g}{unit}"
     return str(n)
+
+
+def parse_count(text: str) -> int:
+    """``100k`` -> 100000, ``10m`` -> 10000000, ``2500`` -> 2500."""
+    text = text.strip().lower().replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    try:
+        return int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a row count; write e.g. 100k or 1m") from None

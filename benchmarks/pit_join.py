@@ -48,6 +48,7 @@ from pit_data import (  # the benchmark runs as a script: its folder is on sys.p
     dataset_dir,
     feature_store,
     load_frames,
+    parse_count,
     quiet,
     short,
 )
@@ -316,16 +317,6 @@ def _rel(path: str) -> str:
 
 
 # --- command line -----------------------------------------------------------------------------
-
-
-def parse_count(text: str) -> int:
-    """``100k`` -> 100000, ``10m`` -> 10000000, ``2500`` -> 2500."""
-    text = text.strip().lower().replace("_", "")
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    try:
-        return int(float(text[:-1] if scale > 1 else text) * scale)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a row count; write e.g. 100k or 1m") from None
 
 
 def parse_sizes(text: str) -> list[Size]:
