@@ -82,6 +82,34 @@ class FeatureClient:
             for feature in fv.features
         )
 
+    def lineage(self, features: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Where ``features`` come from, per feature view, as the registry has it now: the Feast
+        version (``v<N>``; Feast numbers each schema change), a SHA-256 of the view's definition,
+        when it was last applied, its TTL in seconds, its source, and the features used."""
+        import hashlib
+
+        features = list(features)
+        self._check_references(features)
+        used: dict[str, list[str]] = {}
+        for ref in features:
+            view, name = ref.split(":", 1)
+            used.setdefault(view, []).append(name)
+        out: dict[str, dict[str, Any]] = {}
+        for view, names in sorted(used.items()):
+            fv = self.store.get_feature_view(view)
+            versions = [r["version_number"] for r in self.store.list_feature_view_versions(view)]
+            number = max(versions) if versions else fv.current_version_number
+            definition = fv.to_proto().spec.SerializeToString(deterministic=True)
+            out[view] = {
+                "version": None if number is None else f"v{number}",
+                "definition_sha256": hashlib.sha256(definition).hexdigest(),
+                "last_updated": fv.last_updated_timestamp.isoformat() if fv.last_updated_timestamp else None,
+                "ttl_seconds": int(fv.ttl.total_seconds()) if fv.ttl is not None else None,
+                "source": getattr(fv.batch_source, "path", None) or getattr(fv.batch_source, "name", None),
+                "features": names,
+            }
+        return out
+
     def training_frame(
         self,
         entity_df: pd.DataFrame | DataFrame,

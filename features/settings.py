@@ -36,6 +36,19 @@ class Settings:
     project: str = "tidemark"
     redis_url: str | None = None  # an external Redis or Redis Cluster; None: tidemark's embedded server
     online_timeout_ms: int = 50  # budget (milliseconds) for one online feature read
+    mlflow_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI; None: sqlite under home
+    model_name: str = "fraud-detector"  # the MLflow registered model
+
+    @property
+    def tracking_uri(self) -> str:
+        """Where MLflow runs and the model registry live (``MLFLOW_TRACKING_URI``, or a SQLite
+        database under the home folder with artifacts beside it)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Run artifacts and models, when the tracking store is the default local one."""
+        return self.home / "mlartifacts"
 
     @property
     def redis_dir(self) -> Path:
@@ -75,6 +88,8 @@ class Settings:
             project=env.get(_PREFIX + "PROJECT", "tidemark"),
             redis_url=env.get(_PREFIX + "REDIS_URL") or None,
             online_timeout_ms=_positive_int(env, "ONLINE_TIMEOUT_MS", cls.online_timeout_ms),
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+            model_name=env.get(_PREFIX + "MODEL_NAME") or cls.model_name,
         )
 
 

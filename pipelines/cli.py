@@ -5,6 +5,7 @@
     tidemark features list
     tidemark features materialize [--start 2026-11-01T00:00] [--end 2026-11-21T12:00] [--views a,b]
     tidemark redis start|stop|status
+    tidemark train | gate | promote [--first] | rollback | models | mlflow-ui   (pipelines/cli_models.py)
     tidemark demo
 
 Settings come from ``TIDEMARK_*`` environment variables, read once here.
@@ -20,6 +21,7 @@ from datetime import UTC, date, datetime
 
 from features.errors import TidemarkError
 from features.settings import Settings
+from pipelines.cli_models import _utc_time, add_model_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     red_cmds.add_parser("stop", help="shut it down (its data stays on disk)").set_defaults(run=_redis_stop)
     red_cmds.add_parser("status", help="print its URL, or 'not running'").set_defaults(run=_redis_status)
 
+    add_model_commands(commands)
+
     demo = commands.add_parser("demo", help="generate data, build features, build a training frame")
     demo.add_argument("--rows", type=int, default=300_000)
     demo.add_argument("--seed", type=int, default=7)
@@ -121,11 +125,6 @@ def _features_materialize(settings: Settings, args: argparse.Namespace) -> int:
         resumed = f", {r.resumed_partitions} of {r.partitions} partitions resumed" if r.resumed_partitions else ""
         print(f"{r.view:<20} {r.window.start:%Y-%m-%d %H:%M} → {r.window.end:%Y-%m-%d %H:%M}: {r.counts}{resumed}")
     return 0
-
-
-def _utc_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _redis_start(settings: Settings, args: argparse.Namespace) -> int:

@@ -21,28 +21,53 @@ def last_event_time(raw_dir: Path) -> pd.Timestamp:
 
 
 def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int | None = None,
-                          seed: int = 0) -> pd.DataFrame:
+                          seed: int = 0, events_from: datetime | None = None,
+                          events_until: datetime | None = None) -> pd.DataFrame:
     """Transactions whose fraud label was known at ``label_cutoff`` (UTC), one row each.
 
     Columns: ``transaction_id``, ``customer_id``, ``merchant_id``, ``amount`` (EUR), ``channel``,
     ``event_timestamp`` (the authorisation time, which is the prediction time) and ``is_fraud``.
     A label that arrived after the cutoff is unknown, so its transaction is left out (not
-    counted as legitimate). ``sample`` keeps a uniform random subset of that many rows.
+    counted as legitimate). ``events_from`` / ``events_until`` (UTC, inclusive) keep payments
+    authorised in that window. ``sample`` keeps a uniform random subset of that many rows.
     """
     txn_dir, label_dir = raw_dir / "transactions", raw_dir / "labels"
     for folder in (txn_dir, label_dir):
         if not folder.exists():
             raise DataNotFoundError(f"{folder} does not exist; generate data first with `tidemark datagen`")
-    cutoff = pd.Timestamp(label_cutoff)
-    cutoff = (cutoff.tz_convert("UTC") if cutoff.tzinfo else cutoff.tz_localize("UTC")).floor("us")
+    cutoff = _utc(label_cutoff)
     labels = ds.dataset(label_dir, format="parquet", partitioning="hive").to_table(
-        columns=["transaction_id", "is_fraud"], filter=ds.field("label_timestamp") <= cutoff.to_pydatetime(),
+        columns=["transaction_id", "is_fraud"], filter=ds.field("label_timestamp") <= cutoff,
     ).to_pandas()
+    when = ds.field("event_timestamp")
+    window = [when >= _utc(events_from)] if events_from is not None else []
+    window += [when <= _utc(events_until)] if events_until is not None else []
     txns = ds.dataset(txn_dir, format="parquet", partitioning="hive").to_table(
         columns=["transaction_id", "customer_id", "merchant_id", "amount", "channel", "event_timestamp"],
+        filter=_all(window),
     ).to_pandas()
     frame = txns.merge(labels, on="transaction_id", how="inner")
     if sample is not None and sample < len(frame):
         rows = np.random.default_rng(seed).choice(len(frame), size=sample, replace=False)
         frame = frame.iloc[np.sort(rows)]
     return frame.sort_values(["event_timestamp", "transaction_id"]).reset_index(drop=True)
+
+
+def count_transactions(raw_dir: Path, *, events_from: datetime | None, events_until: datetime) -> int:
+    """How many payments were authorised in ``[events_from, events_until]`` (UTC), labelled or not."""
+    when = ds.field("event_timestamp")
+    window = [when <= _utc(events_until)] + ([when >= _utc(events_from)] if events_from is not None else [])
+    return int(ds.dataset(raw_dir / "transactions", format="parquet", partitioning="hive").count_rows(
+        filter=_all(window)))
+
+
+def _utc(moment: datetime) -> datetime:
+    stamp = pd.Timestamp(moment)
+    return (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).floor("us").to_pydatetime()
+
+
+def _all(conditions: list[ds.Expression]) -> ds.Expression | None:
+    combined = None
+    for condition in conditions:
+        combined = condition if combined is None else combined & condition
+    return combined

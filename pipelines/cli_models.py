@@ -1,0 +1,144 @@
+"""``tidemark`` commands for models: train, gate, promote, rollback, models, mlflow-ui.
+
+    tidemark train [--cutoff 2026-11-01T00:00] [--window-days 60] [--seed 0] [--device auto]
+    tidemark gate [--version 3]
+    tidemark promote [--version 3] [--first]
+    tidemark rollback [--reason "p99 latency SLO"]
+    tidemark models
+    tidemark mlflow-ui [--port 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from features.settings import Settings
+
+
+def add_model_commands(commands: Any) -> None:
+    """Add the model commands to the CLI's subparsers."""
+    train = commands.add_parser("train", help="train the fraud model and register it as the challenger")
+    train.add_argument("--cutoff", type=_utc_time, default=None,
+                       help="labels known by this time (UTC; default: the newest payment)")
+    train.add_argument("--window-days", type=float, default=None, help="train on the last N days (default: all)")
+    train.add_argument("--maturity-days", type=float, default=30.0,
+                       help="leave out payments younger than this at the cutoff (labels still arriving)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--max-rows", type=int, default=None, help="train on a uniform sample of this many rows")
+    train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    train.add_argument("--model-name", default=None, help="registered model (default: $TIDEMARK_MODEL_NAME "
+                                                          "or fraud-detector)")
+    train.set_defaults(run=_train)
+
+    gate = commands.add_parser("gate", help="judge the challenger against the champion on recent labels")
+    gate.add_argument("--version", default=None, help="version to judge (default: the challenger)")
+    gate.add_argument("--cutoff", type=_utc_time, default=None, help="labels known by (UTC; default: newest)")
+    gate.add_argument("--model-name", default=None)
+    gate.set_defaults(run=_gate)
+
+    promote = commands.add_parser("promote", help="make the challenger (or --version) the champion")
+    promote.add_argument("--version", default=None)
+    promote.add_argument("--first", action="store_true", help="the model's first champion (no gate)")
+    promote.add_argument("--model-name", default=None)
+    promote.set_defaults(run=_promote)
+
+    rollback = commands.add_parser("rollback", help="point champion back at previous-champion")
+    rollback.add_argument("--reason", default="manual")
+    rollback.add_argument("--model-name", default=None)
+    rollback.set_defaults(run=_rollback)
+
+    models = commands.add_parser("models", help="list the model's versions, aliases and metrics")
+    models.add_argument("--model-name", default=None)
+    models.set_defaults(run=_models)
+
+    ui = commands.add_parser("mlflow-ui", help="start the MLflow UI on tidemark's tracking store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(run=_mlflow_ui)
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.train_job import train_and_register
+    from pipelines.training import TrainConfig
+
+    config = TrainConfig(label_cutoff=args.cutoff, label_maturity=timedelta(days=args.maturity_days),
+                         window=timedelta(days=args.window_days) if args.window_days else None,
+                         seed=args.seed, epochs=args.epochs, max_rows=args.max_rows, device=args.device)
+    print(train_and_register(settings, config, model_name=args.model_name).summary())
+    return 0
+
+
+def _gate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.gate import GateConfig, evaluate_gate
+
+    verdict = evaluate_gate(settings, model_name=args.model_name, version=args.version,
+                            config=GateConfig(label_cutoff=args.cutoff))
+    print(f"v{verdict.challenger} vs champion v{verdict.champion}: {'PASS' if verdict.passed else 'FAIL'} — "
+          f"{verdict.reason}\n  window {verdict.start:%Y-%m-%d %H:%M} … {verdict.end:%Y-%m-%d %H:%M} UTC, "
+          f"{verdict.rows:,} payments, {verdict.fraud:,} fraud")
+    return 0 if verdict.passed else 1
+
+
+def _promote(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import model_registry
+
+    client = model_registry.connect(settings)
+    done = model_registry.promote(client, args.model_name or settings.model_name, args.version, first=args.first)
+    print(f"{done.name}: champion is v{done.champion}"
+          + (f" (v{done.previous} is previous-champion)" if done.previous else ""))
+    return 0
+
+
+def _rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import model_registry
+
+    client = model_registry.connect(settings)
+    done = model_registry.rollback(client, args.model_name or settings.model_name, reason=args.reason)
+    print(f"{done.name}: champion is v{done.champion} again (v{done.previous} rolled back)")
+    return 0
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import model_registry
+
+    client = model_registry.connect(settings)
+    name = args.model_name or settings.model_name
+    versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    if not versions:
+        print(f"{name}: no versions; train one with `tidemark train`")
+        return 0
+    aliases: dict[str, list[str]] = {}
+    for alias, number in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(number), []).append(alias)
+    print(f"{name}  (tracking store {settings.tracking_uri})")
+    print(f"  {'version':>7}  {'aliases':<28} {'val PR-AUC':>10} {'val ROC-AUC':>11}  {'gate':<5} data window")
+    for v in versions:
+        tags = v.tags
+        print(f"  {v.version:>7}  {','.join(sorted(aliases.get(str(v.version), []))) or '-':<28} {tags.get('val_pr_auc', '-')[:8]:>10} "
+              f"{tags.get('val_roc_auc', '-')[:8]:>11}  {tags.get('gate.verdict', '-'):<5} "
+              f"{tags.get('data_start', '?')[:10]} … {tags.get('data_end', '?')[:10]}")
+    return 0
+
+
+def _mlflow_ui(settings: Settings, args: argparse.Namespace) -> int:
+    uri = settings.tracking_uri
+    if not uri.startswith("sqlite:"):
+        print(f"MLFLOW_TRACKING_URI is {uri}; open that server's UI instead")
+        return 0
+    settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--default-artifact-root", settings.mlflow_artifacts_dir.as_uri(),
+               "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    return subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+
+
+def _utc_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,140 @@
+"""The evaluation gate: challenger against champion on the same recent labelled window.
+
+The window holds payments neither model was fitted on: it starts where the later of the two
+training splits ended (``train_end`` of each version's run) and ends ``label_maturity`` before
+the label cutoff, so every label in it is final. Both models score the same point-in-time frame.
+
+The challenger passes when the window is big enough to judge (``min_rows`` payments,
+``min_fraud`` of them fraud) and it is not worse than the champion by more than the tolerances
+on PR-AUC and ROC-AUC. The verdict, both models' metrics, the window and the reason are stored
+as ``gate.*`` tags on the challenger version, where :func:`model_registry.promote` checks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from pipelines import model_registry
+from pipelines.errors import NoChampionError
+from pipelines.model_metrics import score_metrics
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from features.sdk import FeatureClient
+    from features.settings import Settings
+
+__all__ = ["GateConfig", "GateVerdict", "evaluate_gate"]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """How the challenger is judged. Times are UTC; tolerances are absolute metric differences."""
+
+    label_cutoff: datetime | None = None      # default: the newest payment in the raw data
+    label_maturity: timedelta = timedelta(days=30)
+    start: datetime | None = None             # default: the later train_end of the two versions
+    end: datetime | None = None               # default: label_cutoff - label_maturity
+    max_pr_auc_drop: float = 0.01
+    max_roc_auc_drop: float = 0.005
+    min_rows: int = 1_000
+    min_fraud: int = 20
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """The outcome, as recorded on the challenger version."""
+
+    passed: bool
+    reason: str
+    challenger: str
+    champion: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    rows: int
+    fraud: int
+    challenger_metrics: dict[str, float] = field(default_factory=dict)
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+
+    def tags(self) -> dict[str, str]:
+        """``gate.*`` tags for the model version."""
+        tags = {"gate.verdict": "pass" if self.passed else "fail", "gate.reason": self.reason,
+                "gate.champion_version": self.champion, "gate.window": f"{self.start.isoformat()}/{self.end.isoformat()}",
+                "gate.rows": str(self.rows), "gate.fraud": str(self.fraud),
+                "gate.evaluated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        for who, metrics in (("challenger", self.challenger_metrics), ("champion", self.champion_metrics)):
+            tags.update({f"gate.{who}.{k}": f"{v:.6f}" for k, v in metrics.items()})
+        return tags
+
+
+def evaluate_gate(settings: Settings, *, model_name: str | None = None, version: str | int | None = None,
+                  config: GateConfig | None = None, feature_client: FeatureClient | None = None) -> GateVerdict:
+    """Judge ``version`` (default: the challenger) against the champion and record the verdict."""
+    from features.sdk import FeatureClient
+
+    config = config or GateConfig()
+    name = model_name or settings.model_name
+    client = model_registry.connect(settings)
+    champion = model_registry.alias_version(client, name, model_registry.CHAMPION)
+    if champion is None:
+        raise NoChampionError(f"{name!r} has no champion to compare with; promote its first version "
+                              "with `tidemark promote --first`")
+    challenger = model_registry.resolve_version(client, name, version)
+    fc = feature_client or FeatureClient(settings)
+    verdict = _judge(client, fc, name, challenger, champion, config)
+    model_registry.record_gate(client, name, str(challenger.version), verdict.tags())
+    return verdict
+
+
+def _judge(client: MlflowClient, fc: FeatureClient, name: str, challenger: ModelVersion, champion: ModelVersion,
+           config: GateConfig) -> GateVerdict:
+    from pipelines.training_data import labelled_transactions, last_event_time
+
+    cutoff = _utc(config.label_cutoff or last_event_time(fc.settings.raw_dir))
+    end = _utc(config.end) if config.end else cutoff - config.label_maturity
+    params = {v.version: client.get_run(str(v.run_id)).data.params for v in (challenger, champion)}
+    start = _utc(config.start) if config.start else max(_utc(p["train_end"]) for p in params.values())
+    entities = labelled_transactions(fc.settings.raw_dir, label_cutoff=cutoff.to_pydatetime(),
+                                     events_from=start.to_pydatetime(), events_until=end.to_pydatetime())
+    rows = len(entities)
+    fraud = int(entities["is_fraud"].sum()) if rows else 0
+
+    def verdict(passed: bool, reason: str, new: dict[str, float] | None = None,
+                old: dict[str, float] | None = None) -> GateVerdict:
+        return GateVerdict(passed, reason, str(challenger.version), str(champion.version), start, end, rows, fraud,
+                           new or {}, old or {})
+
+    if rows < config.min_rows or fraud < config.min_fraud or fraud == rows:
+        return verdict(False, f"too little labelled data after both training windows ({rows:,} payments, "
+                              f"{fraud:,} fraud; need {config.min_rows:,} and {config.min_fraud})")
+    features = sorted({f for p in params.values() for f in p["features"].split(",")})
+    frame = fc.training_frame(entities, features)
+    assert isinstance(frame, pd.DataFrame)
+    metrics = {v: score_metrics(frame["is_fraud"].to_numpy(), _scores(name, v, frame))
+               for v in (str(challenger.version), str(champion.version))}
+    new, old = metrics[str(challenger.version)], metrics[str(champion.version)]
+    failures = [f"{k} {new[k]:.4f} vs champion {old[k]:.4f} (allowed drop {drop})"
+                for k, drop in (("pr_auc", config.max_pr_auc_drop), ("roc_auc", config.max_roc_auc_drop))
+                if new[k] < old[k] - drop]
+    reason = ("worse than the champion: " + "; ".join(failures)) if failures else (
+        f"pr_auc {new['pr_auc']:.4f} vs {old['pr_auc']:.4f}, roc_auc {new['roc_auc']:.4f} vs {old['roc_auc']:.4f}")
+    return verdict(not failures, reason, new, old)
+
+
+def _scores(name: str, version: str, frame: pd.DataFrame) -> np.ndarray:
+    import mlflow.pyfunc
+
+    from serving.fraud_pyfunc import unwrap
+
+    return unwrap(mlflow.pyfunc.load_model(f"models:/{name}/{version}")).predict_proba(frame)
+
+
+def _utc(moment: datetime | str) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -1,0 +1,218 @@
+"""The MLflow model registry: registered versions and the aliases that say which one serves.
+
+    new version ──register()──► alias "challenger"   (a new version is only ever a challenger)
+                                     │ gate verdict recorded as tags on the version (pipelines.gate)
+                                     ▼
+    promote() ── "previous-champion" := old champion, then "champion" := challenger
+    rollback() ─ "champion" := "previous-champion"
+
+Each alias move is one ``MlflowClient.set_registered_model_alias`` call, which the registry
+applies as a single update, so a reader of ``models:/<name>@champion`` always gets a whole
+version, before or after the swap, never none. ``previous-champion`` is set before ``champion``
+moves, so a rollback target exists from the moment the new champion does.
+
+Only this module (and :mod:`pipelines.train_job`, which logs runs) talks to MLflow for
+``pipelines``; it owns the tracking URI (``Settings.tracking_uri``) and where local artifacts go.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipelines.errors import GateError, ModelVersionError, NoChampionError, RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from features.settings import Settings
+
+__all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION", "Promotion", "alias_version", "connect",
+           "experiment_id", "model_version", "promote", "record_gate", "register", "resolve_version",
+           "rollback"]
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+GATE_PREFIX = "gate."
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """An ``MlflowClient`` on ``settings.tracking_uri``; also points MLflow's fluent API there."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, settings: Settings, model_name: str) -> str:
+    """The experiment holding ``model_name``'s training runs (named after the model), created on
+    first use; with the default local store its artifacts go under ``$TIDEMARK_HOME/mlartifacts``
+    rather than wherever the process happens to run."""
+    found = client.get_experiment_by_name(model_name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise RegistryError(f"MLflow experiment {model_name!r} is deleted; restore it in the MLflow UI "
+                                "(or `mlflow experiments restore`) or pick another model name")
+        return str(found.experiment_id)
+    location = None
+    if settings.mlflow_tracking_uri is None:
+        location = (settings.mlflow_artifacts_dir / model_name).as_uri()
+    return str(client.create_experiment(model_name, artifact_location=location,
+                                        tags={"tidemark.model": model_name}))
+
+
+def register(client: MlflowClient, name: str, model_uri: str, *, run_id: str, tags: dict[str, str],
+             description: str) -> ModelVersion:
+    """Register ``model_uri`` as a new version of ``name`` and point ``challenger`` at it.
+
+    All or nothing: if anything fails after the version exists (tags, alias), the version is
+    deleted again before the error propagates, so no half-registered version is left behind.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Card fraud model trained by tidemark from "
+                                       "point-in-time feature frames; aliases champion / challenger.")
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    try:
+        if version.status != "READY":
+            raise RegistryError(f"version {version.version} of {name!r} is {version.status}, not READY: "
+                                f"{version.status_message}")
+        client.update_model_version(name, str(version.version), description=description)
+        client.set_model_version_tag(name, str(version.version), "run_id", run_id)
+        client.set_registered_model_alias(name, CHALLENGER, str(version.version))
+    except BaseException:
+        log.warning("registering %s v%s failed; deleting the version", name, version.version)
+        client.delete_model_version(name, str(version.version))
+        raise
+    return client.get_model_version(name, str(version.version))
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version ``alias`` points at, or None (also when the model isn't registered)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def model_version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
+    """One version of ``name``; :class:`ModelVersionError` if it doesn't exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise ModelVersionError(f"model {name!r} has no version {version}; `tidemark models` lists them") from None
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What an alias swap did."""
+
+    name: str
+    champion: str                     # the version now serving
+    previous: str | None              # the version it replaced (now ``previous-champion``)
+
+
+def promote(client: MlflowClient, name: str, version: str | int | None = None, *, first: bool = False) -> Promotion:
+    """Make ``version`` (default: the ``challenger``) the champion.
+
+    ``first=True`` is for a model with no champion yet and skips the gate. Otherwise the version
+    must have passed the evaluation gate, and the gate must have been run against the current
+    champion (a verdict against an older champion is stale).
+    """
+    target = resolve_version(client, name, version)
+    champion = alias_version(client, name, CHAMPION)
+    if first:
+        if champion is not None:
+            raise RegistryError(f"{name!r} already has champion v{champion.version}; --first is only for a "
+                                "model's first champion: run `tidemark gate`, then `tidemark promote`")
+    else:
+        if champion is None:
+            raise NoChampionError(f"{name!r} has no champion yet; promote its first version with "
+                                  f"`tidemark promote --first` (version {target.version} is the candidate)")
+        if str(champion.version) == str(target.version):
+            raise RegistryError(f"v{target.version} is already the champion of {name!r}")
+        _require_gate(target, champion)
+    if champion is not None:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(champion.version))
+    client.set_registered_model_alias(name, CHAMPION, str(target.version))
+    challenger = alias_version(client, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(target.version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_model_version_tag(name, str(target.version), "promoted_at", _now())
+    log.info("%s: champion v%s (was %s)", name, target.version, champion.version if champion else "none")
+    return Promotion(name, str(target.version), str(champion.version) if champion else None)
+
+
+def rollback(client: MlflowClient, name: str, *, reason: str = "") -> Promotion:
+    """Point ``champion`` back at ``previous-champion`` (one call; the alias is then removed so
+    a second rollback can't flip forward again). The demoted version is tagged with ``reason``."""
+    previous = alias_version(client, name, PREVIOUS_CHAMPION)
+    if previous is None:
+        raise ModelVersionError(f"{name!r} has no previous-champion to roll back to")
+    current = alias_version(client, name, CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, str(previous.version))
+    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    if current is not None:
+        client.set_model_version_tag(name, str(current.version), "rolled_back_at", _now())
+        client.set_model_version_tag(name, str(current.version), "rolled_back_reason", reason or "manual")
+    log.info("%s: rolled back to v%s (from %s)", name, previous.version, current.version if current else "none")
+    return Promotion(name, str(previous.version), str(current.version) if current else None)
+
+
+def record_gate(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    """Store a gate verdict as ``gate.*`` tags on ``version`` (old gate tags are replaced)."""
+    current = model_version(client, name, version)
+    for key in list(current.tags):
+        if key.startswith(GATE_PREFIX) and key not in tags:
+            client.delete_model_version_tag(name, version, key)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def resolve_version(client: MlflowClient, name: str, version: str | int | None) -> ModelVersion:
+    """``version`` of ``name``, or the current challenger when ``version`` is None."""
+    if version is not None:
+        return model_version(client, name, version)
+    challenger = alias_version(client, name, CHALLENGER)
+    if challenger is None:
+        raise ModelVersionError(f"{name!r} has no challenger; train one with `tidemark train`, or pass --version")
+    return challenger
+
+
+def _require_gate(target: ModelVersion, champion: ModelVersion) -> None:
+    tags: dict[str, Any] = dict(target.tags)
+    verdict = tags.get(GATE_PREFIX + "verdict")
+    if verdict != "pass":
+        why = tags.get(GATE_PREFIX + "reason", "the gate has not been run")
+        raise GateError(f"v{target.version} has not passed the evaluation gate ({verdict or 'no verdict'}: "
+                        f"{why}); run `tidemark gate --version {target.version}`; a failing challenger "
+                        "is never promoted")
+    against = tags.get(GATE_PREFIX + "champion_version")
+    if against != str(champion.version):
+        raise GateError(f"v{target.version} passed the gate against v{against}, but the champion is now "
+                        f"v{champion.version}; run `tidemark gate --version {target.version}` again")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

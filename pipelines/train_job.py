@@ -1,0 +1,203 @@
+"""``tidemark train`` and the retrain DAG's task: train, log one MLflow run, register a challenger.
+
+The run (in the experiment named after the model) holds:
+
+    params     data window, label cutoff and maturity, seed, architecture, optimiser, feature list
+    metrics    val_roc_auc, val_pr_auc, val_recall_at_1pct_fpr, val_log_loss, val_calibration_error;
+               fit_loss / tune_loss per epoch (step = epoch); rows and fraud per split; seconds
+    inputs     the training and validation frames as MLflow datasets (digest = frame SHA-256)
+    tags       frame SHA-256, Feast view versions, device
+    artifacts  lineage.json (features, Feast view versions and definition hashes, data window),
+               reference_profile/profile.bin (monitoring.drift.ReferenceProfile of the model's
+               inputs and its score: what drift checks compare against), model/ (pyfunc with
+               signature and input example; spec.json and weights.pt inside)
+
+Data errors are raised before the run starts; a failure during training ends the run FAILED
+with nothing registered; registration itself is all or nothing (:func:`model_registry.register`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipelines import model_registry
+from pipelines.training import LABEL, SCORE, TrainConfig, TrainingData, TrainResult, fit, prepare
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from features.sdk import FeatureClient
+    from features.settings import Settings
+
+__all__ = ["PROFILE_ARTIFACT", "TrainOutcome", "train_and_register"]
+
+log = logging.getLogger(__name__)
+
+PROFILE_ARTIFACT = "reference_profile/profile.bin"
+MODEL_ARTIFACT = "model"
+
+
+@dataclass
+class TrainOutcome:
+    """A registered challenger and how it was made."""
+
+    version: ModelVersion
+    run_id: str
+    data: TrainingData
+    result: TrainResult
+
+    def summary(self) -> str:
+        """A few lines for a terminal."""
+        m, w, rows = self.result.metrics, self.data.window, self.data.rows()
+        return "\n".join([
+            f"registered {self.version.name} v{self.version.version} as challenger (run {self.run_id})",
+            (f"  data {w.start:%Y-%m-%d} … {w.end:%Y-%m-%d}, labels known by {w.label_cutoff:%Y-%m-%d %H:%M} UTC; "
+             f"validation from {w.train_end:%Y-%m-%d}"),
+            (f"  rows fit {rows['rows_fit']:,} ({rows['fraud_fit']:,} fraud), tune {rows['rows_tune']:,}, "
+             f"validation {rows['rows_validation']:,} ({rows['fraud_validation']:,} fraud)"),
+            (f"  validation: ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}  recall@1%FPR "
+             f"{m['recall_at_1pct_fpr']:.3f}  log loss {m['log_loss']:.4f}  ECE {m['calibration_error']:.4f}"),
+            (f"  {self.result.best_epoch} of {len(self.result.history)} epochs kept, on {self.result.device}; "
+             + ", ".join(f"{k} {v:.1f} s" for k, v in self.result.seconds.items())),
+        ])
+
+
+def train_and_register(settings: Settings, config: TrainConfig | None = None, *, model_name: str | None = None,
+                       feature_client: FeatureClient | None = None, progress: bool = True,
+                       run_name: str | None = None) -> TrainOutcome:
+    """Build the frame, train, log the run and register the model as the new ``challenger``."""
+    import mlflow
+
+    from features.sdk import FeatureClient
+
+    config = config or TrainConfig()
+    name = model_name or settings.model_name
+    data = prepare(feature_client or FeatureClient(settings), config)
+    client = model_registry.connect(settings)
+    experiment = model_registry.experiment_id(client, settings, name)
+    window = data.window
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name or f"train to {window.end:%Y-%m-%d}",
+                          tags={"tidemark.model": name, "frame_sha256": data.fingerprint}) as run:
+        run_id = run.info.run_id
+        _log_inputs(settings, config, data)
+
+        def on_epoch(epoch: int, losses: dict[str, float]) -> None:
+            mlflow.log_metrics(losses, step=epoch)
+
+        result = fit(data, config, on_epoch=on_epoch, progress=progress)
+        mlflow.log_metrics({f"val_{k}": v for k, v in result.metrics.items()})
+        mlflow.log_metrics({"best_epoch": result.best_epoch, **{f"seconds_{k}": v for k, v in result.seconds.items()}})
+        mlflow.set_tag("device", result.device)
+        mlflow.log_dict({"window": window.params(), "features": list(config.features), "views": data.lineage,
+                         "frame_sha256": data.fingerprint, "label_coverage": data.label_coverage},
+                        "lineage.json")
+        _log_profile(result)
+        info = _log_model(result, data)
+        version = model_registry.register(client, name, info.model_uri, run_id=run_id,
+                                          tags=_version_tags(config, data, result),
+                                          description=_description(data, result))
+    return TrainOutcome(version, run_id, data, result)
+
+
+def _log_inputs(settings: Settings, config: TrainConfig, data: TrainingData) -> None:
+    import warnings
+
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    mlflow.log_params({**config.params(), **data.window.params(), "features": ",".join(config.features),
+                       "model_inputs": ",".join(data.feature_columns)})
+    mlflow.log_metrics({**{k: float(v) for k, v in data.rows().items()}, "label_coverage": data.label_coverage})
+    for view, info in data.lineage.items():
+        mlflow.set_tag(f"feast.{view}", f"{info['version'] or 'unversioned'} {info['definition_sha256'][:12]}")
+    digest = data.fingerprint[:16]
+    for code, context in ((0, "training"), (2, "validation")):
+        rows = data.frame[data.split == code]
+        with warnings.catch_warnings():  # MLflow's hints about nullable integer columns and source kinds
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = from_pandas(rows, name=f"{context} frame", targets=LABEL, digest=digest,
+                                  source=str(settings.offline_dir))
+        mlflow.log_input(dataset, context=context)
+
+
+def _log_profile(result: TrainResult) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(PROFILE_ARTIFACT).name
+        path.write_bytes(result.profile.to_bytes())
+        mlflow.log_artifact(str(path), artifact_path=str(Path(PROFILE_ARTIFACT).parent))
+
+
+def _log_model(result: TrainResult, data: TrainingData) -> Any:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from serving.fraud_pyfunc import FraudPyfunc
+
+    example = _example(data.frame[data.feature_columns].tail(5), data.categorical)
+    output = pd.DataFrame({"fraud_probability": result.model.predict_proba(example)})
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = result.model.save(Path(tmp))
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT, python_model=FraudPyfunc(), artifacts=artifacts,
+            signature=infer_signature(example, output), input_example=example,
+            pip_requirements=_requirements(),
+        )
+
+
+def _example(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """Raw inputs as a client sends them: numbers as float64 (NaN when missing), text as str/None."""
+    out = {}
+    for col in frame.columns:
+        if col in categorical:
+            out[col] = frame[col].astype(object).where(frame[col].notna(), None)
+        else:
+            out[col] = pd.to_numeric(frame[col]).astype("float64")
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "numpy", "pandas", "tidemark")]
+
+
+def _version_tags(config: TrainConfig, data: TrainingData, result: TrainResult) -> dict[str, str]:
+    tags = {k: v for k, v in data.window.params().items()}
+    tags.update({f"val_{k}": f"{v:.6f}" for k, v in result.metrics.items()})
+    tags.update({"frame_sha256": data.fingerprint, "seed": str(config.seed),
+                 "feature_views": ",".join(f"{v}@{i['version'] or 'unversioned'}" for v, i in data.lineage.items())})
+    return tags
+
+
+def _description(data: TrainingData, result: TrainResult) -> str:
+    w, m = data.window, result.metrics
+    return (f"Trained on payments {w.start:%Y-%m-%d} to {w.train_end:%Y-%m-%d}, validated on "
+            f"{w.train_end:%Y-%m-%d} to {w.end:%Y-%m-%d} (labels known by {w.label_cutoff:%Y-%m-%d}). "
+            f"Validation PR-AUC {m['pr_auc']:.4f}, ROC-AUC {m['roc_auc']:.4f}. "
+            f"Inputs: {', '.join(data.feature_columns)}. Output column: fraud_probability; "
+            f"the drift reference profile (inputs and {SCORE!r}) is the run artifact {PROFILE_ARTIFACT}.")
+
+
+def load_profile(client: MlflowClient, run_id: str) -> Any:
+    """The reference profile logged with a training run (``monitoring.drift.ReferenceProfile``)."""
+    from monitoring.profile import ReferenceProfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, PROFILE_ARTIFACT, tmp)
+        return ReferenceProfile.from_bytes(Path(path).read_bytes())
+
+
+def lineage_of(client: MlflowClient, run_id: str) -> dict[str, Any]:
+    """The ``lineage.json`` artifact of a training run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return dict(json.loads(Path(client.download_artifacts(run_id, "lineage.json", tmp)).read_text()))

@@ -1,0 +1,255 @@
+"""The fraud model: a PyTorch MLP for tabular data that carries its own preprocessing.
+
+    raw columns (pandas)  ──encode()──►  numeric float32 [n, k] (NaN = missing)
+                                         codes   int64   [n, c] (0 = unknown or missing)
+                          ──TabularMLP──► logit [n]  ──sigmoid──► P(fraud)
+
+Everything that turns raw feature values into model inputs is fitted on the training rows and
+stored with the weights: per numeric column an optional ``log1p`` (for skewed non-negative
+columns such as amounts in EUR), the mean and standard deviation used for scaling, and a
+missing-value indicator; per categorical column its vocabulary (an embedding row per category,
+row 0 for anything unseen). The string-to-code lookup runs in numpy (strings can't go to a GPU);
+scaling, imputation and embeddings run inside the module, on whatever device it lives on. So
+serving feeds raw online features and cannot skew from training.
+
+:class:`FraudModel` is the MLflow ``pyfunc`` wrapper: ``predict(frame)`` returns the fraud
+probability per row; serving unwraps it to batch on a GPU with :meth:`FraudModel.encode` and
+:attr:`FraudModel.module`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from serving.errors import ModelFormatError, ModelInputError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CategoricalInput", "FraudModel", "ModelSpec", "NumericInput", "build_module"]
+
+SPEC_FORMAT = 1
+_SKEW_FOR_LOG = 2.0  # a non-negative column more skewed than this is scaled on log1p
+_CLIP = 8.0          # standardized values are clipped to ±8 so one outlier can't dominate
+
+
+@dataclass(frozen=True)
+class NumericInput:
+    """A numeric column: ``(log1p(max(x, 0)) if log else x - mean) / std``, clipped; NaN -> 0."""
+
+    name: str
+    log: bool
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class CategoricalInput:
+    """A text column, embedded; ``vocabulary[i]`` has code ``i + 1`` (0: unseen or missing)."""
+
+    name: str
+    vocabulary: tuple[str, ...]
+    dim: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Inputs, their fitted preprocessing, and the network's shape."""
+
+    numeric: tuple[NumericInput, ...]
+    categorical: tuple[CategoricalInput, ...]
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+
+    @property
+    def columns(self) -> list[str]:
+        """The raw input columns, numeric first."""
+        return [c.name for c in self.numeric] + [c.name for c in self.categorical]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], *,
+            hidden: tuple[int, ...] = (256, 128), dropout: float = 0.1, min_count: int = 20) -> ModelSpec:
+        """Fit the preprocessing on ``frame`` (the training rows only).
+
+        A category seen fewer than ``min_count`` times shares the unknown row, so the model
+        learns what to do with categories it will meet for the first time in production.
+        """
+        missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
+        if missing:
+            raise ModelInputError(f"columns {missing} are not in the training frame; "
+                                  f"it has {list(frame.columns)}")
+        return cls(
+            numeric=tuple(_fit_numeric(name, frame[name]) for name in numeric),
+            categorical=tuple(_fit_categorical(name, frame[name], min_count) for name in categorical),
+            hidden=tuple(int(h) for h in hidden),
+            dropout=float(dropout),
+        )
+
+    def to_json(self) -> str:
+        """The spec as JSON (stored next to the weights)."""
+        return json.dumps({"format": SPEC_FORMAT, **asdict(self)}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        """Read a spec written by :meth:`to_json`."""
+        raw = json.loads(text)
+        if raw.get("format") != SPEC_FORMAT:
+            raise ModelFormatError(f"model spec format {raw.get('format')!r} is not {SPEC_FORMAT}; "
+                                   "load it with the tidemark version that trained it, or retrain")
+        return cls(
+            numeric=tuple(NumericInput(**c) for c in raw["numeric"]),
+            categorical=tuple(CategoricalInput(c["name"], tuple(c["vocabulary"]), c["dim"])
+                              for c in raw["categorical"]),
+            hidden=tuple(raw["hidden"]),
+            dropout=raw["dropout"],
+        )
+
+    def encode(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Raw columns -> (numeric float32 [n, k] with NaN for missing, codes int64 [n, c]).
+
+        Extra columns are ignored; a missing column raises :class:`ModelInputError`.
+        """
+        absent = [c for c in self.columns if c not in frame.columns]
+        if absent:
+            raise ModelInputError(f"input lacks columns {absent}; the model needs {self.columns}")
+        numeric = np.empty((len(frame), len(self.numeric)), dtype=np.float32)
+        for j, col in enumerate(self.numeric):
+            numeric[:, j] = _as_float(frame[col.name])
+        codes = np.empty((len(frame), len(self.categorical)), dtype=np.int64)
+        for j, cat in enumerate(self.categorical):
+            codes[:, j] = pd.Categorical(_as_text(frame[cat.name]), categories=list(cat.vocabulary)).codes + 1
+        return numeric, codes
+
+
+def _fit_numeric(name: str, series: pd.Series) -> NumericInput:
+    values = _as_float(series)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return NumericInput(name, log=False, mean=0.0, std=1.0)
+    skew = float(pd.Series(values).skew()) if values.size > 2 else 0.0
+    log = bool(values.min() >= 0 and math.isfinite(skew) and skew > _SKEW_FOR_LOG)
+    scaled = np.log1p(values) if log else values
+    std = float(scaled.std())
+    return NumericInput(name, log=log, mean=float(scaled.mean()), std=std if std > 1e-12 else 1.0)
+
+
+def _fit_categorical(name: str, series: pd.Series, min_count: int) -> CategoricalInput:
+    counts = _as_text(series).value_counts()
+    vocabulary = tuple(sorted(str(v) for v, n in counts.items() if n >= min_count))
+    dim = int(min(16, max(2, round(1.6 * (len(vocabulary) + 1) ** 0.56))))  # fastai's rule of thumb
+    return CategoricalInput(name, vocabulary, dim)
+
+
+def _as_float(series: pd.Series) -> np.ndarray:
+    try:
+        return pd.to_numeric(series, errors="raise").astype("float64").to_numpy(dtype=np.float64,
+                                                                                na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        raise ModelInputError(f"column {series.name!r} must be numeric ({exc})") from None
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    # Codes and strings are one category ("3" == 3), as in the drift profiles.
+    return series.astype("string")
+
+
+def build_module(spec: ModelSpec) -> torch.nn.Module:
+    """The network for ``spec`` with its preprocessing as buffers (weights freshly initialised)."""
+    import torch
+    from torch import nn
+
+    class TabularMLP(nn.Module):
+        log_mask: torch.Tensor
+        mean: torch.Tensor
+        std: torch.Tensor
+
+        def __init__(self) -> None:
+            super().__init__()
+            k = len(spec.numeric)
+            self.register_buffer("log_mask", torch.tensor([c.log for c in spec.numeric], dtype=torch.bool))
+            self.register_buffer("mean", torch.tensor([c.mean for c in spec.numeric], dtype=torch.float32))
+            self.register_buffer("std", torch.tensor([c.std for c in spec.numeric], dtype=torch.float32))
+            self.embeddings = nn.ModuleList(nn.Embedding(len(c.vocabulary) + 1, c.dim) for c in spec.categorical)
+            layers: list[nn.Module] = []
+            width = 2 * k + sum(c.dim for c in spec.categorical)
+            for h in spec.hidden:
+                layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(spec.dropout)]
+                width = h
+            layers.append(nn.Linear(width, 1))
+            self.mlp = nn.Sequential(*layers)
+
+        def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+            missing = torch.isnan(numeric)
+            x = torch.where(self.log_mask, torch.log1p(numeric.clamp(min=0)), numeric)
+            x = ((x - self.mean) / self.std).clamp(-_CLIP, _CLIP)
+            x = torch.where(missing, torch.zeros_like(x), x)
+            parts = [x, missing.to(x.dtype)] + [emb(codes[:, j]) for j, emb in enumerate(self.embeddings)]
+            return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+
+    return TabularMLP()
+
+
+class FraudModel:
+    """The fitted model, as MLflow's ``pyfunc`` loads it (a ``PythonModel``; see :meth:`python_model`)."""
+
+    def __init__(self, spec: ModelSpec, module: torch.nn.Module) -> None:
+        self.spec = spec
+        self.module = module.eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module's weights live."""
+        return next(self.module.parameters()).device
+
+    def to(self, device: str | torch.device) -> FraudModel:
+        """Move the module to ``device`` (``"cuda"``, ``"cpu"``); returns self."""
+        self.module.to(device)
+        return self
+
+    def encode(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Raw columns to the module's inputs; see :meth:`ModelSpec.encode`."""
+        return self.spec.encode(frame)
+
+    def predict_proba(self, frame: pd.DataFrame, *, batch_size: int = 65_536) -> np.ndarray:
+        """P(fraud) per row of ``frame`` (float64), scored in batches without gradients."""
+        import torch
+
+        numeric, codes = self.encode(frame)
+        out = np.empty(len(frame), dtype=np.float64)
+        device = self.device
+        with torch.inference_mode():
+            for s in range(0, len(frame), batch_size):
+                logits = self.module(torch.from_numpy(numeric[s:s + batch_size]).to(device),
+                                     torch.from_numpy(codes[s:s + batch_size]).to(device))
+                out[s:s + batch_size] = torch.sigmoid(logits).double().cpu().numpy()
+        return out
+
+    def save(self, folder: Path) -> dict[str, str]:
+        """Write ``spec.json`` and ``weights.pt`` under ``folder``; returns MLflow's artifacts map."""
+        import torch
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(self.spec.to_json())
+        torch.save({k: v.detach().cpu() for k, v in self.module.state_dict().items()}, folder / "weights.pt")
+        return {"spec": str(folder / "spec.json"), "weights": str(folder / "weights.pt")}
+
+    @classmethod
+    def load(cls, spec_path: str | Path, weights_path: str | Path, *, device: str | None = None) -> FraudModel:
+        """Read what :meth:`save` wrote; ``device`` defaults to CUDA when available, else CPU."""
+        import torch
+
+        spec = ModelSpec.from_json(Path(spec_path).read_text())
+        module = build_module(spec)
+        try:
+            module.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError, EOFError) as exc:
+            raise ModelFormatError(f"weights at {weights_path} do not fit the spec next to them: {exc}") from None
+        model = cls(spec, module)
+        return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

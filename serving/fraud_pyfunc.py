@@ -1,0 +1,47 @@
+"""MLflow's ``pyfunc`` view of :class:`serving.fraud_model.FraudModel`.
+
+The logged model holds ``spec.json`` and ``weights.pt`` as artifacts and a pickled
+:class:`FraudPyfunc` (a reference to this class, no weights). ``mlflow.pyfunc.load_model(uri)``
+calls :meth:`FraudPyfunc.load_context`, which rebuilds the module on CUDA when available.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from serving.fraud_model import FraudModel
+
+__all__ = ["FraudPyfunc", "unwrap"]
+
+
+class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+    """``predict(frame) -> DataFrame[fraud_probability]`` over the raw input columns."""
+
+    model: FraudModel | None = None
+
+    def load_context(self, context: Any) -> None:
+        self.model = FraudModel.load(context.artifacts["spec"], context.artifacts["weights"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return pd.DataFrame({"fraud_probability": self.fraud_model.predict_proba(model_input)})
+
+    @property
+    def fraud_model(self) -> FraudModel:
+        """The loaded :class:`FraudModel` (serving batches through it directly)."""
+        if self.model is None:
+            raise RuntimeError("FraudPyfunc used before MLflow called load_context")
+        return self.model
+
+
+def unwrap(pyfunc_model: Any) -> FraudModel:
+    """The :class:`FraudModel` inside what ``mlflow.pyfunc.load_model`` returned."""
+    inner = pyfunc_model.unwrap_python_model()
+    if not isinstance(inner, FraudPyfunc):
+        from serving.errors import ModelFormatError
+
+        raise ModelFormatError(f"the model is a {type(inner).__name__}, not a tidemark FraudPyfunc; "
+                               "register models with `tidemark train`")
+    return inner.fraud_model
