@@ -47,7 +47,8 @@ class Settings:
 
     @property
     def mlflow_artifacts_dir(self) -> Path:
-        """Run artifacts and models, when the tracking store is the default local one."""
+        """Run artifacts and models when the tracking store is a database (SQLite, PostgreSQL …)
+        rather than an MLflow server, which keeps artifacts itself."""
         return self.home / "mlartifacts"
 
     @property

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.category_text import category_text
 from monitoring.errors import DriftInputError
-from monitoring.profile import CategoricalProfile, NumericProfile, ReferenceProfile, category_text, numeric_values
+from monitoring.profile import CategoricalProfile, NumericProfile, ReferenceProfile, numeric_values
 
 __all__ = ["current_sample", "evidently_html", "reference_sample"]
 

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 import pandas as pd
 
+from features.category_text import as_text as _as_text
 from monitoring.errors import ProfileError
 
 __all__ = ["CategoricalProfile", "NumericProfile", "ReferenceProfile"]
@@ -212,16 +213,6 @@ def _bool_as_text(value: Any) -> Any:
     return str(bool(value)) if isinstance(value, bool | np.bool_) else value
 
 
-def _as_text(value: Any) -> str:
-    """One category value as text: whole floats as integers ("3", as a float column of integer
-    codes reads), everything else as ``str``."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return str(value)
-
-
 def numeric_profile(name: str, values: np.ndarray, bins: int, ks_cap: int, rng: np.random.Generator
                     ) -> NumericProfile:
     """Profile one numeric column (``values`` float64, NaN = null)."""
@@ -262,18 +253,3 @@ def categorical_profile(name: str, series: pd.Series) -> CategoricalProfile:
                               np.array([totals[c] for c in categories], dtype=np.int64))
 
 
-def category_text(series: pd.Series) -> pd.Series:
-    """Categories as text, element-wise (nulls stay null); :func:`factorized_text` is the fast form.
-
-    Integer codes that pandas turned into floats because of a null read as "3", not "3.0".
-    """
-    if isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(series.dtype):
-        return series.astype(object).map(_as_text, na_action="ignore").astype("string")
-    if pd.api.types.is_float_dtype(series.dtype):
-        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        whole = np.isfinite(values) & (np.trunc(values) == values) & (np.abs(values) < 2.0**53)
-        if whole.any():
-            text = series.astype("string").to_numpy(dtype=object)
-            text[whole] = values[whole].astype(np.int64).astype(str)
-            return pd.Series(text, index=series.index, dtype="string")
-    return series.astype("string")

@@ -33,7 +33,7 @@ Values, the same on both functions so that a Spark-fitted profile compares with 
 * numeric columns are float64: integers and decimals cast to double, timestamps as epoch
   nanoseconds; NaN and null are both null; ±inf are values;
 * categorical columns (by default every type but numbers and timestamps) are compared as the
-  text pandas gives them (:func:`monitoring.profile.category_text`) after one Arrow conversion in
+  text pandas gives them (:func:`features.category_text.category_text`) after one Arrow conversion in
   which integers stay integers: the code 3 is "3" in every batch, with or without nulls (pandas
   turns an integer column with nulls into float64; ``category_text`` writes its whole values as
   "3" too, so both paths agree).
@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.category_text import category_text
 from monitoring.counting import ColumnCounts, NumericCounts, count_chunk, merge
 from monitoring.errors import DriftInputError, ProfileError
 from monitoring.profile import (
@@ -61,7 +62,6 @@ from monitoring.profile import (
     ColumnProfile,
     NumericProfile,
     ReferenceProfile,
-    category_text,
     numeric_profile,
 )
 

@@ -30,16 +30,18 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
     y = np.asarray(labels).astype(np.int8)
-    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
+    p = np.asarray(scores, dtype=np.float64)
     if y.size != p.size:
         raise ValueError(f"{y.size} labels but {p.size} scores")
     if y.min(initial=1) == y.max(initial=0):
         raise ValueError("the labels hold one class only; metrics need fraud and legitimate rows")
+    # Clipped for the log loss only: clipping the ranking metrics' scores would tie distinct tiny scores.
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
     return {
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
         "recall_at_1pct_fpr": recall_at_fpr(y, p, 0.01),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
         "calibration_error": calibration_error(y, p),
     }
 
@@ -57,6 +59,10 @@ def calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) ->
     bins of equal row counts (ties in score stay in one bin)."""
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(scores, dtype=np.float64)
+    if y.size != p.size:
+        raise ValueError(f"{y.size} labels but {p.size} scores")
+    if y.size == 0:
+        raise ValueError("no rows to measure calibration on")
     order = np.argsort(p, kind="stable")
     p, y = p[order], y[order]
     edges = np.unique(np.searchsorted(p, p[np.linspace(0, p.size, bins + 1)[1:-1].astype(np.int64)]))

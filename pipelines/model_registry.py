@@ -66,7 +66,9 @@ def experiment_id(client: MlflowClient, settings: Settings, model_name: str) -> 
                                 "(or `mlflow experiments restore`) or pick another model name")
         return str(found.experiment_id)
     location = None
-    if settings.mlflow_tracking_uri is None:
+    if _is_database(settings.tracking_uri):
+        # A database store has no artifact server: MLflow would write to ./mlruns of whatever
+        # directory the process runs in. An MLflow server (http) decides for itself.
         location = (settings.mlflow_artifacts_dir / model_name).as_uri()
     return str(client.create_experiment(model_name, artifact_location=location,
                                         tags={"tidemark.model": model_name}))
@@ -166,7 +168,8 @@ def promote(client: MlflowClient, name: str, version: str | int | None = None, *
 
 def rollback(client: MlflowClient, name: str, *, reason: str = "") -> Promotion:
     """Point ``champion`` back at ``previous-champion`` (one call; the alias is then removed so
-    a second rollback can't flip forward again). The demoted version is tagged with ``reason``."""
+    a second rollback can't flip forward again). The demoted version is tagged with ``reason``
+    and its gate verdict is revoked."""
     previous = alias_version(client, name, PREVIOUS_CHAMPION)
     if previous is None:
         raise ModelVersionError(f"{name!r} has no previous-champion to roll back to")
@@ -176,6 +179,10 @@ def rollback(client: MlflowClient, name: str, *, reason: str = "") -> Promotion:
     if current is not None:
         client.set_model_version_tag(name, str(current.version), "rolled_back_at", _now())
         client.set_model_version_tag(name, str(current.version), "rolled_back_reason", reason or "manual")
+        # Its gate verdict predates what production showed; promoting it again takes a fresh gate.
+        client.set_model_version_tag(name, str(current.version), GATE_PREFIX + "verdict", "revoked")
+        client.set_model_version_tag(name, str(current.version), GATE_PREFIX + "reason",
+                                     f"rolled back: {reason or 'manual'}")
     log.info("%s: rolled back to v%s (from %s)", name, previous.version, current.version if current else "none")
     return Promotion(name, str(previous.version), str(current.version) if current else None)
 
@@ -212,6 +219,10 @@ def _require_gate(target: ModelVersion, champion: ModelVersion) -> None:
     if against != str(champion.version):
         raise GateError(f"v{target.version} passed the gate against v{against}, but the champion is now "
                         f"v{champion.version}; run `tidemark gate --version {target.version}` again")
+
+
+def _is_database(uri: str) -> bool:
+    return uri.split(":", 1)[0].split("+", 1)[0] in {"sqlite", "postgresql", "mysql", "mssql"}
 
 
 def _now() -> str:

@@ -139,19 +139,29 @@ def _log_profile(result: TrainResult) -> None:
 
 def _log_model(result: TrainResult, data: TrainingData) -> Any:
     import mlflow
-    from mlflow.models import infer_signature
 
     from serving.fraud_pyfunc import FraudPyfunc
 
     example = _example(data.frame[data.feature_columns].tail(5), data.categorical)
-    output = pd.DataFrame({"fraud_probability": result.model.predict_proba(example)})
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = result.model.save(Path(tmp))
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=FraudPyfunc(), artifacts=artifacts,
-            signature=infer_signature(example, output), input_example=example,
-            pip_requirements=_requirements(),
+            signature=_signature(data), input_example=example, pip_requirements=_requirements(),
         )
+
+
+def _signature(data: TrainingData) -> Any:
+    """Inputs as the feature store returns them. Numeric columns are typed ``Any``: MLflow's
+    enforcement rejects int64 and nullable Int64 for ``double`` and nulls for ``long``, while the
+    model's own encoding takes ints, floats and nulls alike (and names a column that isn't numeric)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    inputs: list[Any] = [ColSpec("string", c) if c in data.categorical else ColSpec(AnyType(), c)
+                         for c in data.feature_columns]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "fraud_probability")]))
 
 
 def _example(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:

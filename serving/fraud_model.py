@@ -19,8 +19,10 @@ probability per row; serving unwraps it to batch on a GPU with :meth:`FraudModel
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.category_text import category_text
 from serving.errors import ModelFormatError, ModelInputError
 
 if TYPE_CHECKING:
@@ -128,6 +131,10 @@ class ModelSpec:
         return numeric, codes
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _fit_numeric(name: str, series: pd.Series) -> NumericInput:
     values = _as_float(series)
     values = values[np.isfinite(values)]
@@ -156,8 +163,8 @@ def _as_float(series: pd.Series) -> np.ndarray:
 
 
 def _as_text(series: pd.Series) -> pd.Series:
-    # Codes and strings are one category ("3" == 3), as in the drift profiles.
-    return series.astype("string")
+    # Codes, strings and whole floats are one category ("3" == 3 == 3.0), as in the drift profiles.
+    return category_text(series)
 
 
 def build_module(spec: ModelSpec) -> torch.nn.Module:
@@ -236,8 +243,10 @@ class FraudModel:
         import torch
 
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(self.spec.to_json())
-        torch.save({k: v.detach().cpu() for k, v in self.module.state_dict().items()}, folder / "weights.pt")
+        text = self.spec.to_json()
+        (folder / "spec.json").write_text(text)
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        torch.save({"spec_sha256": _sha256(text), "state_dict": state}, folder / "weights.pt")
         return {"spec": str(folder / "spec.json"), "weights": str(folder / "weights.pt")}
 
     @classmethod
@@ -245,11 +254,17 @@ class FraudModel:
         """Read what :meth:`save` wrote; ``device`` defaults to CUDA when available, else CPU."""
         import torch
 
-        spec = ModelSpec.from_json(Path(spec_path).read_text())
+        text = Path(spec_path).read_text()
+        spec = ModelSpec.from_json(text)
         module = build_module(spec)
         try:
-            module.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        except (RuntimeError, OSError, EOFError) as exc:
+            saved = torch.load(weights_path, map_location="cpu", weights_only=True)
+            # Same shapes are not the same model: another vocabulary or scaling would load silently.
+            if not isinstance(saved, dict) or saved.get("spec_sha256") != _sha256(text):
+                raise ModelFormatError(f"weights at {weights_path} were not saved with the spec at {spec_path}; "
+                                       "keep the two files of one model together (retrain if they were lost)")
+            module.load_state_dict(saved["state_dict"])
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:  # last: not a torch file
             raise ModelFormatError(f"weights at {weights_path} do not fit the spec next to them: {exc}") from None
         model = cls(spec, module)
         return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -1,0 +1,235 @@
+"""Training end to end: generated data, real Spark features, Feast, a real MLflow (SQLite) store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from features.embedded_redis import EmbeddedRedis
+from features.errors import UnknownFeatureError
+from features.feature_views import DEFAULT_FEATURES
+from features.sdk import FeatureClient
+from features.settings import Settings, SparkSettings
+from pipelines import model_registry, training
+from pipelines.errors import GateError, NoChampionError, NoLabelsError, RegistryError, SingleClassError
+from pipelines.gate import GateConfig, evaluate_gate
+from pipelines.train_job import PROFILE_ARTIFACT, TrainOutcome, lineage_of, load_profile, train_and_register
+from pipelines.training import TrainConfig, fit, prepare
+from serving.fraud_pyfunc import unwrap
+
+pytestmark = pytest.mark.integration
+
+CONFIG = TrainConfig(epochs=3, patience=2, hidden=(32, 16), batch_size=1024, seed=0)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, spark) -> Iterator[Settings]:
+    """70k generated payments over 100 days, feature tables built on Spark, definitions applied."""
+    from features.feature_jobs import build_features
+    from pipelines.datagen import DatagenConfig, generate
+
+    home = tmp_path_factory.mktemp("train-home")
+    s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4))
+    generate(s.raw_dir, DatagenConfig(rows=70_000, seed=3, start=date(2026, 5, 1), days=100))
+    build_features(spark, s.raw_dir, s.offline_dir)
+    FeatureClient(s).apply()
+    try:
+        yield s
+    finally:
+        EmbeddedRedis(s.redis_dir).stop()
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> FeatureClient:
+    return FeatureClient(settings)
+
+
+@pytest.fixture(scope="module")
+def outcome(settings: Settings, client: FeatureClient) -> TrainOutcome:
+    return train_and_register(settings, CONFIG, feature_client=client, progress=False)
+
+
+def _versions(settings: Settings) -> list[str]:
+    ml = model_registry.connect(settings)
+    return sorted(str(v.version) for v in ml.search_model_versions(f"name = '{settings.model_name}'"))
+
+
+def test_frame_respects_the_cutoff_and_label_maturity(outcome: TrainOutcome):
+    data = outcome.data
+    w = data.window
+    assert w.end == w.label_cutoff - CONFIG.label_maturity
+    assert data.frame["event_timestamp"].max() <= w.end
+    assert data.frame["event_timestamp"].is_monotonic_increasing
+    when = data.frame["event_timestamp"]
+    # time split, never random: every fit row is older than every tune row, tune older than validation
+    assert when[data.split == 0].max() < when[data.split == 1].min()
+    assert when[data.split == 1].max() < when[data.split == 2].min() and when[data.split == 2].min() >= w.train_end
+    assert data.label_coverage == pytest.approx(1.0)  # 30 days of maturity: every label is final
+
+
+def test_run_holds_params_metrics_lineage_profile_and_model(settings: Settings, outcome: TrainOutcome):
+    ml = model_registry.connect(settings)
+    run = ml.get_run(outcome.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["features"] == ",".join(DEFAULT_FEATURES)
+    assert params["hidden"] == "32,16" and params["seed"] == "0"
+    assert pd.Timestamp(params["data_end"]) == outcome.data.window.end
+    assert ml.get_experiment(run.info.experiment_id).name == settings.model_name
+    for name in ("roc_auc", "pr_auc", "recall_at_1pct_fpr", "log_loss", "calibration_error"):
+        assert metrics[f"val_{name}"] == pytest.approx(outcome.result.metrics[name])
+    assert 0.5 < metrics["val_roc_auc"] <= 1.0
+    steps = [m.step for m in ml.get_metric_history(outcome.run_id, "tune_loss")]
+    assert steps == list(range(1, len(outcome.result.history) + 1))
+    assert run.data.tags["frame_sha256"] == outcome.data.fingerprint
+    contexts = {t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"training", "validation"}
+    lineage = lineage_of(ml, outcome.run_id)
+    assert set(lineage["views"]) == {ref.split(":")[0] for ref in DEFAULT_FEATURES}
+    for view, info in lineage["views"].items():
+        assert len(info["definition_sha256"]) == 64
+        assert run.data.tags[f"feast.{view}"].endswith(info["definition_sha256"][:12])
+    profile = load_profile(ml, outcome.run_id)
+    assert set(profile.columns) == {*outcome.data.feature_columns, "score"}
+    assert PROFILE_ARTIFACT in [a.path for a in ml.list_artifacts(outcome.run_id, "reference_profile")]
+
+
+def test_version_is_challenger_and_serves_raw_frames(settings: Settings, outcome: TrainOutcome):
+    ml = model_registry.connect(settings)
+    name = settings.model_name
+    assert str(model_registry.alias_version(ml, name, "challenger").version) == str(outcome.version.version)
+    assert model_registry.alias_version(ml, name, "champion") is None
+    tags = ml.get_model_version(name, outcome.version.version).tags
+    assert tags["frame_sha256"] == outcome.data.fingerprint and float(tags["val_pr_auc"]) > 0
+    # The frame exactly as the feature store returns it (nullable ints, string dtype, nulls).
+    data = outcome.data
+    rows = data.frame[data.feature_columns].tail(300).reset_index(drop=True)
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
+    served = loaded.predict(rows)["fraud_probability"].to_numpy()
+    np.testing.assert_allclose(served, outcome.result.scores[-300:], rtol=1e-6)
+    assert loaded.metadata.get_input_schema().input_names() == data.feature_columns
+    np.testing.assert_allclose(unwrap(loaded).predict_proba(rows), served)
+
+
+def test_same_seed_same_weights_on_cpu(client: FeatureClient):
+    config = replace(CONFIG, epochs=2, max_rows=20_000, device="cpu")
+    data = prepare(client, config)
+    first, again = (fit(data, config, progress=False) for _ in range(2))
+    other = fit(data, replace(config, seed=1), progress=False)
+    a, b, c = (r.model.module.state_dict() for r in (first, again, other))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    np.testing.assert_array_equal(first.scores, again.scores)
+
+
+def test_data_errors_register_nothing(settings: Settings, client: FeatureClient, outcome: TrainOutcome):
+    before = _versions(settings)
+    with pytest.raises(UnknownFeatureError, match="customer_txn_24h:amt_sum_24h"):
+        train_and_register(settings, replace(CONFIG, features=("customer_txn_24h:amt_sum_24", )),
+                           feature_client=client, progress=False)
+    start = outcome.data.window.start
+    with pytest.raises(NoLabelsError, match="label known by"):  # no label has arrived a day in
+        train_and_register(settings, replace(CONFIG, label_cutoff=start + pd.Timedelta(days=1)),
+                           feature_client=client, progress=False)
+    # Legitimate labels take 30 days, fraud only days: with no maturity, the last week's labels
+    # known at the cutoff are all fraud.
+    cutoff = outcome.data.window.label_cutoff
+    with pytest.raises(SingleClassError, match="all fraud"):
+        train_and_register(settings, replace(CONFIG, label_maturity=timedelta(0), window=timedelta(days=7),
+                                             label_cutoff=cutoff), feature_client=client, progress=False)
+    assert _versions(settings) == before
+
+
+def test_a_crash_during_training_leaves_a_failed_run_and_no_version(settings, client, outcome, monkeypatch):
+    before = _versions(settings)
+    calls = {"n": 0}
+    real_epoch = training._epoch
+
+    def crash_on_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("simulated out of memory in epoch 2")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_epoch", crash_on_second_epoch)
+    with pytest.raises(MemoryError):
+        train_and_register(settings, CONFIG, feature_client=client, progress=False, run_name="crashes")
+    ml = model_registry.connect(settings)
+    run = ml.search_runs([ml.get_experiment_by_name(settings.model_name).experiment_id],
+                         "attributes.run_name = 'crashes'")[0]
+    assert run.info.status == "FAILED"
+    assert _versions(settings) == before
+
+
+def test_a_failed_alias_update_deletes_the_new_version(settings, client, outcome, monkeypatch):
+    from mlflow import MlflowClient
+
+    before = _versions(settings)
+    challenger = str(model_registry.alias_version(model_registry.connect(settings), settings.model_name,
+                                                  "challenger").version)
+
+    def refuse(self, name, alias, version):
+        raise RuntimeError("registry went away")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse)
+    with pytest.raises(RuntimeError, match="registry went away"):
+        train_and_register(settings, CONFIG, feature_client=client, progress=False)
+    monkeypatch.undo()
+    ml = model_registry.connect(settings)
+    assert _versions(settings) == before
+    assert str(model_registry.alias_version(ml, settings.model_name, "challenger").version) == challenger
+
+
+def test_gate_promote_and_rollback(settings: Settings, client: FeatureClient, outcome: TrainOutcome):
+    ml = model_registry.connect(settings)
+    name = settings.model_name
+    first = str(outcome.version.version)
+    with pytest.raises(NoChampionError, match="promote --first"):
+        model_registry.promote(ml, name, first)
+    assert model_registry.promote(ml, name, first, first=True).champion == first
+    with pytest.raises(RegistryError, match="already has champion"):
+        model_registry.promote(ml, name, first, first=True)
+
+    second = train_and_register(settings, replace(CONFIG, window=timedelta(days=45), seed=1),
+                                feature_client=client, progress=False)
+    v2 = str(second.version.version)
+    with pytest.raises(GateError, match="has not passed"):
+        model_registry.promote(ml, name)  # the gate has not run
+    failed = evaluate_gate(settings, config=GateConfig(max_pr_auc_drop=-1.0), feature_client=client)
+    assert not failed.passed and "worse than the champion" in failed.reason
+    assert failed.start == max(outcome.data.window.train_end, second.data.window.train_end)
+    tags = ml.get_model_version(name, v2).tags
+    assert tags["gate.verdict"] == "fail" and tags["gate.champion_version"] == first
+    assert float(tags["gate.champion.pr_auc"]) == pytest.approx(failed.champion_metrics["pr_auc"])
+    with pytest.raises(GateError, match="never promoted"):
+        model_registry.promote(ml, name)
+    too_small = evaluate_gate(settings, config=GateConfig(min_rows=10**9), feature_client=client)
+    assert not too_small.passed and "too little labelled data" in too_small.reason
+
+    passed = evaluate_gate(settings, config=GateConfig(max_pr_auc_drop=1.0, max_roc_auc_drop=1.0),
+                           feature_client=client)
+    assert passed.passed and passed.rows > 0 and set(passed.challenger_metrics) == set(passed.champion_metrics)
+    done = model_registry.promote(ml, name)
+    assert (done.champion, done.previous) == (v2, first)
+    assert str(model_registry.alias_version(ml, name, "champion").version) == v2
+    assert str(model_registry.alias_version(ml, name, "previous-champion").version) == first
+    assert model_registry.alias_version(ml, name, "challenger") is None
+
+    back = model_registry.rollback(ml, name, reason="p99 latency SLO breached")
+    assert (back.champion, back.previous) == (first, v2)
+    assert str(model_registry.alias_version(ml, name, "champion").version) == first
+    assert model_registry.alias_version(ml, name, "previous-champion") is None
+    assert ml.get_model_version(name, v2).tags["rolled_back_reason"] == "p99 latency SLO breached"
+    # v2's verdict was against v1, which is champion again; a rollback revokes it, so v2 can't
+    # slip back in without a fresh gate.
+    assert ml.get_model_version(name, v2).tags["gate.verdict"] == "revoked"
+    with pytest.raises(GateError, match="revoked"):
+        model_registry.promote(ml, name, v2)
+    assert Path(settings.mlflow_artifacts_dir).is_dir()
