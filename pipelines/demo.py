@@ -1,5 +1,6 @@
 """``tidemark demo``: the loop as far as it exists — data, features, a training frame, online
-reads, and a drift check of recent traffic against the training window.
+reads, a drift check of recent traffic against the training window, and a model trained,
+registered in MLflow as the challenger, gated against the champion and promoted.
 
 The generated days end yesterday (UTC), so "now" is right after the data and the online store
 serves what a live system would: the latest value per entity, within each view's TTL.
@@ -30,12 +31,12 @@ def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
 
     days = DatagenConfig.days
     print(f"tidemark demo: state in {settings.home}")
-    print("1/5 generating raw events …")
+    print("1/6 generating raw events …")
     start = datetime.now(UTC).date() - timedelta(days=days)
     print(generate(settings.raw_dir, DatagenConfig(rows=rows, seed=seed, start=start, days=days)).table())
-    print("2/5 building feature tables on Spark …")
+    print("2/6 building feature tables on Spark …")
     print(build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir).table())
-    print("3/5 building a point-in-time training frame through Feast …")
+    print("3/6 building a point-in-time training frame through Feast …")
     client = FeatureClient(settings)
     client.apply()
     cutoff = last_event_time(settings.raw_dir) - timedelta(days=1)
@@ -44,11 +45,38 @@ def run_demo(settings: Settings, *, rows: int, seed: int) -> pd.DataFrame:
     frame = client.training_frame(entities, DEFAULT_FEATURES)
     seconds = time.perf_counter() - started
     print(_summary(frame, cutoff, seconds))
-    print("4/5 materializing to the online store (Redis) and reading it back …")
+    print("4/6 materializing to the online store (Redis) and reading it back …")
     _online_demo(client, entities[["customer_id", "merchant_id"]].tail(1_000).reset_index(drop=True))
-    print("5/5 drift: one month of the frame against a profile of the months before …")
+    print("5/6 drift: one month of the frame against a profile of the months before …")
     _drift_demo(frame, cutoff)
+    print("6/6 training the fraud model and registering it in MLflow …")
+    _model_demo(settings, client, seed)
     return frame
+
+
+def _model_demo(settings: Settings, client: FeatureClient, seed: int) -> None:
+    """Train on (a sample of) every mature label, register the challenger, then promote it: as the
+    first champion, or through the gate when an earlier run left a champion."""
+    from pipelines import model_registry
+    from pipelines.gate import evaluate_gate
+    from pipelines.train_job import train_and_register
+    from pipelines.training import TrainConfig
+
+    outcome = train_and_register(settings, TrainConfig(seed=seed, max_rows=120_000), feature_client=client)
+    print("  " + outcome.summary().replace("\n", "\n  "))
+    ml = model_registry.connect(settings)
+    name, version = settings.model_name, str(outcome.version.version)
+    if model_registry.alias_version(ml, name, model_registry.CHAMPION) is None:
+        model_registry.promote(ml, name, version, first=True)
+        print(f"  v{version} promoted: the model's first champion")
+    else:
+        verdict = evaluate_gate(settings, model_name=name, version=version, feature_client=client)
+        print(f"  gate v{version} vs champion v{verdict.champion}: {'pass' if verdict.passed else 'fail'} "
+              f"({verdict.reason})")
+        if verdict.passed:
+            done = model_registry.promote(ml, name, version)
+            print(f"  v{done.champion} is champion, v{done.previous} previous-champion")
+    print(f"  see it in the MLflow UI: `tidemark mlflow-ui` (store {settings.tracking_uri})")
 
 
 def _drift_demo(frame: pd.DataFrame, cutoff: pd.Timestamp) -> None:

@@ -40,6 +40,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 GATE_PREFIX = "gate."
+_MODEL_DESCRIPTION = ("Card fraud model trained by tidemark from point-in-time feature frames. Aliases: "
+                      "champion (serving), challenger (newest candidate), previous-champion (rollback target).")
 
 
 def connect(settings: Settings) -> MlflowClient:
@@ -82,15 +84,11 @@ def register(client: MlflowClient, name: str, model_uri: str, *, run_id: str, ta
     deleted again before the error propagates, so no half-registered version is left behind.
     """
     import mlflow
-    from mlflow.exceptions import MlflowException
 
+    version = mlflow.register_model(model_uri, name, tags=tags)  # creates the registered model if new
     try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description="Card fraud model trained by tidemark from "
-                                       "point-in-time feature frames; aliases champion / challenger.")
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    try:
+        if not client.get_registered_model(name).description:
+            client.update_registered_model(name, description=_MODEL_DESCRIPTION)
         if version.status != "READY":
             raise RegistryError(f"version {version.version} of {name!r} is {version.status}, not READY: "
                                 f"{version.status_message}")

@@ -125,7 +125,7 @@ def _log_inputs(settings: Settings, config: TrainConfig, data: TrainingData) -> 
             warnings.simplefilter("ignore", UserWarning)
             dataset = from_pandas(rows, name=f"{context} frame", targets=LABEL, digest=digest,
                                   source=str(settings.offline_dir))
-        mlflow.log_input(dataset, context=context)
+            mlflow.log_input(dataset, context=context)
 
 
 def _log_profile(result: TrainResult) -> None:
@@ -140,13 +140,13 @@ def _log_profile(result: TrainResult) -> None:
 def _log_model(result: TrainResult, data: TrainingData) -> Any:
     import mlflow
 
-    from serving.fraud_pyfunc import FraudPyfunc
+    from serving.fraud_pyfunc import MODEL_CODE
 
     example = _example(data.frame[data.feature_columns].tail(5), data.categorical)
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = result.model.save(Path(tmp))
         return mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT, python_model=FraudPyfunc(), artifacts=artifacts,
+            name=MODEL_ARTIFACT, python_model=str(MODEL_CODE), artifacts=artifacts,
             signature=_signature(data), input_example=example, pip_requirements=_requirements(),
         )
 

@@ -1,12 +1,14 @@
 """MLflow's ``pyfunc`` view of :class:`serving.fraud_model.FraudModel`.
 
-The logged model holds ``spec.json`` and ``weights.pt`` as artifacts and a pickled
-:class:`FraudPyfunc` (a reference to this class, no weights). ``mlflow.pyfunc.load_model(uri)``
-calls :meth:`FraudPyfunc.load_context`, which rebuilds the module on CUDA when available.
+The logged model holds ``spec.json`` and ``weights.pt`` as artifacts and, as its code,
+:data:`MODEL_CODE` (MLflow's "models from code": nothing is pickled). ``mlflow.pyfunc.load_model``
+runs that file, which needs tidemark importable, then calls :meth:`FraudPyfunc.load_context`,
+which rebuilds the module on CUDA when available.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
@@ -14,7 +16,10 @@ import pandas as pd
 
 from serving.fraud_model import FraudModel
 
-__all__ = ["FraudPyfunc", "unwrap"]
+__all__ = ["MODEL_CODE", "FraudPyfunc", "unwrap"]
+
+MODEL_CODE = Path(__file__).with_name("fraud_pyfunc_model.py")
+"""What to pass as ``python_model`` to ``mlflow.pyfunc.log_model`` (models from code, no pickle)."""
 
 
 class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]

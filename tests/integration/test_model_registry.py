@@ -18,7 +18,7 @@ from features.settings import Settings, SparkSettings
 from pipelines import model_registry
 from pipelines.errors import GateError, ModelVersionError, NoChampionError, RegistryError
 from serving.fraud_model import FraudModel, ModelSpec, build_module
-from serving.fraud_pyfunc import FraudPyfunc, unwrap
+from serving.fraud_pyfunc import MODEL_CODE, unwrap
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def _register(settings: Settings, seed: int) -> str:
     model = FraudModel(spec, build_module(spec))
     with mlflow.start_run(experiment_id=model_registry.experiment_id(ml, settings, settings.model_name)) as run, \
             _tmp(settings) as folder:
-        info = mlflow.pyfunc.log_model(name="model", python_model=FraudPyfunc(), artifacts=model.save(folder))
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE), artifacts=model.save(folder))
         version = model_registry.register(ml, settings.model_name, info.model_uri, run_id=run.info.run_id,
                                           tags={"seed": str(seed)}, description=f"seed {seed}")
     return str(version.version)
