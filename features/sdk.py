@@ -97,8 +97,11 @@ class FeatureClient:
         out: dict[str, dict[str, Any]] = {}
         for view, names in sorted(used.items()):
             fv = self.store.get_feature_view(view)
-            versions = [r["version_number"] for r in self.store.list_feature_view_versions(view)]
-            number = max(versions) if versions else fv.current_version_number
+            # The active version: a view pinned back to an older one is not at the newest number.
+            number = fv.current_version_number
+            if number is None:
+                versions = [r["version_number"] for r in self.store.list_feature_view_versions(view)]
+                number = max(versions) if versions else None
             definition = fv.to_proto().spec.SerializeToString(deterministic=True)
             out[view] = {
                 "version": None if number is None else f"v{number}",

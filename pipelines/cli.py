@@ -36,6 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TidemarkError as exc:
         print(f"tidemark: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if type(exc).__module__.startswith("mlflow."):  # checked by name: importing mlflow here costs seconds
+            print(f"tidemark: MLflow error: {exc}\n(tracking store {settings.tracking_uri}; set "
+                  "MLFLOW_TRACKING_URI to change it)", file=sys.stderr)
+            return 2
+        raise
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -19,6 +19,8 @@ from typing import Any
 
 from features.settings import Settings
 
+GATE_FAILED = 3  # `tidemark gate` exit code for a verdict of fail (2: an error, 1: a crash)
+
 
 def add_model_commands(commands: Any) -> None:
     """Add the model commands to the CLI's subparsers."""
@@ -39,6 +41,8 @@ def add_model_commands(commands: Any) -> None:
     gate = commands.add_parser("gate", help="judge the challenger against the champion on recent labels")
     gate.add_argument("--version", default=None, help="version to judge (default: the challenger)")
     gate.add_argument("--cutoff", type=_utc_time, default=None, help="labels known by (UTC; default: newest)")
+    gate.add_argument("--maturity-days", type=float, default=None,
+                      help="judge payments at least this old at the cutoff (default: the runs' label maturity)")
     gate.add_argument("--model-name", default=None)
     gate.set_defaults(run=_gate)
 
@@ -68,7 +72,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.training import TrainConfig
 
     config = TrainConfig(label_cutoff=args.cutoff, label_maturity=timedelta(days=args.maturity_days),
-                         window=timedelta(days=args.window_days) if args.window_days else None,
+                         window=timedelta(days=args.window_days) if args.window_days is not None else None,
                          seed=args.seed, epochs=args.epochs, max_rows=args.max_rows, device=args.device)
     print(train_and_register(settings, config, model_name=args.model_name).summary())
     return 0
@@ -77,12 +81,13 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 def _gate(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.gate import GateConfig, evaluate_gate
 
+    maturity = timedelta(days=args.maturity_days) if args.maturity_days is not None else None
     verdict = evaluate_gate(settings, model_name=args.model_name, version=args.version,
-                            config=GateConfig(label_cutoff=args.cutoff))
+                            config=GateConfig(label_cutoff=args.cutoff, label_maturity=maturity))
     print(f"v{verdict.challenger} vs champion v{verdict.champion}: {'PASS' if verdict.passed else 'FAIL'} — "
           f"{verdict.reason}\n  window {verdict.start:%Y-%m-%d %H:%M} … {verdict.end:%Y-%m-%d %H:%M} UTC, "
           f"{verdict.rows:,} payments, {verdict.fraud:,} fraud")
-    return 0 if verdict.passed else 1
+    return 0 if verdict.passed else GATE_FAILED
 
 
 def _promote(settings: Settings, args: argparse.Namespace) -> int:
@@ -128,8 +133,8 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 
 def _mlflow_ui(settings: Settings, args: argparse.Namespace) -> int:
     uri = settings.tracking_uri
-    if not uri.startswith("sqlite:"):
-        print(f"MLFLOW_TRACKING_URI is {uri}; open that server's UI instead")
+    if uri.split(":", 1)[0] in {"http", "https", "databricks"}:
+        print(f"MLFLOW_TRACKING_URI is {uri}, an MLflow server: open its UI instead")
         return 0
     settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,

@@ -3,6 +3,7 @@
     TidemarkError
     ├── TrainingError                a model can't be trained from this data; nothing is registered
     │   ├── NoLabelsError            no transaction in the window has a label known by the cutoff
+    │   ├── ImmatureLabelsError      too few payments in the window have their label yet (biased)
     │   ├── EmptyFrameError          the training frame (or one of its time splits) has no rows
     │   └── SingleClassError         a split holds only fraud or only legitimate payments
     └── RegistryError                the MLflow registry refused an operation, or it would be unsafe
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from features.errors import TidemarkError
 
-__all__ = ["EmptyFrameError", "GateError", "ModelVersionError", "NoChampionError", "NoLabelsError",
+__all__ = ["EmptyFrameError", "GateError", "ImmatureLabelsError", "ModelVersionError", "NoChampionError", "NoLabelsError",
            "RegistryError", "SingleClassError", "TrainingError"]
 
 
@@ -27,6 +28,10 @@ class TrainingError(TidemarkError):
 
 class NoLabelsError(TrainingError):
     """No transaction in the training window has a fraud label known by the label cutoff."""
+
+
+class ImmatureLabelsError(TrainingError):
+    """Too few payments in the window have a label yet: the known ones are biased to fraud."""
 
 
 class EmptyFrameError(TrainingError):

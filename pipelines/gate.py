@@ -5,7 +5,7 @@ training splits ended (``train_end`` of each version's run) and ends ``label_mat
 the label cutoff, so every label in it is final. Both models score the same point-in-time frame.
 
 The challenger passes when the window is big enough to judge (``min_rows`` payments,
-``min_fraud`` of them fraud) and it is not worse than the champion by more than the tolerances
+``min_fraud`` of them fraud, ``min_label_coverage`` of its payments labelled) and it is not worse than the champion by more than the tolerances
 on PR-AUC and ROC-AUC. The verdict, both models' metrics, the window and the reason are stored
 as ``gate.*`` tags on the challenger version, where :func:`model_registry.promote` checks them.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import model_registry
-from pipelines.errors import NoChampionError
+from pipelines.errors import GateError, NoChampionError
 from pipelines.model_metrics import score_metrics
 
 if TYPE_CHECKING:
@@ -38,13 +38,14 @@ class GateConfig:
     """How the challenger is judged. Times are UTC; tolerances are absolute metric differences."""
 
     label_cutoff: datetime | None = None      # default: the newest payment in the raw data
-    label_maturity: timedelta = timedelta(days=30)
+    label_maturity: timedelta | None = None   # default: the longer of the two runs' label maturity
     start: datetime | None = None             # default: the later train_end of the two versions
     end: datetime | None = None               # default: label_cutoff - label_maturity
     max_pr_auc_drop: float = 0.01
     max_roc_auc_drop: float = 0.005
     min_rows: int = 1_000
     min_fraud: int = 20
+    min_label_coverage: float = 0.99          # labelled share of the window's payments
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,21 @@ def evaluate_gate(settings: Settings, *, model_name: str | None = None, version:
 
 def _judge(client: MlflowClient, fc: FeatureClient, name: str, challenger: ModelVersion, champion: ModelVersion,
            config: GateConfig) -> GateVerdict:
-    from pipelines.training_data import labelled_transactions, last_event_time
+    from pipelines.training_data import count_transactions, labelled_transactions, last_event_time
 
+    params = {str(v.version): _run_params(client, name, v) for v in (challenger, champion)}
+    trained_until = max(_utc(p["train_end"]) for p in params.values())
+    maturity = config.label_maturity or max(timedelta(days=float(p["label_maturity_days"])) for p in params.values())
     cutoff = _utc(config.label_cutoff or last_event_time(fc.settings.raw_dir))
-    end = _utc(config.end) if config.end else cutoff - config.label_maturity
-    params = {v.version: client.get_run(str(v.run_id)).data.params for v in (challenger, champion)}
-    start = _utc(config.start) if config.start else max(_utc(p["train_end"]) for p in params.values())
-    entities = labelled_transactions(fc.settings.raw_dir, label_cutoff=cutoff.to_pydatetime(),
-                                     events_from=start.to_pydatetime(), events_until=end.to_pydatetime())
+    end = _utc(config.end) if config.end else cutoff - maturity
+    start = _utc(config.start) if config.start else trained_until
+    if start < trained_until:
+        raise GateError(f"the gate window starts {start:%Y-%m-%d %H:%M}, inside data a model was trained on "
+                        f"(until {trained_until:%Y-%m-%d %H:%M}); start it at or after that")
+    raw = fc.settings.raw_dir
+    entities = labelled_transactions(raw, label_cutoff=cutoff.to_pydatetime(), events_from=start.to_pydatetime(),
+                                     events_until=end.to_pydatetime()) if start < end else pd.DataFrame(
+                                         {"is_fraud": pd.Series([], dtype="int8")})
     rows = len(entities)
     fraud = int(entities["is_fraud"].sum()) if rows else 0
 
@@ -110,6 +118,13 @@ def _judge(client: MlflowClient, fc: FeatureClient, name: str, challenger: Model
         return GateVerdict(passed, reason, str(challenger.version), str(champion.version), start, end, rows, fraud,
                            new or {}, old or {})
 
+    if start >= end:
+        return verdict(False, f"no window to judge on: both models were trained until {trained_until:%Y-%m-%d %H:%M} "
+                              f"and labels are mature only until {end:%Y-%m-%d %H:%M}; wait for newer labels")
+    total = count_transactions(raw, events_from=start.to_pydatetime(), events_until=end.to_pydatetime())
+    if rows < config.min_label_coverage * total:
+        return verdict(False, f"only {rows:,} of {total:,} payments in the window have a final label; "
+                              f"metrics on them would be biased to fraud (label maturity {maturity})")
     if rows < config.min_rows or fraud < config.min_fraud or fraud == rows:
         return verdict(False, f"too little labelled data after both training windows ({rows:,} payments, "
                               f"{fraud:,} fraud; need {config.min_rows:,} and {config.min_fraud})")
@@ -125,6 +140,15 @@ def _judge(client: MlflowClient, fc: FeatureClient, name: str, challenger: Model
     reason = ("worse than the champion: " + "; ".join(failures)) if failures else (
         f"pr_auc {new['pr_auc']:.4f} vs {old['pr_auc']:.4f}, roc_auc {new['roc_auc']:.4f} vs {old['roc_auc']:.4f}")
     return verdict(not failures, reason, new, old)
+
+
+def _run_params(client: MlflowClient, name: str, version: ModelVersion) -> dict[str, str]:
+    params = dict(client.get_run(str(version.run_id)).data.params) if version.run_id else {}
+    missing = [k for k in ("train_end", "features", "label_maturity_days") if k not in params]
+    if missing:
+        raise GateError(f"v{version.version} of {name!r} has no {', '.join(missing)} in its run's params: it was not "
+                        "registered by `tidemark train`, so the gate can't tell what it was trained on")
+    return params
 
 
 def _scores(name: str, version: str, frame: pd.DataFrame) -> np.ndarray:

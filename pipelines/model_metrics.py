@@ -50,7 +50,8 @@ def recall_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
     """Highest recall of any threshold whose false-positive rate is at most ``fpr``."""
     from sklearn.metrics import roc_curve
 
-    false_pos, true_pos, _ = roc_curve(labels, scores)
+    # Every threshold: with ties, one that drop_intermediate would drop can be the best under fpr.
+    false_pos, true_pos, _ = roc_curve(labels, scores, drop_intermediate=False)
     return float(true_pos[false_pos <= fpr].max(initial=0.0))
 
 

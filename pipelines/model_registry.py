@@ -40,6 +40,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 GATE_PREFIX = "gate."
+STATE_TAG = "tidemark.state"  # "ready" once registration finished; anything else is never promoted
 _MODEL_DESCRIPTION = ("Card fraud model trained by tidemark from point-in-time feature frames. Aliases: "
                       "champion (serving), challenger (newest candidate), previous-champion (rollback target).")
 
@@ -85,7 +86,9 @@ def register(client: MlflowClient, name: str, model_uri: str, *, run_id: str, ta
     """
     import mlflow
 
-    version = mlflow.register_model(model_uri, name, tags=tags)  # creates the registered model if new
+    # "pending" until every step is done: a process killed half way leaves a version that
+    # promote() refuses, even where the cleanup below never ran.
+    version = mlflow.register_model(model_uri, name, tags={**tags, STATE_TAG: "pending"})
     try:
         if not client.get_registered_model(name).description:
             client.update_registered_model(name, description=_MODEL_DESCRIPTION)
@@ -95,6 +98,7 @@ def register(client: MlflowClient, name: str, model_uri: str, *, run_id: str, ta
         client.update_model_version(name, str(version.version), description=description)
         client.set_model_version_tag(name, str(version.version), "run_id", run_id)
         client.set_registered_model_alias(name, CHALLENGER, str(version.version))
+        client.set_model_version_tag(name, str(version.version), STATE_TAG, "ready")
     except BaseException:
         log.warning("registering %s v%s failed; deleting the version", name, version.version)
         client.delete_model_version(name, str(version.version))
@@ -141,6 +145,9 @@ def promote(client: MlflowClient, name: str, version: str | int | None = None, *
     champion (a verdict against an older champion is stale).
     """
     target = resolve_version(client, name, version)
+    if target.tags.get(STATE_TAG) != "ready":
+        raise ModelVersionError(f"v{target.version} of {name!r} did not finish registering "
+                                f"({STATE_TAG}={target.tags.get(STATE_TAG)!r}); train again, and delete it")
     champion = alias_version(client, name, CHAMPION)
     if first:
         if champion is not None:
@@ -153,6 +160,7 @@ def promote(client: MlflowClient, name: str, version: str | int | None = None, *
         if str(champion.version) == str(target.version):
             raise RegistryError(f"v{target.version} is already the champion of {name!r}")
         _require_gate(target, champion)
+    _unchanged(client, name, champion)
     if champion is not None:
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(champion.version))
     client.set_registered_model_alias(name, CHAMPION, str(target.version))
@@ -172,6 +180,9 @@ def rollback(client: MlflowClient, name: str, *, reason: str = "") -> Promotion:
     if previous is None:
         raise ModelVersionError(f"{name!r} has no previous-champion to roll back to")
     current = alias_version(client, name, CHAMPION)
+    if current is not None and str(current.version) == str(previous.version):
+        raise RegistryError(f"champion and previous-champion of {name!r} are both v{current.version} (an "
+                            "interrupted promotion?); nothing to roll back to: promote a version explicitly")
     client.set_registered_model_alias(name, CHAMPION, str(previous.version))
     client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
     if current is not None:
@@ -217,6 +228,19 @@ def _require_gate(target: ModelVersion, champion: ModelVersion) -> None:
     if against != str(champion.version):
         raise GateError(f"v{target.version} passed the gate against v{against}, but the champion is now "
                         f"v{champion.version}; run `tidemark gate --version {target.version}` again")
+
+
+def _unchanged(client: MlflowClient, name: str, champion: ModelVersion | None) -> None:
+    """Re-read the champion just before moving aliases: the checks above were made against it.
+
+    This narrows, not closes, the window for a concurrent promote or rollback (the registry has
+    no compare-and-set); alias moves of one model are meant to run one at a time (the canary
+    DAG runs with max_active_runs=1).
+    """
+    now = alias_version(client, name, CHAMPION)
+    if (now and str(now.version)) != (champion and str(champion.version)):
+        raise GateError(f"the champion of {name!r} changed from v{champion.version if champion else None} to "
+                        f"v{now.version if now else None} during this promotion; run the gate again")
 
 
 def _is_database(uri: str) -> bool:

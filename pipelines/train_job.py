@@ -84,8 +84,10 @@ def train_and_register(settings: Settings, config: TrainConfig | None = None, *,
     client = model_registry.connect(settings)
     experiment = model_registry.experiment_id(client, settings, name)
     window = data.window
+    # nested: a notebook or task that already has a run open gets this one as its child
     with mlflow.start_run(experiment_id=experiment, run_name=run_name or f"train to {window.end:%Y-%m-%d}",
-                          tags={"tidemark.model": name, "frame_sha256": data.fingerprint}) as run:
+                          tags={"tidemark.model": name, "frame_sha256": data.fingerprint},
+                          nested=mlflow.active_run() is not None) as run:
         run_id = run.info.run_id
         _log_inputs(settings, config, data)
 
@@ -115,7 +117,8 @@ def _log_inputs(settings: Settings, config: TrainConfig, data: TrainingData) -> 
 
     mlflow.log_params({**config.params(), **data.window.params(), "features": ",".join(config.features),
                        "model_inputs": ",".join(data.feature_columns)})
-    mlflow.log_metrics({**{k: float(v) for k, v in data.rows().items()}, "label_coverage": data.label_coverage})
+    mlflow.log_metrics({**{k: float(v) for k, v in data.rows().items()},
+                        **{f"label_coverage_{k}": v for k, v in data.label_coverage.items()}})
     for view, info in data.lineage.items():
         mlflow.set_tag(f"feast.{view}", f"{info['version'] or 'unversioned'} {info['definition_sha256'][:12]}")
     digest = data.fingerprint[:16]
@@ -178,7 +181,9 @@ def _example(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "numpy", "pandas", "tidemark")]
+    # Public versions only: "+cpu" would pin a GPU serving node to the CPU build. The model's code
+    # (serving.fraud_pyfunc) comes with tidemark, which the serving image installs.
+    return [f"{pkg}=={version(pkg).split('+', 1)[0]}" for pkg in ("mlflow", "torch", "numpy", "pandas", "tidemark")]
 
 
 def _version_tags(config: TrainConfig, data: TrainingData, result: TrainResult) -> dict[str, str]:

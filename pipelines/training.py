@@ -3,15 +3,20 @@
     labels known by the cutoff ──► entity rows (payments, prediction time = authorisation)
         │  FeatureClient.training_frame (point in time)
         ▼
-    frame, oldest ──────────────────────────────────────────────► newest
-           │ fit (gradient steps)         │ tune (early stop) │ validation (metrics only) │
-         start                                          train_end                      end
+    frame, oldest ─────────────────────────────────────────────────────────────► newest
+           │ fit (gradient steps)      │ tune (early stop) │ gap │ validation (metrics only) │
+         start                                        fit_end  train_end                   end
 
 Delayed labels: a legitimate payment is only known to be legitimate once its chargeback window
 has closed (30 days), while fraud is reported within days. Payments younger than
 ``label_maturity`` at the cutoff would be labelled mostly when they are fraud, so the data window
-ends ``label_maturity`` before the cutoff; the share of payments in the window whose label was
-known is reported as ``label_coverage``.
+ends ``label_maturity`` before the cutoff, and training refuses a window where less than
+``min_label_coverage`` of the payments have a label (the maturity is shorter than the delay).
+
+The data starts ``feature_warmup`` after the first raw event: before that, 30-day aggregates are
+computed over less than 30 days and don't look like anything serving will see. The ``gap``
+(``validation_gap``) between the last training row and the first validation row stands for the
+time a deployed model waits for its training labels to mature; its rows are used for nothing.
 
 :func:`prepare` reads and checks the data (every data error is raised before anything is logged
 or registered); :func:`fit` trains and evaluates. Neither knows about MLflow.
@@ -26,13 +31,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from features.feature_views import DEFAULT_FEATURES
-from pipelines.errors import EmptyFrameError, NoLabelsError, SingleClassError, TrainingError
+from pipelines.errors import EmptyFrameError, ImmatureLabelsError, NoLabelsError, SingleClassError, TrainingError
 from pipelines.model_metrics import score_metrics
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 
@@ -58,13 +64,17 @@ class TrainConfig:
     label_cutoff: datetime | None = None   # labels known by then; default: the newest payment's time
     label_maturity: timedelta = timedelta(days=30)  # payments younger than this at the cutoff are left out
     window: timedelta | None = None        # sliding training window ending at cutoff - maturity; None: all
+    feature_warmup: timedelta = timedelta(days=30)  # history the longest feature window needs
+    min_label_coverage: float = 0.99       # labelled share of payments the window must reach
     validation_share: float = 0.2          # newest share of the window's time span, for metrics only
-    tune_share: float = 0.1                # newest share of the rest, for early stopping
+    validation_gap: timedelta = timedelta(days=7)  # unused rows between training and validation
+    tune_share: float = 0.1                # newest share of the training rows' span, for early stopping
     features: tuple[str, ...] = DEFAULT_FEATURES
     request_numeric: tuple[str, ...] = ("amount",)        # known at prediction time, not from the store
     request_categorical: tuple[str, ...] = ("channel",)
     hidden: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
+    unknown_rate: float = 0.02             # share of category codes trained as "unknown" (row 0)
     epochs: int = 20
     patience: int = 3                      # epochs without a better tune loss before stopping
     batch_size: int = 2048
@@ -83,15 +93,20 @@ class TrainConfig:
             raise TrainingError("epochs, patience and batch_size must be positive integers")
         if self.window is not None and self.window <= timedelta(0):
             raise TrainingError(f"window={self.window} must be positive, e.g. timedelta(days=60), or None")
-        if self.label_maturity < timedelta(0):
-            raise TrainingError(f"label_maturity={self.label_maturity} must not be negative")
+        for name in ("label_maturity", "feature_warmup", "validation_gap"):
+            if getattr(self, name) < timedelta(0):
+                raise TrainingError(f"{name}={getattr(self, name)} must not be negative")
+        if not 0 <= self.min_label_coverage <= 1 or not 0 <= self.unknown_rate < 1:
+            raise TrainingError("min_label_coverage must be in [0, 1] and unknown_rate in [0, 1)")
 
     def params(self) -> dict[str, Any]:
         """Flat parameters for a tracking system (durations in days)."""
         days = (lambda d: None if d is None else round(d / timedelta(days=1), 6))
         return {
             "label_maturity_days": days(self.label_maturity), "window_days": days(self.window),
-            "validation_share": self.validation_share, "tune_share": self.tune_share,
+            "feature_warmup_days": days(self.feature_warmup), "min_label_coverage": self.min_label_coverage,
+            "validation_share": self.validation_share, "validation_gap_days": days(self.validation_gap),
+            "tune_share": self.tune_share, "unknown_rate": self.unknown_rate,
             "hidden": ",".join(map(str, self.hidden)), "dropout": self.dropout, "epochs": self.epochs,
             "patience": self.patience, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
             "weight_decay": self.weight_decay, "seed": self.seed, "max_rows": self.max_rows,
@@ -102,17 +117,19 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataWindow:
-    """Prediction times (UTC) of the rows used: fit and tune in ``[start, train_end)``, validation
+    """Prediction times (UTC) of the rows used: fit and tune in ``[start, fit_end)``, validation
     in ``[train_end, end]``; every label was known by ``label_cutoff``."""
 
     start: pd.Timestamp
+    fit_end: pd.Timestamp
     train_end: pd.Timestamp
     end: pd.Timestamp
     label_cutoff: pd.Timestamp
 
     def params(self) -> dict[str, str]:
         """ISO 8601 strings, as logged."""
-        return {"data_start": self.start.isoformat(), "train_end": self.train_end.isoformat(),
+        return {"data_start": self.start.isoformat(), "fit_end": self.fit_end.isoformat(),
+                "train_end": self.train_end.isoformat(),
                 "data_end": self.end.isoformat(), "label_cutoff": self.label_cutoff.isoformat()}
 
 
@@ -122,14 +139,14 @@ class TrainingData:
 
     frame: pd.DataFrame                 # KEYS, request columns, features, LABEL; oldest first
     window: DataWindow
-    split: np.ndarray                   # per row: 0 fit, 1 tune, 2 validation
+    split: np.ndarray                   # per row: 0 fit, 1 tune, 2 validation, 3 gap (unused)
     feature_columns: list[str]          # model inputs (request columns, then store features)
     categorical: list[str]
     lineage: dict[str, Any]
-    label_coverage: float               # labelled share of the payments in the window
+    label_coverage: dict[str, float]    # labelled share of the payments: "training", "validation"
     seconds: dict[str, float] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the frame's columns, dtypes and values, in row order."""
         digest = hashlib.sha256(repr([(c, str(t)) for c, t in self.frame.dtypes.items()]).encode())
@@ -154,7 +171,7 @@ class TrainResult:
     metrics: dict[str, float]              # on the validation split
     history: list[dict[str, float]]        # per epoch: fit_loss, tune_loss
     best_epoch: int
-    profile: ReferenceProfile              # model inputs and SCORE over every row of the frame
+    profile: ReferenceProfile              # model inputs and SCORE over the validation rows
     scores: np.ndarray                     # per frame row
     device: str
     seconds: dict[str, float]
@@ -163,23 +180,27 @@ class TrainResult:
 def prepare(client: FeatureClient, config: TrainConfig) -> TrainingData:
     """Label set, point-in-time frame and time split for ``config``; raises a :class:`TrainingError`
     (or the feature store's ``UnknownFeatureError``) before anything is trained."""
-    from pipelines.training_data import count_transactions, labelled_transactions, last_event_time
+    from pipelines.training_data import first_event_time, labelled_transactions, last_event_time
 
     raw = client.settings.raw_dir
     lineage = client.lineage(config.features)  # raises UnknownFeatureError before any data is read
+    _device(config.device)
     started = time.perf_counter()
-    cutoff = pd.Timestamp(config.label_cutoff or last_event_time(raw))
-    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    cutoff = _utc(config.label_cutoff or last_event_time(raw))
     end = cutoff - config.label_maturity
-    start = end - config.window if config.window is not None else None
-    entities = labelled_transactions(raw, label_cutoff=cutoff.to_pydatetime(), events_from=start,
-                                     events_until=end.to_pydatetime())
-    if entities.empty:
+    earliest = first_event_time(raw) + config.feature_warmup
+    start = max(end - config.window, earliest) if config.window is not None else earliest
+    if start >= end:
         raise NoLabelsError(
-            f"no payment authorised between {start or 'the first day'} and {end} has a fraud label known by "
-            f"{cutoff}; labels arrive up to {config.label_maturity.days} days late, so move the cutoff later, "
-            "widen the window, or generate more days of data")
-    coverage = len(entities) / max(count_transactions(raw, events_from=start, events_until=end.to_pydatetime()), 1)
+            f"no payments to train on: features need {config.feature_warmup.days} days of history (until "
+            f"{earliest:%Y-%m-%d %H:%M}) and labels {config.label_maturity.days} days to mature (until "
+            f"{end:%Y-%m-%d %H:%M} for a cutoff of {cutoff:%Y-%m-%d %H:%M}); move the cutoff later or "
+            "generate more days of data")
+    entities = labelled_transactions(raw, label_cutoff=cutoff.to_pydatetime(), events_from=start.to_pydatetime(),
+                                     events_until=end.to_pydatetime())
+    _check_labels(entities, start, end, cutoff, config)
+    window = _window(start, end, cutoff, config)
+    coverage = _label_coverage(raw, entities, window, config)
     if config.max_rows is not None and len(entities) > config.max_rows:
         keep = np.random.default_rng(config.seed).choice(len(entities), size=config.max_rows, replace=False)
         entities = entities.iloc[np.sort(keep)].reset_index(drop=True)
@@ -189,29 +210,70 @@ def prepare(client: FeatureClient, config: TrainConfig) -> TrainingData:
     assert isinstance(frame, pd.DataFrame)
     frame = frame.sort_values(["event_timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
     frame_s = time.perf_counter() - started - labels_s
-    first = frame["event_timestamp"].min() if start is None else start
-    window = _window(pd.Timestamp(first), end, cutoff, config.validation_share)
-    split = _split(frame, window, config.tune_share)
     store_columns = [ref.split(":", 1)[1] for ref in features]
     columns = [*config.request_numeric, *config.request_categorical, *store_columns]
     categorical = [*config.request_categorical,
                    *[c for c in store_columns if not pd.api.types.is_numeric_dtype(frame[c])]]
-    data = TrainingData(frame[[*KEYS, *columns, LABEL]], window, split, columns, categorical,
-                        lineage, coverage, {"labels": labels_s, "frame": frame_s})
+    data = TrainingData(frame[[*KEYS, *columns, LABEL]], window, _split(frame, window, config.tune_share),
+                        columns, categorical, lineage, coverage, {"labels": labels_s, "frame": frame_s})
     _check_splits(data)
     return data
 
 
-def _window(start: pd.Timestamp, end: pd.Timestamp, cutoff: pd.Timestamp, share: float) -> DataWindow:
-    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
-    return DataWindow(start, (start + (end - start) * (1 - share)).floor("s"), end, cutoff)
+def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _check_labels(entities: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, cutoff: pd.Timestamp,
+                  config: TrainConfig) -> None:
+    span = f"payments from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+    if entities.empty:
+        raise NoLabelsError(
+            f"none of the {span} has a fraud label known by {cutoff:%Y-%m-%d %H:%M}; labels arrive up to "
+            f"{config.label_maturity.days} days late, so move the cutoff later, widen the window, or generate "
+            "more days of data")
+    fraud = int(entities[LABEL].sum())
+    if fraud in (0, len(entities)):
+        why = ("legitimate payments are only labelled once their 30-day chargeback window closes: raise the "
+               "label maturity" if fraud else "widen the window, or check the label feed")
+        raise SingleClassError(f"the {len(entities):,} labels known by {cutoff:%Y-%m-%d %H:%M} for {span} are "
+                               f"{'all' if fraud else 'none of them'} fraud; {why}")
+
+
+def _label_coverage(raw: Any, entities: pd.DataFrame, window: DataWindow, config: TrainConfig) -> dict[str, float]:
+    """Labelled share of the payments in the training rows and in the validation rows; raises
+    :class:`ImmatureLabelsError` below ``min_label_coverage`` (labels would be biased to fraud)."""
+    from pipelines.training_data import count_transactions
+
+    when = entities["event_timestamp"]
+    parts = {"training": (window.start, window.fit_end - pd.Timedelta(microseconds=1), when < window.fit_end),
+             "validation": (window.train_end, window.end, when >= window.train_end)}
+    coverage = {}
+    for name, (first, last, mask) in parts.items():
+        total = count_transactions(raw, events_from=first.to_pydatetime(), events_until=last.to_pydatetime())
+        coverage[name] = float(mask.sum()) / total if total else 1.0
+        if coverage[name] < config.min_label_coverage:
+            raise ImmatureLabelsError(
+                f"only {coverage[name]:.1%} of the {total:,} payments in the {name} rows ({first:%Y-%m-%d} to "
+                f"{last:%Y-%m-%d}) have a label known by {window.label_cutoff:%Y-%m-%d %H:%M}; the missing ones are "
+                f"mostly legitimate, so the labels are biased to fraud. Raise the label maturity (now "
+                f"{config.label_maturity.days} days) to the longest label delay, 30 days for chargebacks")
+    return coverage
+
+
+def _window(start: pd.Timestamp, end: pd.Timestamp, cutoff: pd.Timestamp, config: TrainConfig) -> DataWindow:
+    train_end = (start + (end - start) * (1 - config.validation_share)).floor("s")
+    fit_end = max(start, train_end - config.validation_gap)
+    return DataWindow(start, fit_end, train_end, end, cutoff)
 
 
 def _split(frame: pd.DataFrame, window: DataWindow, tune_share: float) -> np.ndarray:
     when = frame["event_timestamp"]
-    tune_start = window.start + (window.train_end - window.start) * (1 - tune_share)
+    tune_start = window.start + (window.fit_end - window.start) * (1 - tune_share)
     split = np.zeros(len(frame), dtype=np.int8)
     split[(when >= tune_start).to_numpy()] = 1
+    split[(when >= window.fit_end).to_numpy()] = 3
     split[(when >= window.train_end).to_numpy()] = 2
     return split
 
@@ -233,7 +295,7 @@ def _check_splits(data: TrainingData) -> None:
 
 def _bounds(window: DataWindow, name: str) -> str:
     return (f"{window.train_end:%Y-%m-%d %H:%M} to {window.end:%Y-%m-%d %H:%M}" if name == "validation"
-            else f"{window.start:%Y-%m-%d %H:%M} to {window.train_end:%Y-%m-%d %H:%M}")
+            else f"{window.start:%Y-%m-%d %H:%M} to {window.fit_end:%Y-%m-%d %H:%M}")
 
 
 def fit(data: TrainingData, config: TrainConfig, *,
@@ -259,7 +321,8 @@ def fit(data: TrainingData, config: TrainConfig, *,
     scores = model.predict_proba(data.frame)
     y = data.frame[LABEL].to_numpy()
     metrics = score_metrics(y[split == 2], scores[split == 2])
-    profiled = data.frame[data.feature_columns].assign(**{SCORE: scores})
+    # The reference is what production should look like: out-of-sample scores on the newest rows.
+    profiled = data.frame.loc[split == 2, data.feature_columns].assign(**{SCORE: scores[split == 2]})
     profile = ReferenceProfile.fit(profiled, categorical=data.categorical)
     best = min(range(len(history)), key=lambda i: history[i]["tune_loss"])
     return TrainResult(model.to("cpu"), metrics, history, best + 1, profile, scores, str(device),
@@ -297,7 +360,7 @@ def _train(spec: ModelSpec, data: TrainingData, config: TrainConfig, device: tor
         best: tuple[float, dict[str, torch.Tensor]] | None = None
         with _epochs(config.epochs, progress) as advance:
             for epoch in range(1, config.epochs + 1):
-                fit_loss = _epoch(module, optimizer, fit_x, config.batch_size, shuffle)
+                fit_loss = _epoch(module, optimizer, fit_x, config.batch_size, shuffle, config.unknown_rate)
                 tune_loss = _loss(module, tune_x)
                 history.append({"fit_loss": fit_loss, "tune_loss": tune_loss})
                 if on_epoch is not None:
@@ -329,16 +392,21 @@ def _tensors(spec: ModelSpec, data: TrainingData, code: int, device: torch.devic
 
 
 def _epoch(module: torch.nn.Module, optimizer: torch.optim.Optimizer, tensors: tuple[torch.Tensor, ...],
-           batch_size: int, shuffle: torch.Generator) -> float:
+           batch_size: int, shuffle: torch.Generator, unknown_rate: float) -> float:
     import torch
 
     numeric, codes, y = tensors
     module.train()
-    order = torch.randperm(len(y), generator=shuffle).to(y.device)
+    order = torch.randperm(len(y), generator=shuffle)
+    # Category dropout: some codes become 0 ("unknown"), so the embedding row for categories first
+    # met in production is trained, not left at its random start.
+    unknown = torch.rand((len(y), codes.shape[1]), generator=shuffle) < unknown_rate
+    order, unknown = order.to(y.device), unknown.to(y.device)
     total = torch.zeros((), device=y.device)
     for s in range(0, len(y), batch_size):
         rows = order[s:s + batch_size]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(module(numeric[rows], codes[rows]), y[rows])
+        batch_codes = codes[rows].masked_fill(unknown[s:s + batch_size], 0)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(module(numeric[rows], batch_codes), y[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

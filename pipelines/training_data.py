@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,9 +16,23 @@ from features.errors import DataNotFoundError
 
 def last_event_time(raw_dir: Path) -> pd.Timestamp:
     """The newest transaction event time in the raw data (UTC)."""
-    table = ds.dataset(raw_dir / "transactions", format="parquet", partitioning="hive").to_table(
-        columns=["event_timestamp"])
-    return pd.Timestamp(pc.max(table.column("event_timestamp")).as_py())
+    return _event_time(raw_dir, pc.max)
+
+
+def first_event_time(raw_dir: Path) -> pd.Timestamp:
+    """The oldest transaction event time in the raw data (UTC)."""
+    return _event_time(raw_dir, pc.min)
+
+
+def _event_time(raw_dir: Path, pick: Any) -> pd.Timestamp:
+    folder = raw_dir / "transactions"
+    if not folder.exists():
+        raise DataNotFoundError(f"{folder} does not exist; generate data first with `tidemark datagen`")
+    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table(columns=["event_timestamp"])
+    if table.num_rows == 0:
+        raise DataNotFoundError(f"{folder} holds no transactions; generate data with `tidemark datagen`")
+    stamp = pd.Timestamp(pick(table.column("event_timestamp")).as_py())
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int | None = None,
@@ -28,7 +43,8 @@ def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int 
     Columns: ``transaction_id``, ``customer_id``, ``merchant_id``, ``amount`` (EUR), ``channel``,
     ``event_timestamp`` (the authorisation time, which is the prediction time) and ``is_fraud``.
     A label that arrived after the cutoff is unknown, so its transaction is left out (not
-    counted as legitimate). ``events_from`` / ``events_until`` (UTC, inclusive) keep payments
+    counted as legitimate); of several labels for one payment, the newest by the cutoff counts.
+    ``events_from`` / ``events_until`` (UTC, inclusive) keep payments
     authorised in that window. ``sample`` keeps a uniform random subset of that many rows.
     """
     txn_dir, label_dir = raw_dir / "transactions", raw_dir / "labels"
@@ -36,9 +52,15 @@ def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int 
         if not folder.exists():
             raise DataNotFoundError(f"{folder} does not exist; generate data first with `tidemark datagen`")
     cutoff = _utc(label_cutoff)
+    label_time = ds.field("label_timestamp")
+    # A label never arrives before its payment, so labels older than the window are not read.
+    known = [label_time <= cutoff] + ([label_time >= _utc(events_from)] if events_from is not None else [])
     labels = ds.dataset(label_dir, format="parquet", partitioning="hive").to_table(
-        columns=["transaction_id", "is_fraud"], filter=ds.field("label_timestamp") <= cutoff,
+        columns=["transaction_id", "is_fraud", "label_timestamp"], filter=_all(known),
     ).to_pandas()
+    # A corrected label replaces the earlier one: keep the newest known by the cutoff.
+    labels = (labels.sort_values(["transaction_id", "label_timestamp"], kind="stable")
+              .drop_duplicates("transaction_id", keep="last").drop(columns="label_timestamp"))
     when = ds.field("event_timestamp")
     window = [when >= _utc(events_from)] if events_from is not None else []
     window += [when <= _utc(events_until)] if events_until is not None else []

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CategoricalInput", "FraudModel", "ModelSpec", "NumericInput", "build_module"]
 
-SPEC_FORMAT = 1
+SPEC_FORMAT = 2  # 2: weights.pt records its spec's SHA-256; "3.0" and "3" are one category
 _SKEW_FOR_LOG = 2.0  # a non-negative column more skewed than this is scaled on log1p
 _CLIP = 8.0          # standardized values are clipped to ±8 so one outlier can't dominate
 
@@ -235,7 +235,8 @@ class FraudModel:
             for s in range(0, len(frame), batch_size):
                 logits = self.module(torch.from_numpy(numeric[s:s + batch_size]).to(device),
                                      torch.from_numpy(codes[s:s + batch_size]).to(device))
-                out[s:s + batch_size] = torch.sigmoid(logits).double().cpu().numpy()
+                # in float64: float32 sigmoid saturates at exactly 1.0 above a logit of ~17 (ties)
+                out[s:s + batch_size] = torch.sigmoid(logits.double()).cpu().numpy()
         return out
 
     def save(self, folder: Path) -> dict[str, str]:
@@ -260,7 +261,10 @@ class FraudModel:
         try:
             saved = torch.load(weights_path, map_location="cpu", weights_only=True)
             # Same shapes are not the same model: another vocabulary or scaling would load silently.
-            if not isinstance(saved, dict) or saved.get("spec_sha256") != _sha256(text):
+            if not isinstance(saved, dict) or "spec_sha256" not in saved:
+                raise ModelFormatError(f"weights at {weights_path} were written by an older tidemark (no spec "
+                                       "hash); retrain the model with `tidemark train`")
+            if saved["spec_sha256"] != _sha256(text):
                 raise ModelFormatError(f"weights at {weights_path} were not saved with the spec at {spec_path}; "
                                        "keep the two files of one model together (retrain if they were lost)")
             module.load_state_dict(saved["state_dict"])

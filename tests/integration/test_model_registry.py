@@ -137,6 +137,16 @@ def test_registry_flow(settings: Settings):
     with pytest.raises(ModelVersionError, match="no version 99"):
         model_registry.promote(ml, name, 99)
 
+    # A process killed between registering and finishing leaves a "pending" version: never promoted.
+    half = mlflow.register_model(ml.get_model_version(name, v3).source, name, tags={"tidemark.state": "pending"})
+    with pytest.raises(ModelVersionError, match="did not finish registering"):
+        model_registry.promote(ml, name, str(half.version))
+    # An interrupted promotion can leave previous-champion == champion: rollback must not "restore" it.
+    ml.set_registered_model_alias(name, "previous-champion", v3)
+    with pytest.raises(RegistryError, match="both v"):
+        model_registry.rollback(ml, name)
+    assert _alias(settings, "champion") == v3
+
     champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     scores = champion.predict(FRAME)["fraud_probability"].to_numpy()
     assert scores.shape == (len(FRAME),) and np.all((scores > 0) & (scores < 1))

@@ -19,7 +19,14 @@ from features.feature_views import DEFAULT_FEATURES
 from features.sdk import FeatureClient
 from features.settings import Settings, SparkSettings
 from pipelines import model_registry, training
-from pipelines.errors import GateError, NoChampionError, NoLabelsError, RegistryError, SingleClassError
+from pipelines.errors import (
+    GateError,
+    ImmatureLabelsError,
+    NoChampionError,
+    NoLabelsError,
+    RegistryError,
+    SingleClassError,
+)
 from pipelines.gate import GateConfig, evaluate_gate
 from pipelines.train_job import PROFILE_ARTIFACT, TrainOutcome, lineage_of, load_profile, train_and_register
 from pipelines.training import TrainConfig, fit, prepare
@@ -62,7 +69,7 @@ def _versions(settings: Settings) -> list[str]:
     return sorted(str(v.version) for v in ml.search_model_versions(f"name = '{settings.model_name}'"))
 
 
-def test_frame_respects_the_cutoff_and_label_maturity(outcome: TrainOutcome):
+def test_frame_respects_the_cutoff_and_label_maturity(settings: Settings, outcome: TrainOutcome):
     data = outcome.data
     w = data.window
     assert w.end == w.label_cutoff - CONFIG.label_maturity
@@ -71,8 +78,15 @@ def test_frame_respects_the_cutoff_and_label_maturity(outcome: TrainOutcome):
     when = data.frame["event_timestamp"]
     # time split, never random: every fit row is older than every tune row, tune older than validation
     assert when[data.split == 0].max() < when[data.split == 1].min()
-    assert when[data.split == 1].max() < when[data.split == 2].min() and when[data.split == 2].min() >= w.train_end
-    assert data.label_coverage == pytest.approx(1.0)  # 30 days of maturity: every label is final
+    assert when[data.split == 1].max() < w.fit_end <= when[data.split == 3].min()
+    assert when[data.split == 3].max() < w.train_end <= when[data.split == 2].min()
+    assert w.train_end - w.fit_end == CONFIG.validation_gap
+    assert data.label_coverage == {"training": 1.0, "validation": 1.0}  # 30 days: every label is final
+    # no prediction time before the features' warm-up: 30-day aggregates need 30 days of history
+    from pipelines.training_data import first_event_time
+
+    assert w.start == first_event_time(settings.raw_dir) + CONFIG.feature_warmup
+    assert when.min() >= w.start
 
 
 def test_run_holds_params_metrics_lineage_profile_and_model(settings: Settings, outcome: TrainOutcome):
@@ -98,6 +112,8 @@ def test_run_holds_params_metrics_lineage_profile_and_model(settings: Settings, 
         assert run.data.tags[f"feast.{view}"].endswith(info["definition_sha256"][:12])
     profile = load_profile(ml, outcome.run_id)
     assert set(profile.columns) == {*outcome.data.feature_columns, "score"}
+    # the reference is the out-of-sample validation rows, not the rows the model was fitted on
+    assert profile.columns["score"].rows == outcome.data.rows()["rows_validation"]
     assert PROFILE_ARTIFACT in [a.path for a in ml.list_artifacts(outcome.run_id, "reference_profile")]
 
 
@@ -118,6 +134,37 @@ def test_version_is_challenger_and_serves_raw_frames(settings: Settings, outcome
     np.testing.assert_allclose(unwrap(loaded).predict_proba(rows), served)
 
 
+def test_preprocessing_is_fitted_on_the_fit_rows_only(outcome: TrainOutcome):
+    data, spec = outcome.data, outcome.result.model.spec
+    amount = next(c for c in spec.numeric if c.name == "amount")
+    fitted = np.log1p(data.frame.loc[data.split == 0, "amount"]) if amount.log else data.frame.loc[
+        data.split == 0, "amount"]
+    everything = np.log1p(data.frame["amount"]) if amount.log else data.frame["amount"]
+    assert amount.mean == pytest.approx(float(fitted.mean()), rel=1e-9)
+    assert amount.mean != pytest.approx(float(everything.mean()), rel=1e-6)
+
+
+def test_a_model_loads_in_a_fresh_process(settings: Settings, outcome: TrainOutcome, tmp_path: Path):
+    """What serving does: a new interpreter, elsewhere, with nothing of tidemark imported yet."""
+    import subprocess
+    import sys
+
+    rows = outcome.data.frame[outcome.data.feature_columns].tail(50).reset_index(drop=True)
+    rows.to_pickle(tmp_path / "rows.pkl")
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri({settings.tracking_uri!r})\n"
+        f"m = mlflow.pyfunc.load_model('models:/{settings.model_name}/{outcome.version.version}')\n"
+        f"out = m.predict(pd.read_pickle({str(tmp_path / 'rows.pkl')!r}))['fraud_probability']\n"
+        f"out.to_frame().to_parquet({str(tmp_path / 'out.parquet')!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = pd.read_parquet(tmp_path / "out.parquet")["fraud_probability"].to_numpy()
+    np.testing.assert_allclose(served, outcome.result.scores[-50:], rtol=1e-6)
+
+
 def test_same_seed_same_weights_on_cpu(client: FeatureClient):
     config = replace(CONFIG, epochs=2, max_rows=20_000, device="cpu")
     data = prepare(client, config)
@@ -129,14 +176,20 @@ def test_same_seed_same_weights_on_cpu(client: FeatureClient):
     np.testing.assert_array_equal(first.scores, again.scores)
 
 
+def _runs(settings: Settings) -> int:
+    ml = model_registry.connect(settings)
+    return len(ml.search_runs([ml.get_experiment_by_name(settings.model_name).experiment_id]))
+
+
 def test_data_errors_register_nothing(settings: Settings, client: FeatureClient, outcome: TrainOutcome):
-    before = _versions(settings)
+    before, runs = _versions(settings), _runs(settings)
     with pytest.raises(UnknownFeatureError, match="customer_txn_24h:amt_sum_24h"):
         train_and_register(settings, replace(CONFIG, features=("customer_txn_24h:amt_sum_24", )),
                            feature_client=client, progress=False)
-    start = outcome.data.window.start
-    with pytest.raises(NoLabelsError, match="label known by"):  # no label has arrived a day in
-        train_and_register(settings, replace(CONFIG, label_cutoff=start + pd.Timedelta(days=1)),
+    first = outcome.data.window.start - CONFIG.feature_warmup  # the first payment
+    with pytest.raises(NoLabelsError, match="label known by"):  # no label arrives within 12 hours
+        train_and_register(settings, replace(CONFIG, label_cutoff=first + pd.Timedelta(hours=12),
+                                             label_maturity=timedelta(0), feature_warmup=timedelta(0)),
                            feature_client=client, progress=False)
     # Legitimate labels take 30 days, fraud only days: with no maturity, the last week's labels
     # known at the cutoff are all fraud.
@@ -144,7 +197,15 @@ def test_data_errors_register_nothing(settings: Settings, client: FeatureClient,
     with pytest.raises(SingleClassError, match="all fraud"):
         train_and_register(settings, replace(CONFIG, label_maturity=timedelta(0), window=timedelta(days=7),
                                              label_cutoff=cutoff), feature_client=client, progress=False)
+    # A maturity shorter than the chargeback window: many legitimate labels are still missing.
+    with pytest.raises(ImmatureLabelsError, match="Raise the label maturity"):
+        train_and_register(settings, replace(CONFIG, label_maturity=timedelta(days=20), label_cutoff=cutoff),
+                           feature_client=client, progress=False)
+    with pytest.raises(NoLabelsError, match="days of history"):  # the warm-up eats the whole window
+        train_and_register(settings, replace(CONFIG, feature_warmup=timedelta(days=200)), feature_client=client,
+                           progress=False)
     assert _versions(settings) == before
+    assert _runs(settings) == runs  # data errors are raised before a run is started
 
 
 def test_a_crash_during_training_leaves_a_failed_run_and_no_version(settings, client, outcome, monkeypatch):
@@ -202,12 +263,14 @@ def test_gate_promote_and_rollback(settings: Settings, client: FeatureClient, ou
     v2 = str(second.version.version)
     with pytest.raises(GateError, match="has not passed"):
         model_registry.promote(ml, name)  # the gate has not run
+    with pytest.raises(GateError, match="inside data a model was trained on"):
+        evaluate_gate(settings, config=GateConfig(start=outcome.data.window.start), feature_client=client)
     failed = evaluate_gate(settings, config=GateConfig(max_pr_auc_drop=-1.0), feature_client=client)
     assert not failed.passed and "worse than the champion" in failed.reason
     assert failed.start == max(outcome.data.window.train_end, second.data.window.train_end)
     tags = ml.get_model_version(name, v2).tags
     assert tags["gate.verdict"] == "fail" and tags["gate.champion_version"] == first
-    assert float(tags["gate.champion.pr_auc"]) == pytest.approx(failed.champion_metrics["pr_auc"])
+    assert float(tags["gate.champion.pr_auc"]) == pytest.approx(failed.champion_metrics["pr_auc"], abs=1e-6)
     with pytest.raises(GateError, match="never promoted"):
         model_registry.promote(ml, name)
     too_small = evaluate_gate(settings, config=GateConfig(min_rows=10**9), feature_client=client)

@@ -131,6 +131,15 @@ def test_recall_at_fpr_cannot_split_a_tie() -> None:
     assert recall_at_fpr(y, p, 0.25) == 1.0  # one legitimate row flagged: both fraud rows above 0.3
 
 
+def test_recall_at_fpr_sees_thresholds_between_collinear_roc_points() -> None:
+    """Tied fraud/legitimate pairs put ROC points on a straight line; roc_curve's default drops
+    the middle ones, and one of them is the best threshold under 1 % FPR."""
+    labels = np.array([1, 0] * 4 + [0] * 196 + [1] * 6)
+    scores = np.array([0.9, 0.9, 0.8, 0.8, 0.7, 0.7, 0.6, 0.6, *np.linspace(0.1, 0.5, 196), *[0.05] * 6])
+    # 200 legitimate rows: 1 % allows two of them, so the threshold 0.8 catches 2 of 10 fraud rows
+    assert recall_at_fpr(labels, scores, 0.01) == pytest.approx(0.2)
+
+
 # --- calibration_error -----------------------------------------------------------------------------
 
 
