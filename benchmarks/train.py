@@ -458,7 +458,8 @@ def print_report(env: dict[str, str], data: TrainingData, phase_rows: list[tuple
     for key, value in env.items():
         print(f"{key}: {value}")
     w, counts = data.window, data.rows()
-    print(f"data: {len(data.frame):,} labelled rows (label coverage {data.label_coverage:.1%}), payments "
+    coverage = ", ".join(f"{k} {v:.1%}" for k, v in data.label_coverage.items())
+    print(f"data: {len(data.frame):,} labelled rows (label coverage {coverage}), payments "
           f"{w.start:%Y-%m-%d} … {w.end:%Y-%m-%d}, labels known by {w.label_cutoff:%Y-%m-%d %H:%M} UTC; "
           f"{len(data.feature_columns)} inputs ({len(data.categorical)} categorical)")
     print("rows: " + ", ".join(f"{name} {counts[f'rows_{name}']:,} ({counts[f'fraud_{name}']:,} fraud, "
