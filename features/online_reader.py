@@ -64,6 +64,11 @@ class OnlineReader:
         self._project = key_prefix(project)
         self._views = dict(views)
 
+    @property
+    def redis(self) -> RedisOnline:
+        """The connection this reader uses (serving pings it for readiness)."""
+        return self._redis
+
     def plan(self, features: Sequence[str], *, full_feature_names: bool = False) -> ReadPlan:
         """Resolve ``view:feature`` references (in this order) once; raises UnknownFeatureError."""
         known = [f"{v.name}:{n}" for v in self._views.values() for n in v.schema.names]

@@ -6,6 +6,7 @@
     tidemark features materialize [--start 2026-11-01T00:00] [--end 2026-11-21T12:00] [--views a,b]
     tidemark redis start|stop|status
     tidemark train | gate | promote [--first] | rollback | models | mlflow-ui   (pipelines/cli_models.py)
+    tidemark serve                                                             (pipelines/cli_serving.py)
     tidemark demo
 
 Settings come from ``TIDEMARK_*`` environment variables, read once here.
@@ -22,6 +23,7 @@ from datetime import UTC, date, datetime
 from features.errors import TidemarkError
 from features.settings import Settings
 from pipelines.cli_models import _utc_time, add_model_commands
+from pipelines.cli_serving import add_serving_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     red_cmds.add_parser("status", help="print its URL, or 'not running'").set_defaults(run=_redis_status)
 
     add_model_commands(commands)
+    add_serving_commands(commands)
 
     demo = commands.add_parser("demo", help="generate data, build features, build a training frame")
     demo.add_argument("--rows", type=int, default=300_000)

@@ -3,7 +3,12 @@
     TidemarkError
     └── ServingError
         ├── ModelFormatError   a stored model can't be read (format, weights, wrong flavour)
-        └── ModelInputError    a frame to score lacks a column or has the wrong kind of values
+        ├── NotReadyError      no champion loaded (or it failed): the server answers 503
+        ├── ModelInputError    a frame to score lacks a column or has the wrong kind of values
+        ├── CanaryStateError   a canary state is malformed, or Redis failed a write of it
+        │   └── CanaryConflictError   another writer changed the state since it was read
+        └── PredictionLogError        a batch for the prediction log is malformed
+            └── PredictionLogWriteError   pending rows could not be written (kept, retried)
 
 Every message says what was wrong and what to do about it.
 """
@@ -12,7 +17,8 @@ from __future__ import annotations
 
 from features.errors import TidemarkError
 
-__all__ = ["ModelFormatError", "ModelInputError", "ServingError"]
+__all__ = ["CanaryConflictError", "CanaryStateError", "ModelFormatError", "ModelInputError", "NotReadyError",
+           "PredictionLogError", "PredictionLogWriteError", "ServingError"]
 
 
 class ServingError(TidemarkError):
@@ -25,3 +31,33 @@ class ModelFormatError(ServingError):
 
 class ModelInputError(ServingError):
     """Input to a model lacks a column it needs, or holds values of the wrong kind."""
+
+
+class CanaryStateError(ServingError):
+    """A canary state is malformed (stored or built), or Redis failed to store one."""
+
+
+class CanaryConflictError(CanaryStateError):
+    """A compare-and-set write lost: the stored revision is not the one the writer read."""
+
+    def __init__(self, model: str, expected_revision: int, stored_revision: int) -> None:
+        super().__init__(
+            f"canary state of {model!r} changed since it was read: expected revision {expected_revision}, "
+            f"stored revision {stored_revision}. Another controller wrote it; read it again and decide again "
+            "(run one canary controller per model)."
+        )
+        self.model = model
+        self.expected_revision = expected_revision
+        self.stored_revision = stored_revision
+
+
+class NotReadyError(ServingError):
+    """The server can't answer yet: no champion is loaded, or the champion failed to score."""
+
+
+class PredictionLogError(ServingError):
+    """A batch handed to the prediction log is malformed; the message says how."""
+
+
+class PredictionLogWriteError(PredictionLogError):
+    """``PredictionLog.flush`` could not write the pending rows; they are kept and retried."""

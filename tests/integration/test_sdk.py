@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from features.embedded_redis import EmbeddedRedis
 from features.errors import MissingColumnError, TimestampTypeError, UnknownFeatureError
 from features.sdk import FeatureClient
 from features.settings import Settings, SparkSettings
+from tests.integration.offline_tables import write_by_date
 
 pytestmark = pytest.mark.integration
 
 T0 = pd.Timestamp("2026-01-10", tz="UTC")
-
-
-def _write(df: pd.DataFrame, table_dir: Path) -> None:
-    df = df.assign(date=df["event_timestamp"].dt.strftime("%Y-%m-%d"))
-    for day, part in df.groupby("date"):
-        folder = table_dir / f"date={day}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(part.drop(columns="date"), preserve_index=False),
-                       folder / "part-0.parquet", coerce_timestamps="us")
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +31,15 @@ def client(tmp_path_factory, spark) -> Iterator[FeatureClient]:
         agg[f"amt_max_{w}"] = [10.0, 20.0, 5.0]
         # the second row of customer 1 becomes known 3 hours late
         agg[f"created_{w}"] = [T0, T0 + 5 * h, T0]
-    _write(agg, offline / "customer_txn_agg")
+    write_by_date(agg, offline / "customer_txn_agg")
     profile = pd.DataFrame({"customer_id": [1, 2], "event_timestamp": [T0 - 30 * 24 * h] * 2,
                             "created_timestamp": [T0 - 30 * 24 * h] * 2, "income": [40_000.0, 55_000.0],
                             "age_band": ["25-34", "45-54"], "home_country": ["DE", "FR"]})
-    _write(profile, offline / "customer_profile")
+    write_by_date(profile, offline / "customer_profile")
     merchant = pd.DataFrame({"merchant_id": [7], "event_timestamp": [T0], "created_timestamp": [T0],
                              "category": ["grocery"], "country": ["DE"], "txn_count_30d": [100],
                              "amt_mean_30d": [22.5], "fraud_rate_30d": [0.01]})
-    _write(merchant, offline / "merchant_stats")
+    write_by_date(merchant, offline / "merchant_stats")
     settings = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4))
     c = FeatureClient(settings)
     c.apply()  # Feast's apply reconciles the online store too: it starts the embedded Redis

@@ -1,0 +1,224 @@
+"""The HTTP API (ASGI, Starlette): ``/v1/predict``, health, readiness, metrics, OpenAPI.
+
+    POST /v1/predict   {"rows": [{"customer_id": 1042, "merchant_id": 7, "amount": 12.5,
+                                  "channel": "ecom"}, ...]}
+                       -> {"request_id": "...", "predictions": [{"score": 0.0123,
+                           "variant": "champion", "model_version": "3", "features_found": true}]}
+    GET  /healthz      the process is alive
+    GET  /readyz       a champion is loaded and warmed, and the online store answers (503 if not)
+    GET  /metrics      Prometheus text format
+    GET  /openapi.json
+
+Starlette rather than FastAPI: the request body is validated by hand into field-level messages
+(``{"detail": [{"loc": ["rows", 3, "amount"], "msg": "..."}]}``) at a fraction of pydantic's
+per-request cost, and the OpenAPI document is written out below, so it stays the contract.
+Bad input is always a 4xx; an unavailable online store or an unloaded model is a 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from features.errors import FeatureStoreError
+from serving.errors import NotReadyError
+
+if TYPE_CHECKING:
+    from serving.scorer import Scorer
+
+__all__ = ["ApiLimits", "create_app", "openapi_spec"]
+
+log = logging.getLogger(__name__)
+
+JOIN_KEYS = ("customer_id", "merchant_id")
+TEXT_FIELDS = frozenset({"channel"})  # request fields that are categories; the rest are numbers
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """What one request may hold."""
+
+    max_rows: int = 1_000
+    max_body_bytes: int = 1_000_000
+
+
+def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = None,
+               metrics: Any = None, on_shutdown: Callable[[], None] | None = None) -> Starlette:
+    """The ASGI app over ``scorer``. ``ready()`` -> (bool, reasons) backs ``/readyz``;
+    ``metrics()`` -> (body, content type) backs ``/metrics``; ``on_shutdown()`` runs when the
+    server stops (flush the prediction log)."""
+    limits = limits or ApiLimits()
+
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await _body(request, limits.max_body_bytes)
+        if isinstance(body, Response):
+            return body
+        rows, errors = _validate(body, scorer.request_columns(), limits.max_rows)
+        if errors:
+            return JSONResponse({"detail": errors}, status_code=422)
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            scored = scorer.score(rows, request_id)
+        except (NotReadyError, FeatureStoreError) as exc:  # store down, or a feature it lacks
+            return JSONResponse({"detail": str(exc), "request_id": request_id}, status_code=503,
+                                headers={"retry-after": "1"})
+        predictions = [{"score": float(s), "variant": v, "model_version": m, "features_found": bool(f)}
+                       for s, v, m, f in zip(scored.scores, scored.variants, scored.versions,
+                                             scored.features_found, strict=True)]
+        log.debug("request %s: %d rows in %.2f ms", request_id, len(rows), (time.perf_counter() - started) * 1e3)
+        return JSONResponse({"request_id": request_id, "predictions": predictions},
+                            headers={"x-request-id": request_id})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        ok, reasons = ready() if ready is not None else (True, [])
+        return JSONResponse({"ready": ok, "reasons": reasons}, status_code=200 if ok else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        if metrics is None:
+            return PlainTextResponse("", status_code=404)
+        text, content_type = metrics()
+        return Response(text, media_type=content_type)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_spec(scorer.request_columns(), limits))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            on_shutdown()
+
+    return Starlette(lifespan=lifespan, routes=[
+        Route("/v1/predict", predict, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ])
+
+
+async def _body(request: Request, max_bytes: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        return _error(413, [], f"the body may hold at most {max_bytes:,} bytes; send fewer rows per request")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_bytes:
+            return _error(413, [], f"the body may hold at most {max_bytes:,} bytes; send fewer rows per request")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _error(400, [], f"the body is not valid JSON ({exc}); send {{\"rows\": [{{...}}]}}")
+
+
+def _error(status: int, loc: list[Any], msg: str) -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": loc, "msg": msg}]}, status_code=status)
+
+
+def _validate(body: Any, request_columns: tuple[str, ...], max_rows: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Rows as a DataFrame, or field-level errors (``loc``, ``msg``); at most 20 errors."""
+    if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
+        return pd.DataFrame(), [{"loc": ["rows"], "msg": 'expected an object {"rows": [ {...}, ... ]}'}]
+    rows = body["rows"]
+    if not rows:
+        return pd.DataFrame(), [{"loc": ["rows"], "msg": "rows is empty; send at least one row"}]
+    if len(rows) > max_rows:
+        return pd.DataFrame(), [{"loc": ["rows"], "msg": f"{len(rows):,} rows; at most {max_rows:,} per request"}]
+    fields = (*JOIN_KEYS, *request_columns)
+    errors: list[dict[str, Any]] = []
+    columns: dict[str, list[Any]] = {f: [] for f in fields}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            errors.append({"loc": ["rows", i], "msg": "each row must be an object"})
+            continue
+        for name in fields:
+            value = row.get(name)
+            problem = _problem(name, value, name in row)
+            if problem:
+                errors.append({"loc": ["rows", i, name], "msg": problem})
+            columns[name].append(value)
+        if len(errors) >= 20:
+            break
+    if errors:
+        return pd.DataFrame(), errors
+    frame = pd.DataFrame({name: pd.array(values, dtype="Int64") if name in JOIN_KEYS else
+                          (pd.Series(values, dtype=object) if name in TEXT_FIELDS else
+                           pd.Series(values, dtype="float64"))
+                          for name, values in columns.items()})
+    frame[list(JOIN_KEYS)] = frame[list(JOIN_KEYS)].astype("int64")
+    return frame, []
+
+
+def _problem(name: str, value: Any, present: bool) -> str | None:
+    if name in JOIN_KEYS:
+        if not present or value is None:
+            return "required (an integer id)"
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+            return f"must be a 64-bit integer, got {value!r:.40}"
+        return None
+    if not present:
+        return "required" + (" (text; null if unknown)" if name in TEXT_FIELDS else " (a number; null if unknown)")
+    if value is None:
+        return None
+    if name in TEXT_FIELDS:
+        return None if isinstance(value, str) and len(value) <= 200 else f"must be text (at most 200 characters), got {value!r:.40}"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"must be a finite number, got {value!r:.40}"
+    return None
+
+
+def openapi_spec(request_columns: tuple[str, ...], limits: ApiLimits) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API (request fields as the loaded models need them)."""
+    props: dict[str, Any] = {k: {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
+                             for k in JOIN_KEYS}
+    for name in request_columns:
+        props[name] = ({"type": ["string", "null"], "maxLength": 200} if name in TEXT_FIELDS
+                       else {"type": ["number", "null"]})
+    row = {"type": "object", "required": [*JOIN_KEYS, *request_columns], "properties": props}
+    error = {"type": "object", "properties": {"detail": {}}}
+    prediction = {"type": "object", "properties": {
+        "score": {"type": "number"}, "variant": {"type": "string", "enum": ["champion", "challenger"]},
+        "model_version": {"type": "string"}, "features_found": {"type": "boolean"}}}
+
+    def ok(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+
+    failures = {str(code): {"description": text, "content": {"application/json": {"schema": error}}}
+                for code, text in ((400, "not JSON"), (413, "body too large"), (422, "invalid rows"),
+                                   (503, "online store or model unavailable"))}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tidemark fraud scoring", "version": "1"},
+        "paths": {
+            "/v1/predict": {"post": {
+                "operationId": "predict",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["rows"], "properties": {"rows": {
+                        "type": "array", "minItems": 1, "maxItems": limits.max_rows, "items": row}}}}}},
+                "responses": {"200": ok({"type": "object", "properties": {
+                    "request_id": {"type": "string"}, "predictions": {"type": "array", "items": prediction}}}),
+                    **failures}}},
+            "/healthz": {"get": {"operationId": "healthz", "responses": {"200": ok({"type": "object"})}}},
+            "/readyz": {"get": {"operationId": "readyz", "responses": {
+                "200": ok({"type": "object"}), "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus text"}}}},
+        },
+    }

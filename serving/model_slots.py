@@ -1,0 +1,139 @@
+"""The models a server runs: one slot per alias (``champion``, ``challenger``), swapped in place.
+
+    refresh():  alias ──MlflowClient──► version ──(new?)──► download, load the native module,
+                warm it with one forward pass ──► swap the slot (one reference assignment)
+
+Requests read a slot once and keep that :class:`LoadedModel` for the whole request, so a swap
+never splits a request between versions and never drops one. A version that fails to download,
+load or warm leaves the slot as it was; the failure is kept in :attr:`ModelSlots.errors` for
+``/readyz`` and the logs. The request path calls the PyTorch module directly (not the pyfunc
+wrapper, which costs 1–3 ms per call) through :class:`serving.fraud_model.FraudModel`, so the
+model's own preprocessing still applies.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from serving.errors import ModelFormatError
+from serving.fraud_model import FraudModel
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = ["LoadedModel", "ModelSlots"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded, warmed model version."""
+
+    name: str
+    alias: str
+    version: str
+    model: FraudModel
+    features: tuple[str, ...]         # online feature references, ``view:feature``
+    request_columns: tuple[str, ...]  # model inputs that come with the request, not the store
+    loaded_at: float                  # time.time()
+
+
+class ModelSlots:
+    """Champion and challenger of ``name``, loaded from the MLflow registry on ``refresh()``."""
+
+    def __init__(self, client: MlflowClient, name: str, *, aliases: tuple[str, ...] = ("champion", "challenger"),
+                 device: str | None = None) -> None:
+        self.client, self.name, self.aliases, self.device = client, name, aliases, device
+        self._slots: dict[str, LoadedModel | None] = dict.fromkeys(aliases)
+        self.errors: dict[str, str] = {}
+        self._lock = threading.Lock()  # one refresh at a time; reads don't take it
+
+    def get(self, alias: str) -> LoadedModel | None:
+        """The model serving ``alias`` now (None if the alias is unset or never loaded)."""
+        return self._slots.get(alias)
+
+    def refresh(self) -> list[str]:
+        """Resolve every alias; load and swap in versions that changed. Returns what changed,
+        e.g. ``["champion: v3 -> v4"]``. Never raises for one bad version: see :attr:`errors`."""
+        changes: list[str] = []
+        with self._lock:
+            for alias in self.aliases:
+                current = self._slots[alias]
+                try:
+                    version = self._resolve(alias)
+                except Exception as exc:  # noqa: BLE001  (registry unreachable: keep serving what we have)
+                    self.errors[alias] = f"could not resolve {self.name}@{alias}: {exc}"
+                    log.warning(self.errors[alias])
+                    continue
+                if version == (current.version if current else None):
+                    continue
+                if version is None:
+                    self._slots[alias] = None
+                    self.errors.pop(alias, None)
+                    changes.append(f"{alias}: v{current.version if current else None} -> none")
+                    continue
+                try:
+                    loaded = self._load(alias, version)
+                except Exception as exc:  # noqa: BLE001  (any load or warm failure keeps the old model)
+                    self.errors[alias] = f"{self.name} v{version} ({alias}) failed to load: {exc}"
+                    log.error("%s; still serving %s", self.errors[alias],
+                              f"v{current.version}" if current else "nothing for this alias")
+                    continue
+                self._slots[alias] = loaded  # the swap: requests in flight keep their reference
+                self.errors.pop(alias, None)
+                changes.append(f"{alias}: v{current.version if current else None} -> v{version}")
+                log.info("%s@%s now serves v%s", self.name, alias, version)
+        return changes
+
+    def _resolve(self, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def _load(self, alias: str, version: str) -> LoadedModel:
+        import mlflow.artifacts
+        from mlflow.models import Model
+
+        mv = self.client.get_model_version(self.name, version)
+        params = self.client.get_run(str(mv.run_id)).data.params if mv.run_id else {}
+        if "features" not in params:
+            raise ModelFormatError(f"v{version} has no 'features' param in its run; register models with "
+                                   "`tidemark train` so serving knows which online features to read")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version}",
+                                                             dst_path=tmp))
+            artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
+            if "spec" not in artifacts or "weights" not in artifacts:
+                raise ModelFormatError(f"v{version} is not a tidemark fraud model (no spec/weights artifacts)")
+            model = FraudModel.load(local / artifacts["spec"]["path"], local / artifacts["weights"]["path"],
+                                    device=self.device)
+        features = tuple(f for f in params["features"].split(",") if f)
+        stored = {ref.split(":", 1)[1] for ref in features}
+        request = tuple(c for c in model.spec.columns if c not in stored)
+        _warm(model)
+        return LoadedModel(self.name, alias, version, model, features, request, time.time())
+
+
+def _warm(model: FraudModel) -> None:
+    """One forward pass on an all-missing row: allocates buffers, proves the module runs."""
+    row = pd.DataFrame({c: [np.nan] for c in model.spec.columns})
+    for c in model.spec.categorical:
+        row[c.name] = pd.Series([None], dtype="object")
+    score = model.predict_proba(row)
+    if not np.isfinite(score).all():
+        raise ModelFormatError(f"warm-up scored {score[0]} for an all-missing row; the weights are unusable")

@@ -1,0 +1,487 @@
+"""The prediction log: every scored row, appended off the response path to hourly Parquet files.
+
+It is what drift monitoring reads and what delayed labels are joined to. One row per scored row:
+``event_timestamp`` (when it was scored), ``request_id``, the join keys (``customer_id``,
+``merchant_id``), the request fields and the feature values the model saw, ``score``, ``variant``
+(``champion`` | ``challenger`` | ``shadow``) and ``model_version``. Layout, under
+``root = $TIDEMARK_HOME/offline/prediction_log``::
+
+    root/date=YYYY-MM-DD/hour=HH/part-<UTC write time>-<uuid>.parquet
+
+``date`` and ``hour`` are the UTC date and hour of each row's ``event_timestamp`` (read them back
+with ``pyarrow.dataset.dataset(root, partitioning="hive")`` or ``spark.read.parquet(root)``).
+
+How a row travels::
+
+    append(columns)      request thread: a few checks, then a list append under a lock (no disk,
+      │                  no Arrow); a batch that would take the pending rows past max_pending_rows
+      │                  is dropped and counted in dropped_rows, never waited for
+      ▼
+    in-memory queue      written every flush_interval_s, as soon as max_rows rows are queued, and
+      │                  on flush() / close()
+      ▼  writer thread
+    one Arrow table per column set, split by event hour: one file per hour, written to a hidden
+    temporary name (``.part-….parquet.tmp``, which readers skip), fsynced and renamed into place,
+    so that a reader sees a whole file or none
+
+**What can be lost.** Nothing on a clean shutdown: :meth:`PredictionLog.close` (or leaving its
+``with`` block, or a normal interpreter exit, for which it registers itself with :mod:`atexit`)
+writes everything appended before it. On a crash (SIGKILL, out of memory, ``os._exit``, a power
+cut), the rows not yet written are lost: those appended since the last write began, which is *at
+most* ``flush_interval_s`` seconds *or* ``max_rows`` rows of the newest predictions (whichever
+comes first triggers a write), plus the one write in progress, if any. While the disk fails (full,
+permission denied) every pending row, up to ``max_pending_rows``, is at risk. Note that Python's
+default SIGTERM handling is not a clean exit (``atexit`` does not run): a server must turn SIGTERM
+into a normal shutdown, as uvicorn and gunicorn do.
+
+**Timestamps.** ``event_timestamp`` is passed as a numpy ``datetime64[us]`` array in UTC (numpy has
+no time zones; other datetime64 units are converted, nanoseconds truncated to microseconds). It is
+stored as Parquet ``TIMESTAMP(MICROS, isAdjustedToUTC=true)``, which Spark reads as a
+``timestamp`` (it rejects nanoseconds).
+
+**Schemas.** Batches may have different column sets (a new model with other features, a request
+field added). Within one write, their columns are unified and missing values are null, so a file
+holds the union of its batches' columns; the files of different writes may differ, so read the
+log with a merged schema (``pyarrow.unify_schemas`` of the files' schemas, Spark's
+``mergeSchema``). Only where a column has incompatible types in two batches (a float here, a string
+there) do those batches go to separate files. Floats keep NaN as NaN; in string (object) columns
+``None`` and NaN are null. A column named ``date`` or ``hour`` is refused: those are the folders'
+partition keys.
+
+**Errors.** A batch that is malformed (lengths differ, no timestamp) raises
+:class:`PredictionLogError` in :meth:`~PredictionLog.append`. A failed write (permission denied,
+disk full) never stops the writer: it is logged (at most every 10 s), the rows are kept and
+retried every ``flush_interval_s``, and :meth:`~PredictionLog.flush` raises
+:class:`PredictionLogWriteError`. A batch that Arrow cannot convert (an object column mixing
+strings and numbers) is logged and dropped. Crashed writes may leave ``.part-*.tmp`` files:
+readers ignore them and they can be deleted.
+
+Each write makes one small file per hour it touches, so at one write a second a busy hour holds
+up to 3,600 files per serving process; compact old hours offline if readers find that slow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from serving.errors import PredictionLogError, PredictionLogWriteError
+
+__all__ = [
+    "PARTITION_KEYS",
+    "TIMESTAMP_COLUMN",
+    "PredictionLog",
+    "PredictionLogError",
+    "PredictionLogWriteError",
+]
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_COLUMN = "event_timestamp"
+PARTITION_KEYS = ("date", "hour")
+HOUR_US = 3_600 * 1_000_000
+TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WARN_EVERY_S = 10.0
+
+_Batch = dict[str, np.ndarray]
+
+
+class PredictionLog:
+    """Appends scored rows to hourly Parquet files under ``root`` from a background thread.
+
+    ``max_rows``: a write starts as soon as this many rows are queued. ``flush_interval_s``
+    (seconds): otherwise queued rows are written at this period; together the two bound what a
+    crash can lose (see the module docstring). ``max_pending_rows``: rows held in memory (queued,
+    being written, or kept after a failed write) never exceed this; a batch that would is dropped.
+    Thread-safe; one instance per process and root is the intended use.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_rows: int = 50_000,
+        flush_interval_s: float = 1.0,
+        max_pending_rows: int = 500_000,
+    ) -> None:
+        if max_rows < 1 or max_pending_rows < 1 or not flush_interval_s > 0:
+            raise ValueError(
+                f"max_rows ({max_rows}), max_pending_rows ({max_pending_rows}) and flush_interval_s "
+                f"({flush_interval_s}) must be positive"
+            )
+        self.root = Path(root)
+        self.max_rows = max_rows
+        self.flush_interval_s = flush_interval_s
+        self.max_pending_rows = max_pending_rows
+        self._cond = threading.Condition()
+        # Guarded by _cond: the queue, the row and file counters, the flush handshake.
+        self._queue: list[_Batch] = []
+        self._queued_rows = 0
+        self._held_rows = 0  # taken by the writer: being written, or kept after a failed write
+        self._written_rows = self._dropped_rows = self._files_written = self._write_errors = 0
+        self._flush_requested = self._flush_served = 0
+        self._last_error: Exception | None = None
+        self._closing = False
+        self._drop_throttle = _Throttle(_WARN_EVERY_S)
+        # The writer thread's own state.
+        self._retry: list[pa.Table] = []
+        self._due = time.monotonic() + flush_interval_s
+        self._error_throttle = _Throttle(_WARN_EVERY_S)
+        _warm_up()
+        # A daemon, so that a forgotten close() cannot hang the interpreter's exit; atexit (which
+        # runs before daemon threads are stopped) closes the log instead.
+        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- the response path ------------------------------------------------------------------
+
+    def append(self, columns: Mapping[str, np.ndarray | list[Any]]) -> None:
+        """Queue a batch of scored rows, given as equally long columns; returns without disk I/O.
+
+        ``columns[TIMESTAMP_COLUMN]`` is a numpy ``datetime64[us]`` array in UTC. The arrays are
+        referenced, not copied: don't modify them afterwards. Raises :class:`PredictionLogError`
+        for a malformed batch. A batch that would exceed ``max_pending_rows``, or that comes after
+        :meth:`close`, is dropped and counted in :attr:`dropped_rows` (a warning is logged at
+        most every 10 s).
+        """
+        batch, rows = _checked_batch(columns)
+        if rows == 0:
+            return
+        with self._cond:
+            if self._closing:
+                warning = self._drop_locked(rows, "the log is closed")
+            elif self._queued_rows + self._held_rows + rows > self.max_pending_rows:
+                warning = self._drop_locked(rows, f"{self.max_pending_rows} rows are already waiting for the disk")
+            else:
+                self._queue.append(batch)
+                self._queued_rows += rows
+                if self._queued_rows >= self.max_rows and self._last_error is None:
+                    self._cond.notify_all()
+                return
+        if warning:
+            log.warning("%s", warning)
+
+    # -- flushing and closing ---------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write everything appended so far and return once it is on disk.
+
+        Raises :class:`PredictionLogWriteError` if the write fails; the rows stay pending and are
+        retried. After :meth:`close`, returns at once.
+        """
+        with self._cond:
+            if not self._closing:
+                self._flush_requested += 1
+                request = self._flush_requested
+                self._cond.notify_all()
+                while self._flush_served < request and self._thread.is_alive():
+                    self._cond.wait(1.0)
+                error, pending = self._last_error, self._queued_rows + self._held_rows
+                if error is not None:
+                    raise PredictionLogWriteError(
+                        f"could not write {pending} prediction rows under {self.root} ({error}); "
+                        f"they are kept in memory (at most {self.max_pending_rows}) and retried every "
+                        f"{self.flush_interval_s} s: fix the cause (permissions, free space)"
+                    ) from error
+                return
+        self._thread.join()  # closing: close() writes everything
+
+    def close(self) -> None:
+        """Write everything appended so far and stop the writer thread; idempotent, never raises.
+
+        Rows that still cannot be written are logged as an error and counted in
+        :attr:`dropped_rows`. Later appends are dropped.
+        """
+        with self._cond:
+            first = not self._closing
+            self._closing = True
+            self._cond.notify_all()
+        if first:
+            atexit.unregister(self.close)
+        self._thread.join()
+        with self._cond:
+            lost = self._queued_rows + self._held_rows
+            self._dropped_rows += lost
+            self._queued_rows = self._held_rows = 0
+            error = self._last_error
+        if lost:
+            log.error("prediction log closed with %d rows that could not be written under %s (%s); they are lost",
+                      lost, self.root, error)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- counters ---------------------------------------------------------------------------
+
+    @property
+    def written_rows(self) -> int:
+        """Rows on disk, in files that readers can see."""
+        return self._written_rows
+
+    @property
+    def dropped_rows(self) -> int:
+        """Rows appended but never written: over the pending bound, after close, unconvertible."""
+        return self._dropped_rows
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows in memory: queued, being written, or kept after a failed write."""
+        with self._cond:
+            return self._queued_rows + self._held_rows
+
+    @property
+    def files_written(self) -> int:
+        """Parquet files renamed into place."""
+        return self._files_written
+
+    @property
+    def write_errors(self) -> int:
+        """Failed attempts to write a file (each is retried)."""
+        return self._write_errors
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _drop_locked(self, rows: int, reason: str) -> str | None:
+        self._dropped_rows += rows
+        suppressed = self._drop_throttle.ready()
+        if suppressed is None:
+            return None
+        return (f"prediction log dropped {rows} rows ({reason}; {suppressed} more dropped warnings since the last); "
+                f"{self._dropped_rows} dropped in all")
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._wait_for_work()
+                closing, request = self._closing, self._flush_requested
+                batches, self._queue = self._queue, []
+                self._held_rows += self._queued_rows
+                self._queued_rows = 0
+            try:
+                error = self._write_round(batches)
+            except Exception as exc:  # a bug: drop this round's rows rather than retry it forever
+                log.exception("prediction log writer failed; dropping the %d rows it held", self._held_rows)
+                error, self._retry = exc, []
+                with self._cond:
+                    self._dropped_rows += self._held_rows
+                    self._held_rows = 0
+            self._due = time.monotonic() + self.flush_interval_s
+            with self._cond:
+                self._flush_served = request
+                self._last_error = error
+                self._cond.notify_all()
+            if closing:
+                return
+
+    def _wait_for_work(self) -> None:
+        """Block (holding ``_cond``) until a write is due: on a request, by size, or by time."""
+        while True:
+            if self._closing or self._flush_requested > self._flush_served:
+                return
+            # After a failure, only the timer retries: a size trigger would spin on a broken disk.
+            if self._queued_rows >= self.max_rows and self._last_error is None:
+                return
+            now = time.monotonic()
+            if now >= self._due:
+                if self._queued_rows + self._held_rows:
+                    return
+                self._due = now + self.flush_interval_s
+            self._cond.wait(self._due - now)
+
+    def _write_round(self, batches: Sequence[_Batch]) -> Exception | None:
+        """Write the retained pieces and ``batches``; return the error that stopped it, if any."""
+        tables, bad = _arrow_tables(batches)
+        for rows, exc in bad:
+            log.error("prediction log dropped a batch of %d rows that Arrow cannot convert: %s", rows, exc)
+            with self._cond:
+                self._held_rows -= rows
+                self._dropped_rows += rows
+        pieces = [piece for table in _unified(self._retry + tables) for piece in _split_by_hour(table)]
+        self._retry = []
+        for i, (subdir, table) in enumerate(pieces):
+            try:
+                _write_file(self.root / subdir, table)
+            except Exception as exc:  # noqa: BLE001  (any failure: keep the rows, retry later)
+                self._retry = [t for _, t in pieces[i:]]
+                self._report_failure(exc, sum(t.num_rows for t in self._retry))
+                return exc
+            with self._cond:
+                self._held_rows -= table.num_rows
+                self._written_rows += table.num_rows
+                self._files_written += 1
+        return None
+
+    def _report_failure(self, exc: Exception, rows: int) -> None:
+        with self._cond:
+            self._write_errors += 1
+        suppressed = self._error_throttle.ready()
+        if suppressed is not None:
+            log.error("prediction log could not write under %s (%s); %d rows kept, retried every %s s "
+                      "(%d similar errors since the last report)", self.root, exc, rows, self.flush_interval_s,
+                      suppressed)
+
+
+class _Throttle:
+    """Allows one report per period; counts the ones it held back."""
+
+    def __init__(self, period_s: float) -> None:
+        self._period_s = period_s
+        self._last = -math.inf
+        self._held_back = 0
+
+    def ready(self) -> int | None:
+        """The number held back since the last report if one may be made now, else None."""
+        now = time.monotonic()
+        if now - self._last < self._period_s:
+            self._held_back += 1
+            return None
+        held, self._last, self._held_back = self._held_back, now, 0
+        return held
+
+
+def _warm_up() -> None:
+    """Run the writer's Arrow and Parquet calls once, in memory.
+
+    Arrow imports pandas on first use, and pandas imports a module that registers a thread-exit
+    hook, which raises once the interpreter is exiting: a first write from the atexit hook would
+    fail. Doing it here, once, makes that write an ordinary one.
+    """
+    sample = _to_table({TIMESTAMP_COLUMN: np.zeros(1, "datetime64[us]"), "text": np.array(["x"], dtype=object)})
+    for _, piece in _split_by_hour(_unified([sample, sample])[0]):
+        pq.write_table(piece, pa.BufferOutputStream(), coerce_timestamps="us")
+
+
+def _checked_batch(columns: Mapping[str, np.ndarray | list[Any]]) -> tuple[_Batch, int]:
+    """The batch as 1-d numpy arrays with a ``datetime64[us]`` timestamp, and its row count."""
+    if TIMESTAMP_COLUMN not in columns:
+        raise PredictionLogError(f"a prediction log batch needs a {TIMESTAMP_COLUMN!r} column; it has {sorted(columns)}")
+    batch: _Batch = {}
+    for name, values in columns.items():
+        if name in PARTITION_KEYS:
+            raise PredictionLogError(f"column {name!r} clashes with the log's partition folders (date=…/hour=…); "
+                                     f"rename it, e.g. to '{name}_of_request'")
+        array = values if isinstance(values, np.ndarray) else np.asarray(values)
+        if array.ndim != 1:
+            raise PredictionLogError(f"column {name!r} must be one-dimensional; it has shape {array.shape}")
+        batch[name] = array
+    lengths = {len(a) for a in batch.values()}
+    if len(lengths) > 1:
+        raise PredictionLogError(f"columns differ in length: { {n: len(a) for n, a in batch.items()} }")
+    stamps = batch[TIMESTAMP_COLUMN]
+    if stamps.dtype.kind != "M":
+        raise PredictionLogError(
+            f"{TIMESTAMP_COLUMN!r} must be numpy datetime64[us] in UTC, not {stamps.dtype}; from a "
+            "time-zone-aware pandas column use series.dt.tz_convert(None).to_numpy('datetime64[us]')"
+        )
+    if stamps.dtype != np.dtype("datetime64[us]"):
+        batch[TIMESTAMP_COLUMN] = stamps = stamps.astype("datetime64[us]")
+    if np.isnat(stamps).any():
+        raise PredictionLogError(f"{TIMESTAMP_COLUMN!r} has missing values (NaT); every row needs its time")
+    return batch, lengths.pop()
+
+
+def _arrow_tables(batches: Sequence[_Batch]) -> tuple[list[pa.Table], list[tuple[int, Exception]]]:
+    """One table per group of batches with the same columns and dtypes; and the unconvertible
+    batches, as (rows, error)."""
+    groups: dict[tuple[tuple[str, str], ...], list[_Batch]] = {}
+    for batch in batches:
+        key = tuple((name, "object" if a.dtype.kind in "OUS" else a.dtype.str) for name, a in batch.items())
+        groups.setdefault(key, []).append(batch)
+    tables, bad = [], []
+    for group in groups.values():
+        try:
+            tables.append(_to_table({name: np.concatenate([b[name] for b in group]) for name in group[0]}))
+            continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        for batch in group:  # find the culprits; keep the rest
+            try:
+                tables.append(_to_table(batch))
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                bad.append((len(batch[TIMESTAMP_COLUMN]), exc))
+    return tables, bad
+
+
+def _to_table(columns: Mapping[str, np.ndarray]) -> pa.Table:
+    arrays = [
+        pa.array(a, type=TIMESTAMP_TYPE) if name == TIMESTAMP_COLUMN
+        # from_pandas: None and NaN are null in object columns; float columns keep NaN as NaN.
+        else pa.array(a, from_pandas=a.dtype.kind == "O")
+        for name, a in columns.items()
+    ]
+    return pa.table(arrays, names=list(columns))
+
+
+def _unified(tables: Sequence[pa.Table]) -> list[pa.Table]:
+    """Tables merged into as few as their schemas allow: missing columns become null."""
+    groups: list[tuple[pa.Schema, list[pa.Table]]] = []
+    for table in tables:
+        for i, (schema, members) in enumerate(groups):
+            try:
+                merged = schema if schema.equals(table.schema) else pa.unify_schemas([schema, table.schema])
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                continue
+            members.append(table)
+            groups[i] = (merged, members)
+            break
+        else:
+            groups.append((table.schema, [table]))
+    return [pa.concat_tables(members, promote_options="default") for _, members in groups]
+
+
+def _split_by_hour(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """``(date=…/hour=…, rows of that UTC hour)`` for each hour the table's timestamps touch."""
+    hours = table.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy() // HOUR_US
+    if (hours == hours[0]).all():
+        return [(_hour_folder(int(hours[0])), table)]
+    order = np.argsort(hours, kind="stable")
+    hours, table = hours[order], table.take(order)
+    bounds = [0, *(np.flatnonzero(np.diff(hours)) + 1).tolist(), len(hours)]
+    return [(_hour_folder(int(hours[a])), table.slice(a, b - a)) for a, b in itertools.pairwise(bounds)]
+
+
+def _hour_folder(hour_index: int) -> str:
+    start = _EPOCH + timedelta(hours=hour_index)
+    return f"date={start:%Y-%m-%d}/hour={start:%H}"
+
+
+def _write_file(folder: Path, table: pa.Table) -> None:
+    """Write ``table`` as a new file in ``folder``: a temporary name, fsync, then an atomic rename."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
+    tmp = folder / f".{name}.tmp"  # a leading '.' hides it from pyarrow and Spark
+    try:
+        pq.write_table(table, tmp, coerce_timestamps="us")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # so that a renamed file is never empty after a power cut
+        finally:
+            os.close(fd)
+        os.replace(tmp, folder / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

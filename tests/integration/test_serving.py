@@ -1,0 +1,239 @@
+"""The scoring server end to end: real Redis (online features, canary state), real Spark
+materialization, a real MLflow (SQLite) registry, the ASGI app through Starlette's test client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+import torch
+from starlette.testclient import TestClient
+
+from features.sdk import FeatureClient
+from features.settings import Settings, SparkSettings
+from pipelines import model_registry
+from serving.canary_state import CanaryState, CanaryStateStore
+from serving.fraud_model import FraudModel, ModelSpec, build_module
+from serving.fraud_pyfunc import MODEL_CODE
+from serving.routing import to_challenger
+from serving.server import Server, build_server
+from tests.integration.offline_tables import write_by_date
+from tests.integration.redis_servers import RedisProc, start_redis
+
+pytestmark = pytest.mark.integration
+
+FEATURES = ("customer_txn_24h:amt_sum_24h", "customer_profile:age_band", "merchant_stats:fraud_rate_30d")
+CUSTOMERS = np.arange(1, 201, dtype=np.int64)
+
+
+def _offline_tables(offline: Path, now: pd.Timestamp) -> None:
+    """tidemark's three offline tables, recent enough for every view's TTL."""
+    n = len(CUSTOMERS)
+    t = now - pd.Timedelta("30min")
+    agg = pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": [t] * n})
+    for w in ("1h", "24h", "7d"):
+        agg[f"txn_count_{w}"] = np.arange(n, dtype=np.int64) % 7
+        agg[f"amt_sum_{w}"] = CUSTOMERS * 3.5
+        agg[f"amt_mean_{w}"] = 20.0
+        agg[f"amt_max_{w}"] = 40.0
+        agg[f"created_{w}"] = t
+    write_by_date(agg, offline / "customer_txn_agg")
+    profile = pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": [now - pd.Timedelta("10D")] * n,
+                            "created_timestamp": [now - pd.Timedelta("10D")] * n, "income": 40_000.0,
+                            "age_band": np.where(CUSTOMERS % 2 == 0, "25-34", "45-54"), "home_country": "DE"})
+    write_by_date(profile, offline / "customer_profile")
+    merchant = pd.DataFrame({"merchant_id": np.arange(1, 6, dtype=np.int64), "event_timestamp": [t] * 5,
+                             "created_timestamp": [t] * 5, "category": "grocery", "country": "DE",
+                             "txn_count_30d": 100, "amt_mean_30d": 22.5, "fraud_rate_30d": [0.01, 0.02, 0.03, 0.04, 0.05]})
+    write_by_date(merchant, offline / "merchant_stats")
+
+
+def _register(settings: Settings, seed: int) -> str:
+    """A small fraud model over FEATURES plus amount and channel, registered as the challenger."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"amount": rng.gamma(2, 30, 500), "channel": rng.choice(["pos", "ecom"], 500),
+                          "amt_sum_24h": rng.gamma(2, 100, 500), "age_band": rng.choice(["25-34", "45-54"], 500),
+                          "fraud_rate_30d": rng.random(500) / 10})
+    spec = ModelSpec.fit(frame, ["amount", "amt_sum_24h", "fraud_rate_30d"], ["channel", "age_band"],
+                         hidden=(8,), min_count=1)
+    torch.manual_seed(seed)
+    model = FraudModel(spec, build_module(spec))
+    ml = model_registry.connect(settings)
+    with mlflow.start_run(experiment_id=model_registry.experiment_id(ml, settings, settings.model_name)) as run:
+        mlflow.log_params({"features": ",".join(FEATURES)})
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE),
+                                       artifacts=model.save(settings.home / f"model-{seed}"))
+        version = model_registry.register(ml, settings.model_name, info.model_uri, run_id=run.info.run_id,
+                                          tags={}, description="test model")
+    return str(version.version)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    server = start_redis(tmp_path_factory.mktemp("serving-redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, spark, redis_server: RedisProc) -> Settings:
+    home = tmp_path_factory.mktemp("serving-home")
+    s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4), redis_url=redis_server.url)
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    _offline_tables(s.offline_dir, now)
+    client = FeatureClient(s)
+    client.apply()
+    client.materialize_incremental(now.to_pydatetime(), progress=False)
+    first = _register(s, 1)
+    model_registry.promote(model_registry.connect(s), s.model_name, first, first=True)
+    return s
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings) -> Iterator[Server]:
+    srv = build_server(settings, refresh_s=3600)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[TestClient]:
+    with TestClient(server.app, raise_server_exceptions=True) as client:
+        yield client
+
+
+def _rows(customers: np.ndarray, merchant: int = 3) -> list[dict]:
+    return [{"customer_id": int(c), "merchant_id": merchant, "amount": 25.0 + i, "channel": "ecom"}
+            for i, c in enumerate(customers)]
+
+
+def _expected(server: Server, alias: str, rows: list[dict]) -> np.ndarray:
+    """The score computed by hand: the feature store's online values plus the request fields."""
+    loaded = server.slots.get(alias)
+    assert loaded is not None
+    online = FeatureClient(server.settings).online_features(
+        [{"customer_id": r["customer_id"], "merchant_id": r["merchant_id"]} for r in rows], list(FEATURES)).frame
+    frame = pd.concat([pd.DataFrame(rows)[["amount", "channel"]], online], axis=1)
+    return loaded.model.predict_proba(frame)
+
+
+def test_predict_scores_with_online_features(server: Server, http: TestClient):
+    rows = _rows(CUSTOMERS[:20])
+    answer = http.post("/v1/predict", json={"rows": rows})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["request_id"] and len(body["predictions"]) == 20
+    assert {p["variant"] for p in body["predictions"]} == {"champion"}
+    assert {p["model_version"] for p in body["predictions"]} == {"1"}
+    assert all(p["features_found"] for p in body["predictions"])
+    np.testing.assert_allclose([p["score"] for p in body["predictions"]], _expected(server, "champion", rows),
+                               rtol=1e-6)
+    unknown = http.post("/v1/predict", json={"rows": _rows(np.array([99_999]))}).json()["predictions"][0]
+    assert unknown["features_found"] is False and 0 < unknown["score"] < 1
+
+
+@pytest.mark.parametrize(("body", "status", "loc"), [
+    (b"{not json", 400, []),
+    (json.dumps({"rows": []}).encode(), 422, ["rows"]),
+    (json.dumps({"rows": [{"merchant_id": 1, "amount": 1.0, "channel": "pos"}]}).encode(), 422, ["rows", 0, "customer_id"]),
+    (json.dumps({"rows": [{"customer_id": "7", "merchant_id": 1, "amount": 1.0, "channel": "pos"}]}).encode(), 422,
+     ["rows", 0, "customer_id"]),
+    (json.dumps({"rows": [{"customer_id": 7, "merchant_id": 1, "amount": "lots", "channel": "pos"}]}).encode(), 422,
+     ["rows", 0, "amount"]),
+    (json.dumps({"rows": [{"customer_id": 7, "merchant_id": 1, "amount": 1.0}]}).encode(), 422, ["rows", 0, "channel"]),
+    (json.dumps({"rows": [{"customer_id": 2**64, "merchant_id": 1, "amount": 1.0, "channel": "pos"}]}).encode(), 422,
+     ["rows", 0, "customer_id"]),
+    (json.dumps({"rows": _rows(np.arange(1_001))}).encode(), 422, ["rows"]),
+    (json.dumps([1, 2]).encode(), 422, ["rows"]),
+])
+def test_bad_input_is_a_4xx_with_the_field(http: TestClient, body: bytes, status: int, loc: list):
+    answer = http.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == status, answer.text
+    assert answer.json()["detail"][0]["loc"] == loc
+
+
+def test_an_oversized_body_is_refused(http: TestClient):
+    answer = http.post("/v1/predict", content=b" " * 2_000_000, headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+
+
+def test_health_readiness_metrics_and_openapi(http: TestClient):
+    assert http.get("/healthz").json() == {"status": "alive"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    metrics = http.get("/metrics").text
+    assert 'tidemark_scored_rows_total{variant="champion"}' in metrics
+    spec = http.get("/openapi.json").json()
+    row = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(row["properties"]["rows"]["items"]["required"]) == {"customer_id", "merchant_id", "amount", "channel"}
+
+
+def test_canary_routes_sticky_by_customer_and_shadow_never_answers(settings: Settings, server: Server,
+                                                                   http: TestClient):
+    second = _register(settings, 2)  # the new challenger
+    assert server.slots.refresh() == [f"challenger: vNone -> v{second}"]
+    store = CanaryStateStore(server.scorer.canary.redis, settings.model_name)  # what a controller uses
+    current, _ = store.read()
+    state = CanaryState(model=settings.model_name, mode="canary", weight_pct=25.0, champion_version="1",
+                        challenger_version=second, canary_id="c-test", step=1, started_at=None,
+                        step_started_at=None, revision=current.revision)
+    store.write(state, expected_revision=current.revision)
+    server.scorer.canary.invalidate()
+    rows = _rows(CUSTOMERS)
+    predictions = http.post("/v1/predict", json={"rows": rows}).json()["predictions"]
+    routed = to_challenger(CUSTOMERS, "c-test", 25.0)
+    assert [p["variant"] == "challenger" for p in predictions] == list(routed)
+    assert 0 < routed.sum() < len(rows)
+    assert {p["model_version"] for p in predictions if p["variant"] == "challenger"} == {second}
+    expected = np.where(routed, _expected(server, "challenger", rows), _expected(server, "champion", rows))
+    np.testing.assert_allclose([p["score"] for p in predictions], expected, rtol=1e-6)
+    again = http.post("/v1/predict", json={"rows": rows}).json()["predictions"]
+    assert [p["variant"] for p in again] == [p["variant"] for p in predictions]  # sticky
+
+    store.write(replace(state, mode="shadow"), expected_revision=state.revision + 1)
+    server.scorer.canary.invalidate()
+    answer = http.post("/v1/predict", json={"rows": rows[:10]}).json()
+    assert {p["variant"] for p in answer["predictions"]} == {"champion"}
+    server.scorer.drain_shadow()
+    server.scorer.log_sink.flush()
+    logged = ds.dataset(settings.offline_dir / "prediction_log", format="parquet", partitioning="hive").to_table(
+        filter=ds.field("request_id") == answer["request_id"]).to_pandas()
+    assert sorted(logged["variant"].value_counts().items()) == [("champion", 10), ("shadow", 10)]
+    shadow_scores = logged.loc[logged["variant"] == "shadow"].sort_values("customer_id")["score"].to_numpy()
+    np.testing.assert_allclose(shadow_scores, _expected(server, "challenger", rows[:10]), rtol=1e-6)
+
+
+def test_predictions_are_logged(settings: Settings, server: Server, http: TestClient):
+    http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:5])})
+    server.scorer.log_sink.flush()
+    logged = ds.dataset(settings.offline_dir / "prediction_log", format="parquet", partitioning="hive").to_table()
+    frame = logged.to_pandas()
+    assert {"request_id", "customer_id", "amount", "amt_sum_24h", "score", "variant", "model_version"} <= set(frame)
+    assert len(frame) >= 5 and set(frame["variant"]) >= {"champion"}
+
+
+def test_redis_down_is_a_503_and_recovers(redis_server: RedisProc, http: TestClient):
+    redis_server.stop()
+    try:
+        answer = http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])})
+        assert answer.status_code == 503 and "request_id" in answer.json()
+        assert http.get("/readyz").status_code == 503
+    finally:
+        redis_server.restart()
+    for _ in range(50):
+        if http.get("/readyz").status_code == 200:
+            break
+    # the test server keeps no data: the features are gone, but the server answers again
+    answer = http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])})
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["features_found"] is False
