@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from features.errors import FeatureStoreError
-from serving.errors import NotReadyError
+from serving.errors import NotReadyError, OverloadedError
 
 if TYPE_CHECKING:
     from serving.scorer import Scorer
@@ -72,8 +73,9 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
             return JSONResponse({"detail": errors}, status_code=422)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
-            scored = scorer.score(rows, request_id)
-        except (NotReadyError, FeatureStoreError) as exc:  # store down, or a feature it lacks
+            # in a worker thread: concurrent requests overlap their Redis waits and share batches
+            scored = await run_in_threadpool(scorer.score, rows, request_id)
+        except (NotReadyError, OverloadedError, FeatureStoreError) as exc:  # store down, or a feature it lacks
             return JSONResponse({"detail": str(exc), "request_id": request_id}, status_code=503,
                                 headers={"retry-after": "1"})
         predictions = [{"score": float(s), "variant": v, "model_version": m, "features_found": bool(f)}

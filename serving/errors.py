@@ -4,6 +4,7 @@
     └── ServingError
         ├── ModelFormatError   a stored model can't be read (format, weights, wrong flavour)
         ├── NotReadyError      no champion loaded (or it failed): the server answers 503
+        ├── OverloadedError    the model's batch queue is full: the server answers 503
         ├── ModelInputError    a frame to score lacks a column or has the wrong kind of values
         ├── CanaryStateError   a canary state is malformed, or Redis failed a write of it
         │   └── CanaryConflictError   another writer changed the state since it was read
@@ -18,6 +19,7 @@ from __future__ import annotations
 from features.errors import TidemarkError
 
 __all__ = ["CanaryConflictError", "CanaryStateError", "ModelFormatError", "ModelInputError", "NotReadyError",
+           "OverloadedError",
            "PredictionLogError", "PredictionLogWriteError", "ServingError"]
 
 
@@ -61,3 +63,7 @@ class PredictionLogError(ServingError):
 
 class PredictionLogWriteError(PredictionLogError):
     """``PredictionLog.flush`` could not write the pending rows; they are kept and retried."""
+
+
+class OverloadedError(ServingError):
+    """Too much work is queued for a model; the request is refused rather than delayed."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from serving.batcher import MicroBatcher
 from serving.errors import ModelFormatError
 from serving.fraud_model import FraudModel
 
@@ -46,14 +47,24 @@ class LoadedModel:
     features: tuple[str, ...]         # online feature references, ``view:feature``
     request_columns: tuple[str, ...]  # model inputs that come with the request, not the store
     loaded_at: float                  # time.time()
+    batcher: MicroBatcher | None = None  # shares forward passes across concurrent requests
+
+    def predict_proba(self, inputs: pd.DataFrame) -> np.ndarray:
+        """P(fraud) per row, through the micro-batcher when there is one."""
+        if self.batcher is None:
+            return self.model.predict_proba(inputs)
+        return self.batcher.score(*self.model.encode(inputs))
 
 
 class ModelSlots:
     """Champion and challenger of ``name``, loaded from the MLflow registry on ``refresh()``."""
 
     def __init__(self, client: MlflowClient, name: str, *, aliases: tuple[str, ...] = ("champion", "challenger"),
-                 device: str | None = None) -> None:
+                 device: str | None = None, batching: dict[str, int] | None = None) -> None:
+        """``batching``: MicroBatcher options (``max_batch``, ``max_wait_us``, ``max_queue``), or
+        None to call each model directly."""
         self.client, self.name, self.aliases, self.device = client, name, aliases, device
+        self.batching = batching
         self._slots: dict[str, LoadedModel | None] = dict.fromkeys(aliases)
         self.errors: dict[str, str] = {}
         self._lock = threading.Lock()  # one refresh at a time; reads don't take it
@@ -90,6 +101,8 @@ class ModelSlots:
                               f"v{current.version}" if current else "nothing for this alias")
                     continue
                 self._slots[alias] = loaded  # the swap: requests in flight keep their reference
+                if current is not None and current.batcher is not None:
+                    _close_later(current.batcher)
                 self.errors.pop(alias, None)
                 changes.append(f"{alias}: v{current.version if current else None} -> v{version}")
                 log.info("%s@%s now serves v%s", self.name, alias, version)
@@ -126,7 +139,16 @@ class ModelSlots:
         stored = {ref.split(":", 1)[1] for ref in features}
         request = tuple(c for c in model.spec.columns if c not in stored)
         _warm(model)
-        return LoadedModel(self.name, alias, version, model, features, request, time.time())
+        batcher = MicroBatcher(model.module, name=f"{alias}-v{version}", **self.batching) if self.batching is not None \
+            else None
+        return LoadedModel(self.name, alias, version, model, features, request, time.time(), batcher)
+
+
+def _close_later(batcher: MicroBatcher, grace_s: float = 30.0) -> None:
+    """Stop a swapped-out model's batcher once requests that already hold it are done."""
+    timer = threading.Timer(grace_s, batcher.close)
+    timer.daemon = True
+    timer.start()
 
 
 def _warm(model: FraudModel) -> None:

@@ -162,7 +162,7 @@ class Scorer:
         started = time.perf_counter()
         stats = self.stats[variant]
         try:
-            scores = model.model.predict_proba(inputs)
+            scores = model.predict_proba(inputs)
         except Exception:  # a broken model must not fail the request (log.exception records it)
             stats.errors += 1
             log.exception("%s v%s failed to score %d rows", variant, model.version, len(inputs))

@@ -62,7 +62,8 @@ class Server:
 
 
 def build_server(settings: Settings, *, feature_client: FeatureClient | None = None, refresh_s: float = 10.0,
-                 limits: ApiLimits | None = None, prediction_log: bool = True) -> Server:
+                 limits: ApiLimits | None = None, prediction_log: bool = True,
+                 batching: dict[str, int] | None = None) -> Server:
     """Everything ``tidemark serve`` runs, for ``settings``; models are loaded before it returns."""
     from mlflow import MlflowClient
 
@@ -73,7 +74,7 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     reader = fc.online_reader()
     redis_online = reader.redis
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    slots = ModelSlots(client, settings.model_name)
+    slots = ModelSlots(client, settings.model_name, batching=batching or {})
     slots.refresh()
     sink = None
     if prediction_log:
