@@ -70,6 +70,7 @@ class Scorer:
     canary: Any = None        # serving.canary_state.CanaryStateStore, or None: champion only
     log_sink: Any = None      # serving.prediction_log.PredictionLog, or None
     on_scored: Callable[[str, int, float, np.ndarray], None] | None = None  # metrics hook
+    evidence: Any = None      # serving.canary_evidence.EvidenceRecorder: counts for the canary controller
     stats: dict[str, VariantStats] = field(default_factory=lambda: {v: VariantStats() for v in
                                                                      (CHAMPION, CHALLENGER, SHADOW)})
     _plans: dict[tuple[str, ...], ReadPlan] = field(default_factory=dict)
@@ -109,7 +110,7 @@ class Scorer:
         served_by = np.where(to_challenger, CHALLENGER, CHAMPION).astype(object)
         if to_challenger.any():
             assert challenger is not None
-            ok = self._run(challenger, CHALLENGER, inputs[to_challenger])
+            ok = self._run(challenger, CHALLENGER, inputs[to_challenger], state)
             if ok is None:  # the challenger failed: the champion answers these rows too
                 served_by[to_challenger] = CHAMPION
                 to_challenger[:] = False
@@ -117,7 +118,7 @@ class Scorer:
                 scores[to_challenger] = ok
         champion_rows = ~to_challenger
         if champion_rows.any():
-            result = self._run(champion, CHAMPION, inputs[champion_rows])
+            result = self._run(champion, CHAMPION, inputs[champion_rows], state)
             if result is None:
                 raise NotReadyError(f"the champion (v{champion.version}) failed to score; see the server log")
             scores[champion_rows] = result
@@ -126,7 +127,7 @@ class Scorer:
         scored = Scored(scores, list(served_by), versions, all_found)
         self._log(request_id, inputs, scored)
         if challenger is not None and state.mode == "shadow":
-            self._shadow.submit(self._shadow_score, challenger, inputs, request_id)
+            self._shadow.submit(self._shadow_score, challenger, inputs, request_id, state)
         return scored
 
     def drain_shadow(self, timeout_s: float = 10.0) -> None:
@@ -158,24 +159,30 @@ class Scorer:
                 plan = self._plans[features] = self.reader.plan(list(features))
         return plan
 
-    def _run(self, model: LoadedModel, variant: str, inputs: pd.DataFrame) -> np.ndarray | None:
+    def _run(self, model: LoadedModel, variant: str, inputs: pd.DataFrame, state: Any) -> np.ndarray | None:
         started = time.perf_counter()
         stats = self.stats[variant]
+        counting = self.evidence is not None and state.mode != "off"
         try:
             scores = model.predict_proba(inputs)
         except Exception:  # a broken model must not fail the request (log.exception records it)
             stats.errors += 1
             log.exception("%s v%s failed to score %d rows", variant, model.version, len(inputs))
+            if counting:
+                self.evidence.record(state.canary_id, state.step, variant, rows=len(inputs), errors=len(inputs))
             return None
         seconds = time.perf_counter() - started
         stats.rows += len(inputs)
         stats.seconds += seconds
+        if counting:
+            self.evidence.record(state.canary_id, state.step, variant, rows=len(inputs), seconds=seconds,
+                                 scores=scores)
         if self.on_scored is not None:
             self.on_scored(variant, len(inputs), seconds, scores)
         return scores
 
-    def _shadow_score(self, challenger: LoadedModel, inputs: pd.DataFrame, request_id: str) -> None:
-        scores = self._run(challenger, SHADOW, inputs)
+    def _shadow_score(self, challenger: LoadedModel, inputs: pd.DataFrame, request_id: str, state: Any) -> None:
+        scores = self._run(challenger, SHADOW, inputs, state)
         if scores is not None:
             self._log(request_id, inputs, Scored(scores, [SHADOW] * len(inputs), [challenger.version] * len(inputs),
                                                  np.ones(len(inputs), dtype=bool)))
@@ -198,6 +205,7 @@ class Scorer:
 
 class _Off:
     mode = "off"
+    step = 0
     weight_pct = 0.0
     canary_id = ""
     challenger_version = None

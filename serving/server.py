@@ -40,16 +40,21 @@ class Server:
     settings: Settings
     refresh_s: float = 10.0
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
     def start_refresh(self) -> None:
-        """Poll the registry's aliases every ``refresh_s`` seconds in a daemon thread."""
-        def loop() -> None:
+        """Poll the registry's aliases every ``refresh_s`` seconds, and add canary evidence to
+        Redis every second, in daemon threads."""
+        def refresh() -> None:
             while not self._stop.wait(self.refresh_s):
                 self.slots.refresh()
 
-        self._thread = threading.Thread(target=loop, name="model-refresh", daemon=True)
-        self._thread.start()
+        def evidence() -> None:
+            while not self._stop.wait(1.0):
+                if self.scorer.evidence is not None:
+                    self.scorer.evidence.flush()
+
+        for target, name in ((refresh, "model-refresh"), (evidence, "canary-evidence")):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def close(self) -> None:
         """Stop refreshing, finish shadow work, flush the prediction log. Idempotent."""
@@ -57,6 +62,8 @@ class Server:
             return
         self._stop.set()
         self.scorer.close()
+        if self.scorer.evidence is not None:
+            self.scorer.evidence.flush()
         if self.scorer.log_sink is not None:
             self.scorer.log_sink.close()
 
@@ -68,6 +75,7 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     from mlflow import MlflowClient
 
     from features.sdk import FeatureClient
+    from serving.canary_evidence import EvidenceRecorder
     from serving.canary_state import CanaryStateStore
 
     fc = feature_client or FeatureClient(settings)
@@ -83,7 +91,7 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
         sink = PredictionLog(settings.offline_dir / "prediction_log")
     metrics = _Metrics()
     scorer = Scorer(slots, reader, CanaryStateStore(redis_online.reader, settings.model_name), sink,
-                    on_scored=metrics.observe)
+                    on_scored=metrics.observe, evidence=EvidenceRecorder(redis_online.writer, settings.model_name))
 
     def ready() -> tuple[bool, list[str]]:
         reasons = [f"{alias}: {error}" for alias, error in slots.errors.items()]

@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from features.sdk import FeatureClient
 from features.settings import Settings, SparkSettings
 from pipelines import model_registry
+from serving.canary_evidence import read_step
 from serving.canary_state import CanaryState, CanaryStateStore
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 from serving.fraud_pyfunc import MODEL_CODE
@@ -200,6 +201,13 @@ def test_canary_routes_sticky_by_customer_and_shadow_never_answers(settings: Set
     np.testing.assert_allclose([p["score"] for p in predictions], expected, rtol=1e-6)
     again = http.post("/v1/predict", json={"rows": rows}).json()["predictions"]
     assert [p["variant"] for p in again] == [p["variant"] for p in predictions]  # sticky
+    # what the controller will judge on: both requests' rows, per variant, summed in Redis
+    assert server.scorer.evidence.flush()
+    counts = read_step(store.redis, settings.model_name, "c-test", 1)
+    assert counts["challenger"].requests == 2 * int(routed.sum())
+    assert counts["champion"].requests == 2 * int((~routed).sum())
+    assert counts["challenger"].score_counts.sum() == counts["challenger"].requests
+    assert counts["champion"].latency_counts.sum() == 2 and counts["champion"].errors == 0
 
     store.write(replace(state, mode="shadow"), expected_revision=state.revision + 1)
     server.scorer.canary.invalidate()

@@ -1,0 +1,117 @@
+"""What every replica saw during a canary step, summed in Redis for the controller.
+
+Each server adds its counts to one Redis hash per (model, canary id, step) about once a second:
+
+    tidemark:canary:<model>:evidence:<canary id>:<step>
+        <variant>:requests       rows scored            <variant>: champion | challenger | shadow
+        <variant>:errors         rows the variant failed (the champion answered them instead)
+        <variant>:lat:<i>        model calls whose time fell in latency bucket i (LATENCY_BOUNDS)
+        <variant>:score:<j>      rows whose score fell in score bin j (SCORE_EDGES)
+
+Counters only grow, so replicas never overwrite each other and the controller can read at any
+time. A server that can't reach Redis keeps its counts and adds them on the next flush; counts
+older than the step they belong to are dropped when the step changes (a replica restarting loses
+at most one second of evidence).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LATENCY_BOUNDS", "SCORE_EDGES", "EvidenceRecorder", "StepCounts", "read_step"]
+
+log = logging.getLogger(__name__)
+
+# Upper bounds (seconds) of latency buckets: 50 us to ~3 s, 12 % apart (bucket i holds (b[i-1], b[i]]).
+LATENCY_BOUNDS: tuple[float, ...] = tuple(float(b) for b in 50e-6 * 1.12 ** np.arange(100))
+# Interior edges of the score bins: fine near 0, where fraud scores live.
+SCORE_EDGES: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+EVIDENCE_TTL_S = 7 * 86_400
+
+
+def evidence_key(prefix: str, model: str, canary_id: str, step: int) -> str:
+    return f"{prefix}{model}:evidence:{canary_id}:{step}"
+
+
+class EvidenceRecorder:
+    """Per-process counts for the current step, flushed to Redis by :meth:`flush`."""
+
+    def __init__(self, redis_client: Any, model: str, *, key_prefix: str = "tidemark:canary:") -> None:
+        self.redis, self.model, self.prefix = redis_client, model, key_prefix
+        self._counts: Counter[str] = Counter()
+        self._step: tuple[str, int] | None = None
+        self._lock = threading.Lock()
+
+    def record(self, canary_id: str, step: int, variant: str, *, rows: int, errors: int = 0,
+               seconds: float | None = None, scores: np.ndarray | None = None) -> None:
+        """Count one model call of ``variant`` (cheap: a few dict updates under a lock)."""
+        with self._lock:
+            if self._step != (canary_id, step):
+                self._counts.clear()  # a new step: counts of the old one are stale
+                self._step = (canary_id, step)
+            counts = self._counts
+            counts[f"{variant}:requests"] += rows
+            if errors:
+                counts[f"{variant}:errors"] += errors
+            if seconds is not None:
+                counts[f"{variant}:lat:{int(np.searchsorted(LATENCY_BOUNDS, seconds))}"] += 1
+            if scores is not None and len(scores):
+                bins = np.bincount(np.searchsorted(SCORE_EDGES, scores, side="right"), minlength=len(SCORE_EDGES) + 1)
+                for j in np.flatnonzero(bins):
+                    counts[f"{variant}:score:{j}"] += int(bins[j])
+
+    def flush(self) -> bool:
+        """Add the counts to Redis; on failure keep them for the next try. Returns success."""
+        with self._lock:
+            if not self._counts or self._step is None:
+                return True
+            counts, step = dict(self._counts), self._step
+            self._counts.clear()
+        key = evidence_key(self.prefix, self.model, *step)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for field, value in counts.items():
+                pipe.hincrby(key, field, value)
+            pipe.expire(key, EVIDENCE_TTL_S)
+            pipe.execute()
+            return True
+        except Exception as exc:  # noqa: BLE001  (Redis down: keep the counts, serve on)
+            log.warning("canary evidence not flushed (%s); kept for the next try", exc)
+            with self._lock:
+                if self._step == step:
+                    self._counts.update(counts)
+            return False
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    """One variant's evidence for a step, summed over replicas."""
+
+    requests: int
+    errors: int
+    latency_counts: np.ndarray   # int64[len(LATENCY_BOUNDS) + 1]
+    score_counts: np.ndarray     # int64[len(SCORE_EDGES) + 1]
+
+
+def read_step(redis_client: Any, model: str, canary_id: str, step: int, *,
+              key_prefix: str = "tidemark:canary:") -> dict[str, StepCounts]:
+    """Every variant's summed counts for the step (variants with no rows are absent)."""
+    raw = redis_client.hgetall(evidence_key(key_prefix, model, canary_id, step))
+    out: dict[str, dict[str, Any]] = {}
+    for field_b, value_b in raw.items():
+        field = field_b.decode() if isinstance(field_b, bytes) else field_b
+        variant, kind, *index = field.split(":")
+        entry = out.setdefault(variant, {"requests": 0, "errors": 0,
+                                         "lat": np.zeros(len(LATENCY_BOUNDS) + 1, dtype=np.int64),
+                                         "score": np.zeros(len(SCORE_EDGES) + 1, dtype=np.int64)})
+        if kind in ("requests", "errors"):
+            entry[kind] = int(value_b)
+        elif kind in ("lat", "score") and index:
+            entry[kind][int(index[0])] = int(value_b)
+    return {v: StepCounts(e["requests"], e["errors"], e["lat"], e["score"]) for v, e in out.items()}
