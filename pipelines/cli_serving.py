@@ -1,6 +1,7 @@
 """``tidemark serve``: the fraud-scoring HTTP server (serving/app.py) on uvicorn.
 
     tidemark serve [--host 127.0.0.1] [--port 8080] [--refresh-s 10]
+    tidemark canary start [--no-shadow] | step | status | rollback --reason "..." | promote
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ def add_serving_commands(commands: Any) -> None:
     serve.add_argument("--max-rows", type=int, default=1_000, help="rows per request at most")
     serve.set_defaults(run=_serve)
 
+    canary = commands.add_parser("canary", help="champion-challenger canary: start, step, status, rollback, promote")
+    actions = canary.add_subparsers(required=True, metavar="ACTION")
+    begin = actions.add_parser("start", help="start a canary of the challenger (shadow first)")
+    begin.add_argument("--no-shadow", action="store_true", help="skip shadow mode: start at 5 %%")
+    begin.set_defaults(run=_canary_start)
+    actions.add_parser("step", help="one controller look: advance, hold or roll back").set_defaults(run=_canary_step)
+    actions.add_parser("status", help="the canary state the servers route by").set_defaults(run=_canary_status)
+    back = actions.add_parser("rollback", help="send every row to the champion again")
+    back.add_argument("--reason", default="manual")
+    back.set_defaults(run=_canary_rollback)
+    actions.add_parser("promote", help="promote the challenger now (gate must have passed)").set_defaults(
+        run=_canary_promote)
+
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
@@ -35,4 +49,49 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
           f"{'v' + champion.version if champion else '(no champion yet: /readyz is false)'} "
           f"on http://{args.host}:{args.port} (OpenAPI at /openapi.json)")
     uvicorn.run(server.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _show(state: Any) -> str:
+    if state.mode == "off":
+        return f"{state.model}: no canary running (champion only)"
+    return (f"{state.model}: {state.mode} {state.weight_pct:g}% to challenger v{state.challenger_version} "
+            f"(champion v{state.champion_version}), step {state.step} since {state.step_started_at}, "
+            f"canary {state.canary_id}")
+
+
+def _canary_start(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.canary_job import start
+
+    print(_show(start(settings, shadow=not args.no_shadow)))
+    return 0
+
+
+def _canary_step(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.canary_job import step
+
+    outcome = step(settings)
+    print(f"{outcome.action}: " + "; ".join(outcome.reasons))
+    print(_show(outcome.state))
+    return 0
+
+
+def _canary_status(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.canary_job import status
+
+    print(_show(status(settings)))
+    return 0
+
+
+def _canary_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.canary_job import rollback
+
+    print(_show(rollback(settings, args.reason)))
+    return 0
+
+
+def _canary_promote(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.canary_job import promote_now
+
+    print(_show(promote_now(settings)))
     return 0

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from features.settings import Settings
 
 __all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION", "Promotion", "alias_version", "connect",
-           "experiment_id", "model_version", "promote", "record_gate", "register", "resolve_version",
+           "experiment_id", "model_version", "promote", "record_gate", "register", "require_gate", "resolve_version",
            "rollback"]
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def promote(client: MlflowClient, name: str, version: str | int | None = None, *
                                   f"`tidemark promote --first` (version {target.version} is the candidate)")
         if str(champion.version) == str(target.version):
             raise RegistryError(f"v{target.version} is already the champion of {name!r}")
-        _require_gate(target, champion)
+        require_gate(target, champion)
     _unchanged(client, name, champion)
     if champion is not None:
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(champion.version))
@@ -216,7 +216,8 @@ def resolve_version(client: MlflowClient, name: str, version: str | int | None) 
     return challenger
 
 
-def _require_gate(target: ModelVersion, champion: ModelVersion) -> None:
+def require_gate(target: ModelVersion, champion: ModelVersion) -> None:
+    """Raise :class:`GateError` unless ``target`` passed the gate against ``champion``."""
     tags: dict[str, Any] = dict(target.tags)
     verdict = tags.get(GATE_PREFIX + "verdict")
     if verdict != "pass":

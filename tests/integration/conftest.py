@@ -23,6 +23,16 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    """A redis-server owned by one test module (it may stop and restart it); killed afterwards."""
+    server = start_redis(tmp_path_factory.mktemp("redis-module"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a redis-server shared by the whole session; tests keep apart by unique key prefixes."""

@@ -26,7 +26,7 @@ from serving.fraud_pyfunc import MODEL_CODE
 from serving.routing import to_challenger
 from serving.server import Server, build_server
 from tests.integration.offline_tables import write_by_date
-from tests.integration.redis_servers import RedisProc, start_redis
+from tests.integration.redis_servers import RedisProc
 
 pytestmark = pytest.mark.integration
 
@@ -77,18 +77,9 @@ def _register(settings: Settings, seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
-    server = start_redis(tmp_path_factory.mktemp("serving-redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, spark, redis_server: RedisProc) -> Settings:
+def settings(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisProc) -> Settings:
     home = tmp_path_factory.mktemp("serving-home")
-    s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4), redis_url=redis_server.url)
+    s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4), redis_url=module_redis.url)
     now = pd.Timestamp.now(tz="UTC").floor("s")
     _offline_tables(s.offline_dir, now)
     client = FeatureClient(s)
@@ -231,14 +222,14 @@ def test_predictions_are_logged(settings: Settings, server: Server, http: TestCl
     assert len(frame) >= 5 and set(frame["variant"]) >= {"champion"}
 
 
-def test_redis_down_is_a_503_and_recovers(redis_server: RedisProc, http: TestClient):
-    redis_server.stop()
+def test_redis_down_is_a_503_and_recovers(module_redis: RedisProc, http: TestClient):
+    module_redis.stop()
     try:
         answer = http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])})
         assert answer.status_code == 503 and "request_id" in answer.json()
         assert http.get("/readyz").status_code == 503
     finally:
-        redis_server.restart()
+        module_redis.restart()
     for _ in range(50):
         if http.get("/readyz").status_code == 200:
             break

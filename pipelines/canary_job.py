@@ -1,0 +1,241 @@
+"""The canary controller: ``tidemark canary start|step|status|rollback|promote`` and what the
+``canary_rollout`` DAG calls every few minutes.
+
+    start:  challenger passed the gate ──► state "shadow" (or "canary" at 5 %) in Redis, and an
+            MLflow run in the experiment "<model>-canary" whose id is the canary id
+    step:   evidence of the current step (summed by the servers in Redis) ──► serving.canary_stats
+            .decide() ──► advance (shadow → 5 → 25 → 50 → 100 %, then promote), hold, or roll back
+            every look is logged to the run: metrics (step = look number) and decisions/*.json
+    rollback / promote: by hand, the same transitions
+
+State moves are compare-and-set writes of the canary state (two controllers can't both act on
+one look); promotion is the registry's alias swap (:func:`pipelines.model_registry.promote`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipelines import model_registry
+from pipelines.errors import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from features.settings import Settings
+    from serving.canary_state import CanaryState, CanaryStateStore
+    from serving.canary_stats import CanaryPolicy, Decision
+
+__all__ = ["RAMP", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
+
+log = logging.getLogger(__name__)
+
+RAMP: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
+
+
+class CanaryError(RegistryError):
+    """A canary operation can't be done now; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one controller look did."""
+
+    action: str                 # advance | hold | rollback | promoted | idle
+    state: CanaryState
+    reasons: list[str]
+    evidence: dict[str, float]
+
+
+@dataclass
+class _Parts:
+    ml: MlflowClient
+    store: CanaryStateStore
+    redis: Any
+    name: str
+
+
+def _parts(settings: Settings) -> _Parts:
+    from features.online_store import connect
+    from features.sdk import FeatureClient
+    from serving.canary_state import CanaryStateStore
+
+    # the Redis the servers use: the online store of tidemark's Feast project
+    redis_client = connect(FeatureClient(settings).store.config.online_store).writer
+    name = settings.model_name
+    return _Parts(model_registry.connect(settings), CanaryStateStore(redis_client, name, cache_s=0), redis_client, name)
+
+
+def start(settings: Settings, *, shadow: bool = True) -> CanaryState:
+    """Start a canary of the challenger against the champion (shadow first, unless ``shadow`` is
+    False: then straight to 5 %). The challenger must have passed the gate against this champion."""
+    p = _parts(settings)
+    champion = model_registry.alias_version(p.ml, p.name, model_registry.CHAMPION)
+    challenger = model_registry.alias_version(p.ml, p.name, model_registry.CHALLENGER)
+    if champion is None or challenger is None:
+        raise CanaryError(f"{p.name!r} needs a champion and a challenger for a canary (champion: "
+                          f"{champion and champion.version}, challenger: {challenger and challenger.version})")
+    model_registry.require_gate(challenger, champion)
+    current, degraded = p.store.read()
+    if degraded:
+        raise CanaryError("the canary state in Redis can't be read; fix Redis first (see the server logs)")
+    if current.mode != "off":
+        raise CanaryError(f"a canary of v{current.challenger_version} is running (step {current.step}); "
+                          "roll it back or let it finish first")
+    experiment = model_registry.experiment_id(p.ml, settings, f"{p.name}-canary")
+    run = p.ml.create_run(experiment, run_name=f"canary v{challenger.version} vs v{champion.version}",
+                          tags={"champion_version": str(champion.version),
+                                "challenger_version": str(challenger.version), "tidemark.model": p.name})
+    now = _now()
+    state = replace(current, mode="shadow" if shadow else "canary", weight_pct=0.0 if shadow else RAMP[0],
+                    champion_version=str(champion.version), challenger_version=str(challenger.version),
+                    canary_id=run.info.run_id, step=1, started_at=now, step_started_at=now)
+    written = p.store.write(state, expected_revision=current.revision)
+    p.ml.set_tag(run.info.run_id, "canary.state", f"{written.mode} {written.weight_pct:g}%")
+    return written
+
+
+def status(settings: Settings) -> CanaryState:
+    """The canary state as the servers read it."""
+    state, degraded = _parts(settings).store.read()
+    if degraded:
+        raise CanaryError("the canary state in Redis can't be read; servers are routing to the champion only")
+    return state
+
+
+def step(settings: Settings, policy: CanaryPolicy | None = None, *, now: datetime | None = None) -> StepOutcome:
+    """One look: judge the current step's evidence and advance, hold or roll back."""
+    from serving.canary_stats import CanaryPolicy, decide
+
+    policy = policy or CanaryPolicy()
+    p = _parts(settings)
+    state, degraded = p.store.read()
+    if degraded:
+        raise CanaryError("the canary state in Redis can't be read; no decision taken")
+    if state.mode == "off":
+        return StepOutcome("idle", state, ["no canary is running"], {})
+    moment = now or datetime.now(UTC)
+    memory = _memory_key(p.name, state.canary_id)
+    look = int(p.redis.hincrby(memory, f"looks:{state.step}", 1))
+    previous_p = float(p.redis.hget(memory, "error_p_value") or 1.0)
+    evidence = _evidence(p, state, look, previous_p, moment)
+    decision = decide(evidence, policy)
+    if "error_rate.p_value" in decision.evidence:
+        p.redis.hset(memory, "error_p_value", min(previous_p, decision.evidence["error_rate.p_value"]))
+    p.redis.expire(memory, 30 * 86_400)
+    outcome = _act(p, state, decision, moment)
+    _log(p.ml, state, look, decision, outcome)
+    return outcome
+
+
+def rollback(settings: Settings, reason: str) -> CanaryState:
+    """Stop the canary: every row to the champion; the challenger version is tagged with ``reason``."""
+    p = _parts(settings)
+    state, degraded = p.store.read()
+    if degraded or state.mode == "off":
+        raise CanaryError("no canary is running" if not degraded else "the canary state in Redis can't be read")
+    return _rolled_back(p, state, reason)
+
+
+def promote_now(settings: Settings) -> CanaryState:
+    """End the canary by promoting the challenger now (it must have passed the gate)."""
+    p = _parts(settings)
+    state, degraded = p.store.read()
+    if degraded or state.mode == "off":
+        raise CanaryError("no canary is running" if not degraded else "the canary state in Redis can't be read")
+    model_registry.promote(p.ml, p.name, state.challenger_version)
+    p.ml.set_tag(state.canary_id, "canary.outcome", f"promoted by hand at {state.weight_pct:g}%")
+    return p.store.write(replace(state, mode="off", weight_pct=0.0), expected_revision=state.revision)
+
+
+def _act(p: _Parts, state: CanaryState, decision: Decision, moment: datetime) -> StepOutcome:
+    if decision.action == "hold":
+        return StepOutcome("hold", state, decision.reasons, decision.evidence)
+    if decision.action == "rollback":
+        return StepOutcome("rollback", _rolled_back(p, state, "; ".join(decision.reasons)), decision.reasons,
+                           decision.evidence)
+    if state.mode == "canary" and state.weight_pct >= RAMP[-1]:
+        model_registry.promote(p.ml, p.name, state.challenger_version)
+        done = p.store.write(replace(state, mode="off", weight_pct=0.0, step=state.step + 1,
+                                     step_started_at=_iso(moment)), expected_revision=state.revision)
+        return StepOutcome("promoted", done, decision.reasons, decision.evidence)
+    weight = RAMP[0] if state.mode == "shadow" else next(w for w in RAMP if w > state.weight_pct)
+    moved = p.store.write(replace(state, mode="canary", weight_pct=weight, step=state.step + 1,
+                                  step_started_at=_iso(moment)), expected_revision=state.revision)
+    return StepOutcome("advance", moved, decision.reasons, decision.evidence)
+
+
+def _rolled_back(p: _Parts, state: CanaryState, reason: str) -> CanaryState:
+    done = p.store.write(replace(state, mode="off", weight_pct=0.0), expected_revision=state.revision)
+    if state.challenger_version:
+        p.ml.set_model_version_tag(p.name, state.challenger_version, "canary.rolled_back_at", _iso(datetime.now(UTC)))
+        p.ml.set_model_version_tag(p.name, state.challenger_version, "canary.rolled_back_reason", reason[:4_000])
+    p.ml.set_tag(state.canary_id, "canary.outcome", "rolled back")
+    log.warning("canary of v%s rolled back: %s", state.challenger_version, reason)
+    return done
+
+
+def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, moment: datetime) -> Any:
+    from serving.canary_evidence import LATENCY_BOUNDS, read_step
+    from serving.canary_stats import LatencyHistogram, StepEvidence, VariantEvidence
+
+    challenger_variant = "shadow" if state.mode == "shadow" else "challenger"
+    steps = [read_step(p.redis, p.name, state.canary_id, s) for s in range(1, state.step + 1)]
+    bounds = (*LATENCY_BOUNDS, math.inf)
+
+    def variant(name: str) -> VariantEvidence:
+        per_step = [s.get(name) for s in steps]
+        requests = np.array([c.requests if c else 0 for c in per_step])  # per ramp step (strata)
+        errors = np.array([c.errors if c else 0 for c in per_step])
+        now = per_step[-1]
+        if name == "champion" and state.weight_pct >= RAMP[-1] and len(per_step) > 1:
+            now = per_step[-2]  # at 100 % the champion serves nothing: compare with its last step
+        latency = now.latency_counts if now else np.zeros(len(bounds), dtype=np.int64)
+        scores = now.score_counts if now else np.zeros(10, dtype=np.int64)
+        return VariantEvidence(requests, errors, LatencyHistogram(bounds, latency, cumulative=False), scores)
+
+    started = datetime.fromisoformat(state.step_started_at) if state.step_started_at else moment
+    return StepEvidence(variant("champion"), variant(challenger_variant), (moment - started).total_seconds(), look,
+                        previous_p)
+
+
+def _log(ml: MlflowClient, state: CanaryState, look: int, decision: Decision, outcome: StepOutcome) -> None:
+    from mlflow.entities import Metric
+
+    run = state.canary_id
+    at = int(datetime.now(UTC).timestamp() * 1000)
+    seq = state.step * 1_000 + look  # MLflow step: orders every look of every ramp step
+    metrics = [Metric(_metric_name(k), float(v), at, seq) for k, v in decision.evidence.items()
+               if isinstance(v, int | float) and math.isfinite(float(v))]
+    metrics.append(Metric("weight_pct", outcome.state.weight_pct, at, seq))
+    ml.log_batch(run, metrics=metrics)
+    ml.log_dict(run, {"step": state.step, "look": look, "mode": state.mode, "weight_pct": state.weight_pct,
+                      "action": outcome.action, "reasons": outcome.reasons, "evidence": decision.evidence,
+                      "new_state": json.loads(outcome.state.to_json())},
+                f"decisions/step{state.step:02d}-look{look:03d}.json")
+    ml.set_tag(run, "canary.last_action", f"{outcome.action} at step {state.step} look {look}")
+    if outcome.action == "promoted":
+        ml.set_tag(run, "canary.outcome", "promoted")
+
+
+def _metric_name(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-/ " else "_" for c in key)[:250]
+
+
+def _memory_key(model: str, canary_id: str) -> str:
+    return f"tidemark:canary:{model}:controller:{canary_id}"
+
+
+def _now() -> str:
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,160 @@
+"""The canary controller on real Redis (state, evidence) and a real MLflow (SQLite) registry.
+
+Traffic is simulated by writing evidence the way servers do (EvidenceRecorder), so each test
+decides what the challenger looks like; the servers' side is covered by test_serving.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+import torch
+
+from features.settings import Settings, SparkSettings
+from pipelines import canary_job, model_registry
+from pipelines.errors import GateError
+from serving.canary_evidence import EvidenceRecorder
+from serving.canary_state import CanaryState
+from serving.canary_stats import CanaryPolicy
+from serving.fraud_model import FraudModel, ModelSpec, build_module
+from serving.fraud_pyfunc import MODEL_CODE
+from tests.integration.redis_servers import RedisProc
+
+pytestmark = pytest.mark.integration
+
+POLICY = CanaryPolicy(min_dwell_s=0, min_samples=500)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("canary-home")
+
+
+@pytest.fixture(scope="module")
+def logged_models(home: Path) -> list[tuple[str, str]]:
+    """Two small models logged once (model URI, run id); each test registers them under a new name."""
+    out = []
+    frame = pd.DataFrame({"amount": np.arange(100.0), "channel": ["pos", "ecom"] * 50})
+    spec = ModelSpec.fit(frame, ["amount"], ["channel"], hidden=(4,), min_count=1)
+    base = Settings(home=home, spark=SparkSettings(), model_name="canary-models")
+    ml = model_registry.connect(base)
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        with mlflow.start_run(experiment_id=model_registry.experiment_id(ml, base, base.model_name)) as run:
+            mlflow.log_params({"features": "customer_txn_24h:amt_sum_24h"})
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE), pip_requirements=["tidemark"],
+                                           artifacts=FraudModel(spec, build_module(spec)).save(home / f"m{seed}"))
+            out.append((info.model_uri, run.info.run_id))
+    return out
+
+
+@pytest.fixture
+def settings(home: Path, module_redis: RedisProc, logged_models: list[tuple[str, str]]) -> Settings:
+    """A fresh model name per test (its own registry entries and canary keys): v1 champion, v2
+    challenger that passed the gate."""
+    s = Settings(home=home, spark=SparkSettings(), redis_url=module_redis.url,
+                 model_name=f"fraud-{uuid.uuid4().hex[:6]}")
+    ml = model_registry.connect(s)
+    versions = [str(model_registry.register(ml, s.model_name, uri, run_id=run, tags={}, description="test").version)
+                for uri, run in logged_models]
+    model_registry.promote(ml, s.model_name, versions[0], first=True)
+    model_registry.record_gate(ml, s.model_name, versions[1],
+                               {"gate.verdict": "pass", "gate.reason": "test", "gate.champion_version": versions[0]})
+    return s
+
+
+def _traffic(settings: Settings, state: CanaryState, *, n: int = 2_000, challenger_errors: int = 0,
+             challenger_slowdown: float = 1.0, seed: int = 0) -> None:
+    """What the servers would have recorded for the current step."""
+    rng = np.random.default_rng(seed + state.step)
+    recorder = EvidenceRecorder(redis.Redis.from_url(settings.redis_url), settings.model_name)
+    challenger = "shadow" if state.mode == "shadow" else "challenger"
+    share = 1.0 if state.mode == "shadow" else state.weight_pct / 100
+    for variant, rows, slow, errors in (("champion", int(n * (1 - share)) if state.mode == "canary" else n, 1.0, 0),
+                                        (challenger, int(n * share), challenger_slowdown, challenger_errors)):
+        for _ in range(rows):
+            recorder.record(state.canary_id, state.step, variant, rows=1, seconds=rng.gamma(4, 0.00025) * slow,
+                            scores=rng.beta(0.5, 40, 1))
+        if errors:
+            recorder.record(state.canary_id, state.step, variant, rows=errors, errors=errors)
+    assert recorder.flush()
+
+
+def test_a_healthy_challenger_ramps_and_is_promoted(settings: Settings):
+    ml = model_registry.connect(settings)
+    challenger = str(model_registry.alias_version(ml, settings.model_name, "challenger").version)
+    state = canary_job.start(settings)
+    assert (state.mode, state.weight_pct, state.step) == ("shadow", 0.0, 1)
+    seen, looks = [], 0
+    while looks < 30:
+        _traffic(settings, state, seed=looks)
+        outcome = canary_job.step(settings, POLICY)
+        looks += 1
+        if outcome.action != "hold":  # at 5 % a look brings only ~100 challenger rows: it waits for 500
+            seen.append((outcome.action, outcome.state.mode, outcome.state.weight_pct))
+        state = outcome.state
+        if outcome.action == "promoted":
+            break
+    assert seen == [("advance", "canary", 5.0), ("advance", "canary", 25.0), ("advance", "canary", 50.0),
+                    ("advance", "canary", 100.0), ("promoted", "off", 0.0)]
+    assert str(model_registry.alias_version(ml, settings.model_name, "champion").version) == challenger
+    run = ml.get_run(state.canary_id)
+    assert run.data.tags["canary.outcome"] == "promoted"
+    decisions = [a.path for a in ml.list_artifacts(state.canary_id, "decisions")]
+    assert len(decisions) == looks  # every look, holds included, is on record
+    assert "weight_pct" in run.data.metrics
+
+
+def test_a_failing_challenger_is_rolled_back_at_the_first_look(settings: Settings):
+    ml = model_registry.connect(settings)
+    champion = str(model_registry.alias_version(ml, settings.model_name, "champion").version)
+    state = canary_job.start(settings, shadow=False)
+    assert (state.mode, state.weight_pct) == ("canary", 5.0)
+    _traffic(settings, state, challenger_errors=60)
+    outcome = canary_job.step(settings, POLICY)
+    assert outcome.action == "rollback" and outcome.state.mode == "off"
+    assert any("error" in r for r in outcome.reasons)
+    tags = ml.get_model_version(settings.model_name, state.challenger_version).tags
+    assert "error" in tags["canary.rolled_back_reason"]
+    assert str(model_registry.alias_version(ml, settings.model_name, "champion").version) == champion
+    assert canary_job.step(settings, POLICY).action == "idle"
+
+
+def test_a_slow_challenger_is_rolled_back(settings: Settings):
+    state = canary_job.start(settings, shadow=False)
+    _traffic(settings, state, challenger_slowdown=3.0, n=20_000)
+    outcome = canary_job.step(settings, POLICY)
+    assert outcome.action == "rollback", outcome.reasons
+    assert any("latency" in r or "p99" in r for r in outcome.reasons)
+
+
+def test_too_little_evidence_holds(settings: Settings):
+    state = canary_job.start(settings, shadow=False)
+    _traffic(settings, state, n=100)
+    assert canary_job.step(settings, POLICY).action == "hold"
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert canary_job.step(settings, CanaryPolicy(min_dwell_s=3_600, min_samples=10), now=later).action == "hold"
+    assert canary_job.status(settings).weight_pct == 5.0
+
+
+def test_start_needs_a_passed_gate_and_one_canary_at_a_time(settings: Settings):
+    ml = model_registry.connect(settings)
+    name = settings.model_name
+    challenger = str(model_registry.alias_version(ml, name, "challenger").version)
+    model_registry.record_gate(ml, name, challenger, {"gate.verdict": "fail", "gate.reason": "worse",
+                                                      "gate.champion_version": "1"})
+    with pytest.raises(GateError, match="worse"):
+        canary_job.start(settings)
+    model_registry.record_gate(ml, name, challenger, {"gate.verdict": "pass", "gate.reason": "ok",
+                                                      "gate.champion_version": "1"})
+    canary_job.start(settings)
+    with pytest.raises(canary_job.CanaryError, match="is running"):
+        canary_job.start(settings)
+    assert canary_job.rollback(settings, "by hand").mode == "off"
