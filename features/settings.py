@@ -38,6 +38,7 @@ class Settings:
     online_timeout_ms: int = 50  # budget (milliseconds) for one online feature read
     mlflow_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI; None: sqlite under home
     model_name: str = "fraud-detector"  # the MLflow registered model
+    admin_token: str | None = field(default=None, repr=False)  # bearer token of the canary endpoints
 
     @property
     def tracking_uri(self) -> str:
@@ -91,6 +92,7 @@ class Settings:
             online_timeout_ms=_positive_int(env, "ONLINE_TIMEOUT_MS", cls.online_timeout_ms),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             model_name=env.get(_PREFIX + "MODEL_NAME") or cls.model_name,
+            admin_token=env.get(_PREFIX + "ADMIN_TOKEN") or None,
         )
 
 

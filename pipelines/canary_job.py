@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from serving.canary_state import CanaryState, CanaryStateStore
     from serving.canary_stats import CanaryPolicy, Decision
 
-__all__ = ["RAMP", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
+__all__ = ["RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,34 @@ def promote_now(settings: Settings) -> CanaryState:
     model_registry.promote(p.ml, p.name, state.challenger_version)
     p.ml.set_tag(state.canary_id, "canary.outcome", f"promoted by hand at {state.weight_pct:g}%")
     return p.store.write(replace(state, mode="off", weight_pct=0.0), expected_revision=state.revision)
+
+
+class CanaryAdmin:
+    """The controller behind the server's ``/v1/canary`` endpoints (``serving.app.CanaryAdmin``)."""
+
+    def __init__(self, settings: Settings, policy: CanaryPolicy | None = None) -> None:
+        self.settings, self.policy = settings, policy
+
+    def status(self) -> dict[str, Any]:
+        return _as_dict(status(self.settings))
+
+    def start(self, shadow: bool) -> dict[str, Any]:
+        return _as_dict(start(self.settings, shadow=shadow))
+
+    def step(self) -> dict[str, Any]:
+        outcome = step(self.settings, self.policy)
+        return {"action": outcome.action, "reasons": outcome.reasons, "state": _as_dict(outcome.state),
+                "evidence": outcome.evidence}
+
+    def rollback(self, reason: str) -> dict[str, Any]:
+        return _as_dict(rollback(self.settings, reason))
+
+    def promote(self) -> dict[str, Any]:
+        return _as_dict(promote_now(self.settings))
+
+
+def _as_dict(state: CanaryState) -> dict[str, Any]:
+    return dict(json.loads(state.to_json()))
 
 
 def _act(p: _Parts, state: CanaryState, decision: Decision, moment: datetime) -> StepOutcome:

@@ -39,10 +39,12 @@ def add_serving_commands(commands: Any) -> None:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pipelines.canary_job import CanaryAdmin
     from serving.app import ApiLimits
     from serving.server import build_server
 
-    server = build_server(settings, refresh_s=args.refresh_s, limits=ApiLimits(max_rows=args.max_rows))
+    server = build_server(settings, refresh_s=args.refresh_s, limits=ApiLimits(max_rows=args.max_rows),
+                          admin=CanaryAdmin(settings))
     server.start_refresh()
     champion = server.slots.get("champion")
     print(f"serving {settings.model_name} "

@@ -8,6 +8,9 @@
     GET  /readyz       a champion is loaded and warmed, and the online store answers (503 if not)
     GET  /metrics      Prometheus text format
     GET  /openapi.json
+    GET  /v1/canary, POST /v1/canary/{start,step,rollback,promote}
+                       need ``Authorization: Bearer $TIDEMARK_ADMIN_TOKEN``; with no token configured
+                       the POSTs are disabled (403) and the GET is open (read-only status)
 
 Starlette rather than FastAPI: the request body is validated by hand into field-level messages
 (``{"detail": [{"loc": ["rows", 3, "amount"], "msg": "..."}]}``) at a fraction of pydantic's
@@ -18,6 +21,7 @@ Bad input is always a 4xx; an unavailable online store or an unloaded model is a
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 import math
@@ -25,7 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 from starlette.applications import Starlette
@@ -34,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from features.errors import FeatureStoreError
+from features.errors import FeatureStoreError, TidemarkError
 from serving.errors import NotReadyError, OverloadedError
 
 if TYPE_CHECKING:
@@ -56,8 +60,19 @@ class ApiLimits:
     max_body_bytes: int = 1_000_000
 
 
+class CanaryAdmin(Protocol):
+    """What the canary endpoints call (``pipelines.canary_job.CanaryAdmin`` implements it)."""
+
+    def status(self) -> dict[str, Any]: ...
+    def start(self, shadow: bool) -> dict[str, Any]: ...
+    def step(self) -> dict[str, Any]: ...
+    def rollback(self, reason: str) -> dict[str, Any]: ...
+    def promote(self) -> dict[str, Any]: ...
+
+
 def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = None,
-               metrics: Any = None, on_shutdown: Callable[[], None] | None = None) -> Starlette:
+               metrics: Any = None, on_shutdown: Callable[[], None] | None = None,
+               admin: CanaryAdmin | None = None, admin_token: str | None = None) -> Starlette:
     """The ASGI app over ``scorer``. ``ready()`` -> (bool, reasons) backs ``/readyz``;
     ``metrics()`` -> (body, content type) backs ``/metrics``; ``on_shutdown()`` runs when the
     server stops (flush the prediction log)."""
@@ -101,6 +116,34 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_spec(scorer.request_columns(), limits))
 
+    async def canary(request: Request) -> Response:
+        action = request.path_params.get("action", "status")
+        denied = _authorize(request, admin_token, write=action != "status")
+        if denied is not None:
+            return denied
+        if admin is None:
+            return _error(404, [], "this server has no canary controller attached")
+        body: Any = {}
+        if request.method == "POST":
+            raw = await request.body()
+            try:
+                body = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError:
+                return _error(400, [], "the body is not valid JSON; send {} or {\"reason\": \"...\"}")
+            if not isinstance(body, dict):
+                return _error(422, [], "the body must be a JSON object")
+        calls: dict[str, Callable[[], dict[str, Any]]] = {
+            "status": admin.status, "step": admin.step, "promote": admin.promote,
+            "start": lambda: admin.start(bool(body.get("shadow", True))),
+            "rollback": lambda: admin.rollback(str(body.get("reason") or "manual, through the API")),
+        }
+        if action not in calls:
+            return _error(404, ["action"], f"unknown canary action {action!r}; one of {sorted(calls)}")
+        try:
+            return JSONResponse(await run_in_threadpool(calls[action]))
+        except TidemarkError as exc:  # the controller refused (no challenger, gate failed, ...)
+            return _error(409, [], str(exc))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -113,7 +156,24 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/canary", canary, methods=["GET"]),
+        Route("/v1/canary/{action}", canary, methods=["POST"]),
     ])
+
+
+def _authorize(request: Request, token: str | None, *, write: bool) -> Response | None:
+    """None when allowed; otherwise the 401/403 to send."""
+    if token is None:
+        if write:
+            return _error(403, [], "canary write endpoints are disabled: set TIDEMARK_ADMIN_TOKEN on the server")
+        return None
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+        return JSONResponse({"detail": [{"loc": ["header", "authorization"],
+                                         "msg": "send Authorization: Bearer <TIDEMARK_ADMIN_TOKEN>"}]},
+                            status_code=401, headers={"www-authenticate": "Bearer"})
+    return None
 
 
 async def _body(request: Request, max_bytes: int) -> Any:

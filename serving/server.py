@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.app import ApiLimits, create_app
+from serving.app import ApiLimits, CanaryAdmin, create_app
 from serving.model_slots import ModelSlots
 from serving.scorer import CHAMPION, Scorer
 
@@ -70,7 +70,7 @@ class Server:
 
 def build_server(settings: Settings, *, feature_client: FeatureClient | None = None, refresh_s: float = 10.0,
                  limits: ApiLimits | None = None, prediction_log: bool = True,
-                 batching: dict[str, int] | None = None) -> Server:
+                 batching: dict[str, int] | None = None, admin: CanaryAdmin | None = None) -> Server:
     """Everything ``tidemark serve`` runs, for ``settings``; models are loaded before it returns."""
     from mlflow import MlflowClient
 
@@ -106,7 +106,7 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
 
     closers: list[Server] = []
     app = create_app(scorer, limits=limits, ready=ready, metrics=metrics.render,
-                     on_shutdown=lambda: closers[0].close())
+                     on_shutdown=lambda: closers[0].close(), admin=admin, admin_token=settings.admin_token)
     server = Server(app, scorer, slots, settings, refresh_s)
     closers.append(server)
     return server

@@ -19,6 +19,8 @@ from starlette.testclient import TestClient
 from features.sdk import FeatureClient
 from features.settings import Settings, SparkSettings
 from pipelines import model_registry
+from pipelines.canary_job import CanaryAdmin
+from serving.app import create_app
 from serving.canary_evidence import read_step
 from serving.canary_state import CanaryState, CanaryStateStore
 from serving.fraud_model import FraudModel, ModelSpec, build_module
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 FEATURES = ("customer_txn_24h:amt_sum_24h", "customer_profile:age_band", "merchant_stats:fraud_rate_30d")
 CUSTOMERS = np.arange(1, 201, dtype=np.int64)
+TOKEN = "s3cret-admin-token"
 
 
 def _offline_tables(offline: Path, now: pd.Timestamp) -> None:
@@ -79,7 +82,8 @@ def _register(settings: Settings, seed: int) -> str:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisProc) -> Settings:
     home = tmp_path_factory.mktemp("serving-home")
-    s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4), redis_url=module_redis.url)
+    s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4), redis_url=module_redis.url,
+                 admin_token=TOKEN)
     now = pd.Timestamp.now(tz="UTC").floor("s")
     _offline_tables(s.offline_dir, now)
     client = FeatureClient(s)
@@ -92,7 +96,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: Redi
 
 @pytest.fixture(scope="module")
 def server(settings: Settings) -> Iterator[Server]:
-    srv = build_server(settings, refresh_s=3600)
+    srv = build_server(settings, refresh_s=3600, admin=CanaryAdmin(settings))
     try:
         yield srv
     finally:
@@ -220,6 +224,22 @@ def test_predictions_are_logged(settings: Settings, server: Server, http: TestCl
     frame = logged.to_pandas()
     assert {"request_id", "customer_id", "amount", "amt_sum_24h", "score", "variant", "model_version"} <= set(frame)
     assert len(frame) >= 5 and set(frame["variant"]) >= {"champion"}
+
+
+def test_canary_endpoints_need_the_bearer_token(server: Server, http: TestClient):
+    assert http.get("/v1/canary").status_code == 401
+    assert http.post("/v1/canary/step", headers={"authorization": "Bearer wrong"}).status_code == 401
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    status = http.get("/v1/canary", headers=auth)
+    assert status.status_code == 200 and status.json()["model"] == server.settings.model_name
+    # the challenger never passed the gate: the controller refuses, the API says why (409, not 500)
+    refused = http.post("/v1/canary/start", headers=auth, json={"shadow": True})
+    assert refused.status_code == 409 and "gate" in refused.json()["detail"][0]["msg"]
+    assert http.post("/v1/canary/launch", headers=auth).status_code == 404
+    open_server = create_app(server.scorer, admin=CanaryAdmin(server.settings), admin_token=None)
+    with TestClient(open_server) as anonymous:
+        assert anonymous.post("/v1/canary/rollback").status_code == 403  # no token configured: writes are off
+        assert anonymous.get("/v1/canary").status_code == 200
 
 
 def test_redis_down_is_a_503_and_recovers(module_redis: RedisProc, http: TestClient):
