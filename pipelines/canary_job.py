@@ -150,9 +150,18 @@ def promote_now(settings: Settings) -> CanaryState:
     state, degraded = p.store.read()
     if degraded or state.mode == "off":
         raise CanaryError("no canary is running" if not degraded else "the canary state in Redis can't be read")
-    model_registry.promote(p.ml, p.name, state.challenger_version)
+    done = p.store.write(replace(state, mode="off", weight_pct=0.0), expected_revision=state.revision)
+    _promote(p, state.challenger_version)
     p.ml.set_tag(state.canary_id, "canary.outcome", f"promoted by hand at {state.weight_pct:g}%")
-    return p.store.write(replace(state, mode="off", weight_pct=0.0), expected_revision=state.revision)
+    return done
+
+
+def _promote(p: _Parts, version: str | None) -> None:
+    """The registry's alias swap; already champion (a retried step) is fine."""
+    champion = model_registry.alias_version(p.ml, p.name, model_registry.CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        return
+    model_registry.promote(p.ml, p.name, version)
 
 
 class CanaryAdmin:
@@ -190,9 +199,10 @@ def _act(p: _Parts, state: CanaryState, decision: Decision, moment: datetime) ->
         return StepOutcome("rollback", _rolled_back(p, state, "; ".join(decision.reasons)), decision.reasons,
                            decision.evidence)
     if state.mode == "canary" and state.weight_pct >= RAMP[-1]:
-        model_registry.promote(p.ml, p.name, state.challenger_version)
+        # The state first (compare-and-set: a concurrent rollback wins), then the alias swap.
         done = p.store.write(replace(state, mode="off", weight_pct=0.0, step=state.step + 1,
                                      step_started_at=_iso(moment)), expected_revision=state.revision)
+        _promote(p, state.challenger_version)
         return StepOutcome("promoted", done, decision.reasons, decision.evidence)
     weight = RAMP[0] if state.mode == "shadow" else next(w for w in RAMP if w > state.weight_pct)
     moved = p.store.write(replace(state, mode="canary", weight_pct=weight, step=state.step + 1,

@@ -49,7 +49,6 @@ __all__ = ["ApiLimits", "create_app", "openapi_spec"]
 log = logging.getLogger(__name__)
 
 JOIN_KEYS = ("customer_id", "merchant_id")
-TEXT_FIELDS = frozenset({"channel"})  # request fields that are categories; the rest are numbers
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         body = await _body(request, limits.max_body_bytes)
         if isinstance(body, Response):
             return body
-        rows, errors = _validate(body, scorer.request_columns(), limits.max_rows)
+        rows, errors = _validate(body, scorer.request_columns(), scorer.text_columns(), limits.max_rows)
         if errors:
             return JSONResponse({"detail": errors}, status_code=422)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -114,7 +113,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         return Response(text, media_type=content_type)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_spec(scorer.request_columns(), limits))
+        return JSONResponse(openapi_spec(scorer.request_columns(), scorer.text_columns(), limits))
 
     async def canary(request: Request) -> Response:
         action = request.path_params.get("action", "status")
@@ -143,6 +142,9 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
             return JSONResponse(await run_in_threadpool(calls[action]))
         except TidemarkError as exc:  # the controller refused (no challenger, gate failed, ...)
             return _error(409, [], str(exc))
+        except Exception as exc:  # Redis or MLflow failed under the controller: say so, don't 500
+            log.exception("canary %s failed", action)
+            return _error(503, [], f"the canary controller could not {action}: {str(exc)[:300]}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -163,7 +165,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
 
 def _authorize(request: Request, token: str | None, *, write: bool) -> Response | None:
     """None when allowed; otherwise the 401/403 to send."""
-    if token is None:
+    if not token:
         if write:
             return _error(403, [], "canary write endpoints are disabled: set TIDEMARK_ADMIN_TOKEN on the server")
         return None
@@ -187,15 +189,16 @@ async def _body(request: Request, max_bytes: int) -> Any:
             return _error(413, [], f"the body may hold at most {max_bytes:,} bytes; send fewer rows per request")
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _error(400, [], f"the body is not valid JSON ({exc}); send {{\"rows\": [{{...}}]}}")
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an over-long integer, deep nesting
+        return _error(400, [], f"the body is not usable JSON ({str(exc)[:120]}); send {{\"rows\": [{{...}}]}}")
 
 
 def _error(status: int, loc: list[Any], msg: str) -> JSONResponse:
     return JSONResponse({"detail": [{"loc": loc, "msg": msg}]}, status_code=status)
 
 
-def _validate(body: Any, request_columns: tuple[str, ...], max_rows: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def _validate(body: Any, request_columns: tuple[str, ...], text: frozenset[str],
+              max_rows: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Rows as a DataFrame, or field-level errors (``loc``, ``msg``); at most 20 errors."""
     if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
         return pd.DataFrame(), [{"loc": ["rows"], "msg": 'expected an object {"rows": [ {...}, ... ]}'}]
@@ -213,7 +216,7 @@ def _validate(body: Any, request_columns: tuple[str, ...], max_rows: int) -> tup
             continue
         for name in fields:
             value = row.get(name)
-            problem = _problem(name, value, name in row)
+            problem = _problem(name, value, name in row, name in text)
             if problem:
                 errors.append({"loc": ["rows", i, name], "msg": problem})
             columns[name].append(value)
@@ -222,14 +225,14 @@ def _validate(body: Any, request_columns: tuple[str, ...], max_rows: int) -> tup
     if errors:
         return pd.DataFrame(), errors
     frame = pd.DataFrame({name: pd.array(values, dtype="Int64") if name in JOIN_KEYS else
-                          (pd.Series(values, dtype=object) if name in TEXT_FIELDS else
+                          (pd.Series(values, dtype=object) if name in text else
                            pd.Series(values, dtype="float64"))
                           for name, values in columns.items()})
     frame[list(JOIN_KEYS)] = frame[list(JOIN_KEYS)].astype("int64")
     return frame, []
 
 
-def _problem(name: str, value: Any, present: bool) -> str | None:
+def _problem(name: str, value: Any, present: bool, is_text: bool) -> str | None:
     if name in JOIN_KEYS:
         if not present or value is None:
             return "required (an integer id)"
@@ -237,22 +240,27 @@ def _problem(name: str, value: Any, present: bool) -> str | None:
             return f"must be a 64-bit integer, got {value!r:.40}"
         return None
     if not present:
-        return "required" + (" (text; null if unknown)" if name in TEXT_FIELDS else " (a number; null if unknown)")
+        return "required" + (" (text; null if unknown)" if is_text else " (a number; null if unknown)")
     if value is None:
         return None
-    if name in TEXT_FIELDS:
+    if is_text:
         return None if isinstance(value, str) and len(value) <= 200 else f"must be text (at most 200 characters), got {value!r:.40}"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a finite number, got {value!r:.40}"
-    return None
+    try:
+        if math.isfinite(float(value)):
+            return None
+    except OverflowError:
+        pass
+    return f"must be a finite number within ±1.8e308, got {str(value)[:40]}"
 
 
-def openapi_spec(request_columns: tuple[str, ...], limits: ApiLimits) -> dict[str, Any]:
+def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits: ApiLimits) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API (request fields as the loaded models need them)."""
     props: dict[str, Any] = {k: {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
                              for k in JOIN_KEYS}
     for name in request_columns:
-        props[name] = ({"type": ["string", "null"], "maxLength": 200} if name in TEXT_FIELDS
+        props[name] = ({"type": ["string", "null"], "maxLength": 200} if name in text
                        else {"type": ["number", "null"]})
     row = {"type": "object", "required": [*JOIN_KEYS, *request_columns], "properties": props}
     error = {"type": "object", "properties": {"detail": {}}}

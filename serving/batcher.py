@@ -65,6 +65,7 @@ class MicroBatcher:
         self.max_wait_s = (max_wait_us if max_wait_us is not None else
                            (200 if self.device.type == "cuda" else 0)) / 1e6
         self.stats = BatchStats()
+        self._closed = False
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue)
         self._torch = torch
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
@@ -72,6 +73,8 @@ class MicroBatcher:
 
     def submit(self, numeric: np.ndarray, codes: np.ndarray) -> Future[np.ndarray]:
         """Queue encoded rows; the future gives their float64 probabilities."""
+        if self._closed:
+            raise OverloadedError("this model was replaced and its batcher closed; retry the request")
         future: Future[np.ndarray] = Future()
         try:
             self._queue.put_nowait(_Item(numeric, codes, future, time.perf_counter()))
@@ -86,6 +89,7 @@ class MicroBatcher:
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker."""
+        self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=10)
 

@@ -9,9 +9,10 @@ Each server adds its counts to one Redis hash per (model, canary id, step) about
         <variant>:score:<j>      rows whose score fell in score bin j (SCORE_EDGES)
 
 Counters only grow, so replicas never overwrite each other and the controller can read at any
-time. A server that can't reach Redis keeps its counts and adds them on the next flush; counts
-older than the step they belong to are dropped when the step changes (a replica restarting loses
-at most one second of evidence).
+time. Counts are kept per (canary id, step): a slow request or a queued shadow call that still
+carries the previous step adds to that step, never to the new one. A server that can't reach
+Redis keeps its counts (at most ``max_keys`` steps) and adds them on the next flush; a replica
+that restarts loses at most one second of evidence.
 """
 
 from __future__ import annotations
@@ -42,20 +43,21 @@ def evidence_key(prefix: str, model: str, canary_id: str, step: int) -> str:
 class EvidenceRecorder:
     """Per-process counts for the current step, flushed to Redis by :meth:`flush`."""
 
-    def __init__(self, redis_client: Any, model: str, *, key_prefix: str = "tidemark:canary:") -> None:
-        self.redis, self.model, self.prefix = redis_client, model, key_prefix
-        self._counts: Counter[str] = Counter()
-        self._step: tuple[str, int] | None = None
+    def __init__(self, redis_client: Any, model: str, *, key_prefix: str = "tidemark:canary:",
+                 max_keys: int = 16) -> None:
+        self.redis, self.model, self.prefix, self.max_keys = redis_client, model, key_prefix, max_keys
+        self._counts: dict[tuple[str, int], Counter[str]] = {}
         self._lock = threading.Lock()
 
     def record(self, canary_id: str, step: int, variant: str, *, rows: int, errors: int = 0,
                seconds: float | None = None, scores: np.ndarray | None = None) -> None:
         """Count one model call of ``variant`` (cheap: a few dict updates under a lock)."""
         with self._lock:
-            if self._step != (canary_id, step):
-                self._counts.clear()  # a new step: counts of the old one are stale
-                self._step = (canary_id, step)
-            counts = self._counts
+            counts = self._counts.get((canary_id, step))
+            if counts is None:
+                if len(self._counts) >= self.max_keys:  # Redis down for many steps: drop the oldest
+                    del self._counts[next(iter(self._counts))]
+                counts = self._counts[(canary_id, step)] = Counter()
             counts[f"{variant}:requests"] += rows
             if errors:
                 counts[f"{variant}:errors"] += errors
@@ -69,23 +71,23 @@ class EvidenceRecorder:
     def flush(self) -> bool:
         """Add the counts to Redis; on failure keep them for the next try. Returns success."""
         with self._lock:
-            if not self._counts or self._step is None:
+            if not self._counts:
                 return True
-            counts, step = dict(self._counts), self._step
-            self._counts.clear()
-        key = evidence_key(self.prefix, self.model, *step)
+            pending, self._counts = self._counts, {}
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for field, value in counts.items():
-                pipe.hincrby(key, field, value)
-            pipe.expire(key, EVIDENCE_TTL_S)
+            for step, counts in pending.items():
+                key = evidence_key(self.prefix, self.model, *step)
+                for field, value in counts.items():
+                    pipe.hincrby(key, field, value)
+                pipe.expire(key, EVIDENCE_TTL_S)
             pipe.execute()
             return True
         except Exception as exc:  # noqa: BLE001  (Redis down: keep the counts, serve on)
             log.warning("canary evidence not flushed (%s); kept for the next try", exc)
             with self._lock:
-                if self._step == step:
-                    self._counts.update(counts)
+                for step, counts in pending.items():
+                    self._counts.setdefault(step, Counter()).update(counts)
             return False
 
 

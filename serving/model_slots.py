@@ -49,11 +49,12 @@ class LoadedModel:
     loaded_at: float                  # time.time()
     batcher: MicroBatcher | None = None  # shares forward passes across concurrent requests
 
-    def predict_proba(self, inputs: pd.DataFrame) -> np.ndarray:
-        """P(fraud) per row, through the micro-batcher when there is one."""
+    def predict_proba(self, inputs: pd.DataFrame, *, timeout_s: float = 5.0) -> np.ndarray:
+        """P(fraud) per row, through the micro-batcher when there is one (``timeout_s`` bounds the
+        wait for it; without a batcher the call runs in this thread)."""
         if self.batcher is None:
             return self.model.predict_proba(inputs)
-        return self.batcher.score(*self.model.encode(inputs))
+        return self.batcher.score(*self.model.encode(inputs), timeout_s=timeout_s)
 
 
 class ModelSlots:
@@ -90,6 +91,8 @@ class ModelSlots:
                     continue
                 if version is None:
                     self._slots[alias] = None
+                    if current is not None and current.batcher is not None:
+                        _close_later(current.batcher)
                     self.errors.pop(alias, None)
                     changes.append(f"{alias}: v{current.version if current else None} -> none")
                     continue

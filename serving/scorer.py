@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import FeatureStoreError
-from serving.errors import NotReadyError
+from serving.errors import NotReadyError, OverloadedError
 from serving.model_slots import LoadedModel, ModelSlots
 
 if TYPE_CHECKING:
@@ -77,10 +77,21 @@ class Scorer:
     _shadow: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "shadow"))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    max_shadow_pending: int = 64  # shadow batches waiting; more are dropped (and counted), never queued
+    shadow_dropped: int = 0
+    challenger_timeout_s: float = 0.05  # a slower challenger is a failure: the champion answers
+    _shadow_pending: int = 0
+
     def request_columns(self) -> tuple[str, ...]:
-        """Fields a request must carry besides the join keys (both live models' needs)."""
-        models = [m for m in (self.slots.get(CHAMPION), self.slots.get(CHALLENGER)) if m is not None]
-        return tuple(sorted({c for m in models for c in m.request_columns}))
+        """Fields a request must carry besides the join keys: the champion's. A challenger needing
+        more fails on its rows (the champion answers) rather than changing the API for everyone."""
+        champion = self.slots.get(CHAMPION)
+        return tuple(sorted(champion.request_columns)) if champion else ()
+
+    def text_columns(self) -> frozenset[str]:
+        """Request fields that are categories (text) for the champion."""
+        champion = self.slots.get(CHAMPION)
+        return frozenset(c.name for c in champion.model.spec.categorical) if champion else frozenset()
 
     def score(self, rows: pd.DataFrame, request_id: str) -> Scored:
         """Score validated ``rows`` (join keys and request fields, one row per payment)."""
@@ -91,13 +102,16 @@ class Scorer:
         state = self._canary_state()
         challenger = self._challenger(state)
         plan = self._plan(champion.features)  # the champion's features must resolve
+        broken = False
         if challenger is not None:
             try:
                 plan = self._plan(tuple(dict.fromkeys((*champion.features, *challenger.features))))
-            except FeatureStoreError as exc:  # a challenger reading features the store lacks: champion only
-                self.stats[CHALLENGER].errors += 1
+                missing = [c for c in challenger.request_columns if c not in rows.columns]
+                if missing:
+                    raise NotReadyError(f"requests don't carry {missing}")
+            except (FeatureStoreError, NotReadyError) as exc:  # the challenger can't be served: champion only
                 log.error("challenger v%s can't be served: %s", challenger.version, exc)
-                challenger = None
+                broken = True
         values, found = self.reader.read_frame(plan, rows)
         inputs = pd.concat([rows.reset_index(drop=True), values.drop(columns=[c for c in values.columns
                                                                           if c in rows.columns])], axis=1)
@@ -106,11 +120,16 @@ class Scorer:
             from serving.routing import to_challenger as route
 
             to_challenger = route(rows[ROUTING_KEY].to_numpy(), state.canary_id, state.weight_pct)
+        if broken:  # counted against the challenger, so the controller rolls it back
+            self._failed(CHALLENGER if state.mode == "canary" else SHADOW, state,
+                         int(to_challenger.sum()) if state.mode == "canary" else len(rows))
+            to_challenger[:] = False
+            challenger = None
         scores = np.empty(len(rows), dtype=np.float64)
         served_by = np.where(to_challenger, CHALLENGER, CHAMPION).astype(object)
         if to_challenger.any():
             assert challenger is not None
-            ok = self._run(challenger, CHALLENGER, inputs[to_challenger], state)
+            ok = self._run(challenger, CHALLENGER, inputs[to_challenger], state, self.challenger_timeout_s)
             if ok is None:  # the challenger failed: the champion answers these rows too
                 served_by[to_challenger] = CHAMPION
                 to_challenger[:] = False
@@ -127,16 +146,28 @@ class Scorer:
         scored = Scored(scores, list(served_by), versions, all_found)
         self._log(request_id, inputs, scored)
         if challenger is not None and state.mode == "shadow":
-            self._shadow.submit(self._shadow_score, challenger, inputs, request_id, state)
+            self._submit_shadow(challenger, inputs, request_id, state)
         return scored
+
+    def _submit_shadow(self, challenger: LoadedModel, inputs: pd.DataFrame, request_id: str, state: Any) -> None:
+        with self._lock:
+            if self._shadow_pending >= self.max_shadow_pending:
+                self.shadow_dropped += 1  # shadow work must never slow or grow the server
+                return
+            self._shadow_pending += 1
+        try:
+            self._shadow.submit(self._shadow_score, challenger, inputs, request_id, state)
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._shadow_pending -= 1
 
     def drain_shadow(self, timeout_s: float = 10.0) -> None:
         """Wait until the shadow work queued so far has run (one worker: FIFO)."""
         self._shadow.submit(lambda: None).result(timeout=timeout_s)
 
     def close(self) -> None:
-        """Finish shadow work in flight."""
-        self._shadow.shutdown(wait=True)
+        """Drop queued shadow work (it is never returned to anyone) and stop its worker."""
+        self._shadow.shutdown(wait=False, cancel_futures=True)
 
     def _canary_state(self) -> Any:
         if self.canary is None:
@@ -159,17 +190,23 @@ class Scorer:
                 plan = self._plans[features] = self.reader.plan(list(features))
         return plan
 
-    def _run(self, model: LoadedModel, variant: str, inputs: pd.DataFrame, state: Any) -> np.ndarray | None:
+    def _run(self, model: LoadedModel, variant: str, inputs: pd.DataFrame, state: Any,
+             timeout_s: float = 5.0) -> np.ndarray | None:
         started = time.perf_counter()
         stats = self.stats[variant]
         counting = self.evidence is not None and state.mode != "off"
         try:
-            scores = model.predict_proba(inputs)
+            scores = np.asarray(model.predict_proba(inputs, timeout_s=timeout_s), dtype=np.float64)
+            if scores.shape != (len(inputs),) or not np.isfinite(scores).all():
+                raise ValueError(f"scores of shape {scores.shape} with non-finite values; expected ({len(inputs)},)")
+        except OverloadedError:
+            if variant == CHAMPION:
+                raise  # a 503 that says so, not a model failure
+            self._failed(variant, state, len(inputs))
+            return None
         except Exception:  # a broken model must not fail the request (log.exception records it)
-            stats.errors += 1
             log.exception("%s v%s failed to score %d rows", variant, model.version, len(inputs))
-            if counting:
-                self.evidence.record(state.canary_id, state.step, variant, rows=len(inputs), errors=len(inputs))
+            self._failed(variant, state, len(inputs))
             return None
         seconds = time.perf_counter() - started
         stats.rows += len(inputs)
@@ -181,7 +218,14 @@ class Scorer:
             self.on_scored(variant, len(inputs), seconds, scores)
         return scores
 
+    def _failed(self, variant: str, state: Any, rows: int) -> None:
+        self.stats[variant].errors += rows
+        if self.evidence is not None and state.mode != "off" and rows:
+            self.evidence.record(state.canary_id, state.step, variant, rows=rows, errors=rows)
+
     def _shadow_score(self, challenger: LoadedModel, inputs: pd.DataFrame, request_id: str, state: Any) -> None:
+        with self._lock:
+            self._shadow_pending -= 1
         scores = self._run(challenger, SHADOW, inputs, state)
         if scores is not None:
             self._log(request_id, inputs, Scored(scores, [SHADOW] * len(inputs), [challenger.version] * len(inputs),
@@ -190,7 +234,7 @@ class Scorer:
     def _log(self, request_id: str, inputs: pd.DataFrame, scored: Scored) -> None:
         if self.log_sink is None:
             return
-        columns: dict[str, Any] = {c: inputs[c].to_numpy() for c in inputs.columns}
+        columns: dict[str, Any] = {c: _log_column(c, inputs[c]) for c in inputs.columns}
         columns.update({
             "event_timestamp": np.full(len(inputs), np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")),
             "request_id": np.full(len(inputs), request_id, dtype=object),
@@ -201,6 +245,16 @@ class Scorer:
             self.log_sink.append(columns)
         except Exception:  # logging must never fail a response
             log.exception("prediction log append failed for request %s", request_id)
+
+
+def _log_column(name: str, series: pd.Series) -> np.ndarray:
+    """One dtype per column whatever the batch holds: an Int64 feature with a null would otherwise
+    be int64 in one file and float64 in the next, which readers can't merge."""
+    if not pd.api.types.is_numeric_dtype(series):
+        return series.to_numpy(dtype=object)
+    if name in ("customer_id", "merchant_id"):
+        return series.to_numpy(dtype=np.int64)
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 class _Off:

@@ -94,7 +94,7 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
                     on_scored=metrics.observe, evidence=EvidenceRecorder(redis_online.writer, settings.model_name))
 
     def ready() -> tuple[bool, list[str]]:
-        reasons = [f"{alias}: {error}" for alias, error in slots.errors.items()]
+        reasons = [f"{alias}: {error}" for alias, error in dict(slots.errors).items()]
         if slots.get(CHAMPION) is None:
             reasons.insert(0, f"no champion of {settings.model_name!r} is loaded")
         try:

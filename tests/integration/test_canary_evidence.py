@@ -16,7 +16,7 @@ def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
 
 
-def test_two_replicas_sum_and_a_new_step_starts_from_zero(redis_proc: RedisProc):
+def test_two_replicas_sum_and_each_step_keeps_its_own_counts(redis_proc: RedisProc):
     a, b = (EvidenceRecorder(_client(redis_proc.url), "m") for _ in range(2))
     a.record("c1", 1, "champion", rows=3, seconds=0.0004, scores=np.array([0.0005, 0.03, 0.9]))
     b.record("c1", 1, "champion", rows=2, seconds=0.002, scores=np.array([0.0005, 0.6]))
@@ -30,10 +30,11 @@ def test_two_replicas_sum_and_a_new_step_starts_from_zero(redis_proc: RedisProc)
     np.testing.assert_array_equal(counts["champion"].score_counts, expected)
     lat = counts["champion"].latency_counts
     assert lat.sum() == 2 and lat[np.searchsorted(LATENCY_BOUNDS, 0.002)] == 1
-    a.record("c1", 1, "champion", rows=1)
-    a.record("c1", 2, "champion", rows=7)  # the step moved on: the unflushed step-1 row is dropped
+    a.record("c1", 2, "champion", rows=7)
+    a.record("c1", 1, "shadow", rows=1)    # a late call that still carries step 1: counted there
+    a.record("c1", 2, "champion", rows=0, errors=0)
     assert a.flush()
-    assert read_step(_client(redis_proc.url), "m", "c1", 1)["champion"].requests == 5
+    assert read_step(_client(redis_proc.url), "m", "c1", 1)["shadow"].requests == 1
     assert read_step(_client(redis_proc.url), "m", "c1", 2)["champion"].requests == 7
 
 

@@ -159,6 +159,50 @@ def test_bad_input_is_a_4xx_with_the_field(http: TestClient, body: bytes, status
     assert answer.json()["detail"][0]["loc"] == loc
 
 
+@pytest.mark.parametrize("body", [
+    b'{"rows": [{"customer_id": 1, "merchant_id": 1, "amount": 1' + b"0" * 400 + b', "channel": "pos"}]}',
+    b'{"rows": [{"customer_id": 1, "merchant_id": 1, "amount": ' + b"9" * 5_000 + b', "channel": "pos"}]}',
+    b"[" * 50_000 + b"]" * 50_000,
+    b'{"rows": [{"customer_id": 1, "merchant_id": 1, "amount": 1e999, "channel": "pos"}]}',
+    "{\"rows\": [\"\udcff\"]}".encode("utf-8", "surrogatepass"),
+])
+def test_hostile_json_is_a_4xx_never_a_5xx(http: TestClient, body: bytes):
+    answer = http.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert 400 <= answer.status_code < 500, answer.text[:300]
+
+
+def test_a_challenger_returning_nan_is_answered_by_the_champion(server: Server, http: TestClient):
+    from dataclasses import replace as swap
+
+    from serving.canary_state import CanaryState as State
+
+    champion = server.slots.get("champion")
+    assert champion is not None
+
+    class Broken(FraudModel):
+        def predict_proba(self, frame, *, batch_size=65_536):  # type: ignore[override]
+            return np.full(len(frame), np.nan)
+
+    broken = swap(champion, alias="challenger", version="99", batcher=None,
+                  model=Broken(champion.model.spec, champion.model.module))
+    saved = dict(server.slots._slots)
+    store = server.scorer.canary
+    current, _ = store.read()
+    store.write(State(model=current.model, mode="canary", weight_pct=100.0, champion_version=champion.version,
+                      challenger_version="99", canary_id="c-nan", step=1), expected_revision=current.revision)
+    server.slots._slots["challenger"] = broken
+    try:
+        answer = http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:5])})
+        assert answer.status_code == 200
+        assert {p["variant"] for p in answer.json()["predictions"]} == {"champion"}
+        assert server.scorer.evidence.flush()
+        assert read_step(store.redis, current.model, "c-nan", 1)["challenger"].errors == 5
+    finally:
+        server.slots._slots.update(saved)
+        now, _ = store.read()
+        store.write(State.off(current.model), expected_revision=now.revision)
+
+
 def test_an_oversized_body_is_refused(http: TestClient):
     answer = http.post("/v1/predict", content=b" " * 2_000_000, headers={"content-type": "application/json"})
     assert answer.status_code == 413
