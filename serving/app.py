@@ -103,7 +103,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        ok, reasons = ready() if ready is not None else (True, [])
+        ok, reasons = await run_in_threadpool(ready) if ready is not None else (True, [])  # it PINGs Redis
         return JSONResponse({"ready": ok, "reasons": reasons}, status_code=200 if ok else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
