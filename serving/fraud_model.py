@@ -19,6 +19,7 @@ probability per row; serving unwraps it to batch on a GPU with :meth:`FraudModel
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from features.category_text import category_text
+from features.category_text import as_text, category_text
 from serving.errors import ModelFormatError, ModelInputError
 
 if TYPE_CHECKING:
@@ -127,7 +128,13 @@ class ModelSpec:
             numeric[:, j] = _as_float(frame[col.name])
         codes = np.empty((len(frame), len(self.categorical)), dtype=np.int64)
         for j, cat in enumerate(self.categorical):
-            codes[:, j] = pd.Categorical(_as_text(frame[cat.name]), categories=list(cat.vocabulary)).codes + 1
+            series = frame[cat.name]
+            if len(series) <= _SMALL:  # a request: a dict lookup per value beats building a Categorical
+                lookup = _lookup(cat.vocabulary)
+                codes[:, j] = [0 if _missing(v) else lookup.get(v if isinstance(v, str) else as_text(v), 0)
+                               for v in series.tolist()]
+            else:
+                codes[:, j] = pd.Categorical(_as_text(series), categories=list(cat.vocabulary)).codes + 1
         return numeric, codes
 
 
@@ -154,7 +161,21 @@ def _fit_categorical(name: str, series: pd.Series, min_count: int) -> Categorica
     return CategoricalInput(name, vocabulary, dim)
 
 
+_SMALL = 256  # rows up to which categories are looked up value by value
+
+
+@functools.lru_cache(maxsize=256)
+def _lookup(vocabulary: tuple[str, ...]) -> dict[str, int]:
+    return {text: i + 1 for i, text in enumerate(vocabulary)}
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
 def _as_float(series: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(series.dtype):  # ints, floats, nullable or not: one conversion
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
     try:
         return pd.to_numeric(series, errors="raise").astype("float64").to_numpy(dtype=np.float64,
                                                                                 na_value=np.nan)

@@ -460,3 +460,18 @@ def test_unwrap_refuses_other_models() -> None:
 
     with pytest.raises(ModelFormatError, match="is a OtherModel, not a tidemark FraudPyfunc"):
         unwrap(SimpleNamespace(unwrap_python_model=OtherModel))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["pos", "ecom", "3", "moto", ""]), st.integers(0, 5),
+                          st.floats(allow_nan=True, allow_infinity=False, width=32)), min_size=1, max_size=40))
+def test_request_sized_encoding_equals_the_batch_path(values: list) -> None:
+    """Small frames look categories up value by value; big ones build a Categorical: same codes."""
+    spec = ModelSpec.fit(pd.DataFrame({"c": ["pos", "ecom", "3", "0"] * 10, "x": np.arange(40.0)}), ["x"], ["c"],
+                         min_count=1)
+    small = pd.DataFrame({"c": pd.Series(values, dtype=object), "x": 1.0})
+    big = pd.concat([small] * (300 // len(values) + 1), ignore_index=True)  # over the small-frame limit
+    assert len(big) > 256
+    _, small_codes = spec.encode(small)
+    _, big_codes = spec.encode(big)
+    np.testing.assert_array_equal(small_codes[:, 0], big_codes[: len(values), 0])
