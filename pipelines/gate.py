@@ -22,6 +22,7 @@ import pandas as pd
 from pipelines import model_registry
 from pipelines.errors import GateError, NoChampionError
 from pipelines.model_metrics import score_metrics
+from pipelines.training_data import utc_timestamp
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -98,11 +99,11 @@ def _judge(client: MlflowClient, fc: FeatureClient, name: str, challenger: Model
     from pipelines.training_data import count_transactions, labelled_transactions, last_event_time
 
     params = {str(v.version): _run_params(client, name, v) for v in (challenger, champion)}
-    trained_until = max(_utc(p["train_end"]) for p in params.values())
+    trained_until = max(utc_timestamp(p["train_end"]) for p in params.values())
     maturity = config.label_maturity or max(timedelta(days=float(p["label_maturity_days"])) for p in params.values())
-    cutoff = _utc(config.label_cutoff or last_event_time(fc.settings.raw_dir))
-    end = _utc(config.end) if config.end else cutoff - maturity
-    start = _utc(config.start) if config.start else trained_until
+    cutoff = utc_timestamp(config.label_cutoff or last_event_time(fc.settings.raw_dir))
+    end = utc_timestamp(config.end) if config.end else cutoff - maturity
+    start = utc_timestamp(config.start) if config.start else trained_until
     if start < trained_until:
         raise GateError(f"the gate window starts {start:%Y-%m-%d %H:%M}, inside data a model was trained on "
                         f"(until {trained_until:%Y-%m-%d %H:%M}); start it at or after that")
@@ -158,7 +159,3 @@ def _scores(name: str, version: str, frame: pd.DataFrame) -> np.ndarray:
 
     return unwrap(mlflow.pyfunc.load_model(f"models:/{name}/{version}")).predict_proba(frame)
 
-
-def _utc(moment: datetime | str) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -40,6 +40,7 @@ import pandas as pd
 from features.feature_views import DEFAULT_FEATURES
 from pipelines.errors import EmptyFrameError, ImmatureLabelsError, NoLabelsError, SingleClassError, TrainingError
 from pipelines.model_metrics import score_metrics
+from pipelines.training_data import utc_timestamp
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ def prepare(client: FeatureClient, config: TrainConfig) -> TrainingData:
     lineage = client.lineage(config.features)  # raises UnknownFeatureError before any data is read
     _device(config.device)
     started = time.perf_counter()
-    cutoff = _utc(config.label_cutoff or last_event_time(raw))
+    cutoff = utc_timestamp(config.label_cutoff or last_event_time(raw))
     end = cutoff - config.label_maturity
     earliest = first_event_time(raw) + config.feature_warmup
     start = max(end - config.window, earliest) if config.window is not None else earliest
@@ -219,10 +220,6 @@ def prepare(client: FeatureClient, config: TrainConfig) -> TrainingData:
     _check_splits(data)
     return data
 
-
-def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _check_labels(entities: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, cutoff: pd.Timestamp,

@@ -31,8 +31,7 @@ def _event_time(raw_dir: Path, pick: Any) -> pd.Timestamp:
     table = ds.dataset(folder, format="parquet", partitioning="hive").to_table(columns=["event_timestamp"])
     if table.num_rows == 0:
         raise DataNotFoundError(f"{folder} holds no transactions; generate data with `tidemark datagen`")
-    stamp = pd.Timestamp(pick(table.column("event_timestamp")).as_py())
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return utc_timestamp(pick(table.column("event_timestamp")).as_py())
 
 
 def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int | None = None,
@@ -83,9 +82,14 @@ def count_transactions(raw_dir: Path, *, events_from: datetime | None, events_un
         filter=_all(window)))
 
 
-def _utc(moment: datetime) -> datetime:
+def utc_timestamp(moment: datetime | pd.Timestamp | str) -> pd.Timestamp:
+    """``moment`` as a UTC ``pd.Timestamp`` (naive values are read as UTC)."""
     stamp = pd.Timestamp(moment)
-    return (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).floor("us").to_pydatetime()
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _utc(moment: datetime) -> datetime:
+    return utc_timestamp(moment).floor("us").to_pydatetime()
 
 
 def _all(conditions: list[ds.Expression]) -> ds.Expression | None:

@@ -171,7 +171,9 @@ class Scorer:
 
     def _canary_state(self) -> Any:
         if self.canary is None:
-            return _Off()
+            from serving.canary_state import CanaryState
+
+            return CanaryState.off(self.slots.name)
         state, _degraded = self.canary.read()
         return state
 
@@ -255,11 +257,3 @@ def _log_column(name: str, series: pd.Series) -> np.ndarray:
     if name in ("customer_id", "merchant_id"):
         return series.to_numpy(dtype=np.int64)
     return series.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-class _Off:
-    mode = "off"
-    step = 0
-    weight_pct = 0.0
-    canary_id = ""
-    challenger_version = None
