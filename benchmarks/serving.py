@@ -411,7 +411,7 @@ def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, roo
                    args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """A one-row request in this process, no socket: the ASGI app called directly (Starlette: body,
     validation, ``Scorer.score`` in a worker thread, JSON), ``Scorer.score`` alone (prediction log
-    on), and parts of it: ``OnlineReader.read_frame``, the champion's ``predict_proba`` (encoding
+    on), and parts of it: ``OnlineReader.read_columns``, the champion's ``predict_proba`` (encoding
     and the micro-batcher's forward) and ``FraudModel.encode``."""
     import pandas as pd
 
@@ -426,11 +426,12 @@ def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, roo
         assert champion is not None
         reader, plan = fc.online_reader(), fc.online_reader().plan(list(champion.features))
         n = min(len(pool.rows), 512)
-        frames = [pd.DataFrame({"customer_id": np.array([r["customer_id"]], dtype=np.int64),
-                                "merchant_id": np.array([r["merchant_id"]], dtype=np.int64),
-                                "amount": np.array([r["amount"]], dtype=np.float64),
-                                "channel": pd.Series([r["channel"]], dtype=object)}) for r in pool.rows[:n]]
-        inputs = [pool.inputs.iloc[i:i + 1].reset_index(drop=True) for i in range(n)]
+        frames = [{"customer_id": np.array([r["customer_id"]], dtype=np.int64),
+                   "merchant_id": np.array([r["merchant_id"]], dtype=np.int64),
+                   "amount": np.array([r["amount"]], dtype=np.float64),
+                   "channel": np.array([r["channel"]], dtype=object)} for r in pool.rows[:n]]
+        inputs = [{c: v.to_numpy(dtype=np.float64, na_value=np.nan) if pd.api.types.is_numeric_dtype(v.dtype)
+                   else v.to_numpy(dtype=object) for c, v in pool.inputs.iloc[i:i + 1].items()} for i in range(n)]
         bodies = [pool.tidemark_body(i) for i in range(n)]
         counter = iter(range(10**12))
 
@@ -446,7 +447,7 @@ def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, roo
         parts: dict[str, Callable[[], Any]] = {
             "ASGI app, POST /v1/predict (no socket)": asgi,
             "Scorer.score (read, route, model, log)": score,
-            "  OnlineReader.read_frame": lambda: reader.read_frame(plan, frames[next(counter) % n]),
+            "  OnlineReader.read_columns": lambda: reader.read_columns(plan, frames[next(counter) % n]),
             "  LoadedModel.predict_proba (encode + batcher)": lambda: champion.predict_proba(inputs[next(counter) % n]),
             "    FraudModel.encode": lambda: champion.model.encode(inputs[next(counter) % n]),
         }

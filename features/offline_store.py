@@ -37,7 +37,8 @@ class SparkAsofOfflineStoreConfig(FeastConfigBaseModel):
     type: Literal["features.offline_store.SparkAsofOfflineStore"] = "features.offline_store.SparkAsofOfflineStore"
 
     spark_conf: dict[str, str] | None = None
-    """Spark settings for the session tidemark starts when none is active."""
+    """Settings of the session tidemark starts when none is active: ``spark.master``,
+    ``spark.driver.memory``, ``spark.sql.shuffle.partitions`` and any other Spark key."""
 
     filter_by_created_timestamp: bool = True
     """Only rows created at or before the prediction time are eligible (late data stays
@@ -282,7 +283,6 @@ def _store_config(config: RepoConfig) -> SparkAsofOfflineStoreConfig:
 
 
 def _spark(store_config: SparkAsofOfflineStoreConfig) -> SparkSession:
-    from features.settings import SparkSettings
-    from features.spark import spark_session
+    from features.spark import conf_settings, spark_session
 
-    return spark_session(SparkSettings(extra_conf=dict(store_config.spark_conf or {})))
+    return spark_session(conf_settings(store_config.spark_conf or {}))

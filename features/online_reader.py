@@ -2,8 +2,9 @@
 
 One MGET per call on a single Redis (one pipelined round trip per node on a cluster) for every
 requested view of every entity, and one vectorised decode per view. ``serving/`` holds a
-:class:`ReadPlan` per model and calls :meth:`OnlineReader.read_matrix`; notebooks use
-``FeatureClient.online_features``, which calls :meth:`OnlineReader.read_frame`.
+:class:`ReadPlan` per model and calls :meth:`OnlineReader.read_columns` (numpy columns, text
+included); :meth:`OnlineReader.read_matrix` gives one float32 matrix of numeric features; notebooks
+use ``FeatureClient.online_features``, which calls :meth:`OnlineReader.read_frame`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,25 @@ class OnlineReader:
         for batch, (features, columns) in zip(batches, plan.by_view, strict=True):
             out[:, columns] = batch.floats(features)
         return OnlineMatrix(out, _found(plan, batches, n))
+
+    def read_columns(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Features of ``plan`` as plain numpy columns in plan order, rows in input order: numbers
+        (ints and bools too) as float64 with NaN where missing, text and bytes as objects with None
+        where missing; and ``found`` (bool[n, views]). The serving path: no pandas on the way."""
+        batches, n = self._read(plan, entities)
+        out: dict[str, np.ndarray] = {}
+        for v, (batch, (features, columns)) in enumerate(zip(batches, plan.by_view, strict=True)):
+            kinds = plan.views[v].schema.kinds
+            numeric = [(f, c) for f, c in zip(features, columns, strict=True) if kinds[f] not in VARIABLE_KINDS]
+            if numeric:
+                block = batch.floats([f for f, _ in numeric])
+                for j, (_, c) in enumerate(numeric):
+                    out[plan.names[c]] = block[:, j]
+            for f, c in zip(features, columns, strict=True):
+                if kinds[f] in VARIABLE_KINDS:
+                    out[plan.names[c]] = batch.column(f)
+        return {name: out[name] for name in plan.names}, _found(plan, batches, n)
 
     def read_frame(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:

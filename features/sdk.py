@@ -159,7 +159,7 @@ class FeatureClient:
         return OnlineFeatures(values, found)
 
     def online_reader(self) -> OnlineReader:
-        """The low-level reader ``serving/`` uses (``plan`` once, then ``read_matrix``)."""
+        """The low-level reader ``serving/`` uses (``plan`` once, then ``read_columns``)."""
         if self._reader is None:
             from features.online_reader import OnlineReader
             from features.online_store import connect
@@ -231,7 +231,6 @@ class FeatureClient:
 
         if self._repo_path is not None:
             return FeatureStore(repo_path=str(self._repo_path))
-        _ = self.spark  # started with tidemark's settings, so the offline store joins it
         store = FeatureStore(config=self._repo_config())
         registry = self.settings.registry_path
         if not registry.exists():
@@ -243,13 +242,17 @@ class FeatureClient:
     def _repo_config(self) -> Any:
         from feast.repo_config import RepoConfig
 
+        from features.spark import settings_conf
+
         feast_dir = self.settings.home / "feast"
         feast_dir.mkdir(parents=True, exist_ok=True)
         return RepoConfig(
             project=self.settings.project,
             provider="local",
             registry={"registry_type": "file", "path": str(self.settings.registry_path), "cache_ttl_seconds": 60},
-            offline_store={"type": "features.offline_store.SparkAsofOfflineStore"},
+            # Spark starts on the offline store's first use (never for online reads), with these settings
+            offline_store={"type": "features.offline_store.SparkAsofOfflineStore",
+                           "spark_conf": settings_conf(self.settings.spark)},
             online_store={"type": "features.online_store.PackedRedisOnlineStore",
                           "url": self.settings.redis_url, "embedded_dir": str(self.settings.redis_dir),
                           "timeout_ms": self.settings.online_timeout_ms},

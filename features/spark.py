@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from features.settings import SparkSettings
@@ -45,6 +46,25 @@ _LOCAL_CONF: dict[str, str] = {
     # year of daily partitions); on one machine the driver lists them in milliseconds.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
 }
+
+
+_SETTING_KEYS = ("spark.master", "spark.driver.memory", "spark.sql.shuffle.partitions")
+
+
+def settings_conf(settings: SparkSettings) -> dict[str, str]:
+    """``settings`` as Spark configuration keys: what the Feast offline store config carries, so a
+    session the offline store starts on first use has tidemark's settings (see :func:`conf_settings`)."""
+    return {"spark.master": settings.master, "spark.driver.memory": settings.driver_memory,
+            "spark.sql.shuffle.partitions": str(settings.shuffle_partitions), **settings.extra_conf}
+
+
+def conf_settings(conf: Mapping[str, str]) -> SparkSettings:
+    """The inverse of :func:`settings_conf` (keys it lacks keep their defaults)."""
+    default = SparkSettings()
+    return SparkSettings(master=conf.get("spark.master", default.master),
+                         driver_memory=conf.get("spark.driver.memory", default.driver_memory),
+                         shuffle_partitions=int(conf.get("spark.sql.shuffle.partitions", default.shuffle_partitions)),
+                         extra_conf={k: v for k, v in conf.items() if k not in _SETTING_KEYS})
 
 
 def spark_session(settings: SparkSettings | None = None) -> SparkSession:

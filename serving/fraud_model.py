@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,25 +116,30 @@ class ModelSpec:
             dropout=raw["dropout"],
         )
 
-    def encode(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Raw columns -> (numeric float32 [n, k] with NaN for missing, codes int64 [n, c]).
 
-        Extra columns are ignored; a missing column raises :class:`ModelInputError`.
+        ``frame`` is a DataFrame or a mapping of equal-length numpy columns (the serving path:
+        numbers as floats with NaN for missing, text as objects with None). Extra columns are
+        ignored; a missing column raises :class:`ModelInputError`.
         """
-        absent = [c for c in self.columns if c not in frame.columns]
+        have = frame.columns if isinstance(frame, pd.DataFrame) else frame
+        absent = [c for c in self.columns if c not in have]
         if absent:
             raise ModelInputError(f"input lacks columns {absent}; the model needs {self.columns}")
-        numeric = np.empty((len(frame), len(self.numeric)), dtype=np.float32)
+        n = len(frame) if isinstance(frame, pd.DataFrame) else len(frame[self.columns[0]]) if self.columns else 0
+        numeric = np.empty((n, len(self.numeric)), dtype=np.float32)
         for j, col in enumerate(self.numeric):
-            numeric[:, j] = _as_float(frame[col.name])
-        codes = np.empty((len(frame), len(self.categorical)), dtype=np.int64)
+            numeric[:, j] = _as_float(frame[col.name], col.name)
+        codes = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, cat in enumerate(self.categorical):
-            series = frame[cat.name]
-            if len(series) <= _SMALL:  # a request: a dict lookup per value beats building a Categorical
+            values = frame[cat.name]
+            if n <= _SMALL:  # a request: a dict lookup per value beats building a Categorical
                 lookup = _lookup(cat.vocabulary)
                 codes[:, j] = [0 if _missing(v) else lookup.get(v if isinstance(v, str) else as_text(v), 0)
-                               for v in series.tolist()]
+                               for v in values.tolist()]
             else:
+                series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
                 codes[:, j] = pd.Categorical(_as_text(series), categories=list(cat.vocabulary)).codes + 1
         return numeric, codes
 
@@ -143,7 +149,7 @@ def _sha256(text: str) -> str:
 
 
 def _fit_numeric(name: str, series: pd.Series) -> NumericInput:
-    values = _as_float(series)
+    values = _as_float(series, name)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return NumericInput(name, log=False, mean=0.0, std=1.0)
@@ -173,14 +179,18 @@ def _missing(value: object) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
-def _as_float(series: pd.Series) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(series.dtype):  # ints, floats, nullable or not: one conversion
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+def _as_float(values: pd.Series | np.ndarray, name: str) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "fiub":  # the serving path's columns: already numbers
+            return values
+        values = pd.Series(values, name=name)
+    if pd.api.types.is_numeric_dtype(values.dtype):  # ints, floats, nullable or not: one conversion
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
     try:
-        return pd.to_numeric(series, errors="raise").astype("float64").to_numpy(dtype=np.float64,
+        return pd.to_numeric(values, errors="raise").astype("float64").to_numpy(dtype=np.float64,
                                                                                 na_value=np.nan)
     except (TypeError, ValueError) as exc:
-        raise ModelInputError(f"column {series.name!r} must be numeric ({exc})") from None
+        raise ModelInputError(f"column {name!r} must be numeric ({exc})") from None
 
 
 def _as_text(series: pd.Series) -> pd.Series:
@@ -241,19 +251,19 @@ class FraudModel:
         self.module.to(device)
         return self
 
-    def encode(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Raw columns to the module's inputs; see :meth:`ModelSpec.encode`."""
         return self.spec.encode(frame)
 
-    def predict_proba(self, frame: pd.DataFrame, *, batch_size: int = 65_536) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame | Mapping[str, np.ndarray], *, batch_size: int = 65_536) -> np.ndarray:
         """P(fraud) per row of ``frame`` (float64), scored in batches without gradients."""
         import torch
 
         numeric, codes = self.encode(frame)
-        out = np.empty(len(frame), dtype=np.float64)
+        out = np.empty(len(numeric), dtype=np.float64)
         device = self.device
         with torch.inference_mode():
-            for s in range(0, len(frame), batch_size):
+            for s in range(0, len(numeric), batch_size):
                 logits = self.module(torch.from_numpy(numeric[s:s + batch_size]).to(device),
                                      torch.from_numpy(codes[s:s + batch_size]).to(device))
                 # in float64: float32 sigmoid saturates at exactly 1.0 above a logit of ~17 (ties)

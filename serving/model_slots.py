@@ -17,6 +17,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +50,7 @@ class LoadedModel:
     loaded_at: float                  # time.time()
     batcher: MicroBatcher | None = None  # shares forward passes across concurrent requests
 
-    def predict_proba(self, inputs: pd.DataFrame, *, timeout_s: float = 5.0) -> np.ndarray:
+    def predict_proba(self, inputs: pd.DataFrame | Mapping[str, np.ndarray], *, timeout_s: float = 5.0) -> np.ndarray:
         """P(fraud) per row, through the micro-batcher when there is one (``timeout_s`` bounds the
         wait for it; without a batcher the call runs in this thread)."""
         if self.batcher is None:
@@ -61,11 +62,13 @@ class ModelSlots:
     """Champion and challenger of ``name``, loaded from the MLflow registry on ``refresh()``."""
 
     def __init__(self, client: MlflowClient, name: str, *, aliases: tuple[str, ...] = ("champion", "challenger"),
-                 device: str | None = None, batching: dict[str, int] | None = None) -> None:
+                 device: str | None = None, batching: dict[str, int] | None = None,
+                 direct: tuple[str, ...] = ()) -> None:
         """``batching``: MicroBatcher options (``max_batch``, ``max_wait_us``, ``max_queue``), or
-        None to call each model directly."""
+        None to call each model directly; aliases in ``direct`` are always called directly, in the
+        request's own thread."""
         self.client, self.name, self.aliases, self.device = client, name, aliases, device
-        self.batching = batching
+        self.batching, self.direct = batching, direct
         self._slots: dict[str, LoadedModel | None] = dict.fromkeys(aliases)
         self.errors: dict[str, str] = {}
         self._lock = threading.Lock()  # one refresh at a time; reads don't take it
@@ -142,8 +145,8 @@ class ModelSlots:
         stored = {ref.split(":", 1)[1] for ref in features}
         request = tuple(c for c in model.spec.columns if c not in stored)
         _warm(model)
-        batcher = MicroBatcher(model.module, name=f"{alias}-v{version}", **self.batching) if self.batching is not None \
-            else None
+        batched = self.batching is not None and alias not in self.direct
+        batcher = MicroBatcher(model.module, name=f"{alias}-v{version}", **(self.batching or {})) if batched else None
         return LoadedModel(self.name, alias, version, model, features, request, time.time(), batcher)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,8 +93,12 @@ class Scorer:
         champion = self.slots.get(CHAMPION)
         return frozenset(c.name for c in champion.model.spec.categorical) if champion else frozenset()
 
-    def score(self, rows: pd.DataFrame, request_id: str) -> Scored:
-        """Score validated ``rows`` (join keys and request fields, one row per payment)."""
+    def score(self, rows: Mapping[str, np.ndarray] | pd.DataFrame, request_id: str) -> Scored:
+        """Score validated ``rows``: join keys and request fields, one row per payment, as equal-length
+        numpy columns (numbers as int64/float64 with NaN for unknown, text as objects with None), the
+        way :mod:`serving.app` builds them; a DataFrame is converted to that."""
+        request = _columns(rows)
+        n = len(request[ROUTING_KEY])
         champion = self.slots.get(CHAMPION)
         if champion is None:
             raise NotReadyError("no champion model is loaded; promote one (`tidemark promote --first`) "
@@ -105,31 +109,33 @@ class Scorer:
         broken = False
         if challenger is not None:
             try:
-                plan = self._plan(tuple(dict.fromkeys((*champion.features, *challenger.features))))
-                missing = [c for c in challenger.request_columns if c not in rows.columns]
+                if challenger.features != champion.features:
+                    plan = self._plan(tuple(dict.fromkeys((*champion.features, *challenger.features))))
+                missing = [c for c in challenger.request_columns if c not in request]
                 if missing:
                     raise NotReadyError(f"requests don't carry {missing}")
             except (FeatureStoreError, NotReadyError) as exc:  # the challenger can't be served: champion only
                 log.error("challenger v%s can't be served: %s", challenger.version, exc)
                 broken = True
-        values, found = self.reader.read_frame(plan, rows)
-        inputs = pd.concat([rows.reset_index(drop=True), values.drop(columns=[c for c in values.columns
-                                                                          if c in rows.columns])], axis=1)
-        to_challenger = np.zeros(len(rows), dtype=bool)
+        values, found = self.reader.read_columns(plan, request)
+        inputs = dict(request)  # a request field wins over a stored feature of the same name
+        for name, column in values.items():
+            inputs.setdefault(name, column)
+        to_challenger = np.zeros(n, dtype=bool)
         if challenger is not None and state.mode == "canary":
             from serving.routing import to_challenger as route
 
-            to_challenger = route(rows[ROUTING_KEY].to_numpy(), state.canary_id, state.weight_pct)
+            to_challenger = route(request[ROUTING_KEY], state.canary_id, state.weight_pct)
         if broken:  # counted against the challenger, so the controller rolls it back
             self._failed(CHALLENGER if state.mode == "canary" else SHADOW, state,
-                         int(to_challenger.sum()) if state.mode == "canary" else len(rows))
+                         int(to_challenger.sum()) if state.mode == "canary" else n)
             to_challenger[:] = False
             challenger = None
-        scores = np.empty(len(rows), dtype=np.float64)
+        scores = np.empty(n, dtype=np.float64)
         served_by = np.where(to_challenger, CHALLENGER, CHAMPION).astype(object)
         if to_challenger.any():
             assert challenger is not None
-            ok = self._run(challenger, CHALLENGER, inputs[to_challenger], state, self.challenger_timeout_s)
+            ok = self._run(challenger, CHALLENGER, _take(inputs, to_challenger), state, self.challenger_timeout_s)
             if ok is None:  # the challenger failed: the champion answers these rows too
                 served_by[to_challenger] = CHAMPION
                 to_challenger[:] = False
@@ -137,19 +143,19 @@ class Scorer:
                 scores[to_challenger] = ok
         champion_rows = ~to_challenger
         if champion_rows.any():
-            result = self._run(champion, CHAMPION, inputs[champion_rows], state)
+            result = self._run(champion, CHAMPION, _take(inputs, champion_rows), state)
             if result is None:
                 raise NotReadyError(f"the champion (v{champion.version}) failed to score; see the server log")
             scores[champion_rows] = result
         versions = [challenger.version if v == CHALLENGER and challenger else champion.version for v in served_by]
-        all_found = found.to_numpy().all(axis=1) if found.shape[1] else np.ones(len(rows), dtype=bool)
+        all_found = np.asarray(found.all(axis=1), dtype=bool) if found.shape[1] else np.ones(n, dtype=bool)
         scored = Scored(scores, list(served_by), versions, all_found)
         self._log(request_id, inputs, scored)
         if challenger is not None and state.mode == "shadow":
             self._submit_shadow(challenger, inputs, request_id, state)
         return scored
 
-    def _submit_shadow(self, challenger: LoadedModel, inputs: pd.DataFrame, request_id: str, state: Any) -> None:
+    def _submit_shadow(self, challenger: LoadedModel, inputs: Columns, request_id: str, state: Any) -> None:
         with self._lock:
             if self._shadow_pending >= self.max_shadow_pending:
                 self.shadow_dropped += 1  # shadow work must never slow or grow the server
@@ -192,32 +198,31 @@ class Scorer:
                 plan = self._plans[features] = self.reader.plan(list(features))
         return plan
 
-    def _run(self, model: LoadedModel, variant: str, inputs: pd.DataFrame, state: Any,
+    def _run(self, model: LoadedModel, variant: str, inputs: Columns, state: Any,
              timeout_s: float = 5.0) -> np.ndarray | None:
         started = time.perf_counter()
-        stats = self.stats[variant]
+        stats, n = self.stats[variant], _length(inputs)
         counting = self.evidence is not None and state.mode != "off"
         try:
             scores = np.asarray(model.predict_proba(inputs, timeout_s=timeout_s), dtype=np.float64)
-            if scores.shape != (len(inputs),) or not np.isfinite(scores).all():
-                raise ValueError(f"scores of shape {scores.shape} with non-finite values; expected ({len(inputs)},)")
+            if scores.shape != (n,) or not np.isfinite(scores).all():
+                raise ValueError(f"scores of shape {scores.shape} with non-finite values; expected ({n},)")
         except OverloadedError:
             if variant == CHAMPION:
                 raise  # a 503 that says so, not a model failure
-            self._failed(variant, state, len(inputs))
+            self._failed(variant, state, n)
             return None
         except Exception:  # a broken model must not fail the request (log.exception records it)
-            log.exception("%s v%s failed to score %d rows", variant, model.version, len(inputs))
-            self._failed(variant, state, len(inputs))
+            log.exception("%s v%s failed to score %d rows", variant, model.version, n)
+            self._failed(variant, state, n)
             return None
         seconds = time.perf_counter() - started
-        stats.rows += len(inputs)
+        stats.rows += n
         stats.seconds += seconds
         if counting:
-            self.evidence.record(state.canary_id, state.step, variant, rows=len(inputs), seconds=seconds,
-                                 scores=scores)
+            self.evidence.record(state.canary_id, state.step, variant, rows=n, seconds=seconds, scores=scores)
         if self.on_scored is not None:
-            self.on_scored(variant, len(inputs), seconds, scores)
+            self.on_scored(variant, n, seconds, scores)
         return scores
 
     def _failed(self, variant: str, state: Any, rows: int) -> None:
@@ -225,21 +230,22 @@ class Scorer:
         if self.evidence is not None and state.mode != "off" and rows:
             self.evidence.record(state.canary_id, state.step, variant, rows=rows, errors=rows)
 
-    def _shadow_score(self, challenger: LoadedModel, inputs: pd.DataFrame, request_id: str, state: Any) -> None:
+    def _shadow_score(self, challenger: LoadedModel, inputs: Columns, request_id: str, state: Any) -> None:
         with self._lock:
             self._shadow_pending -= 1
         scores = self._run(challenger, SHADOW, inputs, state)
         if scores is not None:
-            self._log(request_id, inputs, Scored(scores, [SHADOW] * len(inputs), [challenger.version] * len(inputs),
-                                                 np.ones(len(inputs), dtype=bool)))
+            n = len(scores)
+            self._log(request_id, inputs, Scored(scores, [SHADOW] * n, [challenger.version] * n, np.ones(n, dtype=bool)))
 
-    def _log(self, request_id: str, inputs: pd.DataFrame, scored: Scored) -> None:
+    def _log(self, request_id: str, inputs: Columns, scored: Scored) -> None:
         if self.log_sink is None:
             return
-        columns: dict[str, Any] = {c: _log_column(c, inputs[c]) for c in inputs.columns}
+        n = len(scored.scores)
+        columns: dict[str, Any] = {c: _log_column(c, v) for c, v in inputs.items()}
         columns.update({
-            "event_timestamp": np.full(len(inputs), np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")),
-            "request_id": np.full(len(inputs), request_id, dtype=object),
+            "event_timestamp": np.full(n, np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")),
+            "request_id": np.full(n, request_id, dtype=object),
             "score": scored.scores, "variant": np.asarray(scored.variants, dtype=object),
             "model_version": np.asarray(scored.versions, dtype=object),
         })
@@ -249,11 +255,31 @@ class Scorer:
             log.exception("prediction log append failed for request %s", request_id)
 
 
-def _log_column(name: str, series: pd.Series) -> np.ndarray:
-    """One dtype per column whatever the batch holds: an Int64 feature with a null would otherwise
+Columns = Mapping[str, np.ndarray]  # equal-length numpy columns, one row per payment
+
+
+def _columns(rows: Columns | pd.DataFrame) -> dict[str, np.ndarray]:
+    if isinstance(rows, pd.DataFrame):
+        return {str(c): rows[c].to_numpy() for c in rows.columns}
+    return dict(rows)
+
+
+def _length(columns: Columns) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def _take(columns: Columns, rows: np.ndarray) -> Columns:
+    """The ``rows`` (a bool mask) of every column; no copy when every row is taken."""
+    if rows.all():
+        return columns
+    return {name: values[rows] for name, values in columns.items()}
+
+
+def _log_column(name: str, values: np.ndarray) -> np.ndarray:
+    """One dtype per column whatever the batch holds: an integer feature with a null would otherwise
     be int64 in one file and float64 in the next, which readers can't merge."""
-    if not pd.api.types.is_numeric_dtype(series):
-        return series.to_numpy(dtype=object)
+    if values.dtype.kind not in "fiub":
+        return values.astype(object, copy=False)
     if name in ("customer_id", "merchant_id"):
-        return series.to_numpy(dtype=np.int64)
-    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return values.astype(np.int64, copy=False)
+    return values.astype(np.float64, copy=False)

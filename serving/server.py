@@ -2,7 +2,8 @@
 into the ASGI app, and keep them fresh in the background.
 
     every refresh_s:  ModelSlots.refresh()   alias moved? load + warm the new version, then swap
-    every request:    CanaryStateStore.read() (cached ~1 s), OnlineReader, models, PredictionLog
+    every request:    CanaryStateStore.read() (cached ~1 s), OnlineReader, models, PredictionLog;
+                      on the event loop's thread on a CPU, in worker threads with a GPU
     /readyz:          a champion is loaded, and the online store answers a PING
 """
 
@@ -70,8 +71,17 @@ class Server:
 
 def build_server(settings: Settings, *, feature_client: FeatureClient | None = None, refresh_s: float = 10.0,
                  limits: ApiLimits | None = None, prediction_log: bool = True,
-                 batching: dict[str, int] | None = None, admin: CanaryAdmin | None = None) -> Server:
-    """Everything ``tidemark serve`` runs, for ``settings``; models are loaded before it returns."""
+                 batching: dict[str, int] | None = None, admin: CanaryAdmin | None = None,
+                 inline: bool | None = None) -> Server:
+    """Everything ``tidemark serve`` runs, for ``settings``; models are loaded before it returns.
+
+    ``inline`` (default: when there is no CUDA device) scores requests on the event loop's thread
+    and calls the champion directly: on a CPU the work is about a millisecond of GIL-bound Python
+    and numpy, and a hop to a worker thread and on to a batcher costs more than it overlaps
+    (``docs/benchmarks.md``). The challenger keeps its micro-batcher either way, so its timeout
+    holds. Otherwise requests run in worker threads and both models batch across them.
+    """
+    import torch
     from mlflow import MlflowClient
 
     from features.sdk import FeatureClient
@@ -82,7 +92,9 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     reader = fc.online_reader()
     redis_online = reader.redis
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    slots = ModelSlots(client, settings.model_name, batching=batching or {})
+    if inline is None:
+        inline = not torch.cuda.is_available()
+    slots = ModelSlots(client, settings.model_name, batching=batching or {}, direct=(CHAMPION,) if inline else ())
     slots.refresh()
     sink = None
     if prediction_log:
@@ -106,7 +118,8 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
 
     closers: list[Server] = []
     app = create_app(scorer, limits=limits, ready=ready, metrics=metrics.render,
-                     on_shutdown=lambda: closers[0].close(), admin=admin, admin_token=settings.admin_token)
+                     on_shutdown=lambda: closers[0].close(), admin=admin, admin_token=settings.admin_token,
+                     inline=inline)
     server = Server(app, scorer, slots, settings, refresh_s)
     closers.append(server)
     return server

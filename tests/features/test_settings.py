@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from features.errors import ConfigError
-from features.settings import Settings
+from features.settings import Settings, SparkSettings
 
 
 def test_defaults_put_state_under_dot_tidemark(tmp_path, monkeypatch):
@@ -61,3 +61,16 @@ def test_empty_redis_url_means_embedded():
 def test_bad_online_timeout_is_named(raw):
     with pytest.raises(ConfigError, match="TIDEMARK_ONLINE_TIMEOUT_MS.*positive integer"):
         Settings.from_env({"TIDEMARK_ONLINE_TIMEOUT_MS": raw})
+
+
+def test_spark_settings_travel_through_the_offline_store_config():
+    """The Feast offline store starts Spark on first use (never for online reads) with tidemark's
+    settings, which reach it as Spark configuration keys."""
+    from features.spark import conf_settings, settings_conf
+
+    settings = SparkSettings(master="local[3]", driver_memory="3g", shuffle_partitions=6,
+                             extra_conf={"spark.sql.ansi.enabled": "true"})
+    conf = settings_conf(settings)
+    assert conf["spark.master"] == "local[3]" and conf["spark.sql.shuffle.partitions"] == "6"
+    assert conf_settings(conf) == settings
+    assert conf_settings({}) == SparkSettings()

@@ -94,6 +94,30 @@ def test_list_of_dicts_and_the_float32_matrix_agree_with_the_frame(client):
     assert matrix.found[1].tolist() == [False, False]
 
 
+def test_serving_columns_agree_with_the_frame(client):
+    """read_columns, serving's path: numbers (ints and bools too) as float64 with NaN, text as
+    objects with None, in plan order; the same values and found mask as read_frame."""
+    customers = np.array([3, 999_999, 4, 3, 150, -1])
+    reader = client.online_reader()
+    plan = reader.plan(FEATURES)
+    frame, found = reader.read_frame(plan, {"customer_id": customers})
+    columns, found_columns = reader.read_columns(plan, {"customer_id": customers})
+    assert list(columns) == [ref.split(":")[1] for ref in FEATURES]
+    np.testing.assert_array_equal(found_columns, found.to_numpy())
+    kinds = set()
+    for name, values in columns.items():
+        want = frame[name]
+        if pd.api.types.is_numeric_dtype(want.dtype):
+            assert values.dtype == np.float64, name
+            np.testing.assert_array_equal(values, want.to_numpy(dtype=np.float64, na_value=np.nan))
+        else:
+            assert values.dtype == object, name
+            assert values.tolist() == want.astype(object).where(want.notna(), None).tolist()
+        kinds.add(str(want.dtype))
+        assert np.isnan(values[1]) if values.dtype == np.float64 else values[1] is None  # unknown customer
+    assert {"string", "boolean", "Int64"} <= kinds, kinds
+
+
 def test_feast_get_online_features_reads_the_same_values(client):
     customers = list(range(0, 300, 7))
     ours = client.online_features([{"customer_id": c} for c in customers], FEATURES).frame

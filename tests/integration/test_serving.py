@@ -139,6 +139,27 @@ def test_predict_scores_with_online_features(server: Server, http: TestClient):
     assert unknown["features_found"] is False and 0 < unknown["score"] < 1
 
 
+def test_worker_thread_mode_batches_the_champion_and_scores_the_same(settings: Settings, server: Server):
+    """What a GPU node runs (requests in worker threads, every model behind its micro-batcher), here
+    on the CPU; the default on a CPU scores on the event loop and calls the champion directly."""
+    import torch
+
+    assert (server.slots.get("champion").batcher is None) == (not torch.cuda.is_available())
+    threaded = build_server(settings, refresh_s=3600, prediction_log=False, inline=False)
+    try:
+        champion = threaded.slots.get("champion")
+        assert champion is not None and champion.batcher is not None
+        rows = _rows(CUSTOMERS[:20])
+        with TestClient(threaded.app) as client:
+            answers = [client.post("/v1/predict", json={"rows": rows[i:i + 5]}) for i in range(0, 20, 5)]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        scores = [p["score"] for a in answers for p in a.json()["predictions"]]
+        np.testing.assert_allclose(scores, _expected(server, "champion", rows), rtol=1e-6)
+        assert champion.batcher.stats.rows >= 20
+    finally:
+        threaded.close()
+
+
 @pytest.mark.parametrize(("body", "status", "loc"), [
     (b"{not json", 400, []),
     (json.dumps({"rows": []}).encode(), 422, ["rows"]),
@@ -286,14 +307,22 @@ def test_canary_endpoints_need_the_bearer_token(server: Server, http: TestClient
         assert anonymous.get("/v1/canary").status_code == 200
 
 
-def test_redis_down_is_a_503_and_recovers(module_redis: RedisProc, http: TestClient):
+def test_redis_down_is_a_503_and_recovers(settings: Settings, module_redis: RedisProc, http: TestClient):
     module_redis.stop()
     try:
         answer = http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])})
         assert answer.status_code == 503 and "request_id" in answer.json()
         assert http.get("/readyz").status_code == 503
+        # a server that starts while the store is down starts all the same, not ready
+        late = build_server(settings, refresh_s=3600, prediction_log=False)
+        with TestClient(late.app) as client:
+            assert client.get("/readyz").status_code == 503
+            assert client.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])}).status_code == 503
     finally:
         module_redis.restart()
+    with TestClient(late.app) as client:
+        assert client.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])}).status_code == 200
+    late.close()
     for _ in range(50):
         if http.get("/readyz").status_code == 200:
             break
