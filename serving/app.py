@@ -1,7 +1,8 @@
 """The HTTP API (ASGI, Starlette): ``/v1/predict``, health, readiness, metrics, OpenAPI.
 
     POST /v1/predict   {"rows": [{"customer_id": 1042, "merchant_id": 7, "amount": 12.5,
-                                  "channel": "ecom"}, ...]}
+                                  "channel": "ecom", "transaction_id": 99120}, ...]}
+                       (transaction_id is optional: it joins delayed labels to the logged scores)
                        -> {"request_id": "...", "predictions": [{"score": 0.0123,
                            "variant": "champion", "model_version": "3", "features_found": true}]}
     GET  /healthz      the process is alive
@@ -49,6 +50,9 @@ __all__ = ["ApiLimits", "create_app", "openapi_spec"]
 log = logging.getLogger(__name__)
 
 JOIN_KEYS = ("customer_id", "merchant_id")
+#: Optional per row: the payment's id, passed through to the prediction log (the model never sees
+#: it), so that delayed fraud labels can be joined to the scores the canary and drift jobs judge.
+TRANSACTION_ID = "transaction_id"
 
 
 @dataclass(frozen=True)
@@ -214,11 +218,17 @@ def _validate(body: Any, request_columns: tuple[str, ...], text: frozenset[str],
         return {}, [{"loc": ["rows"], "msg": f"{len(rows):,} rows; at most {max_rows:,} per request"}]
     fields = (*JOIN_KEYS, *request_columns)
     errors: list[dict[str, Any]] = []
-    columns: dict[str, list[Any]] = {f: [] for f in fields}
+    columns: dict[str, list[Any]] = {f: [] for f in (*fields, TRANSACTION_ID)}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             errors.append({"loc": ["rows", i], "msg": "each row must be an object"})
             continue
+        payment = row.get(TRANSACTION_ID)
+        if payment is not None and (isinstance(payment, bool) or not isinstance(payment, int)
+                                    or not -(2**63) <= payment < 2**63):
+            errors.append({"loc": ["rows", i, TRANSACTION_ID], "msg": f"must be a 64-bit integer or null, "
+                                                                      f"got {payment!r:.40}"})
+        columns[TRANSACTION_ID].append(payment)
         for name in fields:
             value = row.get(name)
             problem = _problem(name, value, name in row, name in text)
@@ -229,7 +239,8 @@ def _validate(body: Any, request_columns: tuple[str, ...], text: frozenset[str],
             break
     if errors:
         return {}, errors
-    return {name: _array(values, np.int64 if name in JOIN_KEYS else object if name in text else np.float64)
+    return {name: _array(values, np.int64 if name in JOIN_KEYS else
+                         object if name in text or name == TRANSACTION_ID else np.float64)
             for name, values in columns.items()}, []
 
 
@@ -273,6 +284,8 @@ def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits:
     for name in request_columns:
         props[name] = ({"type": ["string", "null"], "maxLength": 200} if name in text
                        else {"type": ["number", "null"]})
+    props[TRANSACTION_ID] = {"type": ["integer", "null"], "format": "int64", "minimum": -(2**63),
+                             "maximum": 2**63 - 1, "description": "optional: joins delayed labels to the log"}
     row = {"type": "object", "required": [*JOIN_KEYS, *request_columns], "properties": props}
     error = {"type": "object", "properties": {"detail": {}}}
     prediction = {"type": "object", "properties": {

@@ -2,7 +2,8 @@
 
 It is what drift monitoring reads and what delayed labels are joined to. One row per scored row:
 ``event_timestamp`` (when it was scored), ``request_id``, the join keys (``customer_id``,
-``merchant_id``), the request fields and the feature values the model saw, ``score``, ``variant``
+``merchant_id``), ``transaction_id`` (the payment, when the request named it: what delayed labels
+join on; int64, null where absent), the request fields and the feature values the model saw, ``score``, ``variant``
 (``champion`` | ``challenger`` | ``shadow``) and ``model_version``. Layout, under
 ``root = $TIDEMARK_HOME/offline/prediction_log``::
 
@@ -120,7 +121,10 @@ class PredictionLog:
         max_rows: int = 50_000,
         flush_interval_s: float = 1.0,
         max_pending_rows: int = 500_000,
+        column_types: Mapping[str, pa.DataType] | None = None,
     ) -> None:
+        """``column_types``: Arrow types of columns that must have one type in every file although a
+        whole batch may hold only nulls (an optional id: ``{"transaction_id": pa.int64()}``)."""
         if max_rows < 1 or max_pending_rows < 1 or not flush_interval_s > 0:
             raise ValueError(
                 f"max_rows ({max_rows}), max_pending_rows ({max_pending_rows}) and flush_interval_s "
@@ -130,6 +134,7 @@ class PredictionLog:
         self.max_rows = max_rows
         self.flush_interval_s = flush_interval_s
         self.max_pending_rows = max_pending_rows
+        self.column_types = dict(column_types or {})
         self._cond = threading.Condition()
         # Guarded by _cond: the queue, the row and file counters, the flush handshake.
         self._queue: list[_Batch] = []
@@ -313,7 +318,7 @@ class PredictionLog:
 
     def _write_round(self, batches: Sequence[_Batch]) -> Exception | None:
         """Write the retained pieces and ``batches``; return the error that stopped it, if any."""
-        tables, bad = _arrow_tables(batches)
+        tables, bad = _arrow_tables(batches, self.column_types)
         for rows, exc in bad:
             log.error("prediction log dropped a batch of %d rows that Arrow cannot convert: %s", rows, exc)
             with self._cond:
@@ -403,7 +408,8 @@ def _checked_batch(columns: Mapping[str, np.ndarray | list[Any]]) -> tuple[_Batc
     return batch, lengths.pop()
 
 
-def _arrow_tables(batches: Sequence[_Batch]) -> tuple[list[pa.Table], list[tuple[int, Exception]]]:
+def _arrow_tables(batches: Sequence[_Batch], types: Mapping[str, pa.DataType]
+                  ) -> tuple[list[pa.Table], list[tuple[int, Exception]]]:
     """One table per group of batches with the same columns and dtypes; and the unconvertible
     batches, as (rows, error)."""
     groups: dict[tuple[tuple[str, str], ...], list[_Batch]] = {}
@@ -413,23 +419,24 @@ def _arrow_tables(batches: Sequence[_Batch]) -> tuple[list[pa.Table], list[tuple
     tables, bad = [], []
     for group in groups.values():
         try:
-            tables.append(_to_table({name: np.concatenate([b[name] for b in group]) for name in group[0]}))
+            tables.append(_to_table({name: np.concatenate([b[name] for b in group]) for name in group[0]}, types))
             continue
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             pass
         for batch in group:  # find the culprits; keep the rest
             try:
-                tables.append(_to_table(batch))
+                tables.append(_to_table(batch, types))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 bad.append((len(batch[TIMESTAMP_COLUMN]), exc))
     return tables, bad
 
 
-def _to_table(columns: Mapping[str, np.ndarray]) -> pa.Table:
+def _to_table(columns: Mapping[str, np.ndarray], types: Mapping[str, pa.DataType] | None = None) -> pa.Table:
+    types = types or {}
     arrays = [
         pa.array(a, type=TIMESTAMP_TYPE) if name == TIMESTAMP_COLUMN
         # from_pandas: None and NaN are null in object columns; float columns keep NaN as NaN.
-        else pa.array(a, from_pandas=a.dtype.kind == "O")
+        else pa.array(a, type=types.get(name), from_pandas=a.dtype.kind == "O")
         for name, a in columns.items()
     ]
     return pa.table(arrays, names=list(columns))

@@ -98,9 +98,12 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     slots.refresh()
     sink = None
     if prediction_log:
+        import pyarrow as pa
+
+        from serving.app import TRANSACTION_ID
         from serving.prediction_log import PredictionLog
 
-        sink = PredictionLog(settings.offline_dir / "prediction_log")
+        sink = PredictionLog(settings.offline_dir / "prediction_log", column_types={TRANSACTION_ID: pa.int64()})
     metrics = _Metrics()
     scorer = Scorer(slots, reader, CanaryStateStore(redis_online.reader, settings.model_name), sink,
                     on_scored=metrics.observe, evidence=EvidenceRecorder(redis_online.writer, settings.model_name))

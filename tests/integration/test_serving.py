@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 import torch
@@ -142,8 +143,6 @@ def test_predict_scores_with_online_features(server: Server, http: TestClient):
 def test_worker_thread_mode_batches_the_champion_and_scores_the_same(settings: Settings, server: Server):
     """What a GPU node runs (requests in worker threads, every model behind its micro-batcher), here
     on the CPU; the default on a CPU scores on the event loop and calls the champion directly."""
-    import torch
-
     assert (server.slots.get("champion").batcher is None) == (not torch.cuda.is_available())
     threaded = build_server(settings, refresh_s=3600, prediction_log=False, inline=False)
     try:
@@ -283,12 +282,23 @@ def test_canary_routes_sticky_by_customer_and_shadow_never_answers(settings: Set
 
 
 def test_predictions_are_logged(settings: Settings, server: Server, http: TestClient):
-    http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:5])})
+    rows = _rows(CUSTOMERS[:5])
+    for i, row in enumerate(rows[:3]):
+        row["transaction_id"] = 7_000_000_000 + i  # the payment id delayed labels will join on
+    rows[3]["transaction_id"] = None
+    answer = http.post("/v1/predict", json={"rows": rows}).json()
     server.scorer.log_sink.flush()
     logged = ds.dataset(settings.offline_dir / "prediction_log", format="parquet", partitioning="hive").to_table()
+    assert logged.schema.field("transaction_id").type == pa.int64()
     frame = logged.to_pandas()
     assert {"request_id", "customer_id", "amount", "amt_sum_24h", "score", "variant", "model_version"} <= set(frame)
     assert len(frame) >= 5 and set(frame["variant"]) >= {"champion"}
+    mine = frame.loc[(frame["request_id"] == answer["request_id"]) & (frame["variant"] != "shadow")]
+    mine = mine.sort_values("customer_id")  # a shadow run (earlier test) logs its own copy of each row
+    ids = mine["transaction_id"].astype("Int64").tolist()
+    assert ids[:3] == [7_000_000_000, 7_000_000_001, 7_000_000_002] and pd.isna(ids[3]) and pd.isna(ids[4])
+    bad = http.post("/v1/predict", json={"rows": [{**rows[0], "transaction_id": "x1"}]})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["rows", 0, "transaction_id"]
 
 
 def test_canary_endpoints_need_the_bearer_token(server: Server, http: TestClient):

@@ -337,3 +337,16 @@ def test_a_clean_interpreter_exit_writes_everything(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env, timeout=60)
     assert read_log(tmp_path)["customer_id"].to_pylist() == list(range(1_000))
+
+
+def test_a_declared_column_type_holds_in_a_batch_of_nulls(tmp_path: Path) -> None:
+    """An optional id that no row of a whole write carries is still int64 in that file, so every
+    file of the log reads with one schema (Spark's mergeSchema refuses null against int64)."""
+    with PredictionLog(tmp_path, column_types={"transaction_id": pa.int64()}) as log:
+        log.append(scored(3, transaction_id=np.array([None, None, None], dtype=object)))
+        log.flush()
+        log.append(scored(2, start=3, transaction_id=np.array([11, None], dtype=object)))
+    files = data_files(tmp_path)
+    assert len(files) == 2
+    assert {pq.read_schema(f).field("transaction_id").type for f in files} == {pa.int64()}
+    assert read_log(tmp_path).column("transaction_id").to_pylist() == [None, None, None, 11, None]
