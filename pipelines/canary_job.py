@@ -5,6 +5,8 @@
             MLflow run in the experiment "<model>-canary" whose id is the canary id
     step:   evidence of the current step (summed by the servers in Redis) ──► serving.canary_stats
             .decide() ──► advance (shadow → 5 → 25 → 50 → 100 %, then promote), hold, or roll back
+            plus, once delayed labels are known, PR-AUC on the canary's labelled payments
+            (pipelines.canary_labels: prediction log ⋈ labels known at the look's time)
             every look is logged to the run: metrics (step = look number) and decisions/*.json
     rollback / promote: by hand, the same transitions
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,7 @@ class StepOutcome:
     state: CanaryState
     reasons: list[str]
     evidence: dict[str, float]
+    notes: list[str] = field(default_factory=list)  # looked at, decided nothing (e.g. PR-AUC not judged yet)
 
 
 @dataclass
@@ -126,13 +129,32 @@ def step(settings: Settings, policy: CanaryPolicy | None = None, *, now: datetim
     look = int(p.redis.hincrby(memory, f"looks:{state.step}", 1))
     previous_p = float(p.redis.hget(memory, "error_p_value") or 1.0)
     evidence = _evidence(p, state, look, previous_p, moment)
+    evidence = replace(evidence, labels=_labels(settings, state, moment),
+                       label_looks=int(p.redis.hget(memory, "label_looks") or 0),
+                       label_fingerprint=int(p.redis.hget(memory, "label_fingerprint") or 0))
     decision = decide(evidence, policy)
     if "error_rate.p_value" in decision.evidence:
         p.redis.hset(memory, "error_p_value", min(previous_p, decision.evidence["error_rate.p_value"]))
+    if decision.evidence.get("prauc.judged"):  # the PR-AUC looks spent so far, and the data of the last
+        p.redis.hset(memory, mapping={"label_looks": int(decision.evidence["prauc.look"]),
+                                      "label_fingerprint": int(decision.evidence["prauc.fingerprint"])})
     p.redis.expire(memory, 30 * 86_400)
     outcome = _act(p, state, decision, moment)
     _log(p.ml, state, look, decision, outcome)
     return outcome
+
+
+def _labels(settings: Settings, state: CanaryState, moment: datetime) -> Any:
+    """The canary's labelled payments at ``moment``; None (PR-AUC not judged) if they can't be read."""
+    import pyarrow as pa
+
+    from pipelines.canary_labels import labelled_canary_traffic
+
+    try:
+        return labelled_canary_traffic(settings, state, moment)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:  # a bad file must not stop the other checks
+        log.warning("canary %s: labelled traffic unreadable, PR-AUC not judged at this look: %s", state.canary_id, exc)
+        return None
 
 
 def rollback(settings: Settings, reason: str) -> CanaryState:
@@ -150,7 +172,8 @@ def promote_now(settings: Settings) -> CanaryState:
     state, degraded = p.store.read()
     if degraded or state.mode == "off":
         raise CanaryError("no canary is running" if not degraded else "the canary state in Redis can't be read")
-    done = p.store.write(replace(state, mode="off", weight_pct=0.0), expected_revision=state.revision)
+    done = p.store.write(replace(state, mode="off", weight_pct=0.0, champion_version=state.challenger_version,
+                                 step_started_at=_iso(datetime.now(UTC))), expected_revision=state.revision)
     _promote(p, state.challenger_version)
     p.ml.set_tag(state.canary_id, "canary.outcome", f"promoted by hand at {state.weight_pct:g}%")
     return done
@@ -178,8 +201,8 @@ class CanaryAdmin:
 
     def step(self) -> dict[str, Any]:
         outcome = step(self.settings, self.policy)
-        return {"action": outcome.action, "reasons": outcome.reasons, "state": _as_dict(outcome.state),
-                "evidence": outcome.evidence}
+        return {"action": outcome.action, "reasons": outcome.reasons, "notes": outcome.notes,
+                "state": _as_dict(outcome.state), "evidence": outcome.evidence}
 
     def rollback(self, reason: str) -> dict[str, Any]:
         return _as_dict(rollback(self.settings, reason))
@@ -194,20 +217,22 @@ def _as_dict(state: CanaryState) -> dict[str, Any]:
 
 def _act(p: _Parts, state: CanaryState, decision: Decision, moment: datetime) -> StepOutcome:
     if decision.action == "hold":
-        return StepOutcome("hold", state, decision.reasons, decision.evidence)
+        return StepOutcome("hold", state, decision.reasons, decision.evidence, decision.notes)
     if decision.action == "rollback":
         return StepOutcome("rollback", _rolled_back(p, state, "; ".join(decision.reasons)), decision.reasons,
-                           decision.evidence)
+                           decision.evidence, decision.notes)
     if state.mode == "canary" and state.weight_pct >= RAMP[-1]:
         # The state first (compare-and-set: a concurrent rollback wins), then the alias swap.
+        # champion = challenger in the state tells the servers to switch now, not at their next poll.
         done = p.store.write(replace(state, mode="off", weight_pct=0.0, step=state.step + 1,
-                                     step_started_at=_iso(moment)), expected_revision=state.revision)
+                                     champion_version=state.challenger_version, step_started_at=_iso(moment)),
+                             expected_revision=state.revision)
         _promote(p, state.challenger_version)
-        return StepOutcome("promoted", done, decision.reasons, decision.evidence)
+        return StepOutcome("promoted", done, decision.reasons, decision.evidence, decision.notes)
     weight = RAMP[0] if state.mode == "shadow" else next(w for w in RAMP if w > state.weight_pct)
     moved = p.store.write(replace(state, mode="canary", weight_pct=weight, step=state.step + 1,
                                   step_started_at=_iso(moment)), expected_revision=state.revision)
-    return StepOutcome("advance", moved, decision.reasons, decision.evidence)
+    return StepOutcome("advance", moved, decision.reasons, decision.evidence, decision.notes)
 
 
 def _rolled_back(p: _Parts, state: CanaryState, reason: str) -> CanaryState:
@@ -255,7 +280,8 @@ def _log(ml: MlflowClient, state: CanaryState, look: int, decision: Decision, ou
     metrics.append(Metric("weight_pct", outcome.state.weight_pct, at, seq))
     ml.log_batch(run, metrics=metrics)
     ml.log_dict(run, {"step": state.step, "look": look, "mode": state.mode, "weight_pct": state.weight_pct,
-                      "action": outcome.action, "reasons": outcome.reasons, "evidence": decision.evidence,
+                      "action": outcome.action, "reasons": outcome.reasons, "notes": decision.notes,
+                      "evidence": decision.evidence,
                       "new_state": json.loads(outcome.state.to_json())},
                 f"decisions/step{state.step:02d}-look{look:03d}.json")
     ml.set_tag(run, "canary.last_action", f"{outcome.action} at step {state.step} look {look}")

@@ -50,16 +50,8 @@ def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int 
     for folder in (txn_dir, label_dir):
         if not folder.exists():
             raise DataNotFoundError(f"{folder} does not exist; generate data first with `tidemark datagen`")
-    cutoff = _utc(label_cutoff)
-    label_time = ds.field("label_timestamp")
     # A label never arrives before its payment, so labels older than the window are not read.
-    known = [label_time <= cutoff] + ([label_time >= _utc(events_from)] if events_from is not None else [])
-    labels = ds.dataset(label_dir, format="parquet", partitioning="hive").to_table(
-        columns=["transaction_id", "is_fraud", "label_timestamp"], filter=_all(known),
-    ).to_pandas()
-    # A corrected label replaces the earlier one: keep the newest known by the cutoff.
-    labels = (labels.sort_values(["transaction_id", "label_timestamp"], kind="stable")
-              .drop_duplicates("transaction_id", keep="last").drop(columns="label_timestamp"))
+    labels = known_labels(label_dir, label_cutoff=label_cutoff, labels_from=events_from)
     when = ds.field("event_timestamp")
     window = [when >= _utc(events_from)] if events_from is not None else []
     window += [when <= _utc(events_until)] if events_until is not None else []
@@ -72,6 +64,23 @@ def labelled_transactions(raw_dir: Path, *, label_cutoff: datetime, sample: int 
         rows = np.random.default_rng(seed).choice(len(frame), size=sample, replace=False)
         frame = frame.iloc[np.sort(rows)]
     return frame.sort_values(["event_timestamp", "transaction_id"]).reset_index(drop=True)
+
+
+def known_labels(label_dir: Path, *, label_cutoff: datetime, labels_from: datetime | None = None) -> pd.DataFrame:
+    """The fraud label of each payment as known at ``label_cutoff`` (UTC): ``transaction_id``, ``is_fraud``.
+
+    Reads ``label_dir`` (``raw/labels``, hive-partitioned Parquet). Labels that arrived after the
+    cutoff are unknown; of several labels for one payment, the newest by the cutoff counts.
+    ``labels_from`` (UTC, inclusive) skips labels that arrived earlier.
+    """
+    label_time = ds.field("label_timestamp")
+    known = [label_time <= _utc(label_cutoff)] + ([label_time >= _utc(labels_from)] if labels_from is not None else [])
+    labels = ds.dataset(label_dir, format="parquet", partitioning="hive").to_table(
+        columns=["transaction_id", "is_fraud", "label_timestamp"], filter=_all(known),
+    ).to_pandas()
+    # A corrected label replaces the earlier one: keep the newest known by the cutoff.
+    return (labels.sort_values(["transaction_id", "label_timestamp"], kind="stable")
+            .drop_duplicates("transaction_id", keep="last").drop(columns="label_timestamp").reset_index(drop=True))
 
 
 def count_transactions(raw_dir: Path, *, events_from: datetime | None, events_until: datetime) -> int:

@@ -20,6 +20,15 @@ a one-sided 5 % z-test checked at 20 looks fires on about a fifth of identical c
   but "significant" slowdown on huge samples does not roll back.
 - **Score distribution** (:func:`score_shift`): PSI of the challenger's score bins against the
   champion's. The threshold is an effect size, not a p-value, so looking again costs nothing.
+- **PR-AUC on delayed labels** (:func:`prauc_test`): once fraud labels of the canary's payments are
+  known, challenger − champion average precision, its standard error from a class-stratified
+  bootstrap (paired where both models scored the same payment, in shadow mode), and a one-sided
+  normal bound at a Bonferroni share of ``label_alpha`` per look: ``label_alpha / K`` for a budget of
+  ``K`` looks over the whole rollout. A union bound needs no model of how the looks depend on each
+  other (labels arrive in bursts, days late, so information grows unevenly and the Brownian-motion
+  assumption behind alpha spending does not hold); the chance that *any* of the ``K`` looks rolls back
+  a challenger no worse than the margin is at most ``K · label_alpha / K``. A look whose labelled
+  data is unchanged repeats the previous look's answer (seeded by the data) and takes no new share.
 
 :func:`decide` turns one look's :class:`StepEvidence` into advance / hold / rollback under a
 :class:`CanaryPolicy`, and puts every number it used into ``Decision.evidence`` (for MLflow).
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -39,10 +49,11 @@ from numpy.typing import ArrayLike
 from scipy import optimize, special
 from scipy import stats as sps
 
-__all__ = ["EPS", "TAU", "CanaryPolicy", "Decision", "LatencyHistogram", "LatencyResult", "SequentialResult",
-           "StepEvidence", "VariantEvidence", "decide", "error_rate_test", "group_sequential_bounds",
-           "histogram_quantile", "latency_test", "mann_whitney_from_counts", "mixture_halfwidth",
-           "mixture_log_lr", "obf_spending", "psi", "risk_difference", "score_shift"]
+__all__ = ["EPS", "TAU", "CanaryPolicy", "Decision", "LabelledScores", "LatencyHistogram", "LatencyResult",
+           "PrAucResult", "SequentialResult", "StepEvidence", "VariantEvidence", "average_precision", "decide",
+           "error_rate_test", "group_sequential_bounds", "histogram_quantile", "latency_test",
+           "mann_whitney_from_counts", "mixture_halfwidth", "mixture_log_lr", "obf_spending", "prauc_test", "psi",
+           "risk_difference", "score_shift"]
 
 EPS: Final = 1e-4  # PSI floors each bin's proportion here (as monitoring.stats.psi does)
 TAU: Final = 0.01  # mixture scale: an absolute error-rate difference of one percentage point
@@ -438,6 +449,232 @@ def score_shift(champion_counts: ArrayLike, challenger_counts: ArrayLike, *, thr
     return value, value >= threshold
 
 
+# --- PR-AUC on delayed labels: class-stratified bootstrap, Bonferroni over the rollout's looks ----
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledScores:
+    """Scores of the canary's payments whose fraud label is known (1 fraud, 0 not), since it started.
+
+    ``paired_*``: payments scored by both models (shadow mode logs each request once as champion and
+    once as shadow), one label each. ``champion_*`` / ``challenger_*``: payments scored by one model
+    only (canary mode routes each customer to one of them), with a stratum each (an integer, e.g.
+    the hour they were scored; omitted: one stratum). Scores: higher means more likely fraud.
+
+    Unpaired payments are compared within their stratum only: the challenger's share of traffic
+    changes from step to step while fraud prevalence (which PR-AUC depends on) drifts over the
+    days, so pooling raw rows would compare the challenger's late traffic with the champion's early
+    traffic. Each unpaired row is weighted so that both variants give every stratum the same total
+    weight, ``n_a n_b / (n_a + n_b)`` (as :func:`risk_difference` does): a champion row by the
+    challenger's share of the stratum and vice versa; a stratum that only one variant served
+    weighs nothing. Paired rows weigh 1 for both.
+    """
+
+    paired_champion: ArrayLike = ()
+    paired_challenger: ArrayLike = ()
+    paired_labels: ArrayLike = ()
+    champion_scores: ArrayLike = ()
+    champion_labels: ArrayLike = ()
+    challenger_scores: ArrayLike = ()
+    challenger_labels: ArrayLike = ()
+    champion_strata: ArrayLike = ()
+    challenger_strata: ArrayLike = ()
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The nine arrays validated, in field order: scores float64, labels int8 in {0, 1}, strata int64."""
+        out: list[np.ndarray] = []
+        for name in ("paired_champion", "paired_challenger", "paired_labels", "champion_scores", "champion_labels",
+                     "challenger_scores", "challenger_labels"):
+            x = np.asarray(getattr(self, name), dtype=np.float64).ravel()
+            _check(bool(np.isfinite(x).all()), f"{name} must be finite")
+            if name.endswith("labels"):
+                _check(bool(np.isin(x, (0.0, 1.0)).all()), f"{name} must be 0 (legitimate) or 1 (fraud)")
+                x = x.astype(np.int8)
+            out.append(x)
+        for name, n in (("champion_strata", len(out[3])), ("challenger_strata", len(out[5]))):
+            strata = np.asarray(getattr(self, name), dtype=np.int64).ravel()
+            out.append(np.zeros(n, dtype=np.int64) if strata.size == 0 else strata)
+        _check(len(out[0]) == len(out[1]) == len(out[2]) and len(out[3]) == len(out[4]) == len(out[7])
+               and len(out[5]) == len(out[6]) == len(out[8]),
+               "each score array needs its label (and stratum) array, paired scores one per variant, all equally "
+               f"long; got lengths {[len(x) for x in out]}")
+        return tuple(out)
+
+    def counts(self) -> dict[str, int]:
+        """Labelled payments and frauds per variant that enter the comparison (paired ones counted for
+        both; unpaired ones in strata both variants served), pairs, and unpaired rows left out."""
+        _, _, y_p, _, y_a, _, y_b, h_a, h_b = self.arrays()
+        w_a, w_b = _stratum_weights(h_a, h_b)
+        used_a, used_b = w_a > 0, w_b > 0
+        return {"n_champion": len(y_p) + int(used_a.sum()), "n_challenger": len(y_p) + int(used_b.sum()),
+                "positives_champion": int(y_p.sum() + y_a[used_a].sum()),
+                "positives_challenger": int(y_p.sum() + y_b[used_b].sum()), "n_paired": len(y_p),
+                "n_unmatched": int((~used_a).sum() + (~used_b).sum())}
+
+    def fingerprint(self) -> int:
+        """CRC-32 of the data: the same labelled traffic at two looks gives the same number (and seed)."""
+        crc = 0
+        for x in self.arrays():
+            crc = zlib.crc32(np.int64(len(x)).tobytes(), crc)
+            crc = zlib.crc32(np.ascontiguousarray(x).tobytes(), crc)
+        return crc
+
+
+def _stratum_weights(h_a: np.ndarray, h_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row weights of unpaired rows: champion rows get the challenger's share of their stratum, and
+    the other way round, so each variant puts ``n_a n_b / (n_a + n_b)`` on every stratum."""
+    strata, inverse = np.unique(np.r_[h_a, h_b], return_inverse=True)
+    inv_a, inv_b = inverse[:len(h_a)], inverse[len(h_a):]
+    n_a = np.bincount(inv_a, minlength=len(strata)).astype(np.float64)
+    n_b = np.bincount(inv_b, minlength=len(strata)).astype(np.float64)
+    total = np.maximum(n_a + n_b, 1.0)
+    return (n_b / total)[inv_a], (n_a / total)[inv_b]
+
+
+def average_precision(scores: ArrayLike, labels: ArrayLike, weights: ArrayLike | None = None) -> float:
+    """PR-AUC as average precision: ``Σ (R_k - R_{k-1}) P_k`` over the distinct scores, highest first.
+
+    Tied scores form one threshold (scikit-learn's ``average_precision_score``, ``sample_weight``
+    as ``weights``). NaN without (weighted) frauds.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    w = np.ones_like(s) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    _check(s.shape == y.shape == w.shape, f"scores, labels and weights must be equally long, got {s.shape}, "
+                                          f"{y.shape} and {w.shape}")
+    if not (w * y > 0).any():
+        return math.nan
+    order, ends = _threshold_order(s)
+    return float(_weighted_ap(w[order][None, :], y[order], ends)[0])
+
+
+def _threshold_order(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row order by score, highest first, and the last position of each run of tied scores."""
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    return order, np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
+
+
+def _weighted_ap(weights: np.ndarray, y_sorted: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Average precision per row of ``weights`` (replicates × rows, rows in threshold order)."""
+    tp = np.cumsum(weights * y_sorted, axis=1)[:, ends]
+    total = np.cumsum(weights, axis=1)[:, ends]
+    gained = np.diff(tp, axis=1, prepend=0.0)
+    precision = tp / np.where(total > 0, total, 1.0)
+    return (gained * precision).sum(axis=1) / tp[:, -1]
+
+
+@dataclass(frozen=True)
+class PrAucResult:
+    """One look of :func:`prauc_test`. PR-AUC values are average precisions in [0, 1].
+
+    ``difference``: challenger − champion. ``se``: its bootstrap standard error. ``lower``/``upper``:
+    one-sided ``1 - alpha`` bounds ``difference ∓ critical_z · se``. ``z``: ``(difference + margin) / se``;
+    ``reject`` (``upper < -margin``, i.e. ``z < -critical_z``): the challenger is worse by more than
+    ``margin``. Counts as :meth:`LabelledScores.counts`.
+    """
+
+    champion: float
+    challenger: float
+    difference: float
+    se: float
+    lower: float
+    upper: float
+    z: float
+    critical_z: float
+    alpha: float
+    margin: float
+    reject: bool
+    n_champion: int
+    n_challenger: int
+    positives_champion: int
+    positives_challenger: int
+    n_paired: int
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """One variant's rows, paired first: scores, labels, fixed weights, in threshold order."""
+
+    order: np.ndarray
+    ends: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+    unpaired_cells: np.ndarray  # stratum × class cell of each unpaired row (bootstrap resamples within)
+
+    @classmethod
+    def of(cls, s_p: np.ndarray, y_p: np.ndarray, s: np.ndarray, y: np.ndarray, h: np.ndarray,
+           w: np.ndarray) -> _Variant:
+        order, ends = _threshold_order(np.r_[s_p, s])
+        _, cells = np.unique(np.c_[h, y], axis=0, return_inverse=True)
+        return cls(order, ends, np.r_[y_p, y][order], np.r_[np.ones(len(y_p)), w], cells.ravel())
+
+    def ap(self, paired_counts: np.ndarray, unpaired_counts: np.ndarray) -> np.ndarray:
+        counts = np.hstack([paired_counts, unpaired_counts]) * self.weights
+        return _weighted_ap(counts[:, self.order], self.labels, self.ends)
+
+
+def prauc_test(labelled: LabelledScores, *, margin: float = 0.02, alpha: float = 0.05, n_boot: int = 200,
+               seed: int | None = None) -> PrAucResult:
+    """Is the challenger's PR-AUC lower than the champion's by more than ``margin``? One look, level ``alpha``.
+
+    Each variant's average precision is computed on its labelled payments, paired and unpaired
+    (weighted by stratum, see :class:`LabelledScores`). The standard error of the difference comes
+    from ``n_boot`` bootstrap replicates that resample paired payments jointly (both models' scores
+    of a payment stay together, so the large positive correlation of two models on the same
+    payments cancels) and each variant's unpaired payments independently within their stratum;
+    every resample is stratified by class (frauds and legitimate payments apart, so each replicate
+    has the observed frauds and a defined PR-AUC). The bound is normal, ``difference + z_{1-alpha}
+    · se``: with a Bonferroni share of alpha per look (:attr:`CanaryPolicy.label_look_alpha`) the
+    quantile lies far in the tail, which a few hundred replicates estimate poorly as a percentile
+    but well as a standard error. ``seed``: the replicates' seed, by default
+    :meth:`LabelledScores.fingerprint` (the same data gives the same answer, so reading it again at
+    a later look spends no further alpha). Needs frauds and legitimate payments in each variant.
+    """
+    s_p, t_p, y_p, s_a, y_a, s_b, y_b, h_a, h_b = labelled.arrays()
+    _check(0 < alpha < 0.5, f"alpha must be in (0, 0.5), got {alpha}")
+    _check(0 <= margin < 1, f"margin must be a PR-AUC difference in [0, 1), got {margin}")
+    _check(isinstance(n_boot, int) and n_boot >= 20, f"n_boot must be an int >= 20, got {n_boot!r}")
+    counts = labelled.counts()
+    for name in ("champion", "challenger"):
+        pos, n = counts[f"positives_{name}"], counts[f"n_{name}"]
+        _check(0 < pos < n, f"PR-AUC of the {name} needs frauds and legitimate payments, got {pos} of {n}")
+    w_a, w_b = _stratum_weights(h_a, h_b)
+    a, b = _Variant.of(s_p, y_p, s_a, y_a, h_a, w_a), _Variant.of(t_p, y_p, s_b, y_b, h_b, w_b)
+    ap_a = float(a.ap(np.ones((1, len(y_p))), np.ones((1, len(y_a))))[0])
+    ap_b = float(b.ap(np.ones((1, len(y_p))), np.ones((1, len(y_b))))[0])
+    rng = np.random.default_rng(labelled.fingerprint() if seed is None else seed)
+    paired_cells = y_p.astype(np.int64)
+    chunk = max(1, min(n_boot, 4_000_000 // max(len(y_p) * 2 + len(y_a) + len(y_b), 1)))  # ~100 MB at most
+    boot = []
+    for start in range(0, n_boot, chunk):
+        c = min(chunk, n_boot - start)
+        paired = _resample_counts(rng, paired_cells, c)
+        boot.append(b.ap(paired, _resample_counts(rng, b.unpaired_cells, c))
+                    - a.ap(paired, _resample_counts(rng, a.unpaired_cells, c)))
+    diff, se = ap_b - ap_a, float(np.std(np.concatenate(boot), ddof=1))
+    crit = float(-special.ndtri(alpha))
+    z = (diff + margin) / se if se > 0 else (math.copysign(math.inf, diff + margin) if diff + margin else 0.0)
+    upper = diff + crit * se
+    return PrAucResult(ap_a, ap_b, diff, se, diff - crit * se, upper, z, crit, alpha, margin, upper < -margin,
+                       counts["n_champion"], counts["n_challenger"], counts["positives_champion"],
+                       counts["positives_challenger"], counts["n_paired"])
+
+
+def _resample_counts(rng: np.random.Generator, cells: np.ndarray, replicates: int) -> np.ndarray:
+    """Bootstrap counts per row (replicates × rows): each cell's rows drawn with replacement, as many as it has."""
+    n = len(cells)
+    if n == 0:
+        return np.zeros((replicates, 0))
+    by_cell = np.argsort(cells, kind="stable")
+    sizes = np.bincount(cells)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    row_cell = cells[by_cell]  # the cell of each position in cell order
+    picks = starts[row_cell] + (rng.random((replicates, n)) * sizes[row_cell]).astype(np.int64)
+    flat = (np.arange(replicates)[:, None] * n + by_cell[picks]).ravel()
+    return np.bincount(flat, minlength=replicates * n).reshape(replicates, n).astype(np.float64)
+
+
 # --- the decision --------------------------------------------------------------------------------
 
 
@@ -463,13 +700,19 @@ class VariantEvidence:
 class StepEvidence:
     """One look at one ramp step. ``look``: 1-based count of looks in this step, this one included.
     ``dwell_s``: seconds since the step started. ``error_p_value``: the previous look's
-    ``error_rate.p_value`` from ``Decision.evidence`` (1.0 at the first look of the canary)."""
+    ``error_rate.p_value`` from ``Decision.evidence`` (1.0 at the first look of the canary).
+    ``labels``: the canary's labelled payments since it started, labels known by this look (None:
+    not read). ``label_looks`` / ``label_fingerprint``: the previous look's ``prauc.look`` and
+    ``prauc.fingerprint`` (0 before PR-AUC was first judged)."""
 
     champion: VariantEvidence
     challenger: VariantEvidence
     dwell_s: float
     look: int
     error_p_value: float = 1.0
+    labels: LabelledScores | None = None
+    label_looks: int = 0
+    label_fingerprint: int = 0
 
 
 @dataclass(frozen=True)
@@ -488,6 +731,16 @@ class CanaryPolicy:
     it worse by at most this (non-inferiority; must exceed 0 to be reachable on equal rates). Unset,
     the error test only rolls back: holding whenever the estimate is merely above the margin would
     hold a healthy challenger about half the time, and then roll it back when its looks run out.
+
+    PR-AUC on labelled traffic (:func:`prauc_test`) has its own ``label_alpha`` for the whole
+    rollout, on top of ``alpha`` (so a rollout's chance of any false rollback is at most
+    ``alpha + label_alpha``; folding it into ``alpha`` would have weakened the existing tests):
+    ``label_alpha / label_look_budget`` per look that judges new labels. ``label_looks``: that budget;
+    by default ``max_looks · (ramp_steps + 2)``, every look the controller can take (shadow, the
+    compared steps and 100 %, each at most ``max_looks``). Roll back once the challenger's PR-AUC is
+    shown lower by more than ``prauc_margin``; judged only with ``min_label_positives`` labelled
+    frauds per variant. It never holds: labels take days, and a step must not wait for them.
+    ``prauc_bootstrap``: bootstrap replicates per look.
     """
 
     min_dwell_s: float = 300.0
@@ -501,6 +754,11 @@ class CanaryPolicy:
     max_p99_ratio: float = 1.2
     min_latency_effect: float = 0.0
     psi_threshold: float = 0.2
+    label_alpha: float = 0.025
+    prauc_margin: float = 0.02
+    min_label_positives: int = 30
+    label_looks: int | None = None
+    prauc_bootstrap: int = 200
 
     def __post_init__(self) -> None:
         _check(self.min_dwell_s >= 0, f"min_dwell_s must be >= 0 seconds, got {self.min_dwell_s}")
@@ -515,6 +773,11 @@ class CanaryPolicy:
         _check(self.max_p99_ratio >= 1, f"max_p99_ratio must be >= 1, got {self.max_p99_ratio}")
         _check(0 <= self.min_latency_effect < 0.5, "min_latency_effect must be in [0, 0.5)")
         _check(self.psi_threshold > 0, f"psi_threshold must be > 0, got {self.psi_threshold}")
+        _check(0 < self.label_alpha < 1, f"label_alpha must be in (0, 1), got {self.label_alpha}")
+        _check(0 <= self.prauc_margin < 1, f"prauc_margin must be a PR-AUC difference in [0, 1), got {self.prauc_margin}")
+        _check(self.min_label_positives >= 1, f"min_label_positives must be >= 1, got {self.min_label_positives}")
+        _check(self.label_looks is None or self.label_looks >= 1, f"label_looks must be None or >= 1, got {self.label_looks}")
+        _check(self.prauc_bootstrap >= 20, f"prauc_bootstrap must be >= 20 replicates, got {self.prauc_bootstrap}")
 
     @property
     def error_alpha(self) -> float:
@@ -526,14 +789,26 @@ class CanaryPolicy:
         """Alpha of the latency test within one step."""
         return self.alpha / (2 * self.ramp_steps)
 
+    @property
+    def label_look_budget(self) -> int:
+        """How many looks over the whole rollout may judge PR-AUC on new labels."""
+        return self.label_looks if self.label_looks is not None else self.max_looks * (self.ramp_steps + 2)
+
+    @property
+    def label_look_alpha(self) -> float:
+        """Alpha of the PR-AUC test at one look (Bonferroni over :attr:`label_look_budget`)."""
+        return self.label_alpha / self.label_look_budget
+
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do at this look, why (one line per reason), and every number used (MLflow metrics)."""
+    """What to do at this look, why (one line per reason), and every number used (MLflow metrics).
+    ``notes``: what was looked at without deciding anything (PR-AUC not judged yet, or its estimate)."""
 
     action: Action
     reasons: list[str]
     evidence: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def decide(evidence: StepEvidence, policy: CanaryPolicy) -> Decision:
@@ -547,7 +822,9 @@ def decide(evidence: StepEvidence, policy: CanaryPolicy) -> Decision:
     the challenger's in this step, the champion's over the canary; latencies and scores: both
     variants' as passed), or while the evidence is inconclusive: the
     p99 ratio above its limit without a significant slowdown yet, or (with ``error_advance_margin``)
-    the error rate's upper bound above that margin.
+    the error rate's upper bound above that margin. PR-AUC on labelled traffic rolls back when
+    :func:`prauc_test` shows the challenger worse by more than ``prauc_margin``; too few labels yet
+    (or no labels read) is a note, never a hold, so a rollout is not blocked by labels that take days.
     Advance otherwise. Evidence keys are ``<check>.<number>``; booleans are 0.0/1.0.
     """
     _check(isinstance(evidence.look, int) and evidence.look >= 1, f"look must be an int >= 1, got {evidence.look!r}")
@@ -564,18 +841,20 @@ def decide(evidence: StepEvidence, policy: CanaryPolicy) -> Decision:
     else:
         _judge_latency(evidence, policy, ev, rollback, hold)
     _judge_scores(evidence, policy, ev, rollback, "scores" not in short)
+    notes: list[str] = []
+    _judge_prauc(evidence, policy, ev, rollback, notes)
     if evidence.dwell_s < policy.min_dwell_s:
         hold.append(f"dwell {evidence.dwell_s:.0f} s < min_dwell_s {policy.min_dwell_s:.0f} s")
     hold.extend(f"{what}: {n_a} champion / {n_b} challenger < min_samples {policy.min_samples}"
                 for what, (n_a, n_b) in short.items())
     ev = {k: float(v) for k, v in ev.items()}
     if rollback:
-        return Decision("rollback", rollback, ev)
+        return Decision("rollback", rollback, ev, notes)
     if hold:
-        return Decision("hold", hold, ev)
+        return Decision("hold", hold, ev, notes)
     summary = (f"no test rejects after {evidence.dwell_s:.0f} s with at least {policy.min_samples} samples per "
                "variant, and no estimate is above its limit")
-    return Decision("advance", [summary], ev)
+    return Decision("advance", [summary], ev, notes)
 
 
 def _short_samples(evidence: StepEvidence, ev: dict[str, float], minimum: int) -> dict[str, tuple[int, int]]:
@@ -654,6 +933,45 @@ def _judge_scores(evidence: StepEvidence, policy: CanaryPolicy, ev: dict[str, fl
     ev.update({"score.psi": value, "score.threshold": policy.psi_threshold, "score.drifted": float(drifted and enough)})
     if drifted and enough:
         rollback.append(f"score distribution shifted: PSI {value:.3f} >= {policy.psi_threshold}")
+
+
+def _judge_prauc(evidence: StepEvidence, policy: CanaryPolicy, ev: dict[str, float], rollback: list[str],
+                 notes: list[str]) -> None:
+    budget = policy.label_look_budget
+    ev.update({"prauc.judged": 0.0, "prauc.margin": policy.prauc_margin, "prauc.alpha": policy.label_alpha,
+               "prauc.look_budget": budget, "prauc.min_positives": policy.min_label_positives,
+               "prauc.look": evidence.label_looks, "prauc.fingerprint": evidence.label_fingerprint})
+    if evidence.labels is None:
+        notes.append("PR-AUC not judged: no labelled traffic was read")
+        return
+    counts = evidence.labels.counts()
+    ev.update({f"prauc.{k}": v for k, v in counts.items()})
+    pos_a, pos_b = counts["positives_champion"], counts["positives_challenger"]
+    if min(pos_a, pos_b) < policy.min_label_positives or counts["n_champion"] <= pos_a or counts["n_challenger"] <= pos_b:
+        notes.append(f"PR-AUC not judged: not enough labels yet ({pos_a} champion / {pos_b} challenger labelled "
+                     f"frauds, min_label_positives {policy.min_label_positives})")
+        return
+    fingerprint = evidence.labels.fingerprint()
+    same = evidence.label_looks > 0 and fingerprint == evidence.label_fingerprint
+    look = evidence.label_looks if same else evidence.label_looks + 1  # unchanged data: the same answer again
+    ev.update({"prauc.look": look, "prauc.fingerprint": fingerprint})
+    if look > budget:
+        notes.append(f"PR-AUC not judged: its alpha is spent over {budget} looks with new labels (label_looks)")
+        return
+    res = prauc_test(evidence.labels, margin=policy.prauc_margin, alpha=policy.label_look_alpha,
+                     n_boot=policy.prauc_bootstrap, seed=fingerprint)
+    ev.update({"prauc.judged": 1.0, "prauc.champion": res.champion, "prauc.challenger": res.challenger,
+               "prauc.difference": res.difference, "prauc.se": res.se, "prauc.lower": res.lower,
+               "prauc.upper": res.upper, "prauc.z": res.z, "prauc.critical_z": res.critical_z,
+               "prauc.look_alpha": res.alpha, "prauc.reject": float(res.reject)})
+    line = (f"PR-AUC {res.challenger:.3f} vs champion {res.champion:.3f} on labelled traffic: difference "
+            f"{res.difference:+.3f}, bounds [{res.lower:+.3f}, {res.upper:+.3f}] at per-look alpha {res.alpha:.2g} "
+            f"(look {look}/{budget}); n {res.n_challenger} challenger / {res.n_champion} champion payments, "
+            f"{res.positives_challenger} / {res.positives_champion} frauds, {res.n_paired} paired")
+    if res.reject:
+        rollback.append(f"{line}: worse by more than the margin {policy.prauc_margin:g}")
+    else:
+        notes.append(line)
 
 
 def _check(ok: bool, message: str) -> None:

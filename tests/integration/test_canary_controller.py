@@ -1,11 +1,14 @@
 """The canary controller on real Redis (state, evidence) and a real MLflow (SQLite) registry.
 
 Traffic is simulated by writing evidence the way servers do (EvidenceRecorder), so each test
-decides what the challenger looks like; the servers' side is covered by test_serving.py.
+decides what the challenger looks like; the servers' side is covered by test_serving.py. The
+PR-AUC tests also write a prediction log (PredictionLog) and delayed labels (as datagen does).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,18 +16,22 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 import torch
 
 from features.settings import Settings, SparkSettings
 from pipelines import canary_job, model_registry
+from pipelines.datagen_tables import labels_table
 from pipelines.errors import GateError
 from serving.canary_evidence import EvidenceRecorder
 from serving.canary_state import CanaryState
 from serving.canary_stats import CanaryPolicy
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 from serving.fraud_pyfunc import MODEL_CODE
+from serving.prediction_log import PredictionLog
 from tests.integration.redis_servers import RedisProc
 
 pytestmark = pytest.mark.integration
@@ -104,6 +111,8 @@ def test_a_healthy_challenger_ramps_and_is_promoted(settings: Settings):
             break
     assert seen == [("advance", "canary", 5.0), ("advance", "canary", 25.0), ("advance", "canary", 50.0),
                     ("advance", "canary", 100.0), ("promoted", "off", 0.0)]
+    # the state names the new champion before the alias moves: servers switch without waiting for a poll
+    assert state.champion_version == state.challenger_version == challenger
     assert str(model_registry.alias_version(ml, settings.model_name, "champion").version) == challenger
     run = ml.get_run(state.canary_id)
     assert run.data.tags["canary.outcome"] == "promoted"
@@ -158,3 +167,83 @@ def test_start_needs_a_passed_gate_and_one_canary_at_a_time(settings: Settings):
     with pytest.raises(canary_job.CanaryError, match="is running"):
         canary_job.start(settings)
     assert canary_job.rollback(settings, "by hand").mode == "off"
+
+
+# --- PR-AUC on delayed labels ------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_home(settings: Settings, tmp_path: Path) -> Settings:
+    """The test's settings with a home of its own (prediction log and labels) and the shared registry:
+    the log has no model-name column, and every test's model has versions 1 and 2."""
+    return dataclasses.replace(settings, home=tmp_path, mlflow_tracking_uri=settings.tracking_uri)
+
+
+def _log_and_labels(settings: Settings, state: CanaryState, *, labels_known_at: datetime, seed: int = 0) -> None:
+    """400 shadow pairs and 600 canary payments (3:1 champion) scored after the canary started, 15 %
+    fraud: the champion ranks frauds high, the challenger's scores are noise. Labels as datagen writes them."""
+    rng = np.random.default_rng(seed)
+    start = datetime.fromisoformat(state.started_at or "")
+    n_pairs, n_alone = 400, 600
+    ids = np.arange(1, n_pairs + n_alone + 1, dtype=np.int64)
+    fraud = rng.random(len(ids)) < 0.15
+    good = np.where(fraud, 0.5 + 0.5 * rng.random(len(ids)), 0.6 * rng.random(len(ids)))
+    noise = rng.random(len(ids))
+    alone = slice(n_pairs, None)
+    to_challenger = rng.random(n_alone) < 0.25
+    rows = {  # shadow: the same request logged as champion (v1) and shadow (v2); canary: one of them
+        "transaction_id": np.r_[ids[:n_pairs], ids[:n_pairs], ids[alone]],
+        "request_id": np.r_[[f"r{i}" for i in ids[:n_pairs]] * 2, [f"r{i}" for i in ids[alone]]].astype(object),
+        "score": np.r_[good[:n_pairs], noise[:n_pairs], np.where(to_challenger, noise[alone], good[alone])],
+        "variant": np.r_[["champion"] * n_pairs, ["shadow"] * n_pairs,
+                         np.where(to_challenger, "challenger", "champion")].astype(object),
+        "model_version": np.r_[[state.champion_version] * n_pairs, [state.challenger_version] * n_pairs,
+                               np.where(to_challenger, state.challenger_version, state.champion_version)].astype(object),
+    }
+    seconds = np.r_[np.arange(n_pairs), np.arange(n_pairs), n_pairs + np.arange(n_alone)]
+    rows["event_timestamp"] = (np.datetime64(start.replace(tzinfo=None), "us")
+                               + (1 + seconds % 240).astype("timedelta64[s]"))  # within 4 minutes of the start
+    rows["amount"] = rng.gamma(2, 30, len(seconds))
+    with PredictionLog(settings.offline_dir / "prediction_log", column_types={"transaction_id": pa.int64()}) as sink:
+        sink.append(rows)
+    known_us = int(labels_known_at.timestamp() * 1e6)
+    payments = pa.table({"transaction_id": ids, "event_timestamp": pa.array(
+        np.full(len(ids), int(start.timestamp() * 1e6)), type=pa.timestamp("us", tz="UTC"))})
+    labels = labels_table(payments, fraud, np.full(len(ids), known_us))
+    folder = settings.raw_dir / "labels" / f"date={labels_known_at.date().isoformat()}"
+    folder.mkdir(parents=True)
+    pq.write_table(labels, folder / "part-00000.parquet", compression="snappy", coerce_timestamps="us")
+
+
+def test_a_challenger_with_a_much_worse_pr_auc_on_labelled_traffic_is_rolled_back(own_home: Settings):
+    ml = model_registry.connect(own_home)
+    state = canary_job.start(own_home)
+    now = datetime.fromisoformat(state.started_at or "") + timedelta(minutes=10)
+    _log_and_labels(own_home, state, labels_known_at=now - timedelta(minutes=1))
+    _traffic(own_home, state)  # healthy on errors, latency and scores: only the labels tell
+    outcome = canary_job.step(own_home, POLICY, now=now)
+    assert outcome.action == "rollback" and outcome.state.mode == "off", outcome.reasons
+    assert len(outcome.reasons) == 1 and outcome.reasons[0].startswith("PR-AUC"), outcome.reasons
+    ev = outcome.evidence
+    assert ev["prauc.reject"] == 1.0 and ev["prauc.n_paired"] == 400
+    assert ev["prauc.n_champion"] + ev["prauc.n_challenger"] == 400 * 2 + 600 - ev["prauc.n_unmatched"]
+    assert ev["prauc.champion"] > 0.8 and ev["prauc.challenger"] < 0.4
+    assert "PR-AUC" in ml.get_model_version(own_home.model_name, state.challenger_version).tags[
+        "canary.rolled_back_reason"]
+    run = ml.get_run(state.canary_id)
+    assert run.data.metrics["prauc.difference"] == pytest.approx(ev["prauc.difference"])
+    decision = json.loads((Path(ml.download_artifacts(state.canary_id, "decisions/step01-look001.json"))).read_text())
+    assert decision["action"] == "rollback" and decision["evidence"]["prauc.upper"] < -POLICY.prauc_margin
+
+
+def test_labels_known_only_after_the_look_are_ignored(own_home: Settings):
+    state = canary_job.start(own_home)
+    now = datetime.fromisoformat(state.started_at or "") + timedelta(minutes=10)
+    _log_and_labels(own_home, state, labels_known_at=now + timedelta(seconds=1))
+    _traffic(own_home, state)
+    outcome = canary_job.step(own_home, POLICY, now=now)
+    assert outcome.action == "advance" and outcome.state.weight_pct == 5.0, outcome.reasons
+    assert outcome.evidence["prauc.judged"] == 0.0 and outcome.evidence["prauc.n_champion"] == 0
+    assert "not enough labels yet" in outcome.notes[0]
+    later = canary_job.step(own_home, POLICY, now=now + timedelta(minutes=5))  # now the labels are known
+    assert later.action == "rollback" and later.reasons[0].startswith("PR-AUC"), later.reasons

@@ -19,9 +19,11 @@ from scipy import stats as sps
 
 from serving.canary_stats import (
     CanaryPolicy,
+    LabelledScores,
     LatencyHistogram,
     StepEvidence,
     VariantEvidence,
+    average_precision,
     decide,
     error_rate_test,
     group_sequential_bounds,
@@ -31,6 +33,7 @@ from serving.canary_stats import (
     mixture_halfwidth,
     mixture_log_lr,
     obf_spending,
+    prauc_test,
     psi,
     risk_difference,
     score_shift,
@@ -439,3 +442,173 @@ def test_policy_rejects_nonsense() -> None:
         CanaryPolicy(alpha=1.5)
     with pytest.raises(ValueError, match="max_looks"):
         CanaryPolicy(max_looks=0)
+
+
+# --- PR-AUC on delayed labels ------------------------------------------------------------------
+
+# A rollout as the controller sees it: three looks in shadow (paired), then canary looks at growing
+# challenger shares (unpaired, stratum = look), fraud prevalence drifting from 4 % to 15 %.
+SHARES = (None, None, None, 0.05, 0.05, 0.25, 0.25, 0.5, 0.5, 1.0)
+
+
+def simulate_labelled_looks(rng: np.random.Generator, challenger_separation: float, rows_per_look: int = 250,
+                            separation: float = 2.0) -> list[LabelledScores]:
+    """Cumulative labelled traffic at each of len(SHARES) looks; score = separation · fraud + N(0, 1)
+    (+ N(0, 0.7²) per model on shadow rows, which the two models score with their own noise)."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("pa", "pb", "py", "sa", "ya", "ha", "sb", "yb", "hb")}
+    looks = []
+    for k, share in enumerate(SHARES):
+        y = (rng.random(rows_per_look) < np.linspace(0.04, 0.15, len(SHARES))[k]).astype(np.int8)
+        x = rng.normal(size=rows_per_look)
+        if share is None:
+            parts["pa"].append(separation * y + x + 0.7 * rng.normal(size=rows_per_look))
+            parts["pb"].append(challenger_separation * y + x + 0.7 * rng.normal(size=rows_per_look))
+            parts["py"].append(y)
+        else:
+            to_b = rng.random(rows_per_look) < share
+            for v, sep, rows in (("a", separation, ~to_b), ("b", challenger_separation, to_b)):
+                parts[f"s{v}"].append(sep * y[rows] + x[rows])
+                parts[f"y{v}"].append(y[rows])
+                parts[f"h{v}"].append(np.full(int(rows.sum()), k))
+        cat = {key: np.concatenate(v) if v else np.array([]) for key, v in parts.items()}
+        looks.append(LabelledScores(cat["pa"], cat["pb"], cat["py"], cat["sa"], cat["ya"], cat["sb"], cat["yb"],
+                                    cat["ha"], cat["hb"]))
+    return looks
+
+
+def prauc_rollbacks(rng: np.random.Generator, sims: int, challenger_separation: float, *, margin: float,
+                    alpha: float = ALPHA, n_boot: int = 40) -> tuple[float, float]:
+    """(share of runs with a rollback at any look, Bonferroni alpha / looks as decide uses it; the same
+    with a fixed one-sided alpha re-checked at every look). Looks below 30 frauds per variant are skipped."""
+    sequential = naive = 0
+    for _ in range(sims):
+        fired = fired_naive = False
+        for labelled in simulate_labelled_looks(rng, challenger_separation):
+            c = labelled.counts()
+            if min(c["positives_champion"], c["positives_challenger"]) < 30:
+                continue
+            res = prauc_test(labelled, margin=margin, alpha=alpha / len(SHARES), n_boot=n_boot)
+            fired |= res.reject
+            fired_naive |= res.difference + sps.norm.isf(alpha) * res.se < -margin
+            if fired and challenger_separation != 2.0:
+                break
+        sequential += fired
+        naive += fired_naive
+    return sequential / sims, naive / sims
+
+
+def test_prauc_test_keeps_false_rollbacks_under_alpha_over_10_looks_where_a_fixed_test_does_not() -> None:
+    """Equal models, judged at margin 0 (the edge of H0, harder than the policy's 0.02), paired then
+    unpaired, prevalence drifting: the Bonferroni test rolls back at most alpha of the runs. A 5 %
+    one-sided bound re-checked at every look rolls back several times as many."""
+    rate, naive = prauc_rollbacks(np.random.default_rng(5), 120, 2.0, margin=0.0, n_boot=60)
+    assert rate <= ALPHA
+    assert naive > 2 * ALPHA
+
+
+def test_prauc_test_rolls_back_a_clearly_worse_challenger() -> None:
+    """Separation 1.2 instead of 2.0: PR-AUC about 0.45 instead of 0.7 at 10 % fraud."""
+    rate, _ = prauc_rollbacks(np.random.default_rng(6), 40, 1.2, margin=0.02)
+    assert rate >= 0.9
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 1), st.integers(1, 3)), min_size=2, max_size=60))
+@settings(max_examples=60, deadline=None)
+def test_average_precision_equals_scikit_learn_with_ties_and_weights(rows: list[tuple[int, int, int]]) -> None:
+    from sklearn.metrics import average_precision_score
+
+    scores, labels, weights = (np.array(c, dtype=np.float64) for c in zip(*rows))
+    if labels.sum() == 0:
+        assert math.isnan(average_precision(scores, labels))
+        return
+    assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores))
+    assert average_precision(scores, labels, weights) == pytest.approx(
+        average_precision_score(labels, scores, sample_weight=weights))
+
+
+def test_unpaired_payments_are_compared_within_their_stratum() -> None:
+    """The same model on both sides, but the challenger served mostly the high-prevalence hour: pooled
+    raw rows would differ, stratum weights give both the same mixture, so exactly no difference."""
+    rng = np.random.default_rng(3)
+    low_y, high_y = (rng.random(200) < 0.05).astype(int), (rng.random(200) < 0.3).astype(int)
+    low_s, high_s = low_y + rng.normal(size=200), high_y + rng.normal(size=200)
+    champion = (np.r_[np.tile(low_s, 3), high_s], np.r_[np.tile(low_y, 3), high_y], np.r_[[0] * 600, [1] * 200])
+    challenger = (np.r_[low_s, np.tile(high_s, 3)], np.r_[low_y, np.tile(high_y, 3)], np.r_[[0] * 200, [1] * 600])
+    labelled = LabelledScores(champion_scores=champion[0], champion_labels=champion[1], champion_strata=champion[2],
+                              challenger_scores=challenger[0], challenger_labels=challenger[1],
+                              challenger_strata=challenger[2])
+    res = prauc_test(labelled, n_boot=50)
+    assert res.difference == pytest.approx(0.0, abs=1e-12)
+    assert average_precision(challenger[0], challenger[1]) - average_precision(champion[0], champion[1]) > 0.05
+    only_one = LabelledScores(champion_scores=[0.1, 0.9], champion_labels=[0, 1], champion_strata=[7, 7],
+                              challenger_scores=[0.2, 0.8], challenger_labels=[0, 1], challenger_strata=[8, 8])
+    assert only_one.counts()["n_champion"] == 0 and only_one.counts()["n_unmatched"] == 4
+
+
+def test_prauc_test_is_repeatable_and_checks_its_input() -> None:
+    looks = simulate_labelled_looks(np.random.default_rng(8), 2.0)
+    assert prauc_test(looks[-1]) == prauc_test(looks[-1])  # seeded by the data: same data, same answer
+    with pytest.raises(ValueError, match="0 \\(legitimate\\) or 1"):
+        LabelledScores(champion_scores=[0.1], champion_labels=[2]).arrays()
+    with pytest.raises(ValueError, match="equally"):
+        LabelledScores(paired_champion=[0.1, 0.2], paired_challenger=[0.1], paired_labels=[0, 1]).arrays()
+    with pytest.raises(ValueError, match="frauds and legitimate"):
+        prauc_test(LabelledScores([0.1, 0.2], [0.3, 0.4], [0, 0]))
+
+
+LABEL_POLICY = CanaryPolicy(min_dwell_s=300, min_samples=1000, max_looks=LOOKS, prauc_bootstrap=100)
+
+
+def paired_labels(rng: np.random.Generator, n: int, challenger_separation: float) -> LabelledScores:
+    y = (rng.random(n) < 0.1).astype(np.int8)
+    x = rng.normal(size=n)
+    return LabelledScores(2.0 * y + x + 0.5 * rng.normal(size=n), challenger_separation * y + x + 0.5 * rng.normal(size=n), y)
+
+
+def test_no_labels_yet_is_a_note_and_does_not_block_promotion(rng: np.random.Generator) -> None:
+    a, b = variant(rng), variant(rng)
+    champion = VariantEvidence([2000, 4000, 0], [20, 40, 0], a.latency, a.score_counts)
+    challenger = VariantEvidence([2000, 4000, 5000], [20, 40, 50], b.latency, b.score_counts)
+    few = paired_labels(rng, 100, 0.0)  # about 10 frauds, and a useless challenger: not judged yet
+    for labels in (None, LabelledScores(), few):
+        decision = decide(StepEvidence(champion, challenger, 600.0, 10, labels=labels), LABEL_POLICY)
+        assert decision.action == "advance", decision.reasons
+        assert decision.evidence["prauc.judged"] == 0.0 and decision.notes[0].startswith("PR-AUC not judged")
+    assert "not enough labels yet" in decision.notes[0]
+
+
+def test_a_significant_prauc_loss_rolls_back_even_while_the_step_holds(rng: np.random.Generator) -> None:
+    labels = paired_labels(rng, 3000, 0.8)
+    young = evidence(variant(rng), variant(rng), dwell_s=30, look=1)
+    decision = decide(StepEvidence(young.champion, young.challenger, 30, 1, labels=labels), LABEL_POLICY)
+    assert decision.action == "rollback"
+    reason = decision.reasons[0]
+    assert reason.startswith("PR-AUC") and "worse by more than the margin 0.02" in reason and "3000 paired" in reason
+    ev = decision.evidence
+    assert ev["prauc.reject"] == 1.0 and ev["prauc.upper"] < -0.02 and ev["prauc.look"] == 1.0
+    assert ev["prauc.look_alpha"] == pytest.approx(0.025 / (LOOKS * 5))
+    assert ev["prauc.challenger"] < ev["prauc.champion"] - 0.2
+
+
+def test_prauc_looks_count_only_new_labels_and_stop_at_the_budget(rng: np.random.Generator) -> None:
+    labels = paired_labels(rng, 2000, 2.0)
+    base = evidence(variant(rng), variant(rng))
+    first = decide(StepEvidence(base.champion, base.challenger, 600, 10, labels=labels), LABEL_POLICY)
+    assert first.action == "advance" and first.evidence["prauc.judged"] == 1.0 and first.evidence["prauc.look"] == 1
+    assert first.notes[0].startswith("PR-AUC") and first.evidence["prauc.upper"] > -0.02
+    fingerprint = int(first.evidence["prauc.fingerprint"])
+    again = decide(StepEvidence(base.champion, base.challenger, 600, 11, labels=labels, label_looks=1,
+                                label_fingerprint=fingerprint), LABEL_POLICY)
+    assert again.evidence["prauc.look"] == 1 and again.evidence["prauc.upper"] == first.evidence["prauc.upper"]
+    spent = decide(StepEvidence(base.champion, base.challenger, 600, 12, labels=paired_labels(rng, 2000, 0.5),
+                                label_looks=LABEL_POLICY.label_look_budget, label_fingerprint=fingerprint),
+                   LABEL_POLICY)
+    assert spent.action == "advance" and "alpha is spent" in spent.notes[0]
+
+
+def test_label_policy_rejects_nonsense() -> None:
+    for bad in ({"label_alpha": 0.0}, {"prauc_margin": -0.1}, {"min_label_positives": 0}, {"label_looks": 0},
+                {"prauc_bootstrap": 5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CanaryPolicy(**bad)  # type: ignore[arg-type]
+    assert CanaryPolicy(label_looks=10, label_alpha=0.05).label_look_alpha == pytest.approx(0.005)
