@@ -76,14 +76,28 @@ class CanaryAdmin(Protocol):
 def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = None,
                metrics: Any = None, on_shutdown: Callable[[], None] | None = None,
                admin: CanaryAdmin | None = None, admin_token: str | None = None,
-               inline: bool = False) -> Starlette:
+               inline: bool = False, on_predict: Callable[[int, float], None] | None = None) -> Starlette:
     """The ASGI app over ``scorer``. ``ready()`` -> (bool, reasons) backs ``/readyz``;
     ``metrics()`` -> (body, content type) backs ``/metrics``; ``on_shutdown()`` runs when the
     server stops (flush the prediction log). ``inline``: score on the event loop's thread rather
-    than in a worker thread (see :func:`serving.server.build_server`)."""
+    than in a worker thread (see :func:`serving.server.build_server`). ``on_predict(status,
+    seconds)`` is called once per ``POST /v1/predict`` with its HTTP status and its time in the
+    handler (body read to response built; 500 when the handler raised)."""
     limits = limits or ApiLimits()
 
     async def predict(request: Request) -> Response:
+        if on_predict is None:
+            return await score(request)
+        started = time.perf_counter()
+        try:
+            response = await score(request)
+        except BaseException:  # Starlette answers 500; count it before it does
+            on_predict(500, time.perf_counter() - started)
+            raise
+        on_predict(response.status_code, time.perf_counter() - started)
+        return response
+
+    async def score(request: Request) -> Response:
         started = time.perf_counter()
         body = await _body(request, limits.max_body_bytes)
         if isinstance(body, Response):
@@ -132,17 +146,17 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
             return _error(404, [], "this server has no canary controller attached")
         body: Any = {}
         if request.method == "POST":
-            raw = await request.body()
-            try:
-                body = json.loads(raw) if raw.strip() else {}
-            except json.JSONDecodeError:
-                return _error(400, [], "the body is not valid JSON; send {} or {\"reason\": \"...\"}")
-            if not isinstance(body, dict):
-                return _error(422, [], "the body must be a JSON object")
+            body = await _body(request, limits.max_body_bytes, empty={},
+                               hint='send {}, {"shadow": true} or {"reason": "..."}')
+            if isinstance(body, Response):
+                return body
+            problem = _canary_problem(body)
+            if problem is not None:
+                return problem
         calls: dict[str, Callable[[], dict[str, Any]]] = {
             "status": admin.status, "step": admin.step, "promote": admin.promote,
-            "start": lambda: admin.start(bool(body.get("shadow", True))),
-            "rollback": lambda: admin.rollback(str(body.get("reason") or "manual, through the API")),
+            "start": lambda: admin.start(body.get("shadow", True)),
+            "rollback": lambda: admin.rollback(body.get("reason") or "manual, through the API"),
         }
         if action not in calls:
             return _error(404, ["action"], f"unknown canary action {action!r}; one of {sorted(calls)}")
@@ -186,7 +200,21 @@ def _authorize(request: Request, token: str | None, *, write: bool) -> Response 
     return None
 
 
-async def _body(request: Request, max_bytes: int) -> Any:
+def _canary_problem(body: Any) -> Response | None:
+    """The 422 for a canary body that is not ``{"shadow": bool}`` / ``{"reason": str}``, else None."""
+    if not isinstance(body, dict):
+        return _error(422, [], "the body must be a JSON object")
+    shadow, reason = body.get("shadow", True), body.get("reason")
+    if not isinstance(shadow, bool):
+        return _error(422, ["shadow"], f"must be true or false, got {shadow!r:.40}")
+    if reason is not None and not isinstance(reason, str):
+        return _error(422, ["reason"], f"must be text, got {reason!r:.40}")
+    return None
+
+
+async def _body(request: Request, max_bytes: int, *, empty: Any = None,
+                hint: str = 'send {"rows": [{...}]}') -> Any:
+    """The parsed JSON body, or the 400/413 to send; an empty body is ``empty`` when that is not None."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
         return _error(413, [], f"the body may hold at most {max_bytes:,} bytes; send fewer rows per request")
@@ -195,10 +223,12 @@ async def _body(request: Request, max_bytes: int) -> Any:
         raw += chunk
         if len(raw) > max_bytes:
             return _error(413, [], f"the body may hold at most {max_bytes:,} bytes; send fewer rows per request")
+    if empty is not None and not raw.strip():
+        return empty
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an over-long integer, deep nesting
-        return _error(400, [], f"the body is not usable JSON ({str(exc)[:120]}); send {{\"rows\": [{{...}}]}}")
+        return _error(400, [], f"the body is not usable JSON ({str(exc)[:120]}); {hint}")
 
 
 def _error(status: int, loc: list[Any], msg: str) -> JSONResponse:
@@ -224,14 +254,17 @@ def _validate(body: Any, request_columns: tuple[str, ...], text: frozenset[str],
             errors.append({"loc": ["rows", i], "msg": "each row must be an object"})
             continue
         payment = row.get(TRANSACTION_ID)
-        if payment is not None and (isinstance(payment, bool) or not isinstance(payment, int)
-                                    or not -(2**63) <= payment < 2**63):
+        if payment is not None and (payment := _int64(payment)) is None:
             errors.append({"loc": ["rows", i, TRANSACTION_ID], "msg": f"must be a 64-bit integer or null, "
-                                                                      f"got {payment!r:.40}"})
+                                                                      f"got {row[TRANSACTION_ID]!r:.40}"})
         columns[TRANSACTION_ID].append(payment)
         for name in fields:
             value = row.get(name)
-            problem = _problem(name, value, name in row, name in text)
+            if name in JOIN_KEYS and value is not None:
+                value = _int64(value)
+                problem = None if value is not None else f"must be a 64-bit integer, got {row[name]!r:.40}"
+            else:
+                problem = _problem(name, value, name in row, name in text)
             if problem:
                 errors.append({"loc": ["rows", i, name], "msg": problem})
             columns[name].append(value)
@@ -254,13 +287,22 @@ def _array(values: list[Any], dtype: Any) -> np.ndarray:
     return np.array(values, dtype=dtype)
 
 
-def _problem(name: str, value: Any, present: bool, is_text: bool) -> str | None:
-    if name in JOIN_KEYS:
-        if not present or value is None:
-            return "required (an integer id)"
-        if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
-            return f"must be a 64-bit integer, got {value!r:.40}"
+def _int64(value: Any) -> int | None:
+    """``value`` as a 64-bit integer id, or None when it is not one. An integral float counts, as in
+    JSON Schema (``1042.0`` is the integer 1042), up to ±2**53: beyond that a float no longer holds
+    every integer, so the JSON parse may already have changed the id."""
+    if isinstance(value, bool):
         return None
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return None
+
+
+def _problem(name: str, value: Any, present: bool, is_text: bool) -> str | None:
+    if name in JOIN_KEYS:  # present and not null: _validate checks those
+        return "required (an integer id)"
     if not present:
         return "required" + (" (text; null if unknown)" if is_text else " (a number; null if unknown)")
     if value is None:
@@ -287,17 +329,11 @@ def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits:
     props[TRANSACTION_ID] = {"type": ["integer", "null"], "format": "int64", "minimum": -(2**63),
                              "maximum": 2**63 - 1, "description": "optional: joins delayed labels to the log"}
     row = {"type": "object", "required": [*JOIN_KEYS, *request_columns], "properties": props}
-    error = {"type": "object", "properties": {"detail": {}}}
     prediction = {"type": "object", "properties": {
         "score": {"type": "number"}, "variant": {"type": "string", "enum": ["champion", "challenger"]},
         "model_version": {"type": "string"}, "features_found": {"type": "boolean"}}}
-
-    def ok(schema: dict[str, Any]) -> dict[str, Any]:
-        return {"description": "OK", "content": {"application/json": {"schema": schema}}}
-
-    failures = {str(code): {"description": text, "content": {"application/json": {"schema": error}}}
-                for code, text in ((400, "not JSON"), (413, "body too large"), (422, "invalid rows"),
-                                   (503, "online store or model unavailable"))}
+    failures = _failures((400, "not JSON"), (413, "body too large"), (422, "invalid rows"),
+                         (503, "online store or model unavailable"))
     return {
         "openapi": "3.1.0",
         "info": {"title": "tidemark fraud scoring", "version": "1"},
@@ -307,12 +343,58 @@ def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["rows"], "properties": {"rows": {
                         "type": "array", "minItems": 1, "maxItems": limits.max_rows, "items": row}}}}}},
-                "responses": {"200": ok({"type": "object", "properties": {
+                "responses": {"200": _ok({"type": "object", "properties": {
                     "request_id": {"type": "string"}, "predictions": {"type": "array", "items": prediction}}}),
                     **failures}}},
-            "/healthz": {"get": {"operationId": "healthz", "responses": {"200": ok({"type": "object"})}}},
+            "/healthz": {"get": {"operationId": "healthz", "responses": {"200": _ok({"type": "object"})}}},
             "/readyz": {"get": {"operationId": "readyz", "responses": {
-                "200": ok({"type": "object"}), "503": {"description": "not ready"}}}},
+                "200": _ok({"type": "object"}), "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus text"}}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _ok({"type": "object"})}}},
+            **_canary_paths(),
         },
+        "components": {"securitySchemes": {"bearerAuth": {
+            "type": "http", "scheme": "bearer",
+            "description": "the server's TIDEMARK_ADMIN_TOKEN; with none configured, canary writes are off (403)"}}},
     }
+
+
+#: The canary endpoints' error answers: who may call, and what the controller said.
+_CANARY_FAILURES = ((400, "not JSON"), (401, "no or wrong bearer token"),
+                    (403, "canary writes are disabled: the server has no TIDEMARK_ADMIN_TOKEN"),
+                    (404, "no canary controller attached, or an unknown action"),
+                    (409, "the controller refused: no challenger, gate not passed, no canary running, ..."),
+                    (413, "body too large"), (422, "the body is not {\"shadow\": bool} or {\"reason\": str}"),
+                    (503, "Redis or MLflow failed under the controller"))
+
+
+def _canary_paths() -> dict[str, Any]:
+    """``GET /v1/canary`` and ``POST /v1/canary/{action}`` (bearer token)."""
+    state = {"type": "object", "description": "the canary state (or, for step, the outcome and the state)"}
+    body = {"type": "object", "properties": {
+        "shadow": {"type": "boolean", "default": True,
+                   "description": "start only: shadow first (true) or straight to 5 % (false)"},
+        "reason": {"type": "string", "description": "rollback only: recorded on the challenger version"}}}
+    action = {"name": "action", "in": "path", "required": True,
+              "schema": {"type": "string", "enum": ["start", "step", "rollback", "promote"]}}
+    return {
+        "/v1/canary": {"get": {
+            "operationId": "canaryStatus", "security": [{"bearerAuth": []}],
+            "description": "the canary state; open (no token) on a server with no TIDEMARK_ADMIN_TOKEN",
+            "responses": {"200": _ok(state), **_failures(*(f for f in _CANARY_FAILURES if f[0] in (401, 404, 503)))}}},
+        "/v1/canary/{action}": {"post": {
+            "operationId": "canaryAction", "security": [{"bearerAuth": []}], "parameters": [action],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+            "responses": {"200": _ok(state), **_failures(*_CANARY_FAILURES)}}},
+    }
+
+
+def _ok(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+
+
+def _failures(*codes: tuple[int, str]) -> dict[str, Any]:
+    """Error responses, each ``{"detail": [{"loc": [...], "msg": "..."}]}``."""
+    error = {"type": "object", "properties": {"detail": {}}}
+    return {str(code): {"description": text, "content": {"application/json": {"schema": error}}}
+            for code, text in codes}

@@ -129,8 +129,9 @@ class ModelSpec:
             raise ModelInputError(f"input lacks columns {absent}; the model needs {self.columns}")
         n = len(frame) if isinstance(frame, pd.DataFrame) else len(frame[self.columns[0]]) if self.columns else 0
         numeric = np.empty((n, len(self.numeric)), dtype=np.float32)
-        for j, col in enumerate(self.numeric):
-            numeric[:, j] = _as_float(frame[col.name], col.name)
+        with np.errstate(over="ignore"):  # beyond float32's range is ±inf, which the module clips to ±_CLIP
+            for j, col in enumerate(self.numeric):
+                numeric[:, j] = _as_float(frame[col.name], col.name)
         codes = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, cat in enumerate(self.categorical):
             values = frame[cat.name]

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 ROUTING_KEY = "customer_id"
+PROMOTION_GRACE_S = 300.0  # how long a promotion's state overrides the loaded champion (Scorer._promoted)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ class Scorer:
     max_shadow_pending: int = 64  # shadow batches waiting; more are dropped (and counted), never queued
     shadow_dropped: int = 0
     challenger_timeout_s: float = 0.05  # a slower challenger is a failure: the champion answers
+    on_stale: Callable[[], None] | None = None  # the canary state names a champion not loaded: refresh now
     _shadow_pending: int = 0
+    _stale_wake_at: float = 0.0
+    _promotion: tuple[Any, float] = (None, 0.0)  # ((canary id, revision), grace ends, epoch seconds)
 
     def request_columns(self) -> tuple[str, ...]:
         """Fields a request must carry besides the join keys: the champion's. A challenger needing
@@ -99,11 +103,11 @@ class Scorer:
         way :mod:`serving.app` builds them; a DataFrame is converted to that."""
         request = _columns(rows)
         n = len(request[ROUTING_KEY])
-        champion = self.slots.get(CHAMPION)
+        state = self._canary_state()
+        champion = self._champion(state)
         if champion is None:
             raise NotReadyError("no champion model is loaded; promote one (`tidemark promote --first`) "
                                 "or wait for the server to load it")
-        state = self._canary_state()
         challenger = self._challenger(state)
         plan = self._plan(champion.features)  # the champion's features must resolve
         broken = False
@@ -182,6 +186,38 @@ class Scorer:
             return CanaryState.off(self.slots.name)
         state, _degraded = self.canary.read()
         return state
+
+    def _champion(self, state: Any) -> LoadedModel | None:
+        """The loaded champion, unless a promotion just named another (:meth:`_promoted`): the
+        controller writes that state before it moves the alias. Then the refresh is woken (at most
+        once a second) and, until it has loaded the new version, the challenger slot serves it when
+        it holds that version, so a promotion from 100 % never sends traffic back to the old model."""
+        champion = self.slots.get(CHAMPION)
+        wanted = self._promoted(state)
+        if wanted is None or champion is None or champion.version == wanted:
+            return champion
+        now = time.monotonic()
+        if self.on_stale is not None and now >= self._stale_wake_at:
+            self._stale_wake_at = now + 1.0
+            self.on_stale()
+        promoted = self.slots.get(CHALLENGER)
+        return promoted if promoted is not None and promoted.version == wanted else champion
+
+    def _promoted(self, state: Any) -> str | None:
+        """The version a promotion made champion less than ``PROMOTION_GRACE_S`` ago, else None.
+
+        A promotion ends a canary with ``mode="off"`` and champion = challenger version, stamped
+        ``step_started_at``. Past the grace the regular alias poll is trusted again, so a later
+        promotion by hand in the registry is not fought by a state that names an older version.
+        """
+        if (state.mode != "off" or not state.champion_version or state.champion_version != state.challenger_version
+                or not state.step_started_at):
+            return None
+        key = (state.canary_id, state.revision)
+        if self._promotion[0] != key:  # parse the time once per state written, not per request
+            until = datetime.fromisoformat(state.step_started_at).timestamp() + PROMOTION_GRACE_S
+            self._promotion = (key, until)
+        return str(state.champion_version) if time.time() < self._promotion[1] else None
 
     def _challenger(self, state: Any) -> LoadedModel | None:
         if state.mode not in ("canary", "shadow"):

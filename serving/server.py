@@ -2,6 +2,7 @@
 into the ASGI app, and keep them fresh in the background.
 
     every refresh_s:  ModelSlots.refresh()   alias moved? load + warm the new version, then swap
+                      (at once when the canary state names a champion that is not loaded)
     every request:    CanaryStateStore.read() (cached ~1 s), OnlineReader, models, PredictionLog;
                       on the event loop's thread on a CPU, in worker threads with a GPU
     /readyz:          a champion is loaded, and the online store answers a PING
@@ -41,13 +42,21 @@ class Server:
     settings: Settings
     refresh_s: float = 10.0
     _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)
 
     def start_refresh(self) -> None:
-        """Poll the registry's aliases every ``refresh_s`` seconds, and add canary evidence to
-        Redis every second, in daemon threads."""
+        """Poll the registry's aliases every ``refresh_s`` seconds, and at once when the canary
+        state names a champion that is not loaded (a promotion); add canary evidence to Redis every
+        second. Daemon threads."""
         def refresh() -> None:
-            while not self._stop.wait(self.refresh_s):
+            while True:
+                self._wake.wait(self.refresh_s)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 self.slots.refresh()
+
+        self.scorer.on_stale = self._wake.set
 
         def evidence() -> None:
             while not self._stop.wait(1.0):
@@ -62,6 +71,7 @@ class Server:
         if self._stop.is_set():
             return
         self._stop.set()
+        self._wake.set()
         self.scorer.close()
         if self.scorer.evidence is not None:
             self.scorer.evidence.flush()
@@ -107,6 +117,7 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     metrics = _Metrics()
     scorer = Scorer(slots, reader, CanaryStateStore(redis_online.reader, settings.model_name), sink,
                     on_scored=metrics.observe, evidence=EvidenceRecorder(redis_online.writer, settings.model_name))
+    metrics.watch(scorer)
 
     def ready() -> tuple[bool, list[str]]:
         reasons = [f"{alias}: {error}" for alias, error in dict(slots.errors).items()]
@@ -122,14 +133,16 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     closers: list[Server] = []
     app = create_app(scorer, limits=limits, ready=ready, metrics=metrics.render,
                      on_shutdown=lambda: closers[0].close(), admin=admin, admin_token=settings.admin_token,
-                     inline=inline)
+                     inline=inline, on_predict=metrics.request)
     server = Server(app, scorer, slots, settings, refresh_s)
     closers.append(server)
     return server
 
 
 class _Metrics:
-    """Prometheus metrics of one process: latency, rows, errors and scores per variant."""
+    """Prometheus metrics of one process: request latency by status class; rows, model time and
+    scores per variant; and, read from the scorer when scraped, failed rows per variant and the
+    rows and shadow batches dropped (:class:`_ScorerCollector`)."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -141,6 +154,12 @@ class _Metrics:
                                  registry=self.registry)
         self.scores = Histogram("tidemark_score", "Fraud scores", ["variant"],
                                 buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9), registry=self.registry)
+        latency = Histogram("tidemark_predict_request_seconds",
+                            "POST /v1/predict: body read to response built, seconds, by HTTP status class",
+                            ["status"], buckets=(5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0),
+                            registry=self.registry)
+        # one child per class up front: every series shows from the first scrape, no lookup per request
+        self._latency = {c: latency.labels(f"{c}xx") for c in (2, 4, 5)}
 
     def observe(self, variant: str, rows: int, seconds: float, scores: np.ndarray) -> None:
         self.rows.labels(variant).inc(rows)
@@ -149,7 +168,42 @@ class _Metrics:
         for s in scores[:64]:  # a sample per call keeps big batches cheap
             histogram.observe(float(s))
 
+    def request(self, status: int, seconds: float) -> None:
+        """One ``POST /v1/predict`` answered with ``status`` after ``seconds``."""
+        child = self._latency.get(status // 100)
+        if child is not None:
+            child.observe(seconds)
+
+    def watch(self, scorer: Scorer) -> None:
+        """Export ``scorer``'s error and drop counts, read at scrape time (they live on the scorer)."""
+        self.registry.register(_ScorerCollector(scorer))
+
     def render(self) -> tuple[bytes, Any]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _ScorerCollector:
+    """Counts the scorer keeps itself, as Prometheus counters: rows each variant failed on (the
+    champion answered them, or the request got a 503), prediction-log rows dropped, and shadow
+    batches dropped because the shadow queue was full."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+
+    def describe(self) -> list[Any]:
+        return list(self.collect())
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        errors = CounterMetricFamily("tidemark_variant_errors", "Rows a variant failed to score", labels=["variant"])
+        for variant, stats in list(self.scorer.stats.items()):
+            errors.add_metric([variant], stats.errors)
+        yield errors
+        sink = self.scorer.log_sink
+        yield CounterMetricFamily("tidemark_prediction_log_dropped_rows", "Rows the prediction log dropped",
+                                  value=sink.dropped_rows if sink is not None else 0)
+        yield CounterMetricFamily("tidemark_shadow_dropped_batches",
+                                  "Shadow batches dropped: the shadow queue was full", value=self.scorer.shadow_dropped)

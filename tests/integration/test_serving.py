@@ -21,6 +21,7 @@ from features.sdk import FeatureClient
 from features.settings import Settings, SparkSettings
 from pipelines import model_registry
 from pipelines.canary_job import CanaryAdmin
+from serving import scorer as scorer_module
 from serving.app import create_app
 from serving.canary_evidence import read_step
 from serving.canary_state import CanaryState, CanaryStateStore
@@ -228,15 +229,49 @@ def test_an_oversized_body_is_refused(http: TestClient):
     assert answer.status_code == 413
 
 
-def test_health_readiness_metrics_and_openapi(http: TestClient):
+def test_health_readiness_metrics_and_openapi(server: Server, http: TestClient):
+    from prometheus_client.parser import text_string_to_metric_families
+
     assert http.get("/healthz").json() == {"status": "alive"}
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
-    metrics = http.get("/metrics").text
-    assert 'tidemark_scored_rows_total{variant="champion"}' in metrics
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = http.get("/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    before = samples()
+    for _ in range(3):
+        assert http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:4])}).status_code == 200
+    assert http.post("/v1/predict", json={"rows": []}).status_code == 422
+    after = samples()
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0.0)
+
+    assert grew("tidemark_scored_rows_total", variant="champion") == 12
+    # end-to-end latency of POST /v1/predict, by status class: every request counted once, in seconds
+    assert grew("tidemark_predict_request_seconds_count", status="2xx") == 3
+    assert grew("tidemark_predict_request_seconds_count", status="4xx") == 1
+    assert ("tidemark_predict_request_seconds_count", (("status", "5xx"),)) in after
+    assert 0 < grew("tidemark_predict_request_seconds_sum", status="2xx") < 3 * 5.0
+    assert grew("tidemark_predict_request_seconds_bucket", status="2xx", le="+Inf") == 3
+    # failed rows per variant, read from the scorer when scraped (an earlier test broke a challenger)
+    for variant, stats in server.scorer.stats.items():
+        assert after[("tidemark_variant_errors_total", (("variant", variant),))] == stats.errors
+    assert after[("tidemark_variant_errors_total", (("variant", "champion"),))] == 0
+    assert after[("tidemark_prediction_log_dropped_rows_total", ())] == server.scorer.log_sink.dropped_rows == 0
+    assert after[("tidemark_shadow_dropped_batches_total", ())] == server.scorer.shadow_dropped == 0
+
     spec = http.get("/openapi.json").json()
     row = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(row["properties"]["rows"]["items"]["required"]) == {"customer_id", "merchant_id", "amount", "channel"}
+    canary = spec["paths"]["/v1/canary/{action}"]["post"]
+    bearer = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert canary["security"] == [{"bearerAuth": []}] and (bearer["type"], bearer["scheme"]) == ("http", "bearer")
+    assert canary["parameters"][0]["schema"]["enum"] == ["start", "step", "rollback", "promote"]
 
 
 def test_canary_routes_sticky_by_customer_and_shadow_never_answers(settings: Settings, server: Server,
@@ -339,3 +374,48 @@ def test_redis_down_is_a_503_and_recovers(settings: Settings, module_redis: Redi
     # the test server keeps no data: the features are gone, but the server answers again
     answer = http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])})
     assert answer.status_code == 200 and answer.json()["predictions"][0]["features_found"] is False
+
+
+def test_a_promotion_switches_the_champion_before_the_next_alias_poll(settings: Settings, server: Server,
+                                                                       http: TestClient):
+    """The controller writes the promotion to the canary state, then moves the alias. Until the
+    refresh has loaded the new champion, the challenger slot answers as champion (a promotion from
+    100 % never sends traffic back to the old model), and the refresh is woken at once, not at its
+    next poll (an hour here)."""
+    old, new = server.slots.get("champion"), server.slots.get("challenger")
+    assert old is not None and new is not None and old.version != new.version
+    store = CanaryStateStore(server.scorer.canary.redis, settings.model_name)
+    current, _ = store.read()
+    woken: list[float] = []
+    server.scorer.on_stale = lambda: woken.append(1.0)
+    rows = _rows(CUSTOMERS[:20])
+
+    def answered() -> set[tuple[str, str]]:
+        server.scorer.canary.invalidate()
+        predictions = http.post("/v1/predict", json={"rows": rows}).json()["predictions"]
+        return {(p["variant"], p["model_version"]) for p in predictions}
+
+    try:
+        promoted = replace(current, mode="off", weight_pct=0.0, champion_version=new.version,
+                           challenger_version=new.version, canary_id="c-promote",
+                           step_started_at=pd.Timestamp.now(tz="UTC").isoformat())
+        store.write(promoted, expected_revision=current.revision)
+        assert answered() == {("champion", new.version)} and answered() == {("champion", new.version)}
+        assert woken == [1.0]  # once, not per request
+        # a promotion older than the grace is not trusted over the registry's alias
+        stale = replace(promoted, step_started_at=(pd.Timestamp.now(tz="UTC") - pd.Timedelta(
+            seconds=scorer_module.PROMOTION_GRACE_S + 1)).isoformat())
+        store.write(stale, expected_revision=current.revision + 1)
+        assert answered() == {("champion", old.version)}
+        # the woken refresh: the alias moved, the new champion is loaded, warmed and swapped in
+        ml = model_registry.connect(settings)
+        model_registry.record_gate(ml, settings.model_name, new.version, {
+            "gate.verdict": "pass", "gate.reason": "test", "gate.champion_version": old.version})
+        model_registry.promote(ml, settings.model_name, new.version)
+        assert f"champion: v{old.version} -> v{new.version}" in server.slots.refresh()
+        store.write(promoted, expected_revision=current.revision + 2)
+        assert answered() == {("champion", new.version)} and len(woken) == 1
+        scores = [p["score"] for p in http.post("/v1/predict", json={"rows": rows}).json()["predictions"]]
+        np.testing.assert_allclose(scores, _expected(server, "champion", rows), rtol=1e-6)
+    finally:
+        server.scorer.on_stale = None
