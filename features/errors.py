@@ -9,6 +9,7 @@
         │   └── TimestampTypeError      a timestamp column holds something else
         ├── UnknownFeatureError         a feature reference is not registered
         ├── PartitionCommitError        a partitioned write could not be committed
+        ├── DataCheckError              a feature build's input or output broke a data check
         └── OnlineStoreError            the online store (Redis) failed a read or a write
             ├── OnlineStoreUnavailable  Redis is down, unreachable or slower than the timeout
             └── CorruptValueError       a stored value is not a well-formed tidemark value
@@ -48,6 +49,15 @@ class MissingColumnError(EntityFrameError):
 
 class TimestampTypeError(EntityFrameError):
     """A column that must hold timestamps holds something else."""
+
+
+class DataCheckError(FeatureStoreError):
+    """Raw data of an interval or the feature rows built from it broke a data check (schema,
+    nulls, ranges); nothing of the interval was published. ``failures``: one line per rule."""
+
+    def __init__(self, message: str, failures: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = list(failures or [])
 
 
 class UnknownFeatureError(FeatureStoreError):

@@ -98,6 +98,7 @@ def build_features(
     *,
     start: date | None = None,
     end: date | None = None,
+    checks: bool = False,
 ) -> BuildSummary:
     """Build the offline feature tables for the UTC dates ``[start, end]`` (inclusive).
 
@@ -108,19 +109,54 @@ def build_features(
     atomically: if the run fails, the tables already written hold the new values, the others the
     old ones, and re-running the same range completes it. Raises :class:`DataNotFoundError` when
     a raw table is missing and :class:`ConfigError` when ``start > end``.
+
+    ``checks``: first check the raw payments of the range and every table's new rows
+    (:mod:`features.data_checks`: schema, nulls, ranges) and raise :class:`DataCheckError`,
+    listing every failure, before any table is written. The checked rows are kept (memory, then
+    disk) so that they are computed once.
     """
     began = time.perf_counter()
     ranges = _table_ranges(raw_dir, start, end)
+    frames = {name: feature_frames(spark, raw_dir, first, last)[name] for name, (first, last) in ranges.items()}
+    if checks:
+        frames = _checked(spark, raw_dir, frames, ranges)
     rows, partitions = {}, {}
-    for name, (first, last) in ranges.items():
-        dates = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-        frame = feature_frames(spark, raw_dir, first, last)[name]
-        result = write_partitions(frame, offline_dir / name, dates, sort_by=TABLE_SORT[name])
-        rows[name], partitions[name] = result.total_rows, len(result.rows)
-        log.info("built %s for %s..%s: %d rows", name, first, last, result.total_rows)
+    try:
+        for name, (first, last) in ranges.items():
+            dates = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+            result = write_partitions(frames[name], offline_dir / name, dates, sort_by=TABLE_SORT[name])
+            rows[name], partitions[name] = result.total_rows, len(result.rows)
+            log.info("built %s for %s..%s: %d rows", name, first, last, result.total_rows)
+    finally:
+        if checks:
+            for frame in frames.values():
+                frame.unpersist()
     first = min(r[0] for r in ranges.values())
     last = max(r[1] for r in ranges.values())
     return BuildSummary(rows, partitions, first, last, time.perf_counter() - began)
+
+
+def _checked(spark: SparkSession, raw_dir: Path, frames: dict[str, DataFrame],
+             ranges: dict[str, tuple[date, date]]) -> dict[str, DataFrame]:
+    """``frames`` persisted, once the range's raw payments and every frame passed their checks."""
+    from pyspark import StorageLevel
+
+    from features.data_checks import RAW_TRANSACTIONS, TABLE_CHECKS, check_frame, raise_failures
+
+    first, last = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
+    results = [check_frame(read_raw(spark, raw_dir, "transactions", first, last), RAW_TRANSACTIONS,
+                           start=first, end=last)]
+    kept = {name: frame.persist(StorageLevel.MEMORY_AND_DISK) for name, frame in frames.items()}
+    try:
+        results += [check_frame(kept[name], TABLE_CHECKS[name], start=lo, end=hi) for name, (lo, hi) in ranges.items()]
+        raise_failures(results, start=first, end=last)
+    except BaseException:
+        for frame in kept.values():
+            frame.unpersist()
+        raise
+    for r in results:
+        log.info("data checks passed: %s, %d rows", r.table, r.rows)
+    return kept
 
 
 def _table_ranges(raw_dir: Path, start: date | None, end: date | None) -> dict[str, tuple[date, date]]:

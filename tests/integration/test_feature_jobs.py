@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from features.data_checks import Bound, TableCheck, check_frame
+from features.errors import DataCheckError
 from features.feature_jobs import build_features, raw_date_range
 from features.merchant_features import merchant_stats
 
@@ -331,3 +333,59 @@ def test_default_range_is_the_raw_data_range(raw, raw_dir):
     days = pd.concat([_ts(raw.transactions["event"].to_numpy()), _ts(raw.profiles["valid_from"].to_numpy())]).dt.date
     poisoned = [date.fromisoformat(d) for _, d in POISONED]
     assert raw_date_range(raw_dir) == (min([*days, *poisoned]), max([*days, *poisoned]))
+
+
+# ---------------------------------------------------------------------------- data checks
+
+
+def test_a_checked_build_writes_what_the_plain_one_does(spark, raw_dir, backfill, tmp_path):
+    offline, _ = backfill
+    summary = build_features(spark, raw_dir, tmp_path, start=START, end=END, checks=True)
+    assert summary.tables == backfill[1].tables
+    for table in TABLES:
+        pd.testing.assert_frame_equal(_read_table(tmp_path / table), _read_table(offline / table), check_exact=True)
+
+
+def test_a_failed_check_names_every_failure_and_publishes_nothing(spark, raw, backfill, tmp_path):
+    """A negative amount and a payment without a customer in the interval: the build stops before
+    it writes any table, and the tables of an earlier build keep their rows."""
+    bad = raw.transactions.copy()
+    in_range = bad.index[(bad["event"] >= _day_us(START)) & (bad["event"] < _day_us(END))]
+    bad.loc[in_range[:3], "amount"] = -5.0
+    bad["customer_id"] = bad["customer_id"].astype("float64")
+    bad.loc[in_range[3:5], "customer_id"] = np.nan
+    root = tmp_path / "raw"
+    _write_raw(Raw(bad, raw.labels, raw.merchants, raw.profiles), root)
+    offline = tmp_path / "offline"
+    build_features(spark, _copy_raw(raw, tmp_path / "raw_ok"), offline, start=START, end=END)
+    before = {t: _read_table(offline / t) for t in TABLES}
+    with pytest.raises(DataCheckError) as caught:
+        build_features(spark, root, offline, start=START, end=END, checks=True)
+    failures = caught.value.failures
+    assert "raw transactions: 3 of" in " ".join(failures) and "break 0 < amount" in " ".join(failures)
+    assert any("have no customer_id" in f for f in failures), failures
+    assert "nothing was published" in str(caught.value)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(_read_table(offline / table), before[table], check_exact=True)
+
+
+def _copy_raw(raw: Raw, root: Path) -> Path:
+    _write_raw(raw, root)
+    return root
+
+
+def test_check_frame_reports_schema_nulls_ranges_and_the_interval(spark):
+    from datetime import UTC, datetime
+
+    at = [datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)]
+    frame = spark.createDataFrame(list(zip([1.0, 2.0, None], at, [0.1, 1.5, float("nan")], strict=True)),
+                                  "merchant_id double, event_timestamp timestamp, fraud_rate_30d double")
+    check = TableCheck("t", {"merchant_id": "double", "event_timestamp": "timestamp",
+                             "fraud_rate_30d": "double"}, ("merchant_id",), (Bound("fraud_rate_30d", low=0, high=1),))
+    result = check_frame(frame, check, start=date(2026, 2, 1), end=date(2026, 2, 28))
+    assert result.rows == 3 and result.failures == [
+        "t: 1 of 3 rows have no merchant_id", "t: 2 of 3 rows break 0 <= fraud_rate_30d and fraud_rate_30d <= 1",
+        "t: 1 of 3 rows have event_timestamp outside 2026-02-01 .. 2026-02-28 (UTC)"]
+    wrong = TableCheck("t", {"merchant_id": "bigint", "absent": "string"}, ())
+    assert check_frame(frame, wrong, start=date(2026, 2, 1), end=date(2026, 2, 28)).failures == [
+        "t: column 'merchant_id' is double, expected bigint", "t: column 'absent' is missing"]
