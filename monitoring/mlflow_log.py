@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -51,13 +52,13 @@ _REJECTED = re.compile(r"[^\w.\- ]")  # MLflow allows / and : too, but / nests p
 
 
 def mlflow_log(report: DriftReport, run: Run | str | None = None, *, html_current: pd.DataFrame | None = None,
-               profile: ReferenceProfile | None = None, prefix: str = "drift") -> None:
+               profile: ReferenceProfile | None = None, prefix: str = "drift", keep_in: Path | None = None) -> None:
     """Log ``report`` to ``run`` (an MLflow ``Run``, a run id, or None for the active run).
 
     Metrics go in one ``MlflowClient.log_batch`` call (MLflow splits it into batches of 1,000);
     artifacts go under ``<prefix>/``. Pass ``html_current`` (a pandas DataFrame of the current
     data) together with ``profile`` to add Evidently's HTML report (on a sample; see
-    :func:`monitoring.evidently_report.evidently_html`).
+    :func:`monitoring.evidently_report.evidently_html`). ``keep_in``: also copy the files there.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -74,6 +75,8 @@ def mlflow_log(report: DriftReport, run: Run | str | None = None, *, html_curren
         folder = Path(tmp)
         _write_files(report, folder, html_current, profile, stems)
         client.log_artifacts(run_id, str(folder), artifact_path=prefix)
+        if keep_in is not None:  # the same files on local disk, e.g. for a browser
+            shutil.copytree(folder, keep_in, dirs_exist_ok=True)
     log.info("logged %d drift metrics and the report files to MLflow run %s under %r",
              len(metrics), run_id, prefix)
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from features.settings import Settings
     from serving.canary_state import CanaryState
 
-__all__ = ["LOG_COLUMNS", "canary_predictions", "labelled_canary_traffic"]
+__all__ = ["LOG_COLUMNS", "canary_predictions", "labelled_canary_traffic", "log_files"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def canary_predictions(root: Path, started: pd.Timestamp, now: pd.Timestamp, cha
     are the challenger's). Reads only the ``date=`` folders of the window and only these columns,
     each file cast to :data:`LOG_COLUMNS` (a file without a column reads it as null).
     """
-    files = _log_files(root, started, now)
+    files = log_files(root, started, now)
     if not files:
         return pd.DataFrame(columns=[*LOG_COLUMNS.names, "role"])
     when, variant, version = ds.field("event_timestamp"), ds.field("variant"), ds.field("model_version")
@@ -87,7 +87,7 @@ def canary_predictions(root: Path, started: pd.Timestamp, now: pd.Timestamp, cha
     return table.append_column("role", role).to_pandas()
 
 
-def _log_files(root: Path, started: pd.Timestamp, now: pd.Timestamp) -> list[str]:
+def log_files(root: Path, started: pd.Timestamp, now: pd.Timestamp) -> list[str]:
     """Parquet files under the ``date=`` folders from ``started`` to ``now``; hidden and temporary
     files (``.part-….tmp``) skipped."""
     files: list[str] = []

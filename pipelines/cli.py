@@ -7,6 +7,7 @@
     tidemark redis start|stop|status
     tidemark train | gate | promote [--first] | rollback | models | mlflow-ui   (pipelines/cli_models.py)
     tidemark serve                                                             (pipelines/cli_serving.py)
+    tidemark airflow standalone|env                                            (pipelines/cli_airflow.py)
     tidemark demo
 
 Settings come from ``TIDEMARK_*`` environment variables, read once here.
@@ -22,6 +23,7 @@ from datetime import UTC, date, datetime
 
 from features.errors import TidemarkError
 from features.settings import Settings
+from pipelines.cli_airflow import add_airflow_commands
 from pipelines.cli_models import _utc_time, add_model_commands
 from pipelines.cli_serving import add_serving_commands
 
@@ -86,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_model_commands(commands)
     add_serving_commands(commands)
+    add_airflow_commands(commands)
 
     demo = commands.add_parser("demo", help="generate data, build features, build a training frame")
     demo.add_argument("--rows", type=int, default=300_000)

@@ -1,0 +1,71 @@
+"""``tidemark airflow``: Airflow 3 on tidemark's home, with the four DAGs of ``pipelines/dags``.
+
+    tidemark airflow standalone [--port 8080]   scheduler, DAG processor, API server and UI on
+                                                $TIDEMARK_HOME/airflow (SQLite, LocalExecutor)
+    tidemark airflow env                        the environment, as shell exports, for other
+                                                ``airflow`` commands (``eval "$(tidemark airflow env)"``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from features.settings import Settings
+
+DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
+
+
+def add_airflow_commands(commands: Any) -> None:
+    """Add ``airflow standalone|env`` to the CLI's subparsers."""
+    air = commands.add_parser("airflow", help="Airflow with the tidemark DAGs, on $TIDEMARK_HOME/airflow")
+    actions = air.add_subparsers(required=True, metavar="ACTION")
+    standalone = actions.add_parser("standalone", help="run Airflow (all components) in the foreground")
+    standalone.add_argument("--port", type=int, default=8080, help="UI and API port")
+    standalone.set_defaults(run=_standalone)
+    env = actions.add_parser("env", help="print the environment as shell exports")
+    env.add_argument("--port", type=int, default=8080)
+    env.set_defaults(run=_env)
+
+
+def airflow_env(settings: Settings, port: int = 8080) -> dict[str, str]:
+    """What Airflow needs to run tidemark's DAGs on this machine (added to the current environment).
+
+    The metadata DB is SQLite under ``$TIDEMARK_HOME/airflow``; task processes inherit
+    ``TIDEMARK_HOME`` (absolute) and every other ``TIDEMARK_*`` / ``MLFLOW_*`` variable, so they
+    see the same stores as the CLI. Production swaps the DB and the executor (README).
+    """
+    home = settings.home.resolve() / "airflow"
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__PARALLELISM": "4",  # a laptop: not 32 idle workers
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+        "TIDEMARK_HOME": str(settings.home.resolve()),
+        # `airflow standalone` starts its components as `airflow ...` from PATH: this environment's
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def _standalone(settings: Settings, args: argparse.Namespace) -> int:
+    env = airflow_env(settings, args.port)
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    print(f"Airflow on http://localhost:{args.port} (home {env['AIRFLOW_HOME']}, DAGs {DAGS_FOLDER}).\n"
+          f"User admin; its password is printed below and kept in "
+          f"{env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated. DAGs start paused: "
+          "unpause them in the UI. Ctrl-C stops it.", flush=True)
+    return subprocess.call([str(Path(sys.executable).parent / "airflow"), "standalone"], env={**os.environ, **env})
+
+
+def _env(settings: Settings, args: argparse.Namespace) -> int:
+    for key, value in airflow_env(settings, args.port).items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0

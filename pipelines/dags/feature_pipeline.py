@@ -1,0 +1,46 @@
+"""``feature_pipeline``, daily: the day's feature partitions, checked, then served online.
+
+    build_features ──► materialize ──► check_online
+    (data checks first;  (Redis, up to     (freshness; online = offline
+     nothing written      the interval's    point-in-time values for the
+     when one fails)      end)              interval's entities)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from pipelines.dags.common import NETWORK_RETRIES, START_DATE, settings
+
+
+@dag(dag_id="feature_pipeline", schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
+     start_date=START_DATE, catchup=False, max_active_runs=1, tags=["tidemark", "features"],
+     doc_md=__doc__, default_args={"retries": 1})
+def feature_pipeline() -> None:
+    @task
+    def build_features(data_interval_start: Any = None, data_interval_end: Any = None) -> dict[str, Any]:
+        from pipelines.feature_pipeline import build_interval
+
+        summary = build_interval(settings(), data_interval_start, data_interval_end)
+        return {"tables": summary.tables, "partitions": summary.partitions, "start": str(summary.start),
+                "end": str(summary.end), "seconds": round(summary.seconds, 1)}
+
+    @task(**NETWORK_RETRIES)
+    def materialize(built: dict[str, Any], data_interval_end: Any = None) -> dict[str, Any]:
+        from pipelines.feature_pipeline import materialize as load
+
+        return {r.view: r.counts.written for r in load(settings(), data_interval_end)}
+
+    @task(**NETWORK_RETRIES)
+    def check_online(loaded: dict[str, Any], data_interval_start: Any = None,
+                     data_interval_end: Any = None) -> dict[str, Any]:
+        from pipelines.feature_pipeline import check_online as check
+
+        return check(settings(), data_interval_start, data_interval_end).summary()
+
+    check_online(materialize(build_features()))
+
+
+feature_pipeline()

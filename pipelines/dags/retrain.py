@@ -1,0 +1,69 @@
+"""``retrain``: on a drift Asset event (or by hand, with a conf), a gated challenger and its canary.
+
+    check_no_canary ──► train_and_gate ──► start_canary
+                        (sliding window up to       (shadow first; only when the gate
+                         the drift interval's end)   passed, else skipped)
+
+Conf (all optional): ``{"window_days": 60, "max_rows": 200000, "epochs": 20, "seed": 0,
+"label_cutoff": "2026-11-20T00:00:00+00:00"}``. Without ``label_cutoff`` the labels known at the
+end of the triggering drift interval are used (by hand: the end of the run's data interval).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from pipelines.dags.common import NETWORK_RETRIES, RETRAIN_REQUEST, START_DATE, settings
+
+
+@dag(dag_id="retrain", schedule=[RETRAIN_REQUEST], start_date=START_DATE, catchup=False, max_active_runs=1,
+     tags=["tidemark", "models"], doc_md=__doc__,
+     params={"window_days": Param(60, type="number", minimum=0), "max_rows": Param(200_000, type="integer", minimum=1_000),
+             "epochs": Param(20, type="integer", minimum=1), "seed": Param(0, type="integer"),
+             "label_cutoff": Param(None, type=["null", "string"], format="date-time")})
+def retrain() -> None:
+    @task(**NETWORK_RETRIES)
+    def check_no_canary() -> None:
+        from pipelines.retrain_job import canary_running
+
+        running = canary_running(settings())
+        if running:
+            raise AirflowSkipException(f"not retraining: {running}; a new challenger would replace it")
+
+    @task
+    def train_and_gate(params: Any = None, triggering_asset_events: Any = None, dag_run: Any = None) -> dict[str, Any]:
+        from pipelines.retrain_job import RetrainRequest
+        from pipelines.retrain_job import retrain as run
+
+        trigger = _trigger(triggering_asset_events)
+        cutoff = (datetime.fromisoformat(trigger["interval_end"]) if trigger and trigger.get("interval_end")
+                  else dag_run.data_interval_end or dag_run.run_after)
+        conf = {k: v for k, v in dict(params or {}).items() if v is not None}
+        request = RetrainRequest.from_conf({**conf, "trigger": trigger}, label_cutoff=cutoff)
+        return run(settings(), request).summary()
+
+    @task(**NETWORK_RETRIES)
+    def start_canary(outcome: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.retrain_job import RetrainOutcome
+        from pipelines.retrain_job import start_canary as start
+
+        if not outcome["gate_passed"]:
+            raise AirflowSkipException(f"v{outcome['version']} failed the gate: {outcome['gate_reason']}")
+        return start(settings(), RetrainOutcome(**outcome)).summary()
+
+    check_no_canary() >> start_canary(train_and_gate())
+
+
+def _trigger(events: Any) -> dict[str, Any] | None:
+    """The newest drift summary among the events that triggered the run, if any."""
+    if not events:
+        return None
+    found = [e for asset_events in events.values() for e in asset_events if getattr(e, "extra", None)]
+    return dict(max(found, key=lambda e: e.timestamp).extra) if found else None
+
+
+retrain()

@@ -1,0 +1,258 @@
+"""The ``drift_monitor`` DAG's work: is the champion's world drifting, and should it be retrained?
+
+    champion (alias) ──► its training run's reference profile (inputs + score, validation rows)
+    prediction log, champion rows scored in [start, end) ──► monitoring.drift.compare ──► covariate
+        and score drift (PSI, KS, chi²) per column
+    prediction log, champion rows of payments old enough that their label is final at ``end``
+        (``label_maturity``), ⋈ labels known at ``end`` ──► PR-AUC vs the champion's validation
+        PR-AUC, with a bootstrap bound ──► concept drift
+    decision: "drift" (retrain), "no_drift", or "insufficient_data"; one MLflow run in the
+    experiment "<model>-monitoring" with the report (metrics, report.json, drift.png,
+    Evidently report.html), the same files under $TIDEMARK_HOME/reports/drift/<interval end>/
+
+Everything is a function of the interval and of what was known at its end: a re-run of a past
+interval gives the same decision (labels that arrived later are not used).
+
+Why only mature payments for PR-AUC: a fraud label arrives with its chargeback, days after the
+payment, but a legitimate one only when the chargeback window closes (30 days). Payments younger
+than that have their frauds labelled and most of their legitimate payments not, which inflates
+the fraud share and with it PR-AUC; the validation PR-AUC was measured on a frame with full labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from pipelines.canary_labels import log_files
+from pipelines.training_data import known_labels, utc_timestamp
+
+if TYPE_CHECKING:
+    from features.settings import Settings
+    from monitoring.drift import DriftReport
+    from monitoring.profile import ReferenceProfile
+
+__all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "monitor"]
+
+log = logging.getLogger(__name__)
+
+Decision = Literal["drift", "no_drift", "insufficient_data"]
+_LOG_META = {"event_timestamp": pa.timestamp("us", tz="UTC"), "request_id": pa.string(),
+             "transaction_id": pa.int64(), "variant": pa.string(), "model_version": pa.string()}
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """When the interval counts as drift. Inputs: at least ``min_rows`` champion rows, and a share
+    of at least ``drift_share`` of the profiled columns (inputs and score) drifted under
+    ``monitoring.drift.DriftThresholds``. Labels: payments scored from ``end - label_maturity -
+    label_window`` on, made at least ``label_maturity`` before ``end`` (their labels are final), at
+    least ``min_positives`` of them frauds, and PR-AUC shown below the validation PR-AUC by more
+    than ``prauc_margin`` (one-sided class-stratified bootstrap bound at ``alpha``)."""
+
+    min_rows: int = 500
+    drift_share: float = 0.2
+    label_window: timedelta = timedelta(days=30)
+    label_maturity: timedelta = timedelta(days=30)
+    min_positives: int = 30
+    prauc_margin: float = 0.05
+    alpha: float = 0.01
+    bootstrap: int = 300
+    html_rows: int = 5_000
+
+    def __post_init__(self) -> None:
+        if self.min_rows < 1 or not 0 < self.drift_share <= 1 or self.min_positives < 1:
+            raise ValueError("min_rows and min_positives must be >= 1 and drift_share in (0, 1]")
+        if not 0 < self.alpha < 1 or not 0 <= self.prauc_margin < 1 or self.bootstrap < 50:
+            raise ValueError("alpha must be in (0, 1), prauc_margin in [0, 1), bootstrap >= 50")
+
+
+@dataclass
+class DriftOutcome:
+    """One interval's verdict, and what it rests on (``summary()`` is what the Asset carries)."""
+
+    decision: Decision
+    reasons: list[str]
+    start: datetime
+    end: datetime
+    champion_version: str
+    rows: int
+    drifted_columns: list[str] = field(default_factory=list)
+    drift_share: float = 0.0
+    column_psi: dict[str, float] = field(default_factory=dict)
+    prauc: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+    report_dir: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe, for the ``tidemark://retrain-request`` Asset event and XCom."""
+        return _json_safe({
+            "decision": self.decision, "reasons": self.reasons, "interval_start": self.start.isoformat(),
+            "interval_end": self.end.isoformat(), "champion_version": self.champion_version, "rows": self.rows,
+            "drifted_columns": self.drifted_columns, "drift_share": self.drift_share, "psi": self.column_psi,
+            "prauc": self.prauc, "mlflow_run_id": self.run_id,
+            "report_dir": str(self.report_dir) if self.report_dir else None})
+
+
+def monitor(settings: Settings, start: datetime, end: datetime, *, policy: DriftPolicy | None = None) -> DriftOutcome:
+    """Judge ``[start, end)`` (UTC) for the current champion; log it to MLflow; return the outcome."""
+    import mlflow
+
+    from monitoring.drift import compare
+    from monitoring.mlflow_log import mlflow_log
+    from pipelines import model_registry
+    from pipelines.train_job import load_profile
+
+    policy = policy or DriftPolicy()
+    lo, hi = utc_timestamp(start), utc_timestamp(end)
+    ml = model_registry.connect(settings)
+    champion = model_registry.alias_version(ml, settings.model_name, model_registry.CHAMPION)
+    if champion is None:
+        raise model_registry.ModelVersionError(f"{settings.model_name!r} has no champion to monitor; "
+                                               "train and promote one first (`tidemark promote --first`)")
+    version, run_id = str(champion.version), champion.run_id
+    if not run_id:
+        raise model_registry.ModelVersionError(f"champion v{version} has no training run: it has no reference "
+                                               "profile to compare with; register models with `tidemark train`")
+    profile = load_profile(ml, run_id)
+    current = champion_log(settings, profile, lo, hi, version)
+    outcome = DriftOutcome("no_drift", [], lo.to_pydatetime(), hi.to_pydatetime(), version, len(current))
+    report = None
+    if len(current) >= policy.min_rows:
+        report = compare(profile, current[list(profile.columns)])
+        _judge_inputs(outcome, report, policy)
+    else:
+        outcome.reasons.append(f"inputs not judged: {len(current)} champion rows in the interval < min_rows "
+                               f"{policy.min_rows}")
+    validation = ml.get_run(run_id).data.metrics.get("val_pr_auc")
+    _judge_labels(outcome, settings, profile, version, hi, validation, policy)
+    if report is None and not outcome.prauc.get("judged"):
+        outcome.decision = "insufficient_data"
+    experiment = model_registry.experiment_id(ml, settings, f"{settings.model_name}-monitoring")
+    folder = settings.home / "reports" / "drift" / hi.strftime("%Y-%m-%dT%H%M%SZ")
+    with mlflow.start_run(experiment_id=experiment, run_name=f"drift {lo:%Y-%m-%d %H:%M} .. {hi:%Y-%m-%d %H:%M}",
+                          nested=mlflow.active_run() is not None,
+                          tags={"tidemark.model": settings.model_name, "champion_version": version,
+                                "interval_start": lo.isoformat(), "interval_end": hi.isoformat(),
+                                "drift.decision": outcome.decision}) as run:
+        outcome.run_id = run.info.run_id
+        mlflow.log_metrics({"rows": len(current), **{f"prauc.{k}": v for k, v in outcome.prauc.items()
+                                                      if isinstance(v, float | int) and math.isfinite(v)}})
+        if report is not None:
+            sample = current.sample(min(len(current), policy.html_rows), random_state=0)[list(profile.columns)]
+            mlflow_log(report, run.info.run_id, html_current=sample, profile=profile, keep_in=folder)
+            outcome.report_dir = folder
+        mlflow.log_dict(outcome.summary(), "decision.json")
+    if outcome.report_dir is not None:
+        (folder / "decision.json").write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
+    log.info("drift %s .. %s for v%s: %s (%s)", lo, hi, version, outcome.decision, "; ".join(outcome.reasons))
+    return outcome
+
+
+def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timestamp, end: pd.Timestamp,
+                 version: str) -> pd.DataFrame:
+    """Prediction-log rows that ``version`` answered as champion in ``[start, end)``: the profile's
+    columns (missing ones null) and the log's metadata columns."""
+    from monitoring.profile import NumericProfile
+
+    types = {name: pa.float64() if isinstance(col, NumericProfile) else pa.string()
+             for name, col in profile.columns.items()}
+    schema = pa.schema({**_LOG_META, **types})
+    files = log_files(settings.offline_dir / "prediction_log", start, end)
+    if not files:
+        return schema.empty_table().to_pandas()
+    when = ds.field("event_timestamp")
+    wanted = ((when >= start.to_pydatetime()) & (when < end.to_pydatetime()) & (ds.field("variant") == "champion")
+              & (ds.field("model_version") == version))
+    return ds.dataset(files, schema=schema, format="parquet").to_table(filter=wanted).to_pandas()
+
+
+def _judge_inputs(outcome: DriftOutcome, report: DriftReport, policy: DriftPolicy) -> None:
+    outcome.drifted_columns, outcome.drift_share = report.drifted_columns, report.drift_share
+    outcome.column_psi = {c.column: float(c.psi) for c in report.columns if c.psi is not None}
+    line = (f"{len(report.drifted_columns)} of {len(report.columns)} columns drifted "
+            f"({', '.join(report.drifted_columns) or 'none'}) on {report.rows_current:,} rows")
+    if report.drift_share >= policy.drift_share:
+        outcome.decision = "drift"
+        outcome.reasons.append(f"input drift: {line}, share {report.drift_share:.2f} >= {policy.drift_share}")
+    else:
+        outcome.reasons.append(f"inputs: {line}, share {report.drift_share:.2f} < {policy.drift_share}")
+
+
+def _judge_labels(outcome: DriftOutcome, settings: Settings, profile: ReferenceProfile, version: str,
+                  end: pd.Timestamp, validation: float | None, policy: DriftPolicy) -> None:
+    """PR-AUC of the champion on mature, labelled payments it scored, against its validation PR-AUC."""
+    from serving.canary_stats import average_precision
+
+    outcome.prauc = {"judged": 0.0}
+    label_dir = settings.raw_dir / "labels"
+    if validation is None or not label_dir.exists():
+        outcome.reasons.append("labels not judged: " + ("the champion's run has no val_pr_auc" if validation is None
+                                                        else f"no labels under {label_dir}"))
+        return
+    since = end - policy.label_maturity - policy.label_window
+    scored = champion_log(settings, profile, since, end, version)
+    scored = scored[scored["transaction_id"].notna()].sort_values("event_timestamp", kind="stable")
+    scored = scored.drop_duplicates("transaction_id")  # a retried request counts once
+    labels = known_labels(label_dir, label_cutoff=end.to_pydatetime(), labels_from=since.to_pydatetime())
+    paid = _payment_times(settings, since, end)
+    rows = scored.merge(labels, on="transaction_id").merge(paid, on="transaction_id")
+    rows = rows[rows["payment_time"] <= end - policy.label_maturity]  # labels final: no fraud over-share
+    y, s = rows["is_fraud"].to_numpy(np.int8), rows["score"].to_numpy(np.float64)
+    positives = int(y.sum())
+    outcome.prauc.update({"validation": float(validation), "labelled": float(len(rows)), "positives": float(positives)})
+    if positives < policy.min_positives or positives == len(rows):
+        outcome.reasons.append(f"labels not judged: {positives} labelled frauds among {len(rows)} mature payments "
+                               f"scored since {since:%Y-%m-%d} < min_positives {policy.min_positives}")
+        return
+    ap = average_precision(s, y)
+    rng = np.random.default_rng(len(rows))
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    boot = np.array([average_precision(s[idx], y[idx]) for idx in (
+        np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))] for _ in range(policy.bootstrap))])
+    from scipy.special import ndtri
+
+    se = float(np.std(boot, ddof=1))
+    upper = ap + float(-ndtri(policy.alpha)) * se
+    dropped = upper < validation - policy.prauc_margin
+    outcome.prauc.update({"judged": 1.0, "pr_auc": float(ap), "se": se, "upper": upper, "drop": float(validation - ap),
+                          "concept_drift": float(dropped)})
+    line = (f"PR-AUC {ap:.3f} (upper bound {upper:.3f}) on {len(rows):,} mature labelled payments "
+            f"({positives} frauds) vs validation {validation:.3f}, margin {policy.prauc_margin}")
+    if dropped:
+        outcome.decision = "drift"
+        outcome.reasons.append(f"concept drift: {line}")
+    else:
+        outcome.reasons.append(f"labels: {line}")
+
+
+def _payment_times(settings: Settings, since: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """When each payment labelled in ``[since, end]`` was made (the labels carry it), one row each."""
+    labels = ds.dataset(settings.raw_dir / "labels", format="parquet", partitioning="hive")
+    when = ds.field("label_timestamp")
+    table = labels.to_table(columns=["transaction_id", "transaction_timestamp"],
+                            filter=(when <= end.to_pydatetime()) & (when >= since.to_pydatetime()))
+    frame = table.to_pandas().drop_duplicates("transaction_id")
+    return frame.rename(columns={"transaction_timestamp": "payment_time"})
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

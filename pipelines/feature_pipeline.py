@@ -1,0 +1,225 @@
+"""The ``feature_pipeline`` DAG's work, one function per task; each takes its data interval.
+
+    build_interval(start, end)     raw events of the interval's UTC dates (and LATE_DAYS before,
+                                   for late arrivals) ──► offline tables, checked first
+                                   (features.data_checks): a failure writes nothing
+    materialize(end)               offline ──► Redis, incrementally up to the interval's end
+    check_online(end)              freshness (every view materialized up to ``end``) and
+                                   consistency: for a sample of the interval's entities, the
+                                   online values equal the offline point-in-time values for the
+                                   moment of the read
+
+An interval ``[start, end)`` covers the UTC dates from ``start``'s to the date of the last
+instant before ``end``, so a daily run at midnight builds exactly one day and a re-run of a past
+interval rebuilds the same partitions from the same raw data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from features.errors import FeatureStoreError
+
+if TYPE_CHECKING:
+    from features.feature_jobs import BuildSummary
+    from features.materialize import MaterializeResult
+    from features.sdk import FeatureClient
+    from features.settings import Settings
+
+__all__ = ["ConsistencyError", "OnlineCheck", "build_interval", "check_online", "interval_dates", "materialize"]
+
+log = logging.getLogger(__name__)
+
+LATE_DAYS = 3  # days before the interval rebuilt with it, for payments that arrived late
+
+
+class ConsistencyError(FeatureStoreError):
+    """The online store is stale, or serves values the offline store would not give for now."""
+
+
+def interval_dates(start: datetime, end: datetime) -> tuple[date, date]:
+    """The UTC dates ``[first, last]`` that the interval ``[start, end)`` touches."""
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        raise ValueError(f"the interval must end after it starts, got {start.isoformat()} .. {end.isoformat()}")
+    return start.date(), (end - timedelta(microseconds=1)).date()
+
+
+def build_interval(settings: Settings, start: datetime, end: datetime, *, late_days: int = LATE_DAYS) -> BuildSummary:
+    """Build the offline feature partitions of the interval's dates, and of the ``late_days``
+    before them, from raw events, data checks first (:class:`features.errors.DataCheckError` and
+    nothing written when one fails).
+
+    The days before are rebuilt because payments arrive late (``arrival_timestamp``, up to days
+    after the event) into their event day's raw partition; the build is deterministic, so
+    rebuilding a day changes only what late rows changed, and the point-in-time join still hides
+    each late row until it arrived (its ``created`` time).
+    """
+    from features.feature_jobs import build_features
+    from features.spark import spark_session
+
+    if late_days < 0:
+        raise ValueError(f"late_days must be >= 0, got {late_days}")
+    first, last = interval_dates(start, end)
+    first -= timedelta(days=late_days)
+    summary = build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir,
+                             start=first, end=last, checks=True)
+    log.info("%s", summary.table())
+    return summary
+
+
+def materialize(settings: Settings, end: datetime, *, client: FeatureClient | None = None) -> list[MaterializeResult]:
+    """Load what changed in the offline store into Redis, up to ``end`` (late rows included)."""
+    from features.sdk import FeatureClient
+
+    client = client or FeatureClient(settings)
+    client.apply()
+    return client.materialize_incremental(_utc(end), progress=False)
+
+
+@dataclass
+class OnlineCheck:
+    """What :func:`check_online` compared: entities, values, and every mismatch (view, key, column)."""
+
+    entities: int
+    values: int
+    mismatches: list[str] = field(default_factory=list)
+    stale_views: list[str] = field(default_factory=list)
+    read_at: datetime | None = None
+    pending: int = 0  # entities left out: offline rows that arrived after the interval's end
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches and not self.stale_views
+
+    def summary(self) -> dict[str, Any]:
+        return {"entities": self.entities, "pending": self.pending, "values": self.values,
+                "mismatches": len(self.mismatches),
+                "stale_views": self.stale_views, "read_at": self.read_at.isoformat() if self.read_at else None,
+                "examples": self.mismatches[:10]}
+
+
+def check_online(settings: Settings, start: datetime, end: datetime, *, sample: int = 200, seed: int = 0,
+                 client: FeatureClient | None = None, raise_on_failure: bool = True) -> OnlineCheck:
+    """Freshness and online/offline consistency after :func:`materialize` of ``end``.
+
+    Freshness: every view has been materialized up to ``end`` or later. Consistency: for up to
+    ``sample`` (customer, merchant) pairs that paid in the interval (a seeded sample), the online
+    values read now equal, exactly, the offline point-in-time values at the moment of the read
+    (the same TTLs apply to both). A pair with an offline row that arrived after ``end`` is left
+    out and counted as ``pending``: materializing to ``end`` rightly did not load it, the next run
+    will. Raises :class:`ConsistencyError` listing what differs.
+    """
+    from features.feature_views import DEFAULT_FEATURES
+    from features.sdk import FeatureClient
+
+    client = client or FeatureClient(settings)
+    stale = _stale_views(client, _utc(end))
+    entities = _entities(settings, start, end, sample, seed)
+    check = OnlineCheck(len(entities), 0, stale_views=stale)
+    if len(entities):
+        read_at = datetime.now(UTC)
+        online = client.online_features(entities, DEFAULT_FEATURES).frame
+        offline = client.training_frame(entities.assign(event_timestamp=pd.Timestamp(read_at)), DEFAULT_FEATURES)
+        assert isinstance(offline, pd.DataFrame)  # as_spark=False
+        check.read_at = read_at
+        late = _arrived_after(settings, _utc(end), read_at, entities)
+        check.pending = int(late.sum())
+        features = [f.split(":", 1)[1] for f in DEFAULT_FEATURES]
+        check.values = int((~late).sum()) * len(features)
+        keep = ~late
+        check.mismatches = _mismatches(entities[keep].reset_index(drop=True), online[keep].reset_index(drop=True),
+                                       offline[keep].reset_index(drop=True), features)
+    log.info("online check of %s .. %s: %s", start, end, check.summary())
+    if raise_on_failure and not check.passed:
+        raise ConsistencyError(
+            f"online store check failed after materializing to {end.isoformat()}: "
+            + (f"views not materialized up to the interval's end: {', '.join(stale)}; " if stale else "")
+            + (f"{len(check.mismatches)} of {check.values} values differ from the offline store, e.g. "
+               + "; ".join(check.mismatches[:5]) + "; " if check.mismatches else "")
+            + "re-run the materialize task of this interval; if it persists, compare the view's definition "
+              "in Redis with the registry (`tidemark features list`)")
+    return check
+
+
+def _stale_views(client: FeatureClient, end: datetime) -> list[str]:
+    """Views whose newest materialization ends before ``end``."""
+    from features.materialize import last_materialized_end
+
+    stale = []
+    for fv in client.store.list_feature_views():
+        newest = last_materialized_end(fv)
+        if newest is None or _utc(newest) < end:
+            stale.append(f"{fv.name} (materialized to {newest.isoformat() if newest else 'never'})")
+    return stale
+
+
+def _entities(settings: Settings, start: datetime, end: datetime, sample: int, seed: int) -> pd.DataFrame:
+    """Distinct (customer_id, merchant_id) pairs that paid in ``[start, end)``, a seeded sample."""
+    import pyarrow.dataset as ds
+
+    first, last = interval_dates(start, end)
+    root = settings.raw_dir / "transactions"
+    files = [str(f) for i in range((last - first).days + 1)
+             for f in sorted((root / f"date={first + timedelta(days=i)}").glob("*.parquet"))]
+    if not files:
+        return pd.DataFrame({"customer_id": np.array([], np.int64), "merchant_id": np.array([], np.int64)})
+    when = ds.field("event_timestamp")
+    table = ds.dataset(files, format="parquet").to_table(
+        columns=["customer_id", "merchant_id"], filter=(when >= _utc(start)) & (when < _utc(end)))
+    pairs = table.to_pandas().drop_duplicates().sort_values(["customer_id", "merchant_id"])
+    if len(pairs) > sample:
+        pairs = pairs.sample(sample, random_state=seed)
+    return pairs.astype("int64").reset_index(drop=True)
+
+
+def _arrived_after(settings: Settings, end: datetime, read_at: datetime, entities: pd.DataFrame) -> np.ndarray:
+    """Per entity row: does a customer or merchant feature row of it carry a created time in
+    ``(end, read_at]`` (known now, not yet materialized)? Reads the offline tables' created columns."""
+    import pyarrow.dataset as ds
+
+    created = {"customer_txn_agg": ("customer_id", ["created_1h", "created_24h", "created_7d"]),
+               "customer_profile": ("customer_id", ["created_timestamp"]),
+               "merchant_stats": ("merchant_id", ["created_timestamp"])}
+    late: dict[str, set[int]] = {"customer_id": set(), "merchant_id": set()}
+    for table, (key, columns) in created.items():
+        root = settings.offline_dir / table
+        if not root.is_dir():
+            continue
+        arrived = None
+        for c in columns:
+            f = ds.field(c)
+            cond = (f > end) & (f <= read_at)
+            arrived = cond if arrived is None else arrived | cond
+        wanted = ds.field(key).isin(entities[key].unique().tolist()) & arrived
+        found = ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=[key], filter=wanted)
+        late[key].update(found[key].to_pylist())
+    return (entities["customer_id"].isin(late["customer_id"]) | entities["merchant_id"].isin(late["merchant_id"])
+            ).to_numpy()
+
+
+def _mismatches(entities: pd.DataFrame, online: pd.DataFrame, offline: pd.DataFrame,
+                features: list[str]) -> list[str]:
+    out = []
+    for column in features:
+        got, want = _plain(online[column]), _plain(offline[column])
+        for i in np.flatnonzero([g != w for g, w in zip(got, want, strict=True)]):
+            keys = entities.iloc[int(i)]
+            out.append(f"{column} of customer {keys['customer_id']} / merchant {keys['merchant_id']}: "
+                       f"online {got[i]!r}, offline {want[i]!r}")
+    return out
+
+
+def _plain(series: pd.Series) -> list[Any]:
+    """Values as Python objects, every kind of missing as None (so None == None)."""
+    return [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in series.astype(object)]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

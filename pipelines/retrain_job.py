@@ -1,0 +1,112 @@
+"""The ``retrain`` DAG's work: a challenger from a sliding window, gated, then a canary.
+
+    check    no canary running (a new challenger would replace the one under test)
+    train    TrainConfig(label_cutoff = the interval's end, window = ``window``) ──► MLflow run,
+             registered as ``challenger``, tagged with what asked for it (the drift summary)
+    gate     pipelines.gate.evaluate_gate against the champion (recorded on the version)
+    canary   only if the gate passed: pipelines.canary_job.start (shadow first); the
+             ``canary_rollout`` DAG takes it from there
+
+The label cutoff is the end of the interval that asked for the retrain (the drift run's), never
+the wall clock, so a re-run trains on the same labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from features.settings import Settings
+
+__all__ = ["RetrainOutcome", "RetrainRequest", "canary_running", "retrain", "start_canary"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """What to train on. ``label_cutoff``: labels known by then (UTC). ``window``: the training
+    window before ``cutoff - label_maturity`` (None: all history). ``trigger``: why (logged)."""
+
+    label_cutoff: datetime
+    window: timedelta | None = timedelta(days=60)
+    max_rows: int | None = 200_000
+    epochs: int = 20
+    seed: int = 0
+    trigger: dict[str, Any] | None = None
+
+    @classmethod
+    def from_conf(cls, conf: dict[str, Any], *, label_cutoff: datetime) -> RetrainRequest:
+        """From a DAG run's conf: ``window_days`` (0: all), ``max_rows``, ``epochs``, ``seed``,
+        ``label_cutoff`` (ISO 8601, UTC); anything else is refused with the list of known keys."""
+        known = {"window_days", "max_rows", "epochs", "seed", "label_cutoff", "trigger"}
+        unknown = sorted(set(conf) - known)
+        if unknown:
+            raise ValueError(f"unknown retrain conf keys {unknown}; known: {sorted(known)}")
+        days = conf.get("window_days", 60)
+        cutoff = datetime.fromisoformat(conf["label_cutoff"]) if conf.get("label_cutoff") else label_cutoff
+        return cls(label_cutoff=cutoff, window=timedelta(days=float(days)) if days else None,
+                   max_rows=conf.get("max_rows", 200_000), epochs=int(conf.get("epochs", 20)),
+                   seed=int(conf.get("seed", 0)), trigger=conf.get("trigger"))
+
+
+@dataclass
+class RetrainOutcome:
+    """The challenger, its gate verdict, and the canary if one was started."""
+
+    version: str
+    run_id: str
+    gate_passed: bool
+    gate_reason: str
+    canary_id: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"version": self.version, "run_id": self.run_id, "gate_passed": self.gate_passed,
+                "gate_reason": self.gate_reason, "canary_id": self.canary_id}
+
+
+def canary_running(settings: Settings) -> str | None:
+    """A line saying which canary is running, or None when none is."""
+    from pipelines import canary_job
+
+    state = canary_job.status(settings)
+    if state.mode == "off":
+        return None
+    return f"a canary of v{state.challenger_version} is running ({state.mode}, step {state.step})"
+
+
+def retrain(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
+    """Train and register a challenger, then gate it against the champion."""
+    from pipelines import model_registry
+    from pipelines.gate import evaluate_gate
+    from pipelines.train_job import train_and_register
+    from pipelines.training import TrainConfig
+
+    config = TrainConfig(label_cutoff=request.label_cutoff, window=request.window, max_rows=request.max_rows,
+                         epochs=request.epochs, seed=request.seed)
+    outcome = train_and_register(settings, config, progress=False,
+                                 run_name=f"retrain to {request.label_cutoff:%Y-%m-%d %H:%M}")
+    version = str(outcome.version.version)
+    ml = model_registry.connect(settings)
+    if request.trigger:
+        ml.set_model_version_tag(settings.model_name, version, "retrain.trigger",
+                                 json.dumps(request.trigger, default=str)[:5_000])
+    log.info("%s", outcome.summary())
+    verdict = evaluate_gate(settings, version=version)
+    log.info("gate v%s vs champion v%s: %s (%s)", version, verdict.champion, verdict.passed, verdict.reason)
+    return RetrainOutcome(version, outcome.run_id, verdict.passed, verdict.reason)
+
+
+def start_canary(settings: Settings, outcome: RetrainOutcome) -> RetrainOutcome:
+    """Start the canary (shadow first) of a challenger that passed the gate."""
+    from pipelines import canary_job
+
+    if not outcome.gate_passed:
+        raise ValueError(f"v{outcome.version} failed the gate ({outcome.gate_reason}); no canary")
+    state = canary_job.start(settings, shadow=True)
+    outcome.canary_id = state.canary_id
+    return outcome

@@ -1,0 +1,88 @@
+"""The four DAGs as Airflow parses them: no import errors, ids, schedules, tasks and retries as
+the README documents them. Parsing only: no metadata DB, no task runs (tests/integration/test_dag_runs.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DAGS_FOLDER
+
+EXPECTED = {
+    "feature_pipeline": ("0 1 * * *", ["build_features", "materialize", "check_online"]),
+    "drift_monitor": ("15 * * * *", ["compare", "request_retrain"]),
+    "retrain": ("tidemark://retrain-request", ["check_no_canary", "train_and_gate", "start_canary"]),
+    "canary_rollout": ("*/5 * * * *", ["step"]),
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_home: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    started = time.perf_counter()
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag.parse_seconds = time.perf_counter() - started
+    return bag
+
+
+def test_the_dags_parse_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert sorted(dagbag.dag_ids) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_schedule_and_tasks_are_as_documented(dagbag, dag_id: str):
+    from airflow.sdk import Asset
+
+    dag = dagbag.dags[dag_id]
+    schedule, tasks = EXPECTED[dag_id]
+    assert dag.task_ids == tasks
+    if schedule.startswith("tidemark://"):
+        assert dag.schedule == [Asset(schedule)]
+    else:  # cron with a data interval: each run gets [previous tick, this tick)
+        assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+        assert dag.timetable.expression == schedule and str(dag.timetable.timezone) == "UTC"
+    assert dag.catchup is False and dag.max_active_runs == 1
+
+
+def test_tasks_that_call_redis_or_mlflow_retry(dagbag):
+    network = {("feature_pipeline", "materialize"), ("feature_pipeline", "check_online"),
+               ("drift_monitor", "compare"), ("retrain", "check_no_canary"), ("retrain", "start_canary"),
+               ("canary_rollout", "step")}
+    for dag_id, task_id in network:
+        task = dagbag.dags[dag_id].get_task(task_id)
+        assert task.retries >= 2 and task.retry_delay >= timedelta(minutes=1), (dag_id, task_id)
+
+
+def test_drift_emits_the_asset_retrain_is_scheduled_on(dagbag):
+    outlets = dagbag.dags["drift_monitor"].get_task("request_retrain").outlets
+    assert [a.uri for a in outlets] == [a.uri for a in dagbag.dags["retrain"].schedule]
+
+
+def test_only_pipelines_imports_airflow():
+    """The serving and SDK import paths stay free of Airflow (~6 s to import): checked by import-linter
+    in `make test`; here, that importing them does not pull it in."""
+    code = ("import sys, features.sdk, serving.server, monitoring.drift, pipelines.drift_job, pipelines.retrain_job, "
+            "pipelines.feature_pipeline; print('airflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_airflow_env_points_at_the_home_and_the_dags(tmp_path: Path):
+    """`tidemark airflow standalone` runs Airflow with this environment (`tidemark airflow env` prints it)."""
+    import os
+    import shlex
+
+    out = subprocess.run([str(Path(sys.executable).parent / "tidemark"), "airflow", "env", "--port", "8099"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "TIDEMARK_HOME": str(tmp_path)})
+    env = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.stdout.splitlines())
+    assert env["AIRFLOW_HOME"] == str(tmp_path.resolve() / "airflow")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(DAGS_FOLDER)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path.resolve() / 'airflow' / 'airflow.db'}"
+    assert env["AIRFLOW__API__BASE_URL"] == "http://localhost:8099" and env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
