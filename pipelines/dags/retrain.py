@@ -55,7 +55,10 @@ def retrain() -> None:
             raise AirflowSkipException(f"v{outcome['version']} failed the gate: {outcome['gate_reason']}")
         return start(settings(), RetrainOutcome(**outcome)).summary()
 
-    check_no_canary() >> start_canary(train_and_gate())
+    check = check_no_canary()
+    trained = train_and_gate()
+    check >> trained  # skipped with a canary running: a new challenger would replace the one under test
+    start_canary(trained)
 
 
 def _trigger(events: Any) -> dict[str, Any] | None:

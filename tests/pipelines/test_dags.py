@@ -3,6 +3,7 @@ the README documents them. Parsing only: no metadata DB, no task runs (tests/int
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -49,6 +50,14 @@ def test_schedule_and_tasks_are_as_documented(dagbag, dag_id: str):
         assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
         assert dag.timetable.expression == schedule and str(dag.timetable.timezone) == "UTC"
     assert dag.catchup is False and dag.max_active_runs == 1
+
+
+def test_tasks_run_in_the_documented_order(dagbag):
+    """Each task waits for the one before it; in retrain, nothing is trained while a canary runs."""
+    for dag_id, (_, tasks) in EXPECTED.items():
+        dag = dagbag.dags[dag_id]
+        for before, after in itertools.pairwise(tasks):
+            assert dag.get_task(after).upstream_task_ids == {before}, (dag_id, after)
 
 
 def test_tasks_that_call_redis_or_mlflow_retry(dagbag):
