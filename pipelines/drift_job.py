@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from pipelines.canary_labels import log_files
+from pipelines.errors import NoChampionError
 from pipelines.training import SCORE
 from pipelines.training_data import known_labels, utc_timestamp
 
@@ -123,8 +124,8 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     ml = model_registry.connect(settings)
     champion = model_registry.alias_version(ml, settings.model_name, model_registry.CHAMPION)
     if champion is None:
-        raise model_registry.ModelVersionError(f"{settings.model_name!r} has no champion to monitor; "
-                                               "train and promote one first (`tidemark promote --first`)")
+        raise NoChampionError(f"{settings.model_name!r} has no champion to monitor; train and promote one "
+                              "first (`tidemark train`, then `tidemark promote --first`)")
     version, run_id = str(champion.version), champion.run_id
     if not run_id:
         raise model_registry.ModelVersionError(f"champion v{version} has no training run: it has no reference "

@@ -22,8 +22,12 @@ def drift_monitor() -> None:
     @task(**NETWORK_RETRIES)
     def compare(data_interval_start: Any = None, data_interval_end: Any = None) -> dict[str, Any]:
         from pipelines.drift_job import monitor
+        from pipelines.errors import NoChampionError
 
-        return monitor(settings(), data_interval_start, data_interval_end).summary()
+        try:
+            return monitor(settings(), data_interval_start, data_interval_end).summary()
+        except NoChampionError as exc:  # a new deployment: nothing to monitor yet, nothing broken
+            raise AirflowSkipException(str(exc)) from exc
 
     @task(outlets=[RETRAIN_REQUEST])
     def request_retrain(summary: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:

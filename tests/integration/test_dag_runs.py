@@ -140,6 +140,12 @@ def test_feature_pipeline_stops_at_a_failed_check_and_publishes_nothing(world: S
     assert after == before
 
 
+def test_drift_monitor_without_a_champion_is_skipped(world: Settings, dags: dict[str, Any]):
+    """Before the first champion there is nothing to monitor: skipped, not failed (and retried) every hour."""
+    ran = _run(dags["drift_monitor"], datetime.now(UTC).replace(minute=15, second=0, microsecond=0))
+    assert ran.state == "success" and ran.states == {"compare": "skipped", "request_retrain": "skipped"}
+
+
 # --- a champion, and live traffic through the real server -------------------------------------------
 
 
