@@ -28,7 +28,7 @@ from monitoring.errors import DriftInputError
 from monitoring.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitoring.stats import benjamini_hochberg, chi2_homogeneity, ks_from_counts, ks_pvalue, psi, total_variation
 
-__all__ = ["ColumnDrift", "DriftReport", "DriftThresholds", "ReferenceProfile", "compare"]
+__all__ = ["ColumnDrift", "DriftReport", "DriftThresholds", "ReferenceProfile", "compare", "json_safe"]
 
 _CHUNK_ROWS = 1_000_000
 
@@ -96,7 +96,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: NaN and infinities become None."""
-        return _json_safe({
+        return json_safe({
             "rows_reference": self.rows_reference, "rows_current": self.rows_current,
             "drift_share": self.drift_share, "drifted_columns": self.drifted_columns,
             "extra_columns": self.extra_columns, "thresholds": asdict(self.thresholds),
@@ -230,11 +230,12 @@ def _row_count(current: Any) -> int:
     return int(current.count()) if hasattr(current, "sparkSession") else 0
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python ones and NaN/infinities as None, recursively."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

@@ -102,7 +102,9 @@ class DriftOutcome:
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe, for the ``tidemark://retrain-request`` Asset event and XCom."""
-        return _json_safe({
+        from monitoring.drift import json_safe
+
+        return json_safe({
             "decision": self.decision, "reasons": self.reasons, "interval_start": self.start.isoformat(),
             "interval_end": self.end.isoformat(), "champion_version": self.champion_version, "rows": self.rows,
             "drifted_columns": self.drifted_columns, "drift_share": self.drift_share, "psi": self.column_psi,
@@ -253,15 +255,3 @@ def _payment_times(settings: Settings, since: pd.Timestamp, end: pd.Timestamp) -
                             filter=(when <= end.to_pydatetime()) & (when >= since.to_pydatetime()))
     frame = table.to_pandas().drop_duplicates("transaction_id")
     return frame.rename(columns={"transaction_timestamp": "payment_time"})
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

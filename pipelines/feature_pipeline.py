@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import FeatureStoreError
+from pipelines.training_data import utc_timestamp
 
 if TYPE_CHECKING:
     from features.feature_jobs import BuildSummary
@@ -41,6 +42,10 @@ LATE_DAYS = 3  # days before the interval rebuilt with it, for payments that arr
 
 class ConsistencyError(FeatureStoreError):
     """The online store is stale, or serves values the offline store would not give for now."""
+
+
+def _utc(moment: datetime) -> datetime:
+    return utc_timestamp(moment).to_pydatetime()
 
 
 def interval_dates(start: datetime, end: datetime) -> tuple[date, date]:
@@ -219,7 +224,3 @@ def _mismatches(entities: pd.DataFrame, online: pd.DataFrame, offline: pd.DataFr
 def _plain(series: pd.Series) -> list[Any]:
     """Values as Python objects, every kind of missing as None (so None == None)."""
     return [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in series.astype(object)]
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
