@@ -50,9 +50,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from serving.server import build_server
 
     server = build_server(settings, refresh_s=args.refresh_s, limits=ApiLimits(max_rows=args.max_rows),
-                          admin=CanaryAdmin(settings))
-    if not torch.cuda.is_available() or args.torch_threads:
-        torch.set_num_threads(args.torch_threads or 1)
+                          admin=CanaryAdmin(settings),
+                          torch_threads=args.torch_threads or (None if torch.cuda.is_available() else 1))
     # What start-up loaded (MLflow, Feast, torch) lives as long as the process: keep it out of the
     # collector's full passes, which otherwise stall requests for tens of milliseconds.
     gc.collect()

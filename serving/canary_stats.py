@@ -19,7 +19,8 @@ a one-sided 5 % z-test checked at 20 looks fires on about a fifth of identical c
   O'Brien–Fleming-type spending function), and an effect-size guard (p99 ratio) so that a tiny
   but "significant" slowdown on huge samples does not roll back.
 - **Score distribution** (:func:`score_shift`): PSI of the challenger's score bins against the
-  champion's. The threshold is an effect size, not a p-value, so looking again costs nothing.
+  champion's, recorded at every look; a rollback rule only with ``CanaryPolicy.psi_threshold``
+  (off by default: two healthy models differ in calibration). An effect size, not a p-value.
 - **PR-AUC on delayed labels** (:func:`prauc_test`): once fraud labels of the canary's payments are
   known, challenger − champion average precision, its standard error from a class-stratified
   bootstrap (paired where both models scored the same payment, in shadow mode), and a one-sided
@@ -723,6 +724,14 @@ class CanaryPolicy:
     half for the error test (always valid over all steps), half for latency split evenly over
     ``ramp_steps`` compared steps (Bonferroni; the 100 % step has no champion traffic), each step
     spending its share over ``max_looks`` looks. PSI has no alpha (an effect-size threshold).
+
+    ``psi_threshold`` (None: PSI is recorded, never acted on; the default) rolls back when the two
+    *models'* score distributions differ by that much. Off by default, because two healthy models
+    differ in calibration: trained on overlapping windows with two and three epochs, both passing
+    the gate (PR-AUC 0.38 and 0.39), they scored live traffic with PSI 0.64 between them in the
+    score bins (paired, in shadow) and 1.23 at 5 % (the challenger's customers only), where the
+    input-drift rule of thumb is 0.2. Such a PSI can't tell a broken challenger from a different
+    one; the gate, the error test and PR-AUC on labelled traffic judge its quality.
     A step that is still holding after ``max_looks`` looks is rolled back: size ``max_looks`` (times
     the look interval) to give ``min_dwell_s`` and ``min_samples`` room at the slowest traffic.
 
@@ -753,7 +762,7 @@ class CanaryPolicy:
     ramp_steps: int = 3
     max_p99_ratio: float = 1.2
     min_latency_effect: float = 0.0
-    psi_threshold: float = 0.2
+    psi_threshold: float | None = None
     label_alpha: float = 0.025
     prauc_margin: float = 0.02
     min_label_positives: int = 30
@@ -772,7 +781,8 @@ class CanaryPolicy:
         _check(self.ramp_steps >= 1, f"ramp_steps must be >= 1, got {self.ramp_steps}")
         _check(self.max_p99_ratio >= 1, f"max_p99_ratio must be >= 1, got {self.max_p99_ratio}")
         _check(0 <= self.min_latency_effect < 0.5, "min_latency_effect must be in [0, 0.5)")
-        _check(self.psi_threshold > 0, f"psi_threshold must be > 0, got {self.psi_threshold}")
+        _check(self.psi_threshold is None or self.psi_threshold > 0,
+               f"psi_threshold must be None or > 0, got {self.psi_threshold}")
         _check(0 < self.label_alpha < 1, f"label_alpha must be in (0, 1), got {self.label_alpha}")
         _check(0 <= self.prauc_margin < 1, f"prauc_margin must be a PR-AUC difference in [0, 1), got {self.prauc_margin}")
         _check(self.min_label_positives >= 1, f"min_label_positives must be >= 1, got {self.min_label_positives}")
@@ -928,9 +938,12 @@ def _judge_latency(evidence: StepEvidence, policy: CanaryPolicy, ev: dict[str, f
 
 def _judge_scores(evidence: StepEvidence, policy: CanaryPolicy, ev: dict[str, float], rollback: list[str],
                   enough: bool) -> None:
+    threshold = policy.psi_threshold
     value, drifted = score_shift(evidence.champion.score_counts, evidence.challenger.score_counts,
-                                 threshold=policy.psi_threshold)
-    ev.update({"score.psi": value, "score.threshold": policy.psi_threshold, "score.drifted": float(drifted and enough)})
+                                 threshold=threshold if threshold is not None else math.inf)
+    ev.update({"score.psi": value, "score.drifted": float(drifted and enough)})
+    if threshold is not None:
+        ev["score.threshold"] = threshold
     if drifted and enough:
         rollback.append(f"score distribution shifted: PSI {value:.3f} >= {policy.psi_threshold}")
 

@@ -134,8 +134,11 @@ class ModelSlots:
             raise ModelFormatError(f"v{version} has no 'features' param in its run; register models with "
                                    "`tidemark train` so serving knows which online features to read")
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version}",
-                                                             dst_path=tmp))
+            # resolved by this client: a "models:/" URI would go to MLflow's process-wide registry,
+            # which nothing in a `tidemark serve` process points at tidemark's
+            source = self.client.get_model_version_download_uri(self.name, version)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
+                                                             tracking_uri=self.client.tracking_uri))
             artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
             if "spec" not in artifacts or "weights" not in artifacts:
                 raise ModelFormatError(f"v{version} is not a tidemark fraud model (no spec/weights artifacts)")

@@ -19,7 +19,7 @@ import numpy as np
 
 from serving.app import ApiLimits, CanaryAdmin, create_app
 from serving.model_slots import ModelSlots
-from serving.scorer import CHAMPION, Scorer
+from serving.scorer import CHALLENGER, CHAMPION, Scorer
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -82,14 +82,16 @@ class Server:
 def build_server(settings: Settings, *, feature_client: FeatureClient | None = None, refresh_s: float = 10.0,
                  limits: ApiLimits | None = None, prediction_log: bool = True,
                  batching: dict[str, int] | None = None, admin: CanaryAdmin | None = None,
-                 inline: bool | None = None) -> Server:
+                 inline: bool | None = None, torch_threads: int | None = None) -> Server:
     """Everything ``tidemark serve`` runs, for ``settings``; models are loaded before it returns.
 
     ``inline`` (default: when there is no CUDA device) scores requests on the event loop's thread
     and calls the champion directly: on a CPU the work is about a millisecond of GIL-bound Python
     and numpy, and a hop to a worker thread and on to a batcher costs more than it overlaps
-    (``docs/benchmarks.md``). The challenger keeps its micro-batcher either way, so its timeout
-    holds. Otherwise requests run in worker threads and both models batch across them.
+    (``docs/benchmarks.md``). The challenger is called the same way: the canary compares the two
+    models' latencies, so both must be timed on one path (behind its batcher, a CPU challenger of
+    the champion's own architecture measured twice its p99 and was rolled back). Neither call has
+    a timeout then. Otherwise requests run in worker threads and both models batch across them.
     """
     import torch
     from mlflow import MlflowClient
@@ -104,7 +106,12 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     if inline is None:
         inline = not torch.cuda.is_available()
-    slots = ModelSlots(client, settings.model_name, batching=batching or {}, direct=(CHAMPION,) if inline else ())
+    if torch_threads:
+        # Intra-op threads of a CPU model, process-wide (`tidemark serve` sets 1 on a CPU node):
+        # requests are small and run side by side, and a model's latency evidence is its call's CPU
+        # time on its own thread, which a pool would split and inflate with spin-waits.
+        torch.set_num_threads(torch_threads)
+    slots = ModelSlots(client, settings.model_name, batching=batching or {}, direct=(CHAMPION, CHALLENGER) if inline else ())
     slots.refresh()
     sink = None
     if prediction_log:

@@ -4,6 +4,7 @@ materialization, a real MLflow (SQLite) registry, the ASGI app through Starlette
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -145,7 +146,22 @@ def test_worker_thread_mode_batches_the_champion_and_scores_the_same(settings: S
     """What a GPU node runs (requests in worker threads, every model behind its micro-batcher), here
     on the CPU; the default on a CPU scores on the event loop and calls the champion directly."""
     assert (server.slots.get("champion").batcher is None) == (not torch.cuda.is_available())
-    threaded = build_server(settings, refresh_s=3600, prediction_log=False, inline=False)
+    # a `tidemark serve` process has never pointed MLflow's process-wide URIs at tidemark's store:
+    # the server must load its models through its own client (a "models:/" URI did not)
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(f"sqlite:///{settings.home / 'elsewhere.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{settings.home / 'elsewhere.db'}")
+    try:
+        threaded = build_server(settings, refresh_s=3600, prediction_log=False, inline=False)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+        for key, value in exported.items():  # set_tracking_uri exports the URI to the environment too
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     try:
         champion = threaded.slots.get("champion")
         assert champion is not None and champion.batcher is not None

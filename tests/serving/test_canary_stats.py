@@ -9,6 +9,7 @@ slack: with N runs the standard error of a rate near 0.05 is sqrt(0.05 · 0.95 /
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -350,7 +351,7 @@ def test_a_healthy_challenger_advances_with_every_number_in_the_evidence(rng: np
     for key in ("dwell_s", "look", "champion.requests", "challenger.latencies", "error_rate.difference",
                 "error_rate.lower", "error_rate.upper", "error_rate.p_value", "error_rate.alpha", "latency.z",
                 "latency.critical_z", "latency.p99_ratio", "latency.superiority", "latency.alpha", "score.psi",
-                "score.threshold", "policy.min_samples"):
+                "policy.min_samples"):
         assert key in ev
     assert ev["error_rate.alpha"] == 0.025 and ev["latency.alpha"] == pytest.approx(0.05 / 6)
     assert ev["challenger.requests"] == 4000.0
@@ -390,13 +391,17 @@ def test_rollback_on_latency(rng: np.random.Generator) -> None:
 
 
 def test_rollback_on_a_shifted_score_distribution(rng: np.random.Generator) -> None:
-    decision = decide(evidence(variant(rng), variant(rng, scores=SCORES[::-1])), POLICY)
+    guarded = replace(POLICY, psi_threshold=0.2)
+    decision = decide(evidence(variant(rng), variant(rng, scores=SCORES[::-1])), guarded)
     assert decision.action == "rollback" and decision.reasons == [
         f"score distribution shifted: PSI {decision.evidence['score.psi']:.3f} >= 0.2"]
+    unguarded = decide(evidence(variant(rng), variant(rng, scores=SCORES[::-1])), POLICY)  # the default
+    assert unguarded.action == "advance" and unguarded.evidence["score.psi"] == decision.evidence["score.psi"]
 
 
 def test_psi_on_few_scores_does_not_roll_back(rng: np.random.Generator) -> None:
-    decision = decide(evidence(variant(rng), variant(rng, scores=np.array([1, 2, 3, 4]))), POLICY)
+    decision = decide(evidence(variant(rng), variant(rng, scores=np.array([1, 2, 3, 4]))),
+                      replace(POLICY, psi_threshold=0.2))
     assert decision.action == "hold" and decision.evidence["score.psi"] > 0.2
     assert decision.evidence["score.drifted"] == 0.0
 
