@@ -39,6 +39,11 @@ class Settings:
     mlflow_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI; None: sqlite under home
     model_name: str = "fraud-detector"  # the MLflow registered model
     admin_token: str | None = field(default=None, repr=False)  # bearer token of the canary endpoints
+    # The canary controller's patience per ramp step (serving.canary_stats.CanaryPolicy): size
+    # them to the traffic, so that a step's dwell brings min_samples model calls of each variant.
+    canary_min_dwell_s: int = 300
+    canary_min_samples: int = 1_000
+    canary_max_p99_ratio: float = 1.2  # hold while the challenger's p99 exceeds the champion's by more
 
     @property
     def tracking_uri(self) -> str:
@@ -93,6 +98,9 @@ class Settings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             model_name=env.get(_PREFIX + "MODEL_NAME") or cls.model_name,
             admin_token=env.get(_PREFIX + "ADMIN_TOKEN") or None,
+            canary_min_dwell_s=_positive_int(env, "CANARY_MIN_DWELL_S", cls.canary_min_dwell_s),
+            canary_min_samples=_positive_int(env, "CANARY_MIN_SAMPLES", cls.canary_min_samples),
+            canary_max_p99_ratio=_ratio(env, "CANARY_MAX_P99_RATIO", cls.canary_max_p99_ratio),
         )
 
 
@@ -120,4 +128,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         value = 0
     if value <= 0:
         raise ConfigError(f"{_PREFIX}{name}={raw!r} is not a positive integer; set it to e.g. {default}")
+    return value
+
+
+def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(_PREFIX + name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value >= 1.0 or value == float("inf"):
+        raise ConfigError(f"{_PREFIX}{name}={raw!r} is not a finite ratio >= 1; set it to e.g. {default}")
     return value

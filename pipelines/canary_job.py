@@ -114,10 +114,12 @@ def status(settings: Settings) -> CanaryState:
 
 
 def step(settings: Settings, policy: CanaryPolicy | None = None, *, now: datetime | None = None) -> StepOutcome:
-    """One look: judge the current step's evidence and advance, hold or roll back."""
+    """One look: judge the current step's evidence and advance, hold or roll back. Without
+    ``policy``: the defaults, with the settings' dwell, sample minimums and p99 ratio."""
     from serving.canary_stats import CanaryPolicy, decide
 
-    policy = policy or CanaryPolicy()
+    policy = policy or CanaryPolicy(min_dwell_s=settings.canary_min_dwell_s, min_samples=settings.canary_min_samples,
+                                    max_p99_ratio=settings.canary_max_p99_ratio)
     p = _parts(settings)
     state, degraded = p.store.read()
     if degraded:

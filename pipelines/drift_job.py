@@ -6,6 +6,8 @@
     prediction log, champion rows of payments old enough that their label is final at ``end``
         (``label_maturity``), ⋈ labels known at ``end`` ──► PR-AUC vs the champion's validation
         PR-AUC, with a bootstrap bound ──► concept drift
+        (too few frauds in the log, as for a champion younger than ``label_maturity``: the same
+        mature labelled payments scored offline by the champion on their point-in-time features)
     decision: "drift" (retrain), "no_drift", or "insufficient_data"; one MLflow run in the
     experiment "<model>-monitoring" with the report (metrics, report.json, drift.png,
     Evidently report.html), the same files under $TIDEMARK_HOME/reports/drift/<interval end>/
@@ -17,6 +19,13 @@ Why only mature payments for PR-AUC: a fraud label arrives with its chargeback, 
 payment, but a legitimate one only when the chargeback window closes (30 days). Payments younger
 than that have their frauds labelled and most of their legitimate payments not, which inflates
 the fraud share and with it PR-AUC; the validation PR-AUC was measured on a frame with full labels.
+
+Why scores may come from offline: a payment's label is final ``label_maturity`` after it, so a
+champion that has served for less than that has no mature payment in the log, and the label check
+would wait a month before it could see concept drift (fraud that changed while inputs barely
+moved). The feature store holds every payment's features as they were when it was made, so the
+champion's score on them is the score it would have served. Those payments exclude the ones it
+was fitted on (before its run's ``train_end``). ``prauc["source"]`` says which scores were used.
 """
 
 from __future__ import annotations
@@ -34,8 +43,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from features.errors import TidemarkError
 from pipelines.canary_labels import log_files
-from pipelines.errors import NoChampionError
+from pipelines.errors import ModelVersionError, NoChampionError
 from pipelines.training import SCORE
 from pipelines.training_data import known_labels, utc_timestamp
 
@@ -63,7 +73,10 @@ class DriftPolicy:
     so three or four of the 23 columns differ on healthy traffic; see the README.) Labels: payments scored from ``end - label_maturity -
     label_window`` on, made at least ``label_maturity`` before ``end`` (their labels are final), at
     least ``min_positives`` of them frauds, and PR-AUC shown below the validation PR-AUC by more
-    than ``prauc_margin`` (one-sided class-stratified bootstrap bound at ``alpha``)."""
+    than ``prauc_margin`` (one-sided class-stratified bootstrap bound at ``alpha``). With fewer than
+    ``min_positives`` frauds among the payments the champion served, the mature labelled payments
+    are scored offline, at most ``offline_label_rows`` of them (all frauds up to half of that, the
+    rest legitimate payments, weighted back to the full set); 0 turns offline scoring off."""
 
     min_rows: int = 500
     drift_share: float = 0.3
@@ -75,10 +88,13 @@ class DriftPolicy:
     alpha: float = 0.01
     bootstrap: int = 300
     html_rows: int = 5_000
+    offline_label_rows: int = 20_000
 
     def __post_init__(self) -> None:
         if self.min_rows < 1 or not 0 < self.drift_share <= 1 or self.min_positives < 1:
             raise ValueError("min_rows and min_positives must be >= 1 and drift_share in (0, 1]")
+        if not (self.offline_label_rows == 0 or self.offline_label_rows >= 2 * self.min_positives):
+            raise ValueError("offline_label_rows must be 0 (no offline scoring) or at least 2 * min_positives")
         if not 0 < self.alpha < 1 or not 0 <= self.prauc_margin < 1 or self.bootstrap < 50:
             raise ValueError("alpha must be in (0, 1), prauc_margin in [0, 1), bootstrap >= 50")
 
@@ -96,7 +112,7 @@ class DriftOutcome:
     drifted_columns: list[str] = field(default_factory=list)
     drift_share: float = 0.0
     column_psi: dict[str, float] = field(default_factory=dict)
-    prauc: dict[str, float] = field(default_factory=dict)
+    prauc: dict[str, float | str] = field(default_factory=dict)  # "source": "log" or "offline"
     run_id: str | None = None
     report_dir: Path | None = None
 
@@ -130,8 +146,8 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
                               "first (`tidemark train`, then `tidemark promote --first`)")
     version, run_id = str(champion.version), champion.run_id
     if not run_id:
-        raise model_registry.ModelVersionError(f"champion v{version} has no training run: it has no reference "
-                                               "profile to compare with; register models with `tidemark train`")
+        raise ModelVersionError(f"champion v{version} has no training run: it has no reference "
+                                "profile to compare with; register models with `tidemark train`")
     profile = load_profile(ml, run_id)
     current = champion_log(settings, profile, lo, hi, version)
     outcome = DriftOutcome("no_drift", [], lo.to_pydatetime(), hi.to_pydatetime(), version, len(current))
@@ -142,8 +158,8 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     else:
         outcome.reasons.append(f"inputs not judged: {len(current)} champion rows in the interval < min_rows "
                                f"{policy.min_rows}")
-    validation = ml.get_run(run_id).data.metrics.get("val_pr_auc")
-    _judge_labels(outcome, settings, profile, version, hi, validation, policy)
+    run_data = ml.get_run(run_id).data
+    _judge_labels(outcome, settings, profile, version, hi, run_data.metrics.get("val_pr_auc"), run_data.params, policy)
     if report is None and not outcome.prauc.get("judged"):
         outcome.decision = "insufficient_data"
     experiment = model_registry.experiment_id(ml, settings, f"{settings.model_name}-monitoring")
@@ -152,7 +168,8 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
                           nested=mlflow.active_run() is not None,
                           tags={"tidemark.model": settings.model_name, "champion_version": version,
                                 "interval_start": lo.isoformat(), "interval_end": hi.isoformat(),
-                                "drift.decision": outcome.decision}) as run:
+                                "drift.decision": outcome.decision,
+                                "drift.label_source": str(outcome.prauc.get("source", "none"))}) as run:
         outcome.run_id = run.info.run_id
         mlflow.log_metrics({"rows": len(current), **{f"prauc.{k}": v for k, v in outcome.prauc.items()
                                                       if isinstance(v, float | int) and math.isfinite(v)}})
@@ -201,10 +218,8 @@ def _judge_inputs(outcome: DriftOutcome, report: DriftReport, policy: DriftPolic
 
 
 def _judge_labels(outcome: DriftOutcome, settings: Settings, profile: ReferenceProfile, version: str,
-                  end: pd.Timestamp, validation: float | None, policy: DriftPolicy) -> None:
-    """PR-AUC of the champion on mature, labelled payments it scored, against its validation PR-AUC."""
-    from serving.canary_stats import average_precision
-
+                  end: pd.Timestamp, validation: float | None, params: dict[str, str], policy: DriftPolicy) -> None:
+    """PR-AUC of the champion on mature, labelled payments, against its validation PR-AUC."""
     outcome.prauc = {"judged": 0.0}
     label_dir = settings.raw_dir / "labels"
     if validation is None or not label_dir.exists():
@@ -212,39 +227,128 @@ def _judge_labels(outcome: DriftOutcome, settings: Settings, profile: ReferenceP
                                                         else f"no labels under {label_dir}"))
         return
     since = end - policy.label_maturity - policy.label_window
-    scored = champion_log(settings, profile, since, end, version)
-    scored = scored[scored["transaction_id"].notna()].sort_values("event_timestamp", kind="stable")
-    scored = scored.drop_duplicates("transaction_id")  # a retried request counts once
-    labels = known_labels(label_dir, label_cutoff=end.to_pydatetime(), labels_from=since.to_pydatetime())
-    paid = _payment_times(settings, since, end)
-    rows = scored.merge(labels, on="transaction_id").merge(paid, on="transaction_id")
-    rows = rows[rows["payment_time"] <= end - policy.label_maturity]  # labels final: no fraud over-share
-    y, s = rows["is_fraud"].to_numpy(np.int8), rows["score"].to_numpy(np.float64)
-    positives = int(y.sum())
-    outcome.prauc.update({"validation": float(validation), "labelled": float(len(rows)), "positives": float(positives)})
-    if positives < policy.min_positives or positives == len(rows):
-        outcome.reasons.append(f"labels not judged: {positives} labelled frauds among {len(rows)} mature payments "
-                               f"scored since {since:%Y-%m-%d} < min_positives {policy.min_positives}")
+    rows, source = _mature_scores(outcome.prauc, settings, profile, version, params, since, end, policy)
+    if rows is None:
+        outcome.reasons.append(f"labels not judged: {source}")
         return
-    ap = average_precision(s, y)
-    rng = np.random.default_rng(len(rows))
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    boot = np.array([average_precision(s[idx], y[idx]) for idx in (
-        np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))] for _ in range(policy.bootstrap))])
-    from scipy.special import ndtri
-
-    se = float(np.std(boot, ddof=1))
-    upper = ap + float(-ndtri(policy.alpha)) * se
+    y, s, w = rows["is_fraud"].to_numpy(np.int8), rows[SCORE].to_numpy(np.float64), rows["weight"].to_numpy(np.float64)
+    positives, payments = int(y.sum()), round(float(w.sum()))
+    outcome.prauc.update({"validation": float(validation), "labelled": float(payments), "positives": float(positives),
+                          "scored": float(len(rows))})
+    if positives < policy.min_positives or positives == len(rows):
+        outcome.reasons.append(f"labels not judged: {positives} labelled frauds among {payments} mature payments "
+                               f"since {since:%Y-%m-%d} < min_positives {policy.min_positives} ({source})")
+        return
+    ap, se, upper = _prauc_bound(s, y, w, policy)
     dropped = upper < validation - policy.prauc_margin
-    outcome.prauc.update({"judged": 1.0, "pr_auc": float(ap), "se": se, "upper": upper, "drop": float(validation - ap),
+    outcome.prauc.update({"judged": 1.0, "pr_auc": ap, "se": se, "upper": upper, "drop": float(validation - ap),
                           "concept_drift": float(dropped)})
-    line = (f"PR-AUC {ap:.3f} (upper bound {upper:.3f}) on {len(rows):,} mature labelled payments "
-            f"({positives} frauds) vs validation {validation:.3f}, margin {policy.prauc_margin}")
+    line = (f"PR-AUC {ap:.3f} (upper bound {upper:.3f}) on {payments:,} mature labelled payments "
+            f"({positives} frauds) vs validation {validation:.3f}, margin {policy.prauc_margin} ({source})")
     if dropped:
         outcome.decision = "drift"
         outcome.reasons.append(f"concept drift: {line}")
     else:
         outcome.reasons.append(f"labels: {line}")
+
+
+def _mature_scores(prauc: dict[str, float | str], settings: Settings, profile: ReferenceProfile, version: str,
+                   params: dict[str, str], since: pd.Timestamp, end: pd.Timestamp,
+                   policy: DriftPolicy) -> tuple[pd.DataFrame | None, str]:
+    """The champion's scores on mature labelled payments (``is_fraud``, ``score``, ``weight``) and a
+    note on where they came from: the prediction log, or offline where the log holds fewer than
+    ``min_positives`` frauds. None, and why, where the offline scoring could not run. Sets
+    ``prauc["source"]`` and the log's counts."""
+    logged = _logged_rows(settings, profile, version, since, end, policy)
+    frauds = int(logged["is_fraud"].sum())
+    prauc.update({"source": "log", "logged": float(len(logged)), "logged_positives": float(frauds)})
+    if frauds >= policy.min_positives or policy.offline_label_rows == 0:
+        return logged, "scores served, from the prediction log"
+    prauc["source"] = "offline"
+    short = (f"the prediction log holds {frauds} labelled frauds among the {len(logged)} mature payments the champion "
+             f"served, < min_positives {policy.min_positives}")
+    from feast.errors import FeastError
+
+    try:
+        rows, where = _offline_rows(settings, version, params, since, end, policy)
+    except (TidemarkError, FeastError) as exc:  # no feature tables, a feature view gone, ...
+        log.warning("drift: scoring mature payments offline failed", exc_info=True)
+        return None, f"{short}, and scoring offline failed ({type(exc).__name__}: {exc})"
+    return rows, f"scored offline {where}: {short}"
+
+
+def _prauc_bound(s: np.ndarray, y: np.ndarray, w: np.ndarray, policy: DriftPolicy) -> tuple[float, float, float]:
+    """Weighted PR-AUC, its standard error from a class-stratified bootstrap (seeded by the row
+    count: same rows, same answer) and its one-sided upper bound at ``policy.alpha``."""
+    from scipy.special import ndtri
+
+    from serving.canary_stats import average_precision
+
+    rng = np.random.default_rng(len(y))
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    boot = np.array([average_precision(s[idx], y[idx], w[idx]) for idx in (
+        np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))] for _ in range(policy.bootstrap))])
+    ap, se = average_precision(s, y, w), float(np.std(boot, ddof=1))
+    return ap, se, ap + float(-ndtri(policy.alpha)) * se
+
+
+def _logged_rows(settings: Settings, profile: ReferenceProfile, version: str, since: pd.Timestamp, end: pd.Timestamp,
+                 policy: DriftPolicy) -> pd.DataFrame:
+    """Mature payments the champion served since ``since``, with the label known at ``end``:
+    ``transaction_id``, ``is_fraud``, ``score``, ``weight`` (1)."""
+    scored = champion_log(settings, profile, since, end, version)
+    scored = scored[scored["transaction_id"].notna()].sort_values("event_timestamp", kind="stable")
+    scored = scored.drop_duplicates("transaction_id")  # a retried request counts once
+    labels = known_labels(settings.raw_dir / "labels", label_cutoff=end.to_pydatetime(),
+                          labels_from=since.to_pydatetime())
+    paid = _payment_times(settings, since, end)
+    rows = scored.merge(labels, on="transaction_id").merge(paid, on="transaction_id")
+    rows = rows[rows["payment_time"] <= end - policy.label_maturity]  # labels final: no fraud over-share
+    return rows.assign(weight=1.0)[["transaction_id", "is_fraud", SCORE, "weight"]]
+
+
+def _offline_rows(settings: Settings, version: str, params: dict[str, str], since: pd.Timestamp, end: pd.Timestamp,
+                  policy: DriftPolicy) -> tuple[pd.DataFrame, str]:
+    """Mature payments made in ``[since, end - label_maturity]`` and after the champion's ``train_end``
+    (it was fitted on the ones before), labelled as known at ``end``, scored by the champion now on
+    their point-in-time features (the values the online store held when each was paid); at most
+    ``offline_label_rows`` of them (:func:`_capped`). Also says which payments, for the reasons."""
+    from features.sdk import FeatureClient
+    from pipelines.gate import version_scores
+    from pipelines.training_data import labelled_transactions
+
+    missing = [k for k in ("train_end", "features") if k not in params]
+    if missing:
+        raise ModelVersionError(f"the champion's training run has no {' or '.join(missing)} param: it was not "
+                                "registered by `tidemark train`, so what to score it on is unknown")
+    first, last = max(since, utc_timestamp(params["train_end"])), end - policy.label_maturity
+    where = f"on payments {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} (after its training split)"
+    entities = pd.DataFrame({"transaction_id": [], "is_fraud": []}) if first >= last else labelled_transactions(
+        settings.raw_dir, label_cutoff=end.to_pydatetime(), events_from=first.to_pydatetime(),
+        events_until=last.to_pydatetime())
+    entities = _capped(entities, policy.offline_label_rows)
+    if entities.empty:
+        return entities.assign(**{SCORE: 0.0}), where
+    frame = FeatureClient(settings).training_frame(entities, params["features"].split(","))
+    assert isinstance(frame, pd.DataFrame)
+    frame[SCORE] = version_scores(settings.model_name, version, frame)
+    return frame[["transaction_id", "is_fraud", SCORE, "weight"]], where
+
+
+def _capped(entities: pd.DataFrame, cap: int) -> pd.DataFrame:
+    """At most ``cap`` of ``entities``: every fraud (up to half the cap), legitimate payments for the
+    rest; ``weight``: how many payments of its class each kept row stands for, so that a weighted
+    PR-AUC is the PR-AUC of them all. Rows are picked by a hash of ``transaction_id``: a re-run keeps
+    the same payments, and so does an overlapping interval."""
+    fraud = entities["is_fraud"].to_numpy() == 1
+    rank = pd.util.hash_array(entities["transaction_id"].to_numpy())
+    keep, weight = np.zeros(len(entities), bool), np.ones(len(entities))
+    quota = min(int(fraud.sum()), cap // 2)
+    for members, room in ((fraud, quota), (~fraud, cap - quota)):
+        idx = np.flatnonzero(members)
+        chosen = idx[np.argsort(rank[idx], kind="stable")[:room]]
+        keep[chosen], weight[chosen] = True, len(idx) / max(len(chosen), 1)
+    return entities.assign(weight=weight)[keep].reset_index(drop=True)
 
 
 def _payment_times(settings: Settings, since: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from features.sdk import FeatureClient
     from features.settings import Settings
 
-__all__ = ["GateConfig", "GateVerdict", "evaluate_gate"]
+__all__ = ["GateConfig", "GateVerdict", "evaluate_gate", "version_scores"]
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _judge(client: MlflowClient, fc: FeatureClient, name: str, challenger: Model
     features = sorted({f for p in params.values() for f in p["features"].split(",")})
     frame = fc.training_frame(entities, features)
     assert isinstance(frame, pd.DataFrame)
-    metrics = {v: score_metrics(frame["is_fraud"].to_numpy(), _scores(name, v, frame))
+    metrics = {v: score_metrics(frame["is_fraud"].to_numpy(), version_scores(name, v, frame))
                for v in (str(challenger.version), str(champion.version))}
     new, old = metrics[str(challenger.version)], metrics[str(champion.version)]
     failures = [f"{k} {new[k]:.4f} vs champion {old[k]:.4f} (allowed drop {drop})"
@@ -152,7 +152,9 @@ def _run_params(client: MlflowClient, name: str, version: ModelVersion) -> dict[
     return params
 
 
-def _scores(name: str, version: str, frame: pd.DataFrame) -> np.ndarray:
+def version_scores(name: str, version: str, frame: pd.DataFrame) -> np.ndarray:
+    """Fraud scores of registered ``version`` of ``name`` on a point-in-time ``frame`` (the model
+    loaded from MLflow's registry, as the gate and the drift job's offline label check use it)."""
     import mlflow.pyfunc
 
     from serving.fraud_pyfunc import unwrap

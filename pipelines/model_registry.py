@@ -18,6 +18,7 @@ Only this module (and :mod:`pipelines.train_job`, which logs runs) talks to MLfl
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,8 +54,17 @@ def connect(settings: Settings) -> MlflowClient:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)
+    # MLflow also exports these URIs as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI (for child
+    # processes); Settings.from_env reads the first as the user's choice, so a connect for one home
+    # redirected every later from_env in the process (a DAG task's, a test module's) to it
+    exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in exported.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

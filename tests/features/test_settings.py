@@ -53,6 +53,18 @@ def test_external_redis_and_online_timeout_are_read():
     assert settings.online_timeout_ms == 120
 
 
+def test_canary_minimums_are_read():
+    assert (Settings.from_env({}).canary_min_dwell_s, Settings.from_env({}).canary_min_samples) == (300, 1_000)
+    settings = Settings.from_env({"TIDEMARK_CANARY_MIN_DWELL_S": "60", "TIDEMARK_CANARY_MIN_SAMPLES": "250"})
+    assert (settings.canary_min_dwell_s, settings.canary_min_samples) == (60, 250)
+    with pytest.raises(ConfigError, match="TIDEMARK_CANARY_MIN_SAMPLES.*positive integer"):
+        Settings.from_env({"TIDEMARK_CANARY_MIN_SAMPLES": "0"})
+    assert Settings.from_env({"TIDEMARK_CANARY_MAX_P99_RATIO": "1.5"}).canary_max_p99_ratio == 1.5
+    for bad in ("0.9", "nan", "inf", "fast"):
+        with pytest.raises(ConfigError, match="TIDEMARK_CANARY_MAX_P99_RATIO.*ratio >= 1"):
+            Settings.from_env({"TIDEMARK_CANARY_MAX_P99_RATIO": bad})
+
+
 def test_empty_redis_url_means_embedded():
     assert Settings.from_env({"TIDEMARK_REDIS_URL": ""}).redis_url is None
 
