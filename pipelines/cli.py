@@ -90,9 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     add_serving_commands(commands)
     add_airflow_commands(commands)
 
-    demo = commands.add_parser("demo", help="generate data, build features, build a training frame")
-    demo.add_argument("--rows", type=int, default=300_000)
-    demo.add_argument("--seed", type=int, default=7)
+    from pipelines.demo import DemoConfig
+
+    demo = commands.add_parser("demo", help="the whole loop: data, features, a champion, serving, drift, "
+                               "retraining, a canary (on a $TIDEMARK_HOME of its own; reset on each run)")
+    demo.add_argument("--rows", type=int, default=DemoConfig.rows, help="payments to generate")
+    demo.add_argument("--seed", type=int, default=DemoConfig.seed)
     demo.set_defaults(run=_demo)
     return parser
 
@@ -182,10 +185,10 @@ def _redacted(url: str) -> str:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.demo import run_demo
+    from pipelines.demo import DemoConfig, run_demo
 
-    run_demo(settings, rows=args.rows, seed=args.seed)
-    return 0
+    outcome = run_demo(settings, DemoConfig(rows=args.rows, seed=args.seed))
+    return 0 if outcome["outcome"] in ("promoted", "rolled back") or "failed the gate" in outcome["outcome"] else 1
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from features.sdk import FeatureClient
     from features.settings import Settings
 
-__all__ = ["ConsistencyError", "OnlineCheck", "build_interval", "check_online", "interval_dates", "materialize"]
+__all__ = ["ConsistencyError", "OnlineCheck", "build_interval", "check_online", "interval_dates", "materialize",
+           "reload_online"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,27 @@ def materialize(settings: Settings, end: datetime, *, client: FeatureClient | No
     client = client or FeatureClient(settings)
     client.apply()
     return client.materialize_incremental(_utc(end), progress=False)
+
+
+def reload_online(settings: Settings, end: datetime, *, client: FeatureClient | None = None) -> list[MaterializeResult]:
+    """Empty the online store's Redis database and load it again from the offline tables, every
+    view's newest row up to ``end`` within its TTL (a view without TTL, such as the customer
+    profiles, from its first row): after history was rebuilt (a backfill). A rebuilt row
+    keeps its event and arrival times, so newest-wins writes never let it replace the value that
+    is loaded already. The canary state lives in the same database: refused while a canary runs."""
+    from features.online_store import connect
+    from features.sdk import FeatureClient
+    from pipelines import canary_job
+
+    running = canary_job.status(settings)
+    if running.mode != "off":
+        raise canary_job.CanaryError(f"a canary of v{running.challenger_version} is running; reloading the online "
+                                     "store would drop its state: roll it back or let it finish first")
+    client = client or FeatureClient(settings)
+    client.apply()
+    connect(client.store.config.online_store).writer.flushdb()
+    log.warning("online store emptied for a reload up to %s", end)
+    return client.materialize(datetime(1970, 1, 1, tzinfo=UTC), _utc(end), progress=False)
 
 
 @dataclass

@@ -1,0 +1,66 @@
+"""Traffic for the demo and the end-to-end tests: generated payments, posted to a scoring server.
+
+The generated data runs past "now"; the payments after now are what the server would be asked
+next. Posting them now (each request sees its customer's features as of now, as a live request
+would, and not itself) is live traffic without a client fleet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import pyarrow.dataset as ds
+
+__all__ = ["REQUEST_COLUMNS", "ReplayError", "payments_between", "post_payments", "upcoming_payments"]
+
+#: What a client sends per payment: the join keys, the request fields and the payment's id.
+REQUEST_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "amount", "channel")
+
+
+class ReplayError(RuntimeError):
+    """The traffic can't be made or posted; the message says what was missing."""
+
+
+class _Poster(Protocol):  # an httpx.Client, or Starlette's TestClient
+    def post(self, url: str, *, json: Any) -> Any: ...
+
+
+def payments_between(raw_dir: Path, start: datetime, end: datetime,
+                     columns: Sequence[str] = REQUEST_COLUMNS) -> pd.DataFrame:
+    """Generated payments made in ``[start, end)`` (UTC), in time order."""
+    days = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end), freq="D")
+    files = [str(f) for d in days for f in sorted((raw_dir / "transactions" / f"date={d.date()}").glob("*.parquet"))]
+    if not files:
+        return pd.DataFrame(columns=list(columns))
+    when = ds.field("event_timestamp")
+    table = ds.dataset(files, format="parquet").to_table(
+        columns=[*columns, "event_timestamp"], filter=(when >= start) & (when < end))
+    return table.to_pandas().sort_values("event_timestamp", kind="stable")[list(columns)].reset_index(drop=True)
+
+
+def upcoming_payments(raw_dir: Path, now: datetime, *, at_least: int,
+                      hours: Sequence[int] = (6, 9, 12, 18, 24)) -> pd.DataFrame:
+    """The payments of the hours after ``now`` (6, or more until there are ``at_least``)."""
+    found = 0
+    for h in hours:
+        frame = payments_between(raw_dir, now, now + timedelta(hours=h))
+        found = len(frame)
+        if found >= at_least:
+            return frame
+    raise ReplayError(f"only {found} generated payments in the {hours[-1]} h after {now:%Y-%m-%d %H:%M} UTC "
+                      f"(need {at_least}); generate data that runs past now (`tidemark generate` ends tomorrow)")
+
+
+def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50) -> int:
+    """POST ``payments`` to ``/v1/predict``, ``batch`` per request; returns the rows scored.
+    Raises :class:`ReplayError` on the first answer that is not 200."""
+    records = payments.astype(object).where(payments.notna(), None).to_dict("records")
+    for i in range(0, len(records), batch):
+        answer = http.post("/v1/predict", json={"rows": records[i:i + batch]})
+        if answer.status_code != 200:
+            raise ReplayError(f"/v1/predict answered {answer.status_code}: {answer.text[:300]}")
+    return len(records)
