@@ -7,6 +7,8 @@ would, and not itself) is live traffic without a client fleet.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,6 +16,8 @@ from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow.dataset as ds
+
+log = logging.getLogger(__name__)
 
 __all__ = ["REQUEST_COLUMNS", "ReplayError", "payments_between", "post_payments", "upcoming_payments"]
 
@@ -55,12 +59,30 @@ def upcoming_payments(raw_dir: Path, now: datetime, *, at_least: int,
                       f"(need {at_least}); generate data that runs past now (`tidemark generate` ends tomorrow)")
 
 
-def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50) -> int:
+def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, retries: int = 3) -> int:
     """POST ``payments`` to ``/v1/predict``, ``batch`` per request; returns the rows scored.
-    Raises :class:`ReplayError` on the first answer that is not 200."""
+
+    A 503 (the server's answer when an online read timed out or a model is not ready) is retried
+    after its ``Retry-After``, as a payment client would, at most ``retries`` times per request;
+    any other answer that is not 200, or a 503 that persists, raises :class:`ReplayError`."""
     records = payments.astype(object).where(payments.notna(), None).to_dict("records")
     for i in range(0, len(records), batch):
-        answer = http.post("/v1/predict", json={"rows": records[i:i + batch]})
+        for attempt in range(retries + 1):
+            answer = http.post("/v1/predict", json={"rows": records[i:i + batch]})
+            if answer.status_code != 503 or attempt == retries:
+                break
+            wait = _retry_after(answer)
+            log.warning("/v1/predict answered 503 (%s); retrying in %.1f s", answer.text[:200], wait)
+            time.sleep(wait)
         if answer.status_code != 200:
-            raise ReplayError(f"/v1/predict answered {answer.status_code}: {answer.text[:300]}")
+            raise ReplayError(f"/v1/predict answered {answer.status_code}"
+                              f"{f' after {retries} retries' if answer.status_code == 503 else ''}: {answer.text[:300]}")
     return len(records)
+
+
+def _retry_after(answer: Any, longest: float = 5.0) -> float:
+    """The answer's ``Retry-After`` in seconds (1 when absent or not a number), at most ``longest``."""
+    try:
+        return min(max(float(answer.headers.get("retry-after", 1)), 0.0), longest)
+    except (TypeError, ValueError):
+        return 1.0
