@@ -63,7 +63,9 @@ def _register(settings: Settings, seed: int) -> str:
     model = FraudModel(spec, build_module(spec))
     with mlflow.start_run(experiment_id=model_registry.experiment_id(ml, settings, settings.model_name)) as run, \
             _tmp(settings) as folder:
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE), artifacts=model.save(folder))
+        # requirements given: inferring them loads the model in a subprocess, ~20 s a version
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE), artifacts=model.save(folder),
+                                       pip_requirements=["tidemark"])
         version = model_registry.register(ml, settings.model_name, info.model_uri, run_id=run.info.run_id,
                                           tags={"seed": str(seed)}, description=f"seed {seed}")
     return str(version.version)

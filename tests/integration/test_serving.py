@@ -75,7 +75,7 @@ def _register(settings: Settings, seed: int) -> str:
     ml = model_registry.connect(settings)
     with mlflow.start_run(experiment_id=model_registry.experiment_id(ml, settings, settings.model_name)) as run:
         mlflow.log_params({"features": ",".join(FEATURES)})
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE),
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE), pip_requirements=["tidemark"],
                                        artifacts=model.save(settings.home / f"model-{seed}"))
         version = model_registry.register(ml, settings.model_name, info.model_uri, run_id=run.info.run_id,
                                           tags={}, description="test model")
