@@ -329,9 +329,9 @@ def canary_looks(world: Settings, dags: dict[str, Any], server: Any, drift_runs:
                 and time.monotonic() < deadline:  # the server loads the challenger at its next poll
             time.sleep(0.2)
         # one payment per request, as payment scoring is: the controller compares per-call times,
-        # and with several rows per request each variant's calls would carry its share of them
-        for i in range(2):
-            _replay(server, drift_runs["shifted"].sample(frac=1.0, random_state=10 * len(looks) + i), batch=1)
+        # and with several rows per request each variant's calls would carry its share of them.
+        # 1,000 per look: the 5 % step holds until its 150 challenger calls have come (3 looks)
+        _replay(server, drift_runs["shifted"].sample(frac=1.0, random_state=len(looks)), batch=1)
         ran = run_dag(dags["canary_rollout"], tick)
         assert ran.state == "success", ran.states
         looks.append(ran.values["step"])
