@@ -87,6 +87,7 @@ class _Story:
 def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, Any]:
     """Run the loop end to end on ``settings.home``; returns the story it printed."""
     from pipelines.dag_runs import load_dags, use_airflow_home
+    from pipelines.replay import drift_hour
 
     config = config or DemoConfig()
     # the libraries' deprecation and experimental-API warnings are not part of the story
@@ -133,7 +134,7 @@ def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, 
         loaded = server.slots.get("champion")
         print(f"  {http.base_url} serving v{loaded.version if loaded else '? (not loaded: see the log above)'}")
         step("5/9 baseline traffic: the next hours' payments, then the drift_monitor DAG …")
-        hour = _this_hour()
+        hour = drift_hour()
         traffic = _traffic(settings, now, config.live_rows)
         _post(server, http, traffic)
         story.drift.append(_drift(dags, hour, "baseline"))
@@ -295,16 +296,6 @@ def _post(server: Server, http: Any, payments: pd.DataFrame, batch: int = 50) ->
     if server.scorer.evidence is not None:
         server.scorer.evidence.flush()
     print(f"  {n:,} payments scored over HTTP in {time.perf_counter() - started:.1f} s")
-
-
-def _this_hour() -> datetime:
-    """The logical date of the hourly drift run whose interval holds now (and the next minutes)."""
-    now = datetime.now(UTC)
-    tick = now.replace(minute=15, second=0, microsecond=0)
-    if timedelta(0) <= tick - now < timedelta(minutes=3):  # keep both phases in one interval
-        time.sleep((tick - now).total_seconds() + 1)
-        now = datetime.now(UTC)
-    return tick + timedelta(hours=1) if now >= tick else tick
 
 
 def _dag(dags: dict[str, Any], dag_id: str, logical_date: datetime | None = None,

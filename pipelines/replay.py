@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +19,8 @@ import pyarrow.dataset as ds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REQUEST_COLUMNS", "ReplayError", "payments_between", "post_payments", "upcoming_payments"]
+__all__ = ["REQUEST_COLUMNS", "ReplayError", "drift_hour", "payments_between", "post_payments",
+           "upcoming_payments"]
 
 #: What a client sends per payment: the join keys, the request fields and the payment's id.
 REQUEST_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "amount", "channel")
@@ -57,6 +58,18 @@ def upcoming_payments(raw_dir: Path, now: datetime, *, at_least: int,
             return frame
     raise ReplayError(f"only {found} generated payments in the {hours[-1]} h after {now:%Y-%m-%d %H:%M} UTC "
                       f"(need {at_least}); generate data that runs past now (`tidemark generate` ends tomorrow)")
+
+
+def drift_hour(settle: timedelta = timedelta(minutes=3)) -> datetime:
+    """The logical date of the hourly ``drift_monitor`` run (its interval runs from :15 to :15)
+    whose interval holds now. Within ``settle`` of the next :15 it first waits that tick out, so
+    that traffic posted over the next minutes and the run that judges it fall in one interval."""
+    now = datetime.now(UTC)
+    tick = now.replace(minute=15, second=0, microsecond=0)
+    if timedelta(0) <= tick - now < settle:
+        time.sleep((tick - now).total_seconds() + 1)
+        now = datetime.now(UTC)
+    return tick + timedelta(hours=1) if now >= tick else tick
 
 
 def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, retries: int = 3) -> int:

@@ -32,7 +32,7 @@ import redis
 from features.settings import Settings
 from pipelines import model_registry
 from pipelines.dag_runs import Ran, run_dag
-from pipelines.replay import post_payments, upcoming_payments
+from pipelines.replay import drift_hour, post_payments, upcoming_payments
 from tests.integration.notebook_runs import stdout
 from tests.integration.redis_servers import RedisProc
 
@@ -203,17 +203,6 @@ def _replay(server: Any, payments: pd.DataFrame, batch: int = 50) -> None:
     srv.scorer.evidence.flush()
 
 
-def _this_hour() -> datetime:
-    """The logical date whose hourly interval (:15 to :15) holds now; waits out the last three
-    minutes before a :15 so that both replays and their drift runs fall in one interval."""
-    now = datetime.now(UTC)
-    tick = now.replace(minute=15, second=0, microsecond=0)
-    if timedelta(0) <= tick - now < timedelta(minutes=3):
-        time.sleep((tick - now).total_seconds() + 1)
-        now = datetime.now(UTC)
-    return tick + timedelta(hours=1) if now >= tick else tick
-
-
 def _asset_events(run_id: str) -> list[dict[str, Any]]:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -241,7 +230,7 @@ def drift_runs(world: Settings, dags: dict[str, Any], server: Any) -> dict[str, 
     now = datetime.now(UTC)
     payments = upcoming_payments(world.raw_dir, now, at_least=600).head(1_000)
     out: dict[str, Any] = {"live_rows": len(payments)}
-    logical = _this_hour()
+    logical = drift_hour()
     _replay(server, payments)
     out["baseline"] = run_dag(dags["drift_monitor"], logical)
     generate(world.raw_dir, DatagenConfig(rows=ROWS, seed=SEED, start=FIRST_DAY, days=DAYS, scenario="covariate_shift",

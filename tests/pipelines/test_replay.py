@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from pipelines.replay import ReplayError, post_payments
+from pipelines.replay import ReplayError, drift_hour, post_payments
 
 
 @dataclass
@@ -53,3 +54,11 @@ def test_other_failures_are_not_retried():
     with pytest.raises(ReplayError, match="answered 422: why"):
         post_payments(server, PAYMENTS)
     assert len(server.bodies) == 1
+
+
+def test_drift_hour_is_the_end_of_the_drift_interval_that_holds_now():
+    before = datetime.now(UTC)
+    hour = drift_hour(settle=timedelta(0))  # no settling: never waits
+    after = datetime.now(UTC)
+    assert (hour.minute, hour.second, hour.microsecond) == (15, 0, 0)
+    assert hour - timedelta(hours=1) <= before and after < hour
