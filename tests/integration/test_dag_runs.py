@@ -150,7 +150,8 @@ def champion(world: Settings) -> str:
     from pipelines.training import TrainConfig
 
     # the retrain DAG's architecture (a much smaller one scored so differently that the canary's
-    # score-PSI guard rolled the far better challenger back), two epochs to its three
+    # score-PSI guard rolled the far better challenger back), trained for two epochs where the
+    # retrain runs up to twenty with early stopping: a champion the challenger can beat
     config = TrainConfig(label_cutoff=datetime.now(UTC), epochs=2, patience=2, seed=0, max_rows=40_000)
     version = str(train_and_register(world, config, progress=False).version.version)
     model_registry.promote(model_registry.connect(world), world.model_name, version, first=True)
