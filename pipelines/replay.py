@@ -72,12 +72,14 @@ def drift_hour(settle: timedelta = timedelta(minutes=3)) -> datetime:
     return tick + timedelta(hours=1) if now >= tick else tick
 
 
-def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, retries: int = 3) -> int:
+def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, retries: int = 3,
+                  pause_s: float = 0.0) -> int:
     """POST ``payments`` to ``/v1/predict``, ``batch`` per request; returns the rows scored.
 
     A 503 (the server's answer when an online read timed out or a model is not ready) is retried
     after its ``Retry-After``, as a payment client would, at most ``retries`` times per request;
-    any other answer that is not 200, or a 503 that persists, raises :class:`ReplayError`."""
+    any other answer that is not 200, or a 503 that persists, raises :class:`ReplayError`.
+    ``pause_s`` spaces the requests (payments arrive spread out, not back to back)."""
     records = payments.astype(object).where(payments.notna(), None).to_dict("records")
     for i in range(0, len(records), batch):
         for attempt in range(retries + 1):
@@ -90,6 +92,8 @@ def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, ret
         if answer.status_code != 200:
             raise ReplayError(f"/v1/predict answered {answer.status_code}"
                               f"{f' after {retries} retries' if answer.status_code == 503 else ''}: {answer.text[:300]}")
+        if pause_s:
+            time.sleep(pause_s)
     return len(records)
 
 
