@@ -92,13 +92,15 @@ class OnlineStoreUnavailable(OnlineStoreError):
 
 
 class CorruptValueError(OnlineStoreError):
-    """A value in Redis is not a well-formed tidemark value for the feature view that owns the key."""
+    """A value in Redis is not a well-formed tidemark value for the feature view that owns the key.
+
+    Readers serve such a value as missing and report it (:mod:`features.corrupt_values`); writers
+    refuse to overwrite a value that is not theirs."""
 
     def __init__(self, key: bytes | str, why: str) -> None:
         shown = key.decode(errors="backslashreplace") if isinstance(key, bytes) else key
         super().__init__(
-            f"online value at key {shown!r} is unusable: {why}. Nothing was returned for this "
-            "read; delete the key (or the view's keys with `feast apply` after a change) and "
-            "materialize again."
+            f"online value at key {shown!r} is unusable: {why}. Delete the key (or the view's keys "
+            "with `feast apply` after a change) and materialize again."
         )
         self.key = key

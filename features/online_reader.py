@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.corrupt_values import CORRUPT_VALUES
 from features.errors import ConfigError, MissingColumnError, UnknownFeatureError
 from features.online_keys import entity_ids, key_prefix
 from features.online_views import DUMMY_JOIN_KEY, OnlineView, now_us
@@ -156,6 +157,7 @@ class OnlineReader:
         batches = []
         for view, (lo, hi) in zip(plan.views, spans, strict=True):
             batch = unpack_rows(view.schema, values[lo:hi], keys[lo:hi])
+            CORRUPT_VALUES.record(batch.corrupt)  # served as missing, never silently
             stale = batch.found & view.stale(batch.event_us, at)
             if stale.any():
                 batch.hide(stale)

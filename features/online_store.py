@@ -30,6 +30,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import NonNegativeInt, PositiveInt, StrictStr
 
+from features.corrupt_values import CORRUPT_VALUES
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
 from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, write_rows
 from features.packed_layout import NO_TIME, unpack_rows
@@ -144,11 +145,12 @@ class PackedRedisOnlineStore(OnlineStore):
         entity_keys: list[EntityKeyProto],
         requested_features: list[str] | None = None,
     ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
-        """Feature protos per entity key; ``(None, None)`` for a missing or stale value."""
+        """Feature protos per entity key; ``(None, None)`` for a missing, stale or corrupt value."""
         view = OnlineView.from_feast(table)
         keys = view_keys(key_prefix(config.project), view.name,
                          [entity_id_from_proto(k) for k in entity_keys])
         batch = unpack_rows(view.schema, connect(config.online_store).get_many(keys), keys)
+        CORRUPT_VALUES.record(batch.corrupt)  # a corrupt value reads as missing, reported once per key
         live = batch.found & ~view.stale(batch.event_us, now_us())
         wanted = [i for i, n in enumerate(view.schema.names)
                   if requested_features is None or n in requested_features]

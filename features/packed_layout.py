@@ -127,8 +127,9 @@ class UnpackedBatch:
 
     def __init__(self, schema: PackedSchema, found: np.ndarray, event_us: np.ndarray,
                  created_us: np.ndarray, slots: np.ndarray, valid: np.ndarray,
-                 text: dict[int, np.ndarray]) -> None:
+                 text: dict[int, np.ndarray], corrupt: Sequence[CorruptValueError] = ()) -> None:
         self.schema = schema
+        self.corrupt = list(corrupt)  # one error (key, reason) per value that read as missing for being corrupt
         self._present = found.copy()  # rows that had a value: where the slots belong
         self.found = found            # bool[n]; a reader may clear it (e.g. for stale values)
         self.event_us = event_us      # int64[n], NO_TIME where not found
@@ -164,6 +165,14 @@ class UnpackedBatch:
         self.valid[rows] = False
         for column in self._text.values():
             column[rows] = None
+
+    def drop(self, rows: np.ndarray) -> None:
+        """Treat ``rows`` (indices) as absent: not found, no values, no times."""
+        mask = np.zeros(len(self.found), dtype=bool)
+        mask[rows] = True
+        self.hide(mask)
+        self.event_us[mask] = NO_TIME
+        self.created_us[mask] = NO_TIME
 
     @property
     def columns(self) -> list[np.ndarray]:
@@ -237,96 +246,123 @@ def _text_bytes(value: object, kind: str) -> bytes:
     return bytes(value)  # type: ignore[call-overload]
 
 
-def unpack_rows(schema: PackedSchema, values: Sequence[bytes | None], keys: Sequence[bytes]) -> UnpackedBatch:
+def unpack_rows(schema: PackedSchema, values: Sequence[bytes | object | None], keys: Sequence[bytes]
+                ) -> UnpackedBatch:
     """Decode values read for one view (None = key absent).
 
-    Raises :class:`CorruptValueError` naming the key of the first value that is not a well-formed
-    value of this exact schema: wrong magic or version, another view definition, a bad length or a
-    checksum mismatch. Nothing is returned for a batch with a bad value.
+    A value that is not a well-formed value of this exact schema (wrong magic or version, another
+    view definition, a bad length or checksum, a string that is not UTF-8, or not a string at all:
+    anything but bytes, such as the reader's marker for a key of another Redis type) is that
+    entity's *missing* value, as if absent: a corrupt value is a per-entity, permanent condition,
+    and failing the batch would fail every healthy entity read beside it until someone deleted the
+    key. The batch's :attr:`~UnpackedBatch.corrupt` holds a :class:`CorruptValueError` (key and
+    reason) per such value, for the caller to count and report; raise one to be strict.
     """
     n = len(values)
-    if None in values:
-        found = np.fromiter((v is not None for v in values), dtype=bool, count=n)
-        idx = np.flatnonzero(found)
-        positions: list[int] = idx.tolist()
-        present = cast(list[bytes], [values[j] for j in positions])
-        present_keys = [keys[j] for j in positions]
-    else:  # the common case: everything found
-        found, idx = np.ones(n, dtype=bool), np.arange(n)
-        positions, present, present_keys = list(range(n)), cast(list[bytes], list(values)), list(keys)
-    size, f = schema.fixed_size, len(schema.names)
+    size = schema.fixed_size
+    corrupt: list[CorruptValueError] = []
+    positions: list[int] = []
+    for j, v in enumerate(values):  # one pass: absent, foreign and wrong-length values drop out here
+        if v is None:
+            continue
+        why = _length_problem(v, size, schema.has_variable)
+        if why is None:
+            positions.append(j)
+        else:
+            corrupt.append(CorruptValueError(keys[j], why))
+    present = cast(list[bytes], [values[j] for j in positions])
+    found = np.zeros(n, dtype=bool)
+    found[positions] = True
+    f = len(schema.names)
     valid = np.zeros((n, f), dtype=bool)
     event = np.full(n, NO_TIME, dtype=np.int64)
     created = np.full(n, NO_TIME, dtype=np.int64)
     text = {i: np.full(n, None, dtype=object) for i, k in enumerate(schema.kinds) if k in VARIABLE_KINDS}
     if not present:
-        return UnpackedBatch(schema, found, event, created, np.zeros((0, f), np.int64), valid, text)
-    if schema.has_variable:
-        short = [r for r, v in enumerate(present) if len(v) < size]
-        if short:
-            raise CorruptValueError(present_keys[short[0]], f"{len(present[short[0]])} bytes, shorter "
-                                    f"than the {size}-byte fixed part of this view")
-        fixed_buf = b"".join(v[:size] for v in present)
-    else:
-        fixed_buf = b"".join(present)
-        if len(fixed_buf) != size * len(present):
-            bad = next(r for r, v in enumerate(present) if len(v) != size)
-            raise CorruptValueError(present_keys[bad], f"{len(present[bad])} bytes where this view's "
-                                    f"values have {size}")
+        return UnpackedBatch(schema, found, event, created, np.zeros((0, f), np.int64), valid, text, corrupt)
+    fixed_buf = b"".join(v[:size] for v in present) if schema.has_variable else b"".join(present)
     rows = np.frombuffer(fixed_buf, dtype=schema.row_dtype())
     as_bytes = np.frombuffer(fixed_buf, dtype=np.uint8).reshape(len(present), size)
-    _check_fixed(schema, rows, as_bytes, present_keys)
+    bad = _bad_fixed(schema, rows, as_bytes, [keys[j] for j in positions], corrupt)
+    idx = np.asarray(positions, dtype=np.intp)
     event[idx] = _order_decode(rows["event"])
     created[idx] = _order_decode(rows["created"])
     nulls = np.unpackbits(as_bytes[:, _HEADER:schema.slot_offset], axis=1, bitorder="little")[:, :f]
     valid[idx] = nulls == 0
     slots = as_bytes[:, schema.slot_offset:].view("<i8")
     if schema.has_variable:
-        _unpack_text(schema, slots, present, positions, present_keys, valid, text)
-    return UnpackedBatch(schema, found, event, created, slots, valid, text)
+        bad |= _unpack_text(schema, slots, present, positions, [keys[j] for j in positions], valid, text, bad, corrupt)
+    batch = UnpackedBatch(schema, found, event, created, slots, valid, text, corrupt)
+    if bad.any():
+        batch.drop(idx[bad])
+    return batch
 
 
-def _check_fixed(schema: PackedSchema, rows: np.ndarray, as_bytes: np.ndarray, keys: list[bytes]) -> None:
+def _length_problem(value: object, size: int, variable: bool) -> str | None:
+    """Why ``value`` can't be a value of a view whose fixed part has ``size`` bytes, or None."""
+    if not isinstance(value, bytes):
+        kind = getattr(value, "type", type(value).__name__)
+        return f"the key holds a Redis {kind}, not a string value"
+    if len(value) < size if variable else len(value) != size:
+        return (f"{len(value)} bytes, shorter than the {size}-byte fixed part of this view" if variable
+                else f"{len(value)} bytes where this view's values have {size}")
+    return None
+
+
+def _bad_fixed(schema: PackedSchema, rows: np.ndarray, as_bytes: np.ndarray, keys: list[bytes],
+               corrupt: list[CorruptValueError]) -> np.ndarray:
+    """bool[rows]: a fixed part with a foreign header or a bad checksum (each reported in ``corrupt``)."""
     head = as_bytes[:, :8].view("<u8")[:, 0]
-    ok = (head == schema.header_word) & (rows["checksum"] == _checksums(as_bytes))
-    if ok.all():
-        return
-    bad = np.flatnonzero(~ok)
-    if not len(bad):
-        return
-    row = rows[bad[0]]
-    if row["magic"] != MAGIC:
-        why = "not a tidemark packed value (wrong magic bytes)"
-    elif row["version"] != FORMAT_VERSION:
-        why = f"format version {row['version']}, this reader understands {FORMAT_VERSION}"
-    elif row["fingerprint"] != schema.fingerprint:
-        why = ("written under another definition of this feature view; run `feast apply` (or "
-               "FeatureClient.apply()) and materialize again")
-    else:
-        why = "checksum mismatch: the value was altered after it was written"
-    raise CorruptValueError(keys[bad[0]], why)
+    bad = ~((head == schema.header_word) & (rows["checksum"] == _checksums(as_bytes)))
+    for r in np.flatnonzero(bad):
+        row = rows[r]
+        if row["magic"] != MAGIC:
+            why = "not a tidemark packed value (wrong magic bytes)"
+        elif row["version"] != FORMAT_VERSION:
+            why = f"format version {row['version']}, this reader understands {FORMAT_VERSION}"
+        elif row["fingerprint"] != schema.fingerprint:
+            why = ("written under another definition of this feature view; run `feast apply` (or "
+                   "FeatureClient.apply()) and materialize again")
+        else:
+            why = "checksum mismatch: the value was altered after it was written"
+        corrupt.append(CorruptValueError(keys[r], why))
+    return bad
 
 
 def _unpack_text(schema: PackedSchema, slots: np.ndarray, present: list[bytes], idx: list[int],
-                 keys: list[bytes], valid: np.ndarray, text: dict[int, np.ndarray]) -> None:
+                 keys: list[bytes], valid: np.ndarray, text: dict[int, np.ndarray], skip: np.ndarray,
+                 corrupt: list[CorruptValueError]) -> np.ndarray:
+    """Decode the text features of the rows not in ``skip``; returns the rows found corrupt."""
     order = sorted(text)
     lengths = slots[:, order]
+    bad = np.zeros(len(present), dtype=bool)
     for r, (j, value) in enumerate(zip(idx, present, strict=True)):
+        if skip[r]:
+            continue
         expected = schema.fixed_size + int(lengths[r].sum())
         if len(value) != expected:
-            raise CorruptValueError(keys[r], f"{len(value)} bytes; its header announces {expected}")
+            corrupt.append(CorruptValueError(keys[r], f"{len(value)} bytes; its header announces {expected}"))
+            bad[r] = True
+            continue
         pos = schema.fixed_size
         for c, i in enumerate(order):
             end = pos + int(lengths[r, c])
             if valid[j, i]:
-                text[i][j] = _decode_text(value[pos:end], schema.kinds[i], keys[r])
+                decoded = _decode_text(value[pos:end], schema.kinds[i])
+                if decoded is None:
+                    corrupt.append(CorruptValueError(keys[r], "a string feature is not valid UTF-8"))
+                    bad[r] = True
+                    break
+                text[i][j] = decoded
             pos = end
+    return bad
 
 
-def _decode_text(chunk: bytes, kind: str, key: bytes) -> object:
+def _decode_text(chunk: bytes, kind: str) -> object:
+    """The feature's value, or None when a string's bytes are not UTF-8."""
     if kind == "bytes":
         return chunk
     try:
         return chunk.decode()
     except UnicodeDecodeError:
-        raise CorruptValueError(key, "a string feature is not valid UTF-8") from None
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,9 +25,11 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, NoScriptError, TryAgainError
 from redis.retry import Retry
 
+from features.circuit_breaker import BreakerPolicy, CircuitBreaker
 from features.errors import ConfigError, OnlineStoreError, OnlineStoreUnavailable
+from features.redaction import redact, redact_url
 
-__all__ = ["WRITE_STATUS", "RedisOnline"]
+__all__ = ["WRITE_STATUS", "RedisOnline", "WrongType"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,7 @@ class RedisOnline:
         self._script_sha: str | None = None
         self._lock = threading.Lock()  # materialization shares one instance across threads
         self._stale_topology = False   # a cluster node failed: refresh the slot map first
+        self.breaker: CircuitBreaker | None = None  # see use_breaker()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -165,19 +169,68 @@ class RedisOnline:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """The value of every key (None where absent), in one round trip per node."""
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | WrongType | None]:
+        """The value of every key, in one round trip per node: None where the key is absent, and a
+        :class:`WrongType` where it holds something other than a string (a hash, a list, …), which
+        ``MGET`` alone would report as absent.
+
+        With a :attr:`breaker` attached, a read while it is open raises
+        :class:`OnlineStoreUnavailable` at once, without touching the network."""
         if not keys:
             return []
+        breaker = self.breaker
+        if breaker is not None and breaker.open:
+            raise OnlineStoreUnavailable(
+                f"Redis at {redact_url(self.url)} is unavailable ({redact(breaker.last_error)}); reads fail at "
+                f"once until it answers a probe (every {breaker.policy.probe_interval_s * 1e3:.0f} ms)")
+        started = time.perf_counter()
+        try:
+            values = self._get_many(keys)
+        except OnlineStoreUnavailable as exc:
+            if breaker is not None:
+                breaker.record_failure(exc)
+            raise
+        if breaker is not None:
+            breaker.record_success(time.perf_counter() - started)
+        return values
+
+    def use_breaker(self, policy: BreakerPolicy | None = None) -> CircuitBreaker:
+        """Guard reads with a :class:`~features.circuit_breaker.CircuitBreaker` (the serving path
+        does): after a failed read, later ones fail at once while a background thread PINGs Redis
+        until it answers. Idempotent: returns the breaker already attached, if any."""
+        with self._lock:
+            if self.breaker is None:
+                self.breaker = CircuitBreaker(self.ping, policy, name=f"Redis at {redact_url(self.url)}")
+            return self.breaker
+
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | WrongType | None]:
         client = self.reader
-        if isinstance(client, redis.Redis):  # the common case, kept lean: one MGET
+        if isinstance(client, redis.Redis):  # the common case, kept lean: MGET and EXISTS in one round trip
             with self.translated("read"):
-                return client.execute_command("MGET", *keys)  # type: ignore[no-any-return]
-        out: list[bytes | None] = [None] * len(keys)
+                values, existing = _mget_exists(client, keys)
+                if existing > len(keys) - values.count(None):  # some "absent" keys exist: of another type
+                    _mark_wrong_types(client, keys, values)
+            return values
+        out: list[bytes | WrongType | None] = [None] * len(keys)
         for batch, replies in self._cluster_round_trip(client, keys, lambda ks, _: ("MGET", *ks), "read"):
             for positions, reply in zip(batch.positions, replies, strict=True):
                 for p, value in zip(positions, reply, strict=True):
                     out[p] = value
+        absent = [i for i, v in enumerate(out) if v is None]
+        if absent:  # on a cluster the type check costs a second round trip, so only for absent keys
+            missing = [keys[i] for i in absent]
+            for batch, replies in self._cluster_round_trip(client, missing, lambda ks, _: ("EXISTS", *ks), "read"):
+                for positions, count in zip(batch.positions, replies, strict=True):
+                    if not (sum(count) if isinstance(count, list) else count):  # a list: one EXISTS per key
+                        continue
+                    found: list[bytes | WrongType | None] = [None] * len(positions)
+                    try:
+                        with self.translated("read"):
+                            _mark_wrong_types(cast(redis.Redis, batch.client), [missing[p] for p in positions], found)
+                    except redis.ResponseError:  # the slot moves meanwhile (ASK, MOVED): absent, this time
+                        continue
+                    for p, value in zip(positions, found, strict=True):
+                        out[absent[p]] = value
         return out
 
     # -- writes --------------------------------------------------------------------------------
@@ -281,7 +334,7 @@ class RedisOnline:
         on a slot in migration gets TRYAGAIN until the migration ends."""
         with self.translated(what):
             client.nodes_manager.initialize()
-            return [(b, [[r for p in ps for r in client.execute_command(*command([keys[p]], [p]))]
+            return [(b, [[r for p in ps for r in _listed(client.execute_command(*command([keys[p]], [p])))]
                          for ps in b.positions]) for b in batches]
 
     @staticmethod
@@ -337,6 +390,53 @@ def _send_then_read(batches: list[_Batch]) -> list[tuple[_Batch, list[Any]]]:
             batch.client.connection_pool.release(conn)
 
 
+class WrongType:
+    """What :meth:`RedisOnline.get_many` returns for a key that holds another Redis type."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type = type_name
+
+    def __repr__(self) -> str:
+        return f"WrongType({self.type!r})"
+
+
+def _mget_exists(client: redis.Redis, keys: Sequence[bytes]) -> tuple[list[bytes | WrongType | None], int]:
+    """``MGET keys`` and ``EXISTS keys``, pipelined on one connection: the values, and how many of
+    the keys exist (a key of another type reads as absent in MGET but counts in EXISTS)."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands([("MGET", *keys), ("EXISTS", *keys)]), check_health=False)
+        values = conn.read_response()
+        existing = conn.read_response()
+    except BaseException:
+        conn.disconnect()  # a half-read connection must not be reused
+        raise
+    finally:
+        pool.release(conn)
+    return values, int(existing)
+
+
+def _mark_wrong_types(client: redis.Redis, keys: Sequence[bytes], values: list[bytes | WrongType | None]) -> None:
+    """Replace None by :class:`WrongType` where the key exists with another type (the rare path: a
+    second round trip, only when a read found such a key)."""
+    absent = [i for i, v in enumerate(values) if v is None]
+    pipe = client.pipeline(transaction=False)
+    for i in absent:
+        pipe.type(keys[i])
+    for i, kind in zip(absent, pipe.execute(), strict=True):
+        name = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if name not in ("none", "string"):  # "string": written between the two commands, read it next time
+            values[i] = WrongType(name)
+
+
+def _listed(reply: Any) -> list[Any]:
+    """A reply as a list: MGET and the write script answer one, EXISTS a number."""
+    return reply if isinstance(reply, list) else [reply]
+
+
 def _with_sha(command: Callable[[list[bytes], list[int]], tuple[Any, ...]],
               sha: str) -> Callable[[list[bytes], list[int]], tuple[Any, ...]]:
     """The same EVALSHA commands, for a script reloaded under ``sha``."""
@@ -359,7 +459,7 @@ class _Translate:
                       | redis.exceptions.ClusterDownError | redis.exceptions.SlotNotCoveredError):
             timeout = self.owner.timeout_ms if self.what in ("read", "ping") else self.owner.write_timeout_ms
             raise OnlineStoreUnavailable(
-                f"Redis at {self.owner.url} failed a {self.what} (timeout {timeout} ms) "
-                f"({type(exc).__name__}: {exc}). Check that it is running (`tidemark redis start` "
+                f"Redis at {redact_url(self.owner.url)} failed a {self.what} (timeout {timeout} ms) "
+                f"({type(exc).__name__}: {redact(str(exc))}). Check that it is running (`tidemark redis start` "
                 "for the embedded one); the next call reconnects."
             ) from exc

@@ -24,9 +24,11 @@ from features.packed_layout import (
     NUMERIC_KINDS,
     VARIABLE_KINDS,
     PackedSchema,
+    UnpackedBatch,
     pack_rows,
     unpack_rows,
 )
+from features.redis_client import WrongType
 
 KINDS = ("float64", "float32", "int64", "int32", "bool", "string", "bytes")
 FIXED_KINDS = tuple(k for k in KINDS if k in NUMERIC_KINDS)
@@ -117,8 +119,18 @@ def with_checksum(value: bytes, fixed_size: int) -> bytes:
     return bytes(out)
 
 
-def raises_naming(key: bytes, match: str = "") -> Any:
-    return pytest.raises(CorruptValueError, match=re.escape(repr(key.decode())) + ".*" + match)
+def read_as_corrupt(schema: PackedSchema, values: list[bytes | None], keys: list[bytes], bad: bytes,
+                    match: str = "") -> UnpackedBatch:
+    """Unpack ``values``: the one at key ``bad`` reads as missing, and the batch reports it as a
+    CorruptValueError naming the key (and ``match``); the batch is returned for more checks."""
+    out = unpack_rows(schema, values, keys)
+    named = [e for e in out.corrupt if e.key == bad]
+    assert len(named) == 1 and isinstance(named[0], CorruptValueError), out.corrupt
+    assert re.search(re.escape(repr(bad.decode())) + ".*" + match, str(named[0])), str(named[0])
+    row = keys.index(bad)
+    assert not out.found[row] and not out.valid[row].any() and out.event_us[row] == NO_TIME
+    assert all(column[row] is None for i, column in enumerate(out.columns) if schema.kinds[i] in ("string", "bytes"))
+    return out
 
 
 # -- round trip ----------------------------------------------------------------------------------
@@ -279,8 +291,7 @@ def test_any_single_bit_flip_in_the_fixed_part_is_detected(b: dict[str, Any], da
     bit = data.draw(st.integers(0, schema.fixed_size * 8 - 1))
     flipped = bytearray(value)
     flipped[bit // 8] ^= 1 << (bit % 8)
-    with raises_naming(KEY):
-        unpack_rows(schema, [bytes(flipped)], [KEY])
+    read_as_corrupt(schema, [bytes(flipped)], [KEY], KEY)
 
 
 def test_a_constructed_single_bit_flip_is_detected() -> None:
@@ -289,19 +300,24 @@ def test_a_constructed_single_bit_flip_is_detected() -> None:
     value = pack_rows(schema, np.array([0]), None, [np.array([0]), np.array([957894099239626066])], [None, None])[0]
     flipped = bytearray(value)
     flipped[32] ^= 0b10
-    with raises_naming(KEY):
-        out = unpack_rows(schema, [bytes(flipped)], [KEY])
-        assert out.columns[0].tolist() == [2]  # silently read back a value that was never written
+    out = read_as_corrupt(schema, [bytes(flipped)], [KEY], KEY)
+    assert np.isnan(out.floats([0, 1])).all()  # not a=2, a value that was never written
 
 
-def test_the_bad_value_of_a_batch_is_named() -> None:
+def test_a_bad_value_reads_as_missing_and_the_rest_of_its_batch_is_served() -> None:
     schema = PackedSchema(("x", "s"), ("int64", "string"))
-    good, bad = one_value(schema), bytearray(one_value(schema))
+    good, bad = one_value(schema, values=[7, "ok"]), bytearray(one_value(schema))
     bad[30] ^= 0x40
-    keys = [b"tm:{id=1}:v", b"tm:{id=2}:v", b"tm:{id=3}:v"]
-    with raises_naming(keys[2], "checksum") as caught:
-        unpack_rows(schema, [good, None, bytes(bad)], keys)
-    assert caught.value.key == keys[2]
+    keys = [b"tm:{id=1}:v", b"tm:{id=2}:v", b"tm:{id=3}:v", b"tm:{id=4}:v"]
+    out = read_as_corrupt(schema, [good, None, bytes(bad), good], keys, keys[2], "checksum")
+    assert out.found.tolist() == [True, False, False, True] and len(out.corrupt) == 1
+    assert out.column(0)[[0, 3]].tolist() == [7, 7] and out.column(1).tolist() == ["ok", None, None, "ok"]
+
+
+def test_a_key_of_another_redis_type_reads_as_missing() -> None:
+    schema = PackedSchema(("x",), ("float64",))
+    out = read_as_corrupt(schema, [one_value(schema), WrongType("hash")], [b"tm:{id=1}:v", KEY], KEY, "Redis hash")
+    assert out.found.tolist() == [True, False]
 
 
 @pytest.mark.parametrize("kinds", [("int64", "float64"), ("string", "bytes", "int32")])
@@ -316,15 +332,14 @@ def test_the_bad_value_of_a_batch_is_named() -> None:
 def test_bad_lengths_are_refused(kinds: tuple[str, ...], mangle: Any) -> None:
     schema = PackedSchema(tuple(f"f{i}" for i in range(len(kinds))), kinds)
     value = mangle(one_value(schema), schema.fixed_size)
-    with raises_naming(KEY, "bytes"):
-        unpack_rows(schema, [one_value(schema), value], [b"tm:{id=0}:v", KEY])
+    out = read_as_corrupt(schema, [one_value(schema), value], [b"tm:{id=0}:v", KEY], KEY, "bytes")
+    assert out.found.tolist() == [True, False]
 
 
 def test_wrong_magic_is_refused_even_with_a_valid_checksum() -> None:
     schema = PackedSchema(("x",), ("float64",))
     forged = with_checksum(b"XX" + one_value(schema)[2:], schema.fixed_size)
-    with raises_naming(KEY, "magic"):
-        unpack_rows(schema, [forged], [KEY])
+    read_as_corrupt(schema, [forged], [KEY], KEY, "magic")
 
 
 @pytest.mark.parametrize("version", [0, 2, 255])
@@ -332,8 +347,7 @@ def test_another_format_version_is_refused_even_with_a_valid_checksum(version: i
     schema = PackedSchema(("x", "s"), ("float64", "string"))
     value = bytearray(one_value(schema))
     value[2] = version
-    with raises_naming(KEY, f"format version {version}"):
-        unpack_rows(schema, [with_checksum(bytes(value), schema.fixed_size)], [KEY])
+    read_as_corrupt(schema, [with_checksum(bytes(value), schema.fixed_size)], [KEY], KEY, f"format version {version}")
 
 
 @pytest.mark.parametrize("other", [
@@ -345,11 +359,8 @@ def test_another_format_version_is_refused_even_with_a_valid_checksum(version: i
 ], ids=["renamed", "retyped", "reordered", "fewer", "more"])
 def test_a_value_of_another_schema_is_refused(other: PackedSchema) -> None:
     schema = PackedSchema(("amt", "count"), ("float64", "int64"))
-    with raises_naming(KEY):
-        unpack_rows(schema, [one_value(other)], [KEY])
-    if other.fixed_size == schema.fixed_size:
-        with raises_naming(KEY, "another definition"):
-            unpack_rows(schema, [one_value(other)], [KEY])
+    read_as_corrupt(schema, [one_value(other)], [KEY], KEY,
+                    "another definition" if other.fixed_size == schema.fixed_size else "")
 
 
 def test_invalid_utf8_in_a_string_feature_is_refused() -> None:
@@ -357,8 +368,7 @@ def test_invalid_utf8_in_a_string_feature_is_refused() -> None:
     value = one_value(schema, values=["ab", b"\xff\xfe"])
     # The checksum covers the fixed part only, so this swap goes unseen until the text is decoded.
     broken = value[:schema.fixed_size] + b"\xc3(" + value[schema.fixed_size + 2:]
-    with raises_naming(KEY, "UTF-8"):
-        unpack_rows(schema, [broken], [KEY])
+    read_as_corrupt(schema, [broken], [KEY], KEY, "UTF-8")
     assert unpack_rows(schema, [value], [KEY]).columns[1].tolist() == [b"\xff\xfe"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -11,7 +12,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from features.errors import CorruptValueError, OnlineStoreError
+from features.corrupt_values import CORRUPT_VALUES
+from features.errors import OnlineStoreError
 from tests.integration.online_repo import definitions, make_history, offline_now, open_repo
 
 pytestmark = pytest.mark.integration
@@ -98,16 +100,26 @@ def test_ttl_is_applied_at_read_time_and_keys_expire(history, redis_url):
     assert client.exists(key) == 0
 
 
-def test_a_corrupt_value_is_an_error_naming_the_key(history, redis_url):
+def test_a_corrupt_value_reads_as_missing_for_its_entity_and_is_reported(history, redis_url, caplog):
     root, now = history
     store = _materialized(root, now, redis_url)
     client = redis.Redis.from_url(redis_url)
     key = store.config.project.encode() + b":{customer_id=8}:cust_profile"
+    healthy = _online(store, [7, 8, 9])
     value = bytearray(client.get(key))
     value[-3] ^= 0x40  # flip one bit of the income
     client.set(key, bytes(value))
-    with pytest.raises(CorruptValueError, match=r"customer_id=8\}:cust_profile.*checksum"):
-        _online(store, [8])
+    before = CORRUPT_VALUES.count
+    with caplog.at_level(logging.ERROR, logger="features.corrupt_values"):
+        online = _online(store, [7, 8, 9])
+    assert CORRUPT_VALUES.count - before == 1
+    assert [r.getMessage() for r in caplog.records if "customer_id=8}:cust_profile" in r.getMessage()
+            and "checksum" in r.getMessage()]
+    profile, stats = ["country", "vip", "income"], ["amount", "count"]
+    assert healthy.loc[1, profile].notna().any() and online.loc[1, profile].isna().all()  # that view: missing
+    # its other view, and the other customers, as before (dtypes may widen: a column now holds a null)
+    pd.testing.assert_series_equal(online.loc[1, stats], healthy.loc[1, stats], check_dtype=False)
+    pd.testing.assert_frame_equal(online.loc[[0, 2]], healthy.loc[[0, 2]], check_dtype=False)
     client.set(key, b"not ours")
     with pytest.raises(OnlineStoreError, match="not tidemark packed values"):
         store.materialize(start_date=(now - timedelta(days=60)).to_pydatetime(), end_date=now.to_pydatetime())
