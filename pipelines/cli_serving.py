@@ -1,6 +1,7 @@
 """``tidemark serve``: the fraud-scoring HTTP server (serving/app.py) on uvicorn.
 
-    tidemark serve [--host 127.0.0.1] [--port 8080] [--refresh-s 10]
+    tidemark serve [--host 127.0.0.1] [--port 8080] [--refresh-s 10] [--max-connections 512]
+                   [--body-timeout-s 5] [--max-in-flight 32]
     tidemark canary start [--no-shadow] | step | status | rollback --reason "..." | promote
 """
 
@@ -20,6 +21,14 @@ def add_serving_commands(commands: Any) -> None:
     serve.add_argument("--refresh-s", type=float, default=10.0,
                        help="how often to check the registry's aliases for a new version")
     serve.add_argument("--max-rows", type=int, default=1_000, help="rows per request at most")
+    serve.add_argument("--max-connections", type=int, default=512,
+                       help="open connections at most: past it requests get a 503 at once, and 64 more "
+                            "connections are closed unanswered")
+    serve.add_argument("--body-timeout-s", type=float, default=5.0,
+                       help="seconds a request's head, and then its body, may take to arrive (408 after)")
+    serve.add_argument("--max-in-flight", type=int, default=32,
+                       help="requests scored on worker threads at once (GPU, or a slow online store); "
+                            "past it, a 503 at once")
     serve.add_argument("--torch-threads", type=int, default=None,
                        help="intra-op threads of a CPU model (default 1: requests are small and run side by "
                             "side; a thread pool per forward pass costs more than it saves)")
@@ -47,10 +56,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from pipelines.canary_job import CanaryAdmin
     from serving.app import ApiLimits
+    from serving.http_protocol import guarded_protocol
     from serving.server import build_server
 
-    server = build_server(settings, refresh_s=args.refresh_s, limits=ApiLimits(max_rows=args.max_rows),
-                          admin=CanaryAdmin(settings),
+    limits = ApiLimits(max_rows=args.max_rows, body_timeout_s=args.body_timeout_s, max_in_flight=args.max_in_flight)
+    server = build_server(settings, refresh_s=args.refresh_s, limits=limits, admin=CanaryAdmin(settings),
                           torch_threads=args.torch_threads or (None if torch.cuda.is_available() else 1))
     # What start-up loaded (MLflow, Feast, torch) lives as long as the process: keep it out of the
     # collector's full passes, which otherwise stall requests for tens of milliseconds.
@@ -61,7 +71,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     print(f"serving {settings.model_name} "
           f"{'v' + champion.version if champion else '(no champion yet: /readyz is false)'} "
           f"on http://{args.host}:{args.port} (OpenAPI at /openapi.json)")
-    uvicorn.run(server.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's loggers go through the root handlers, whose filter redacts credentials
+    uvicorn.run(server.app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None,
+                http=guarded_protocol(head_timeout_s=args.body_timeout_s, max_connections=args.max_connections),
+                limit_concurrency=args.max_connections, timeout_keep_alive=5)
     return 0
 
 

@@ -13,6 +13,21 @@
                        need ``Authorization: Bearer $TIDEMARK_ADMIN_TOKEN``; with no token configured
                        the POSTs are disabled (403) and the GET is open (read-only status)
 
+What a client can't do to the server:
+    * send what can't be stored: text must be valid Unicode (a lone surrogate is a 422 naming the
+      field, never a row that later breaks the prediction log), ``x-request-id`` at most 128
+      printable ASCII characters, the body JSON with ``Content-Type: application/json`` (415);
+    * hold a worker: the body must arrive within ``body_timeout_s`` of the headers (408, the
+      connection closed); a client that disconnects mid-body is counted as a disconnect, not as a
+      5xx, and logs nothing;
+    * learn internals: a 503 says what is unavailable (the online store, a model, capacity) and the
+      request id, nothing more; the detail, credentials redacted, goes to the server log.
+What a fault can't do: stall the event loop. Scoring runs on the loop's thread on a CPU node
+only while the online store answers fast; when its reads get slow (``store.slow``) requests move
+to at most ``max_in_flight`` worker threads (past that, a 503 at once), and while it is down
+(``store.open``: the circuit breaker of :mod:`features.circuit_breaker`) they fail in
+microseconds. ``/healthz`` and ``/readyz`` do no I/O.
+
 Starlette rather than FastAPI: the request body is validated by hand into field-level messages
 (``{"detail": [{"loc": ["rows", 3, "amount"], "msg": "..."}]}``) at a fraction of pydantic's
 per-request cost, and the OpenAPI document is written out below, so it stays the contract.
@@ -21,6 +36,7 @@ Bad input is always a 4xx; an unavailable online store or an unloaded model is a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -35,17 +51,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from features.errors import FeatureStoreError, TidemarkError
+from features.errors import FeatureStoreError, OnlineStoreError, TidemarkError
+from features.redaction import redact
 from serving.errors import NotReadyError, OverloadedError
 
 if TYPE_CHECKING:
     from serving.scorer import Scorer
 
-__all__ = ["ApiLimits", "create_app", "openapi_spec"]
+__all__ = ["ApiLimits", "StoreHealth", "create_app", "openapi_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +74,22 @@ TRANSACTION_ID = "transaction_id"
 
 @dataclass(frozen=True)
 class ApiLimits:
-    """What one request may hold."""
+    """What one request may hold and take."""
 
     max_rows: int = 1_000
     max_body_bytes: int = 1_000_000
+    body_timeout_s: float = 5.0   # seconds for the whole body to arrive once the headers have
+    max_in_flight: int = 32       # requests scored on worker threads at once; past it, a 503 at once
+    max_request_id: int = 128     # characters of a client's x-request-id (printable ASCII)
+
+
+class StoreHealth(Protocol):
+    """What the app asks of the online store's circuit breaker (:class:`features.circuit_breaker.CircuitBreaker`)."""
+
+    @property
+    def open(self) -> bool: ...
+    @property
+    def slow(self) -> bool: ...
 
 
 class CanaryAdmin(Protocol):
@@ -76,14 +105,20 @@ class CanaryAdmin(Protocol):
 def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = None,
                metrics: Any = None, on_shutdown: Callable[[], None] | None = None,
                admin: CanaryAdmin | None = None, admin_token: str | None = None,
-               inline: bool = False, on_predict: Callable[[int, float], None] | None = None) -> Starlette:
-    """The ASGI app over ``scorer``. ``ready()`` -> (bool, reasons) backs ``/readyz``;
+               inline: bool = False, on_predict: Callable[[int, float], None] | None = None,
+               store: StoreHealth | None = None) -> Starlette:
+    """The ASGI app over ``scorer``. ``ready()`` -> (bool, reasons) backs ``/readyz`` (it must not
+    block: it runs on the event loop); ``store`` says when the online store is slow (score on
+    worker threads, not inline) or down;
     ``metrics()`` -> (body, content type) backs ``/metrics``; ``on_shutdown()`` runs when the
     server stops (flush the prediction log). ``inline``: score on the event loop's thread rather
     than in a worker thread (see :func:`serving.server.build_server`). ``on_predict(status,
     seconds)`` is called once per ``POST /v1/predict`` with its HTTP status and its time in the
-    handler (body read to response built; 500 when the handler raised)."""
+    handler (body read to response built; 500 when the handler raised; 499 when the client went
+    away mid-body)."""
     limits = limits or ApiLimits()
+    workers = _Workers(limits.max_in_flight)
+    unavailable = _Unavailable()
 
     async def predict(request: Request) -> Response:
         if on_predict is None:
@@ -99,7 +134,10 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
 
     async def score(request: Request) -> Response:
         started = time.perf_counter()
-        body = await _body(request, limits.max_body_bytes)
+        refused = _content_type_problem(request) or _request_id_problem(request, limits.max_request_id)
+        if refused is not None:
+            return refused
+        body = await _body(request, limits)
         if isinstance(body, Response):
             return body
         rows, errors = _validate(body, scorer.request_columns(), scorer.text_columns(), limits.max_rows)
@@ -107,13 +145,12 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
             return JSONResponse({"detail": errors}, status_code=422)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
-            if inline:  # about a millisecond of CPU: cheaper than two thread hops
+            if inline and not (store is not None and store.slow):  # ~1 ms of CPU: cheaper than two thread hops
                 scored = scorer.score(rows, request_id)
-            else:  # in a worker thread: concurrent requests overlap their Redis waits and share batches
-                scored = await run_in_threadpool(scorer.score, rows, request_id)
-        except (NotReadyError, OverloadedError, FeatureStoreError) as exc:  # store down, or a feature it lacks
-            return JSONResponse({"detail": str(exc), "request_id": request_id}, status_code=503,
-                                headers={"retry-after": "1"})
+            else:  # worker threads: concurrent requests overlap their Redis waits, and the loop stays free
+                scored = await workers.run(scorer.score, rows, request_id)
+        except (NotReadyError, OverloadedError, FeatureStoreError) as exc:  # store down, no model, at capacity
+            return unavailable.answer(exc, request_id)
         predictions = [{"score": float(s), "variant": v, "model_version": m, "features_found": bool(f)}
                        for s, v, m, f in zip(scored.scores, scored.variants, scored.versions,
                                              scored.features_found, strict=True)]
@@ -125,7 +162,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        ok, reasons = await run_in_threadpool(ready) if ready is not None else (True, [])  # it PINGs Redis
+        ok, reasons = ready() if ready is not None else (True, [])  # no I/O: state kept by the server's watchers
         return JSONResponse({"ready": ok, "reasons": reasons}, status_code=200 if ok else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -146,8 +183,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
             return _error(404, [], "this server has no canary controller attached")
         body: Any = {}
         if request.method == "POST":
-            body = await _body(request, limits.max_body_bytes, empty={},
-                               hint='send {}, {"shadow": true} or {"reason": "..."}')
+            body = await _body(request, limits, empty={}, hint='send {}, {"shadow": true} or {"reason": "..."}')
             if isinstance(body, Response):
                 return body
             problem = _canary_problem(body)
@@ -164,9 +200,10 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
             return JSONResponse(await run_in_threadpool(calls[action]))
         except TidemarkError as exc:  # the controller refused (no challenger, gate failed, ...)
             return _error(409, [], str(exc))
-        except Exception as exc:  # Redis or MLflow failed under the controller: say so, don't 500
+        except Exception:  # Redis or MLflow failed under the controller: say so, don't 500 (the detail: the log)
             log.exception("canary %s failed", action)
-            return _error(503, [], f"the canary controller could not {action}: {str(exc)[:300]}")
+            return _error(503, [], f"the canary controller could not {action}: Redis or MLflow failed; see the "
+                                   "server log")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -207,28 +244,62 @@ def _canary_problem(body: Any) -> Response | None:
     shadow, reason = body.get("shadow", True), body.get("reason")
     if not isinstance(shadow, bool):
         return _error(422, ["shadow"], f"must be true or false, got {shadow!r:.40}")
-    if reason is not None and not isinstance(reason, str):
-        return _error(422, ["reason"], f"must be text, got {reason!r:.40}")
+    if reason is not None and not (isinstance(reason, str) and _unicode(reason)):
+        return _error(422, ["reason"], f"must be valid Unicode text, got {reason!r:.40}")
     return None
 
 
-async def _body(request: Request, max_bytes: int, *, empty: Any = None,
+async def _body(request: Request, limits: ApiLimits, *, empty: Any = None,
                 hint: str = 'send {"rows": [{...}]}') -> Any:
-    """The parsed JSON body, or the 400/413 to send; an empty body is ``empty`` when that is not None."""
+    """The parsed JSON body, or the response to send: 400 (not JSON), 413 (too large), 415 (not
+    declared JSON), 408 (not all there within ``body_timeout_s``), 499 (the client went away; never
+    sent). An empty body is ``empty`` when that is not None."""
+    too_large = f"the body may hold at most {limits.max_body_bytes:,} bytes; send fewer rows per request"
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-        return _error(413, [], f"the body may hold at most {max_bytes:,} bytes; send fewer rows per request")
+    if declared is not None and (not declared.isdigit() or int(declared) > limits.max_body_bytes):
+        return _error(413, [], too_large)
     raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            return _error(413, [], f"the body may hold at most {max_bytes:,} bytes; send fewer rows per request")
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > limits.max_body_bytes:
+                    return _error(413, [], too_large)
+    except TimeoutError:  # a slow or stalled client must not hold a connection and a task forever
+        return JSONResponse({"detail": [{"loc": [], "msg": f"the body did not arrive within "
+                                                           f"{limits.body_timeout_s:g} s; send it at once"}]},
+                            status_code=408, headers={"connection": "close"})
+    except ClientDisconnect:  # gone mid-body: nobody to answer, nothing to log
+        return Response(status_code=499)
     if empty is not None and not raw.strip():
         return empty
+    if empty is not None and (refused := _content_type_problem(request)) is not None:
+        return refused
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an over-long integer, deep nesting
         return _error(400, [], f"the body is not usable JSON ({str(exc)[:120]}); {hint}")
+
+
+def _content_type_problem(request: Request) -> Response | None:
+    """The 415 for a body not declared as JSON, else None."""
+    declared = request.headers.get("content-type", "")
+    media = declared.partition(";")[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return None
+    return _error(415, ["header", "content-type"], f"send the body as JSON with Content-Type: application/json "
+                                                   f"(got {declared[:60]!r})")
+
+
+def _request_id_problem(request: Request, max_length: int) -> Response | None:
+    """The 422 for an ``x-request-id`` that is not 1 to ``max_length`` printable ASCII characters:
+    it is echoed and stored with every logged row, so it is bounded like any other field."""
+    given = request.headers.get("x-request-id")
+    if given is None or (0 < len(given) <= max_length and given.isascii() and given.isprintable()
+                         and " " not in given):
+        return None
+    return _error(422, ["header", "x-request-id"], f"must be 1 to {max_length} printable ASCII characters without "
+                                                   f"spaces, got {len(given)} characters")
 
 
 def _error(status: int, loc: list[Any], msg: str) -> JSONResponse:
@@ -308,7 +379,11 @@ def _problem(name: str, value: Any, present: bool, is_text: bool) -> str | None:
     if value is None:
         return None
     if is_text:
-        return None if isinstance(value, str) and len(value) <= 200 else f"must be text (at most 200 characters), got {value!r:.40}"
+        if not isinstance(value, str) or len(value) > 200:
+            return f"must be text (at most 200 characters), got {value!r:.40}"
+        if not _unicode(value):  # JSON's \ud800 escape decodes to a lone surrogate, which no file can hold
+            return "must be valid Unicode text: it holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a finite number, got {value!r:.40}"
     try:
@@ -317,6 +392,61 @@ def _problem(name: str, value: Any, present: bool, is_text: bool) -> str | None:
     except OverflowError:
         pass
     return f"must be a finite number within ±1.8e308, got {str(value)[:40]}"
+
+
+def _unicode(text: str) -> bool:
+    """Whether ``text`` can be stored: encodable as UTF-8 (no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _Workers:
+    """Worker-thread scoring with a bound: past ``limit`` requests in flight, OverloadedError at
+    once rather than a queue. Touched only on the event loop's thread, so it needs no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.busy = limit, 0
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.busy >= self.limit:
+            raise OverloadedError(f"{self.busy} requests are being scored on worker threads (the limit)")
+        self.busy += 1
+        try:
+            return await run_in_threadpool(fn, *args)
+        finally:
+            self.busy -= 1
+
+
+class _Unavailable:
+    """The 503 a client gets: what is unavailable and its request id, nothing internal (no key, no
+    URL). The detail goes to the log, redacted, at most once per cause every 10 s."""
+
+    _WHAT = ((OnlineStoreError, "the online feature store is unavailable"),
+             (OverloadedError, "the server is at capacity"),
+             (NotReadyError, "no model is ready to score"),
+             (FeatureStoreError, "the model's features can't be read from the online store"))
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, tuple[float, int]] = {}  # cause -> (last logged, suppressed since)
+
+    def answer(self, exc: Exception, request_id: str) -> JSONResponse:
+        what = next(text for kind, text in self._WHAT if isinstance(exc, kind))
+        now = time.monotonic()
+        last, suppressed = self._last.get(what, (-math.inf, 0))
+        if now - last >= self.every_s:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            log.warning("503 for request %s: %s: %s%s", request_id, what, redact(str(exc)), more)
+            self._last[what] = (now, 0)
+        else:
+            self._last[what] = (last, suppressed + 1)
+        return JSONResponse({"detail": [{"loc": [], "msg": f"{what}; retry after 1 s"}], "request_id": request_id},
+                            status_code=503, headers={"retry-after": "1", "x-request-id": request_id})
 
 
 def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits: ApiLimits) -> dict[str, Any]:
@@ -332,14 +462,21 @@ def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits:
     prediction = {"type": "object", "properties": {
         "score": {"type": "number"}, "variant": {"type": "string", "enum": ["champion", "challenger"]},
         "model_version": {"type": "string"}, "features_found": {"type": "boolean"}}}
-    failures = _failures((400, "not JSON"), (413, "body too large"), (422, "invalid rows"),
-                         (503, "online store or model unavailable"))
+    failures = _failures((400, "not JSON"), (408, "the body did not arrive within the deadline"),
+                         (413, "body too large"), (415, "the body is not declared as application/json"),
+                         (422, "invalid rows, or an x-request-id that is not 1-128 printable ASCII characters"),
+                         (503, "the online store is unavailable, no model is ready, or the server is at capacity"))
+    request_id = {"name": "x-request-id", "in": "header", "required": False,
+                  "description": "your id for the request: echoed, and stored with every logged row",
+                  "schema": {"type": "string", "minLength": 1, "maxLength": limits.max_request_id,
+                             "pattern": "^[!-~]+$"}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "tidemark fraud scoring", "version": "1"},
         "paths": {
             "/v1/predict": {"post": {
                 "operationId": "predict",
+                "parameters": [request_id],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["rows"], "properties": {"rows": {
                         "type": "array", "minItems": 1, "maxItems": limits.max_rows, "items": row}}}}}},
@@ -363,8 +500,10 @@ def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits:
 _CANARY_FAILURES = ((400, "not JSON"), (401, "no or wrong bearer token"),
                     (403, "canary writes are disabled: the server has no TIDEMARK_ADMIN_TOKEN"),
                     (404, "no canary controller attached, or an unknown action"),
+                    (408, "the body did not arrive within the deadline"),
                     (409, "the controller refused: no challenger, gate not passed, no canary running, ..."),
-                    (413, "body too large"), (422, "the body is not {\"shadow\": bool} or {\"reason\": str}"),
+                    (413, "body too large"), (415, "a body not declared as application/json"),
+                    (422, "the body is not {\"shadow\": bool} or {\"reason\": str}"),
                     (503, "Redis or MLflow failed under the controller"))
 
 

@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, cast, get_args
@@ -170,9 +171,11 @@ class CanaryStateStore:
     """One model's canary state in Redis: cached reads for the request path, compare-and-set writes."""
 
     def __init__(self, redis_client: redis.Redis | RedisCluster, model: str, *,
-                 key_prefix: str = "tidemark:canary:", cache_s: float = 1.0) -> None:
+                 key_prefix: str = "tidemark:canary:", cache_s: float = 1.0,
+                 available: Callable[[], bool] | None = None) -> None:
         """``cache_s``: how long (seconds, monotonic clock) a read is reused, degraded ones included;
-        0 reads Redis on every call."""
+        0 reads Redis on every call. ``available()`` False (the online store's circuit breaker is
+        open) makes a read degraded at once, without waiting on a Redis known to be down."""
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a registered model's name, got {model!r}")
         if not math.isfinite(cache_s) or cache_s < 0:
@@ -181,6 +184,7 @@ class CanaryStateStore:
         self.model = model
         self.key = f"{key_prefix}{model}"
         self.cache_s = cache_s
+        self.available = available
         # redis-py types register_script for Redis only; RedisCluster runs the script on the key's node.
         self._cas = cast(redis.Redis, redis_client).register_script(_CAS_SCRIPT)
         self._cached: _Cached | None = None
@@ -214,6 +218,8 @@ class CanaryStateStore:
         self._cached = None
 
     def _fetch(self) -> tuple[CanaryState, bool]:
+        if self.available is not None and not self.available():
+            return self._degraded("the online store's Redis is unavailable (its circuit breaker is open)")
         try:
             raw = cast(bytes | str | None, self.redis.get(self.key))
         except Exception as exc:  # noqa: BLE001  (down, too slow, WRONGTYPE, undecodable: the request goes on)

@@ -6,7 +6,11 @@
 Requests read a slot once and keep that :class:`LoadedModel` for the whole request, so a swap
 never splits a request between versions and never drops one. A version that fails to download,
 load or warm leaves the slot as it was; the failure is kept in :attr:`ModelSlots.errors` for
-``/readyz`` and the logs. The request path calls the PyTorch module directly (not the pyfunc
+``/readyz`` and the logs, and that version is tried again after a backoff that doubles from
+``refresh_s`` up to ``max_backoff_s`` (a broken version is not downloaded every poll). When the
+``champion`` alias disappears, the last loaded champion keeps serving (a deleted alias must not
+take a fleet down) and :attr:`ModelSlots.missing` names it, for ``/readyz`` and ``/metrics``; any
+other alias that disappears empties its slot (the canary is over). The request path calls the PyTorch module directly (not the pyfunc
 wrapper, which costs 1–3 ms per call) through :class:`serving.fraud_model.FraudModel`, so the
 model's own preprocessing still applies.
 """
@@ -63,14 +67,18 @@ class ModelSlots:
 
     def __init__(self, client: MlflowClient, name: str, *, aliases: tuple[str, ...] = ("champion", "challenger"),
                  device: str | None = None, batching: dict[str, int] | None = None,
-                 direct: tuple[str, ...] = ()) -> None:
+                 direct: tuple[str, ...] = (), base_backoff_s: float = 10.0, max_backoff_s: float = 600.0) -> None:
         """``batching``: MicroBatcher options (``max_batch``, ``max_wait_us``, ``max_queue``), or
         None to call each model directly; aliases in ``direct`` are always called directly, in the
-        request's own thread."""
+        request's own thread. A version that failed to load is tried again after
+        ``base_backoff_s``, doubling per failure up to ``max_backoff_s`` (seconds)."""
         self.client, self.name, self.aliases, self.device = client, name, aliases, device
         self.batching, self.direct = batching, direct
         self._slots: dict[str, LoadedModel | None] = dict.fromkeys(aliases)
         self.errors: dict[str, str] = {}
+        self.missing: set[str] = set()  # aliases gone from the registry whose last model still serves
+        self.base_backoff_s, self.max_backoff_s = base_backoff_s, max_backoff_s
+        self._failed: dict[str, tuple[str, int, float]] = {}  # alias -> (version, failures, next try: monotonic)
         self._lock = threading.Lock()  # one refresh at a time; reads don't take it
 
     def get(self, alias: str) -> LoadedModel | None:
@@ -90,22 +98,25 @@ class ModelSlots:
                     self.errors[alias] = f"could not resolve {self.name}@{alias}: {exc}"
                     log.warning(self.errors[alias])
                     continue
+                if version is None:
+                    changes += self._alias_gone(alias, current)
+                    continue
+                if alias in self.missing:
+                    self.missing.discard(alias)
+                    log.info("%s@%s is set again (v%s)", self.name, alias, version)
                 if version == (current.version if current else None):
                     continue
-                if version is None:
-                    self._slots[alias] = None
-                    if current is not None and current.batcher is not None:
-                        _close_later(current.batcher)
-                    self.errors.pop(alias, None)
-                    changes.append(f"{alias}: v{current.version if current else None} -> none")
+                if not self._due(alias, version):
                     continue
                 try:
                     loaded = self._load(alias, version)
                 except Exception as exc:  # noqa: BLE001  (any load or warm failure keeps the old model)
+                    retry_s = self._backoff(alias, version)
                     self.errors[alias] = f"{self.name} v{version} ({alias}) failed to load: {exc}"
-                    log.error("%s; still serving %s", self.errors[alias],
-                              f"v{current.version}" if current else "nothing for this alias")
+                    log.error("%s; still serving %s; next try in %.1f s", self.errors[alias],
+                              f"v{current.version}" if current else "nothing for this alias", retry_s)
                     continue
+                self._failed.pop(alias, None)
                 self._slots[alias] = loaded  # the swap: requests in flight keep their reference
                 if current is not None and current.batcher is not None:
                     _close_later(current.batcher)
@@ -113,6 +124,34 @@ class ModelSlots:
                 changes.append(f"{alias}: v{current.version if current else None} -> v{version}")
                 log.info("%s@%s now serves v%s", self.name, alias, version)
         return changes
+
+    def _alias_gone(self, alias: str, current: LoadedModel | None) -> list[str]:
+        """The registry has no ``alias`` any more: keep serving the champion, empty another slot."""
+        self.errors.pop(alias, None)
+        self._failed.pop(alias, None)
+        if alias == "champion" and current is not None:
+            if alias not in self.missing:
+                log.error("%s@%s is gone from the registry; still serving v%s until the alias is set again "
+                          "(`tidemark promote`)", self.name, alias, current.version)
+                self.missing.add(alias)
+            return []
+        self._slots[alias] = None
+        if current is not None and current.batcher is not None:
+            _close_later(current.batcher)
+        return [f"{alias}: v{current.version} -> none"] if current is not None else []
+
+    def _due(self, alias: str, version: str) -> bool:
+        """Whether ``version`` may be tried now: not within the backoff of its last failure."""
+        failed = self._failed.get(alias)
+        return failed is None or failed[0] != version or time.monotonic() >= failed[2]
+
+    def _backoff(self, alias: str, version: str) -> float:
+        """Record a failed load of ``version``; returns the seconds until it is tried again."""
+        previous = self._failed.get(alias)
+        failures = previous[1] + 1 if previous is not None and previous[0] == version else 1
+        wait = min(self.max_backoff_s, self.base_backoff_s * 2 ** (failures - 1))
+        self._failed[alias] = (version, failures, time.monotonic() + wait)
+        return wait
 
     def _resolve(self, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException

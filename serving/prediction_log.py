@@ -72,6 +72,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +86,7 @@ import pyarrow.parquet as pq
 from serving.errors import PredictionLogError, PredictionLogWriteError
 
 __all__ = [
+    "DROP_REASONS",
     "PARTITION_KEYS",
     "TIMESTAMP_COLUMN",
     "PredictionLog",
@@ -95,6 +97,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TIMESTAMP_COLUMN = "event_timestamp"
+DROP_REASONS = ("overflow", "closed", "unconvertible", "unwritable", "unwritten_at_close", "writer_error")
 PARTITION_KEYS = ("date", "hour")
 HOUR_US = 3_600 * 1_000_000
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
@@ -140,7 +143,8 @@ class PredictionLog:
         self._queue: list[_Batch] = []
         self._queued_rows = 0
         self._held_rows = 0  # taken by the writer: being written, or kept after a failed write
-        self._written_rows = self._dropped_rows = self._files_written = self._write_errors = 0
+        self._written_rows = self._files_written = self._write_errors = 0
+        self._dropped: Counter[str] = Counter()  # rows never written, by reason (DROP_REASONS)
         self._flush_requested = self._flush_served = 0
         self._last_error: Exception | None = None
         self._closing = False
@@ -172,9 +176,10 @@ class PredictionLog:
             return
         with self._cond:
             if self._closing:
-                warning = self._drop_locked(rows, "the log is closed")
+                warning = self._drop_locked(rows, "closed", "the log is closed")
             elif self._queued_rows + self._held_rows + rows > self.max_pending_rows:
-                warning = self._drop_locked(rows, f"{self.max_pending_rows} rows are already waiting for the disk")
+                warning = self._drop_locked(rows, "overflow",
+                                            f"{self.max_pending_rows} rows are already waiting for the disk")
             else:
                 self._queue.append(batch)
                 self._queued_rows += rows
@@ -224,7 +229,7 @@ class PredictionLog:
         self._thread.join()
         with self._cond:
             lost = self._queued_rows + self._held_rows
-            self._dropped_rows += lost
+            self._dropped["unwritten_at_close"] += lost
             self._queued_rows = self._held_rows = 0
             error = self._last_error
         if lost:
@@ -248,8 +253,17 @@ class PredictionLog:
 
     @property
     def dropped_rows(self) -> int:
-        """Rows appended but never written: over the pending bound, after close, unconvertible."""
-        return self._dropped_rows
+        """Rows appended but never written, whatever the reason (see :attr:`dropped_by_reason`)."""
+        return sum(self._dropped.values())
+
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        """Rows never written, per reason: ``overflow`` (over ``max_pending_rows``), ``closed``
+        (appended after :meth:`close`), ``unconvertible`` (a batch Arrow cannot convert, such as
+        text that is not valid Unicode), ``unwritable`` (rows Parquet refused while the disk was
+        fine), ``unwritten_at_close`` (a failing disk at :meth:`close`), ``writer_error`` (a bug)."""
+        with self._cond:
+            return {reason: self._dropped[reason] for reason in DROP_REASONS}
 
     @property
     def pending_rows(self) -> int:
@@ -269,13 +283,13 @@ class PredictionLog:
 
     # -- the writer thread ------------------------------------------------------------------
 
-    def _drop_locked(self, rows: int, reason: str) -> str | None:
-        self._dropped_rows += rows
+    def _drop_locked(self, rows: int, reason: str, why: str) -> str | None:
+        self._dropped[reason] += rows
         suppressed = self._drop_throttle.ready()
         if suppressed is None:
             return None
-        return (f"prediction log dropped {rows} rows ({reason}; {suppressed} more dropped warnings since the last); "
-                f"{self._dropped_rows} dropped in all")
+        return (f"prediction log dropped {rows} rows ({why}; {suppressed} more dropped warnings since the last); "
+                f"{sum(self._dropped.values())} dropped in all")
 
     def _run(self) -> None:
         while True:
@@ -291,7 +305,7 @@ class PredictionLog:
                 log.exception("prediction log writer failed; dropping the %d rows it held", self._held_rows)
                 error, self._retry = exc, []
                 with self._cond:
-                    self._dropped_rows += self._held_rows
+                    self._dropped["writer_error"] += self._held_rows
                     self._held_rows = 0
             self._due = time.monotonic() + self.flush_interval_s
             with self._cond:
@@ -317,27 +331,37 @@ class PredictionLog:
             self._cond.wait(self._due - now)
 
     def _write_round(self, batches: Sequence[_Batch]) -> Exception | None:
-        """Write the retained pieces and ``batches``; return the error that stopped it, if any."""
+        """Write the retained pieces and ``batches``; return the error that stopped it, if any.
+
+        A batch that can't be converted, or rows that Parquet refuses, are dropped alone (counted
+        by reason); everything else of the round is written. Only a failing disk (an ``OSError``)
+        stops the round: its rows are kept and retried."""
         tables, bad = _arrow_tables(batches, self.column_types)
         for rows, exc in bad:
             log.error("prediction log dropped a batch of %d rows that Arrow cannot convert: %s", rows, exc)
-            with self._cond:
-                self._held_rows -= rows
-                self._dropped_rows += rows
+            self._forget(rows, "unconvertible")
         pieces = [piece for table in _unified(self._retry + tables) for piece in _split_by_hour(table)]
         self._retry = []
         for i, (subdir, table) in enumerate(pieces):
             try:
-                _write_file(self.root / subdir, table)
-            except Exception as exc:  # noqa: BLE001  (any failure: keep the rows, retry later)
+                written, refused = _write_isolating(self.root / subdir, table)
+            except OSError as exc:  # the disk: keep the rows, retry later
                 self._retry = [t for _, t in pieces[i:]]
                 self._report_failure(exc, sum(t.num_rows for t in self._retry))
                 return exc
+            for rows, error in refused:
+                log.error("prediction log dropped %d rows that Parquet refused: %s", rows, error)
+                self._forget(rows, "unwritable")
             with self._cond:
-                self._held_rows -= table.num_rows
-                self._written_rows += table.num_rows
-                self._files_written += 1
+                self._held_rows -= table.num_rows - sum(rows for rows, _ in refused)
+                self._written_rows += table.num_rows - sum(rows for rows, _ in refused)
+                self._files_written += written
         return None
+
+    def _forget(self, rows: int, reason: str) -> None:
+        with self._cond:
+            self._held_rows -= rows
+            self._dropped[reason] += rows
 
     def _report_failure(self, exc: Exception, rows: int) -> None:
         with self._cond:
@@ -418,15 +442,13 @@ def _arrow_tables(batches: Sequence[_Batch], types: Mapping[str, pa.DataType]
         groups.setdefault(key, []).append(batch)
     tables, bad = [], []
     for group in groups.values():
-        try:
+        with contextlib.suppress(Exception):  # mixed types, text that is not Unicode, …: find the culprits below
             tables.append(_to_table({name: np.concatenate([b[name] for b in group]) for name in group[0]}, types))
             continue
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-        for batch in group:  # find the culprits; keep the rest
+        for batch in group:  # a batch is one request's rows: drop the bad ones, keep the rest
             try:
                 tables.append(_to_table(batch, types))
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            except Exception as exc:  # noqa: BLE001  (whatever the cause, this batch alone is lost)
                 bad.append((len(batch[TIMESTAMP_COLUMN]), exc))
     return tables, bad
 
@@ -473,6 +495,24 @@ def _split_by_hour(table: pa.Table) -> list[tuple[str, pa.Table]]:
 def _hour_folder(hour_index: int) -> str:
     start = _EPOCH + timedelta(hours=hour_index)
     return f"date={start:%Y-%m-%d}/hour={start:%H}"
+
+
+def _write_isolating(folder: Path, table: pa.Table) -> tuple[int, list[tuple[int, Exception]]]:
+    """Write ``table`` as one file; if Parquet refuses its data (anything but an ``OSError``), write
+    it in halves, down to single rows, so that only the rows it refuses are lost. Returns the files
+    written and the refused (rows, error) pieces; an ``OSError`` propagates (the disk, not the data)."""
+    try:
+        _write_file(folder, table)
+        return 1, []
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a data error: isolate it)
+        if table.num_rows <= 1:
+            return 0, [(table.num_rows, exc)]
+    half = table.num_rows // 2
+    files, refused = _write_isolating(folder, table.slice(0, half))
+    more, also = _write_isolating(folder, table.slice(half))
+    return files + more, refused + also
 
 
 def _write_file(folder: Path, table: pa.Table) -> None:

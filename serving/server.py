@@ -3,9 +3,12 @@ into the ASGI app, and keep them fresh in the background.
 
     every refresh_s:  ModelSlots.refresh()   alias moved? load + warm the new version, then swap
                       (at once when the canary state names a champion that is not loaded)
+    every second:     PING the online store unless its circuit breaker is open (then the breaker
+                      probes it every 50 ms until it answers): /readyz knows within a second
     every request:    CanaryStateStore.read() (cached ~1 s), OnlineReader, models, PredictionLog;
-                      on the event loop's thread on a CPU, in worker threads with a GPU
-    /readyz:          a champion is loaded, and the online store answers a PING
+                      on the event loop's thread on a CPU while the store is fast, in worker
+                      threads with a GPU or while the store is slow; none of it while it is down
+    /readyz:          a champion is loaded and the online store's breaker is closed (no I/O)
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from features.circuit_breaker import BreakerPolicy
+from features.corrupt_values import CORRUPT_VALUES
+from features.errors import OnlineStoreUnavailable
+from features.redaction import redact
 from serving.app import ApiLimits, CanaryAdmin, create_app
 from serving.model_slots import ModelSlots
 from serving.scorer import CHALLENGER, CHAMPION, Scorer
@@ -47,7 +54,7 @@ class Server:
     def start_refresh(self) -> None:
         """Poll the registry's aliases every ``refresh_s`` seconds, and at once when the canary
         state names a champion that is not loaded (a promotion); add canary evidence to Redis every
-        second. Daemon threads."""
+        second; PING the online store every second. Daemon threads."""
         def refresh() -> None:
             while True:
                 self._wake.wait(self.refresh_s)
@@ -63,7 +70,21 @@ class Server:
                 if self.scorer.evidence is not None:
                     self.scorer.evidence.flush()
 
-        for target, name in ((refresh, "model-refresh"), (evidence, "canary-evidence")):
+        def watch_store() -> None:
+            redis_online, missed = self.scorer.reader.redis, 0
+            while not self._stop.wait(1.0):
+                breaker = redis_online.breaker
+                if breaker is None or breaker.open:
+                    continue  # an open breaker probes by itself
+                try:
+                    redis_online.ping()
+                    missed = 0
+                except OnlineStoreUnavailable as exc:
+                    missed += 1
+                    if missed >= 2:  # two in a row: one slow PING on a busy host is no outage
+                        breaker.record_failure(exc)
+
+        for target, name in ((refresh, "model-refresh"), (evidence, "canary-evidence"), (watch_store, "store-watch")):
             threading.Thread(target=target, name=name, daemon=True).start()
 
     def close(self) -> None:
@@ -103,6 +124,8 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     fc = feature_client or FeatureClient(settings)
     reader = fc.online_reader()
     redis_online = reader.redis
+    # fail fast while Redis is down, and say when it is slow (requests then leave the event loop)
+    breaker = redis_online.use_breaker(BreakerPolicy(probe_interval_s=0.05))
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     if inline is None:
         inline = not torch.cuda.is_available()
@@ -111,7 +134,8 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
         # requests are small and run side by side, and a model's latency evidence is its call's CPU
         # time on its own thread, which a pool would split and inflate with spin-waits.
         torch.set_num_threads(torch_threads)
-    slots = ModelSlots(client, settings.model_name, batching=batching or {}, direct=(CHAMPION, CHALLENGER) if inline else ())
+    slots = ModelSlots(client, settings.model_name, batching=batching or {},
+                       direct=(CHAMPION, CHALLENGER) if inline else (), base_backoff_s=max(refresh_s, 1.0))
     slots.refresh()
     sink = None
     if prediction_log:
@@ -122,25 +146,26 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
 
         sink = PredictionLog(settings.offline_dir / "prediction_log", column_types={TRANSACTION_ID: pa.int64()})
     metrics = _Metrics()
-    scorer = Scorer(slots, reader, CanaryStateStore(redis_online.reader, settings.model_name), sink,
+    canary = CanaryStateStore(redis_online.reader, settings.model_name, available=lambda: not breaker.open)
+    scorer = Scorer(slots, reader, canary, sink,
                     on_scored=metrics.observe, evidence=EvidenceRecorder(redis_online.writer, settings.model_name))
     metrics.watch(scorer)
 
-    def ready() -> tuple[bool, list[str]]:
-        reasons = [f"{alias}: {error}" for alias, error in dict(slots.errors).items()]
+    def ready() -> tuple[bool, list[str]]:  # no I/O: the store-watch thread and the breaker keep the state
+        reasons = [f"{alias}: {redact(error)}" for alias, error in dict(slots.errors).items()]
+        reasons += [f"the {alias} alias of {settings.model_name!r} is gone from the registry; still serving "
+                    f"v{loaded.version}" for alias in sorted(slots.missing) if (loaded := slots.get(alias))]
         if slots.get(CHAMPION) is None:
             reasons.insert(0, f"no champion of {settings.model_name!r} is loaded")
-        try:
-            redis_online.ping()
-        except Exception as exc:  # noqa: BLE001  (any failure means not ready)
-            reasons.insert(0, f"online store unreachable: {exc}")
+        if breaker.open:
+            reasons.insert(0, f"online store unreachable: {redact(breaker.last_error)}")
             return False, reasons
         return slots.get(CHAMPION) is not None, reasons
 
     closers: list[Server] = []
     app = create_app(scorer, limits=limits, ready=ready, metrics=metrics.render,
                      on_shutdown=lambda: closers[0].close(), admin=admin, admin_token=settings.admin_token,
-                     inline=inline, on_predict=metrics.request)
+                     inline=inline, on_predict=metrics.request, store=breaker)
     server = Server(app, scorer, slots, settings, refresh_s)
     closers.append(server)
     return server
@@ -167,6 +192,8 @@ class _Metrics:
                             registry=self.registry)
         # one child per class up front: every series shows from the first scrape, no lookup per request
         self._latency = {c: latency.labels(f"{c}xx") for c in (2, 4, 5)}
+        self.disconnects = Counter("tidemark_client_disconnects", "POST /v1/predict clients gone before their body "
+                                   "arrived (not an error of the server)", registry=self.registry)
 
     def observe(self, variant: str, rows: int, seconds: float, scores: np.ndarray) -> None:
         self.rows.labels(variant).inc(rows)
@@ -176,7 +203,10 @@ class _Metrics:
             histogram.observe(float(s))
 
     def request(self, status: int, seconds: float) -> None:
-        """One ``POST /v1/predict`` answered with ``status`` after ``seconds``."""
+        """One ``POST /v1/predict`` answered with ``status`` after ``seconds`` (499: the client left)."""
+        if status == 499:
+            self.disconnects.inc()
+            return
         child = self._latency.get(status // 100)
         if child is not None:
             child.observe(seconds)
@@ -203,14 +233,32 @@ class _ScorerCollector:
         return list(self.collect())
 
     def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         errors = CounterMetricFamily("tidemark_variant_errors", "Rows a variant failed to score", labels=["variant"])
         for variant, stats in list(self.scorer.stats.items()):
             errors.add_metric([variant], stats.errors)
         yield errors
         sink = self.scorer.log_sink
-        yield CounterMetricFamily("tidemark_prediction_log_dropped_rows", "Rows the prediction log dropped",
-                                  value=sink.dropped_rows if sink is not None else 0)
+        dropped = CounterMetricFamily("tidemark_prediction_log_dropped_rows", "Rows the prediction log dropped, "
+                                      "by reason", labels=["reason"])
+        for reason, rows in (sink.dropped_by_reason if sink is not None else {}).items():
+            dropped.add_metric([reason], rows)
+        yield dropped
         yield CounterMetricFamily("tidemark_shadow_dropped_batches",
                                   "Shadow batches dropped: the shadow queue was full", value=self.scorer.shadow_dropped)
+        yield CounterMetricFamily("tidemark_online_corrupt_values", "Corrupt online values read (served as missing)",
+                                  value=CORRUPT_VALUES.count)
+        breaker = self.scorer.reader.redis.breaker
+        if breaker is not None:
+            yield GaugeMetricFamily("tidemark_online_store_up", "1 while the online store's circuit breaker is "
+                                    "closed, 0 while it is open (reads fail at once)", value=0 if breaker.open else 1)
+            yield GaugeMetricFamily("tidemark_online_store_slow", "1 while online reads are slow (scoring runs on "
+                                    "worker threads)", value=1 if breaker.slow else 0)
+            yield CounterMetricFamily("tidemark_online_store_breaker_opens", "Times the online store's circuit "
+                                      "breaker opened", value=breaker.times_opened)
+        missing = GaugeMetricFamily("tidemark_model_alias_missing", "1 when the alias is gone from the registry and "
+                                    "the last loaded model still serves", labels=["alias"])
+        for alias in self.scorer.slots.aliases:
+            missing.add_metric([alias], 1 if alias in self.scorer.slots.missing else 0)
+        yield missing

@@ -62,10 +62,10 @@ def _die_with_parent() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"]
 
 
-def _client(port: int, timeout_s: float = 1.0) -> redis.Redis:
+def _client(port: int, timeout_s: float = 1.0, password: str | None = None) -> redis.Redis:
     """An admin connection without redis-py's retries (they add seconds of backoff to every refusal)."""
     return redis.Redis(host=HOST, port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                       retry=Retry(NoBackoff(), 0), decode_responses=True)
+                       retry=Retry(NoBackoff(), 0), decode_responses=True, password=password)
 
 
 def _wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
@@ -78,9 +78,9 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float =
     return True
 
 
-def _pings(port: int) -> bool:
+def _pings(port: int, password: str | None = None) -> bool:
     try:
-        with _client(port, timeout_s=0.5) as client:
+        with _client(port, timeout_s=0.5, password=password) as client:
             return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
@@ -94,11 +94,13 @@ class RedisProc:
     dir: Path
     binary: Path
     extra_args: tuple[str, ...] = ()
+    password: str | None = field(default=None, repr=False)  # --requirepass, and in the URL
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        auth = f"default:{self.password}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
@@ -108,11 +110,12 @@ class RedisProc:
         """Start the process and wait (up to 10 s) until it answers PING; raises RuntimeError if not."""
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [*_die_with_parent(), str(self.binary), "--port", str(self.port), "--bind", HOST, "--dir", str(self.dir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no", *self.extra_args]
+                "--save", "", "--appendonly", "no", "--daemonize", "no", *self.extra_args,
+                *(("--requirepass", self.password) if self.password else ())]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         proc = self.proc
-        if not _wait_until(lambda: proc.poll() is not None or _pings(self.port), START_TIMEOUT_S) \
+        if not _wait_until(lambda: proc.poll() is not None or _pings(self.port, self.password), START_TIMEOUT_S) \
                 or proc.poll() is not None:
             self.stop()
             tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-10:])
@@ -151,7 +154,7 @@ class RedisProc:
 
 
 def start_redis(tmp_dir: Path, *, binary: Path | None = None, port: int | None = None,
-                extra_args: Sequence[str] = ()) -> RedisProc:
+                extra_args: Sequence[str] = (), password: str | None = None) -> RedisProc:
     """A running throwaway redis-server (no persistence) on a free loopback port, files in ``tmp_dir``.
 
     ``binary`` defaults to :func:`features.embedded_redis.redis_server_binary`. Without a fixed ``port``
@@ -160,7 +163,8 @@ def start_redis(tmp_dir: Path, *, binary: Path | None = None, port: int | None =
     binary = binary or redis_server_binary()
     attempts = 1 if port is not None else 3
     for attempt in range(attempts):
-        server = RedisProc(port=port or free_port(), dir=Path(tmp_dir), binary=binary, extra_args=tuple(extra_args))
+        server = RedisProc(port=port or free_port(), dir=Path(tmp_dir), binary=binary, extra_args=tuple(extra_args),
+                           password=password)
         try:
             server.start()
             return server

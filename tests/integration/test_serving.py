@@ -278,8 +278,15 @@ def test_health_readiness_metrics_and_openapi(server: Server, http: TestClient):
     for variant, stats in server.scorer.stats.items():
         assert after[("tidemark_variant_errors_total", (("variant", variant),))] == stats.errors
     assert after[("tidemark_variant_errors_total", (("variant", "champion"),))] == 0
-    assert after[("tidemark_prediction_log_dropped_rows_total", ())] == server.scorer.log_sink.dropped_rows == 0
+    for reason in ("overflow", "closed", "unconvertible", "unwritable", "unwritten_at_close", "writer_error"):
+        assert after[("tidemark_prediction_log_dropped_rows_total", (("reason", reason),))] == 0
+    assert server.scorer.log_sink.dropped_rows == 0
     assert after[("tidemark_shadow_dropped_batches_total", ())] == server.scorer.shadow_dropped == 0
+    # the online store's state, and the champion alias is where it should be
+    assert after[("tidemark_online_store_up", ())] == 1 and after[("tidemark_online_store_slow", ())] == 0
+    assert after[("tidemark_model_alias_missing", (("alias", "champion"),))] == 0
+    assert ("tidemark_online_corrupt_values_total", ()) in after
+    assert ("tidemark_client_disconnects_total", ()) in after
 
     spec = http.get("/openapi.json").json()
     row = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -373,6 +380,7 @@ def test_redis_down_is_a_503_and_recovers(settings: Settings, module_redis: Redi
     try:
         answer = http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])})
         assert answer.status_code == 503 and "request_id" in answer.json()
+        assert answer.json()["detail"][0]["msg"].startswith("the online feature store is unavailable")
         assert http.get("/readyz").status_code == 503
         # a server that starts while the store is down starts all the same, not ready
         late = build_server(settings, refresh_s=3600, prediction_log=False)
@@ -381,12 +389,13 @@ def test_redis_down_is_a_503_and_recovers(settings: Settings, module_redis: Redi
             assert client.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])}).status_code == 503
     finally:
         module_redis.restart()
+    # the read breaker opened on the refused reads; its probe (every 50 ms) closes it once Redis answers
+    breaker = late.scorer.reader.redis.breaker
+    assert breaker is not None and breaker.wait_closed(5.0)
     with TestClient(late.app) as client:
+        assert client.get("/readyz").status_code == 200
         assert client.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])}).status_code == 200
     late.close()
-    for _ in range(50):
-        if http.get("/readyz").status_code == 200:
-            break
     # the test server keeps no data: the features are gone, but the server answers again
     answer = http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:2])})
     assert answer.status_code == 200 and answer.json()["predictions"][0]["features_found"] is False

@@ -262,6 +262,38 @@ def test_a_batch_arrow_cannot_convert_is_dropped_and_the_others_written(tmp_path
         plog.append(scored(2, start=4))
     assert read_log(tmp_path)["customer_id"].to_pylist() == [0, 1, 4, 5]
     assert (plog.written_rows, plog.dropped_rows) == (4, 2)
+    assert plog.dropped_by_reason["unconvertible"] == 2
+
+
+def test_text_that_is_not_unicode_loses_its_own_batch_only(tmp_path: Path) -> None:
+    """Issue 15: a lone surrogate in one request's text made Arrow raise UnicodeEncodeError, which
+    the writer did not expect, and the whole round (every client's rows) was dropped."""
+    with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
+        for start in range(0, 300, 3):
+            plog.append(scored(3, start=start))
+            if start == 150:
+                plog.append(scored(2, start=1_000) | {"channel": np.array(["\ud800", "web"], dtype=object)})
+    assert read_log(tmp_path)["customer_id"].to_pylist() == list(range(300))
+    assert plog.written_rows == 300 and plog.dropped_by_reason["unconvertible"] == 2
+
+
+def test_rows_parquet_refuses_are_isolated_down_to_the_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data error in the Parquet write (not the disk) loses only the rows it is about: the writer
+    halves the table until it finds them. The real writer runs; the refusal is injected."""
+    from serving import prediction_log
+
+    real = prediction_log._write_file
+
+    def refuse_customer_7(folder: Path, table: pa.Table) -> None:
+        if 7 in table.column("customer_id").to_pylist():
+            raise ValueError("Parquet refused a value")
+        real(folder, table)
+
+    monkeypatch.setattr(prediction_log, "_write_file", refuse_customer_7)
+    with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
+        plog.append(scored(20))
+    assert read_log(tmp_path)["customer_id"].to_pylist() == [i for i in range(20) if i != 7]
+    assert plog.dropped_by_reason == {**dict.fromkeys(prediction_log.DROP_REASONS, 0), "unwritable": 1}
 
 
 @pytest.mark.parametrize(
