@@ -47,6 +47,7 @@ class FeatureClient:
         """Use ``settings`` (default: from the environment); ``repo_path`` selects another Feast
         repo (a folder with a ``feature_store.yaml``) instead of tidemark's own."""
         self.settings = settings or Settings.from_env()
+        self.settings.secure_home()  # a notebook's home is as private as the CLI's (its umask is left alone)
         self._repo_path = repo_path
         self._store: FeatureStore | None = None
         self._reader: OnlineReader | None = None

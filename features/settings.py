@@ -34,9 +34,10 @@ class Settings:
     home: Path
     spark: SparkSettings
     project: str = "tidemark"
-    redis_url: str | None = None  # an external Redis or Redis Cluster; None: tidemark's embedded server
+    # an external Redis or Redis Cluster; None: tidemark's embedded server. Not in repr: it may hold a password
+    redis_url: str | None = field(default=None, repr=False)
     online_timeout_ms: int = 50  # budget (milliseconds) for one online feature read
-    mlflow_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI; None: sqlite under home
+    mlflow_tracking_uri: str | None = field(default=None, repr=False)  # MLFLOW_TRACKING_URI; None: sqlite under home
     model_name: str = "fraud-detector"  # the MLflow registered model
     admin_token: str | None = field(default=None, repr=False)  # bearer token of the canary endpoints
     # The canary controller's patience per ramp step (serving.canary_stats.CanaryPolicy): size
@@ -44,6 +45,25 @@ class Settings:
     canary_min_dwell_s: int = 300
     canary_min_samples: int = 1_000
     canary_max_p99_ratio: float = 1.2  # hold while the challenger's p99 exceeds the champion's by more
+    # TIDEMARK_UMASK (octal): what tidemark's processes create under home is private by default
+    # (files 0600, folders 0700); 027 lets the owner's group read, 022 everyone
+    umask: int = 0o077
+
+    def secure_home(self, *, process_umask: bool = False) -> Path:
+        """Create the home folder with the mode :attr:`umask` allows, and narrow an existing one that
+        is wider (a home from an older version, or made by hand), so nothing under it (the
+        prediction log, ``mlflow.db``, the artifacts, Redis' files) is readable by other users.
+        ``process_umask``: also set this process's umask (entry points do: the CLI, a DAG task), so
+        every file that tidemark, MLflow, Spark or redis-server creates gets that mode too.
+        Returns the home."""
+        if process_umask:
+            os.umask(self.umask)
+        mode = 0o777 & ~self.umask
+        self.home.mkdir(parents=True, exist_ok=True, mode=mode)
+        current = self.home.stat().st_mode & 0o777
+        if current & ~mode:
+            os.chmod(self.home, current & mode)
+        return self.home
 
     @property
     def tracking_uri(self) -> str:
@@ -101,6 +121,7 @@ class Settings:
             canary_min_dwell_s=_positive_int(env, "CANARY_MIN_DWELL_S", cls.canary_min_dwell_s),
             canary_min_samples=_positive_int(env, "CANARY_MIN_SAMPLES", cls.canary_min_samples),
             canary_max_p99_ratio=_ratio(env, "CANARY_MAX_P99_RATIO", cls.canary_max_p99_ratio),
+            umask=_umask(env.get(_PREFIX + "UMASK")),
         )
 
 
@@ -141,4 +162,18 @@ def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
         value = 0.0
     if not value >= 1.0 or value == float("inf"):
         raise ConfigError(f"{_PREFIX}{name}={raw!r} is not a finite ratio >= 1; set it to e.g. {default}")
+    return value
+
+
+def _umask(raw: str | None) -> int:
+    """``TIDEMARK_UMASK``: an octal umask that keeps the owner's own access (e.g. 077, 027, 022)."""
+    if raw is None:
+        return Settings.umask
+    try:
+        value = int(raw, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o077:
+        raise ConfigError(f"{_PREFIX}UMASK={raw!r} is not an octal umask that leaves the owner read, write and "
+                          "search; set it to e.g. 077 (private, the default), 027 (group may read) or 022")
     return value

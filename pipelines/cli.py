@@ -1,6 +1,6 @@
 """The ``tidemark`` command line.
 
-    tidemark datagen --rows 1000000 --seed 7 --scenario baseline
+    tidemark datagen --rows 1000000 --seed 7 --scenario baseline [--days 120 | --start D --end D]
     tidemark features build [--start 2026-01-01 --end 2026-01-31]
     tidemark features list
     tidemark features materialize [--start 2026-11-01T00:00] [--end 2026-11-21T12:00] [--views a,b]
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from features.errors import TidemarkError
+from features.redaction import RedactingFilter, redact, redact_url
 from features.settings import Settings
 from pipelines.cli_airflow import add_airflow_commands
 from pipelines.cli_models import _utc_time, add_model_commands
@@ -34,15 +35,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # no password of a URL in any log line, whoever logs it
+        handler.addFilter(RedactingFilter())
     settings = Settings.from_env()
     try:
+        settings.secure_home(process_umask=True)  # one policy for every file under home: private unless configured
         return int(args.run(settings, args) or 0)
     except TidemarkError as exc:
-        print(f"tidemark: error: {exc}", file=sys.stderr)
+        print(f"tidemark: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         if type(exc).__module__.startswith("mlflow."):  # checked by name: importing mlflow here costs seconds
-            print(f"tidemark: MLflow error: {exc}\n(tracking store {settings.tracking_uri}; set "
+            print(f"tidemark: MLflow error: {redact(str(exc))}\n(tracking store {redact_url(settings.tracking_uri)}; set "
                   "MLFLOW_TRACKING_URI to change it)", file=sys.stderr)
             return 2
         raise
@@ -58,8 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--scenario", default="baseline",
                      choices=["baseline", "covariate_shift", "new_category", "concept_drift"])
-    gen.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 1), help="first day (UTC)")
-    gen.add_argument("--days", type=int, default=120)
+    gen.add_argument("--start", type=date.fromisoformat, default=None,
+                     help="first day (UTC; default: --days before --end)")
+    gen.add_argument("--end", type=date.fromisoformat, default=None, help="last day (UTC; default: today)")
+    gen.add_argument("--days", type=int, default=None, help="days of data (default 120)")
     gen.add_argument("--drift-start", type=date.fromisoformat, default=None,
                      help="first day the scenario applies (default: after 75%% of the days)")
     gen.set_defaults(run=_datagen)
@@ -101,10 +107,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _datagen(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.datagen import DatagenConfig, generate
+    from pipelines.datagen import DatagenConfig, data_window, generate
 
-    config = DatagenConfig(rows=args.rows, seed=args.seed, scenario=args.scenario, start=args.start,
-                           days=args.days, drift_start=args.drift_start)
+    # up to today by default: a fixed window would be past every view's TTL on any later date
+    start, days = data_window(args.start, args.end, args.days, datetime.now(UTC).date())
+    config = DatagenConfig(rows=args.rows, seed=args.seed, scenario=args.scenario, start=start, days=days,
+                           drift_start=args.drift_start)
     print(generate(settings.raw_dir, config).table())
     return 0
 
@@ -144,7 +152,7 @@ def _features_materialize(settings: Settings, args: argparse.Namespace) -> int:
 
 def _redis_start(settings: Settings, args: argparse.Namespace) -> int:
     if settings.redis_url:
-        print(f"TIDEMARK_REDIS_URL is set ({_redacted(settings.redis_url)}); tidemark does not manage that Redis")
+        print(f"TIDEMARK_REDIS_URL is set ({redact_url(settings.redis_url)}); tidemark does not manage that Redis")
         return 0
     from features.embedded_redis import EmbeddedRedis
 
@@ -154,7 +162,7 @@ def _redis_start(settings: Settings, args: argparse.Namespace) -> int:
 
 def _redis_stop(settings: Settings, args: argparse.Namespace) -> int:
     if settings.redis_url:
-        print(f"TIDEMARK_REDIS_URL is set ({_redacted(settings.redis_url)}); tidemark does not manage that Redis")
+        print(f"TIDEMARK_REDIS_URL is set ({redact_url(settings.redis_url)}); tidemark does not manage that Redis")
         return 0
     from features.embedded_redis import EmbeddedRedis
 
@@ -165,23 +173,12 @@ def _redis_stop(settings: Settings, args: argparse.Namespace) -> int:
 
 def _redis_status(settings: Settings, args: argparse.Namespace) -> int:
     if settings.redis_url:
-        print(f"{_redacted(settings.redis_url)} (external, from TIDEMARK_REDIS_URL)")
+        print(f"{redact_url(settings.redis_url)} (external, from TIDEMARK_REDIS_URL)")
         return 0
     from features.embedded_redis import EmbeddedRedis
 
     print(EmbeddedRedis(settings.redis_dir).url() or "not running")
     return 0
-
-
-def _redacted(url: str) -> str:
-    """``url`` with its password masked, so it can be printed."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}").geturl()
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from features.redaction import redact_url
 from features.settings import Settings
 
 GATE_FAILED = 3  # `tidemark gate` exit code for a verdict of fail (2: an error, 1: a crash)
@@ -121,7 +122,7 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     aliases: dict[str, list[str]] = {}
     for alias, number in client.get_registered_model(name).aliases.items():
         aliases.setdefault(str(number), []).append(alias)
-    print(f"{name}  (tracking store {settings.tracking_uri})")
+    print(f"{name}  (tracking store {redact_url(settings.tracking_uri)})")
     print(f"  {'version':>7}  {'aliases':<28} {'val PR-AUC':>10} {'val ROC-AUC':>11}  {'gate':<5} data window")
     for v in versions:
         tags = v.tags

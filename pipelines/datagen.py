@@ -37,7 +37,7 @@ from features.errors import TidemarkError
 from pipelines import datagen_catalog as cat
 from pipelines.datagen_tables import RawTables, build_tables
 
-__all__ = ["DatagenConfig", "DatagenError", "DatagenSummary", "Scenario", "generate"]
+__all__ = ["DatagenConfig", "DatagenError", "DatagenSummary", "Scenario", "data_window", "generate"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,26 @@ class DatagenConfig:
             "customers": self.n_customers,
             "merchants": self.n_merchants,
         }
+
+
+def data_window(start: dt.date | None, end: dt.date | None, days: int | None, today: dt.date) -> tuple[dt.date, int]:
+    """(first day, days) of a generated window, all days UTC and inclusive: by default the ``days``
+    (120) up to ``today``, so that the data is recent enough for the feature views' TTLs and a
+    materialization "up to now" serves it; ``start``/``end`` pin it (given both, ``days`` must be
+    left out or agree)."""
+    if start is not None and end is not None:
+        span = (end - start).days + 1
+        if span < 1:
+            raise DatagenError(f"--end {end} is before --start {start}; give the last day after the first")
+        if days is not None and days != span:
+            raise DatagenError(f"--start {start} to --end {end} is {span} days, not --days {days}; leave one out")
+        return start, span
+    days = DatagenConfig.days if days is None else days
+    _require_int("days", days, 1, "pass e.g. --days 120")
+    if start is not None:
+        return start, days
+    last = today if end is None else end
+    return last - dt.timedelta(days=days - 1), days
 
 
 def _parse_scenario(value: object) -> Scenario:

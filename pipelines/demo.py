@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.errors import TidemarkError
+from features.redaction import redact_url
 from features.settings import Settings
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, 
                            "canary_max_p99_ratio": config.canary_max_p99_ratio})
     story = _Story()
     step = _Progress(started)
-    step(f"tidemark demo in {settings.home} (MLflow {settings.tracking_uri})")
+    step(f"tidemark demo in {settings.home} (MLflow {redact_url(settings.tracking_uri)})")
     import os
 
     os.environ["TIDEMARK_CANARY_MIN_SAMPLES"] = str(config.canary_min_samples)  # the DAG tasks read the env
@@ -387,7 +388,7 @@ def _tell(settings: Settings, story: _Story) -> dict[str, Any]:
                                                for look in story.looks))
     last = next((d for d in reversed(story.drift) if d.get("report_dir")), None)
     print("  look at it:")
-    print(f"    tidemark mlflow-ui                 runs, models and aliases, canary decisions ({settings.tracking_uri})")
+    print(f"    tidemark mlflow-ui                 runs, models and aliases, canary decisions ({redact_url(settings.tracking_uri)})")
     if last:
         print(f"    drift report                       {last['report_dir']}/report.html")
     print("    tidemark airflow standalone        the four DAGs and the runs above (user admin)")

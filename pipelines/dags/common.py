@@ -29,4 +29,6 @@ def settings() -> Settings:
     """The platform's settings, from the worker's environment (``TIDEMARK_*``, ``MLFLOW_TRACKING_URI``)."""
     from features.settings import Settings
 
-    return Settings.from_env()
+    current = Settings.from_env()
+    current.secure_home(process_umask=True)  # the task's files under home are private, as the CLI's
+    return current

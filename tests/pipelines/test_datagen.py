@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import re
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from pipelines.datagen import DatagenConfig, DatagenError, DatagenSummary, Scenario, generate
+from pipelines.datagen import DatagenConfig, DatagenError, DatagenSummary, Scenario, data_window, generate
 from pipelines.datagen_tables import build_tables
 
 TS = pa.timestamp("us", tz="UTC")
@@ -466,3 +467,48 @@ def test_tiny_configs_work_and_the_summary_table_reads_well(tmp_path: Path) -> N
     assert (summary.transactions, summary.labels, summary.customers) == (1, 1, 1)
     text = summary.table()
     assert "transactions" in text and "fraud rate" in text and str(tmp_path / "raw") in text
+
+
+# -- the window `tidemark datagen` generates (issue 15: the README's flow served nothing after April) --
+
+
+TODAY = dt.date(2026, 12, 6)
+
+
+@pytest.mark.parametrize(("start", "end", "days", "expected"), [
+    (None, None, None, (dt.date(2026, 8, 9), 120)),          # the default: 120 days up to today
+    (None, None, 10, (dt.date(2026, 11, 27), 10)),
+    (None, dt.date(2026, 3, 31), 31, (dt.date(2026, 3, 1), 31)),
+    (dt.date(2026, 1, 1), None, None, (dt.date(2026, 1, 1), 120)),  # pinned, as before
+    (dt.date(2026, 3, 1), dt.date(2026, 3, 7), None, (dt.date(2026, 3, 1), 7)),
+    (dt.date(2026, 3, 1), dt.date(2026, 3, 7), 7, (dt.date(2026, 3, 1), 7)),
+])
+def test_the_generated_window_ends_today_unless_pinned(start, end, days, expected) -> None:
+    first, n = data_window(start, end, days, TODAY)
+    assert (first, n) == expected
+    assert first + dt.timedelta(days=n - 1) == (end or (TODAY if start is None else first + dt.timedelta(days=n - 1)))
+
+
+@pytest.mark.parametrize(("start", "end", "days", "message"), [
+    (dt.date(2026, 3, 7), dt.date(2026, 3, 1), None, "before --start"),
+    (dt.date(2026, 3, 1), dt.date(2026, 3, 7), 30, "not --days 30"),
+    (None, None, 0, "days"),
+])
+def test_a_window_that_cannot_be_is_refused(start, end, days, message) -> None:
+    with pytest.raises(DatagenError, match=message):
+        data_window(start, end, days, TODAY)
+
+
+def test_the_cli_generates_up_to_today(tmp_path, monkeypatch) -> None:
+    from pipelines.cli import main
+
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path / "home"))
+    umask = os.umask(0o022)  # the CLI sets the process's umask: give the rest of the session its own back
+    try:
+        assert main(["datagen", "--rows", "2000", "--days", "3"]) == 0
+    finally:
+        os.umask(umask)
+    manifest = json.loads((tmp_path / "home" / "raw" / "_manifest.json").read_text())
+    today = dt.datetime.now(dt.UTC).date()
+    assert manifest["start"] == (today - dt.timedelta(days=2)).isoformat()
+    assert (tmp_path / "home").stat().st_mode & 0o077 == 0  # private, as every home tidemark makes
