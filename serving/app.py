@@ -48,7 +48,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -58,18 +57,15 @@ from starlette.routing import Route
 from features.errors import FeatureStoreError, OnlineStoreError, TidemarkError
 from features.redaction import redact
 from serving.errors import NotReadyError, OverloadedError
+from serving.request_rows import JOIN_KEYS, TRANSACTION_ID, unicode_text, validate_rows
 
 if TYPE_CHECKING:
     from serving.scorer import Scorer
 
-__all__ = ["ApiLimits", "StoreHealth", "create_app", "openapi_spec"]
+__all__ = ["TRANSACTION_ID", "ApiLimits", "StoreHealth", "create_app", "openapi_spec"]
 
 log = logging.getLogger(__name__)
 
-JOIN_KEYS = ("customer_id", "merchant_id")
-#: Optional per row: the payment's id, passed through to the prediction log (the model never sees
-#: it), so that delayed fraud labels can be joined to the scores the canary and drift jobs judge.
-TRANSACTION_ID = "transaction_id"
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         body = await _body(request, limits)
         if isinstance(body, Response):
             return body
-        rows, errors = _validate(body, scorer.request_columns(), scorer.text_columns(), limits.max_rows)
+        rows, errors = validate_rows(body, scorer.request_columns(), scorer.text_columns(), limits.max_rows)
         if errors:
             return JSONResponse({"detail": errors}, status_code=422)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -244,7 +240,7 @@ def _canary_problem(body: Any) -> Response | None:
     shadow, reason = body.get("shadow", True), body.get("reason")
     if not isinstance(shadow, bool):
         return _error(422, ["shadow"], f"must be true or false, got {shadow!r:.40}")
-    if reason is not None and not (isinstance(reason, str) and _unicode(reason)):
+    if reason is not None and not (isinstance(reason, str) and unicode_text(reason)):
         return _error(422, ["reason"], f"must be valid Unicode text, got {reason!r:.40}")
     return None
 
@@ -304,105 +300,6 @@ def _request_id_problem(request: Request, max_length: int) -> Response | None:
 
 def _error(status: int, loc: list[Any], msg: str) -> JSONResponse:
     return JSONResponse({"detail": [{"loc": loc, "msg": msg}]}, status_code=status)
-
-
-def _validate(body: Any, request_columns: tuple[str, ...], text: frozenset[str],
-              max_rows: int) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """Rows as numpy columns (ids int64, numbers float64 with NaN for null, text as objects with
-    None), or field-level errors (``loc``, ``msg``); at most 20 errors."""
-    if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
-        return {}, [{"loc": ["rows"], "msg": 'expected an object {"rows": [ {...}, ... ]}'}]
-    rows = body["rows"]
-    if not rows:
-        return {}, [{"loc": ["rows"], "msg": "rows is empty; send at least one row"}]
-    if len(rows) > max_rows:
-        return {}, [{"loc": ["rows"], "msg": f"{len(rows):,} rows; at most {max_rows:,} per request"}]
-    fields = (*JOIN_KEYS, *request_columns)
-    errors: list[dict[str, Any]] = []
-    columns: dict[str, list[Any]] = {f: [] for f in (*fields, TRANSACTION_ID)}
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            errors.append({"loc": ["rows", i], "msg": "each row must be an object"})
-            continue
-        payment = row.get(TRANSACTION_ID)
-        if payment is not None and (payment := _int64(payment)) is None:
-            errors.append({"loc": ["rows", i, TRANSACTION_ID], "msg": f"must be a 64-bit integer or null, "
-                                                                      f"got {row[TRANSACTION_ID]!r:.40}"})
-        columns[TRANSACTION_ID].append(payment)
-        for name in fields:
-            value = row.get(name)
-            if name in JOIN_KEYS and value is not None:
-                value = _int64(value)
-                problem = None if value is not None else f"must be a 64-bit integer, got {row[name]!r:.40}"
-            else:
-                problem = _problem(name, value, name in row, name in text)
-            if problem:
-                errors.append({"loc": ["rows", i, name], "msg": problem})
-            columns[name].append(value)
-        if len(errors) >= 20:
-            break
-    if errors:
-        return {}, errors
-    return {name: _array(values, np.int64 if name in JOIN_KEYS else
-                         object if name in text or name == TRANSACTION_ID else np.float64)
-            for name, values in columns.items()}, []
-
-
-def _array(values: list[Any], dtype: Any) -> np.ndarray:
-    if dtype is object:  # one Python object (str or None) per row
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
-    if dtype is np.float64 and None in values:
-        values = [math.nan if v is None else v for v in values]
-    return np.array(values, dtype=dtype)
-
-
-def _int64(value: Any) -> int | None:
-    """``value`` as a 64-bit integer id, or None when it is not one. An integral float counts, as in
-    JSON Schema (``1042.0`` is the integer 1042), up to ±2**53: beyond that a float no longer holds
-    every integer, so the JSON parse may already have changed the id."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else None
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    return None
-
-
-def _problem(name: str, value: Any, present: bool, is_text: bool) -> str | None:
-    if name in JOIN_KEYS:  # present and not null: _validate checks those
-        return "required (an integer id)"
-    if not present:
-        return "required" + (" (text; null if unknown)" if is_text else " (a number; null if unknown)")
-    if value is None:
-        return None
-    if is_text:
-        if not isinstance(value, str) or len(value) > 200:
-            return f"must be text (at most 200 characters), got {value!r:.40}"
-        if not _unicode(value):  # JSON's \ud800 escape decodes to a lone surrogate, which no file can hold
-            return "must be valid Unicode text: it holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"must be a finite number, got {value!r:.40}"
-    try:
-        if math.isfinite(float(value)):
-            return None
-    except OverflowError:
-        pass
-    return f"must be a finite number within ±1.8e308, got {str(value)[:40]}"
-
-
-def _unicode(text: str) -> bool:
-    """Whether ``text`` can be stored: encodable as UTF-8 (no lone surrogates)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class _Workers:
