@@ -126,6 +126,10 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     redis_online = reader.redis
     # fail fast while Redis is down, and say when it is slow (requests then leave the event loop)
     breaker = redis_online.use_breaker(BreakerPolicy(probe_interval_s=0.05))
+    try:  # a server that starts while Redis is down starts not ready, until the breaker's probe gets an answer
+        redis_online.ping()
+    except OnlineStoreUnavailable as exc:
+        breaker.record_failure(exc)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     if inline is None:
         inline = not torch.cuda.is_available()
