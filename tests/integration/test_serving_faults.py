@@ -163,10 +163,12 @@ def test_a_hung_redis_is_503_at_once_and_the_event_loop_stays_free(live: Live, m
     during = [(latency, status) for at, latency, status in results if paused_at + 0.2 < at < resumed_at - 0.1]
     failed = [latency for latency, status in during if status == 503]
     assert len(failed) >= 0.9 * len(during) > 100, f"{len(failed)} of {len(during)} answered 503 during the stall"
-    assert _percentile(failed, 50) < 0.05 and _percentile(failed, 99) < 0.25, sorted(failed)[-5:]
+    # medians and 95th percentiles: the property is "not queued behind Redis" (before: p50 822 ms for
+    # both), not the worst scheduling hiccup of a shared 2-core host
+    assert _percentile(failed, 50) < 0.05 and _percentile(failed, 95) < 0.2, sorted(failed)[-5:]
     stalled_health = [latency for at, latency, _ in health if paused_at < at < resumed_at]
     assert len(stalled_health) > 20 and {s for _, _, s in health} == {200}
-    assert _percentile(stalled_health, 50) < 0.01 and max(stalled_health) < 0.25, sorted(stalled_health)[-5:]
+    assert _percentile(stalled_health, 50) < 0.01 and _percentile(stalled_health, 95) < 0.1, sorted(stalled_health)[-5:]
     after = [status for at, _, status in results if at > resumed_at + 1.0]
     assert after and set(after) == {200}, "recovered within a second of SIGCONT"
     metrics = live.metrics()
