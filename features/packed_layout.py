@@ -261,16 +261,7 @@ def unpack_rows(schema: PackedSchema, values: Sequence[bytes | object | None], k
     n = len(values)
     size = schema.fixed_size
     corrupt: list[CorruptValueError] = []
-    positions: list[int] = []
-    for j, v in enumerate(values):  # one pass: absent, foreign and wrong-length values drop out here
-        if v is None:
-            continue
-        why = _length_problem(v, size, schema.has_variable)
-        if why is None:
-            positions.append(j)
-        else:
-            corrupt.append(CorruptValueError(keys[j], why))
-    present = cast(list[bytes], [values[j] for j in positions])
+    positions, present, fixed_buf = _well_sized(values, keys, size, schema.has_variable, corrupt)
     found = np.zeros(n, dtype=bool)
     found[positions] = True
     f = len(schema.names)
@@ -280,7 +271,6 @@ def unpack_rows(schema: PackedSchema, values: Sequence[bytes | object | None], k
     text = {i: np.full(n, None, dtype=object) for i, k in enumerate(schema.kinds) if k in VARIABLE_KINDS}
     if not present:
         return UnpackedBatch(schema, found, event, created, np.zeros((0, f), np.int64), valid, text, corrupt)
-    fixed_buf = b"".join(v[:size] for v in present) if schema.has_variable else b"".join(present)
     rows = np.frombuffer(fixed_buf, dtype=schema.row_dtype())
     as_bytes = np.frombuffer(fixed_buf, dtype=np.uint8).reshape(len(present), size)
     bad = _bad_fixed(schema, rows, as_bytes, [keys[j] for j in positions], corrupt)
@@ -296,6 +286,37 @@ def unpack_rows(schema: PackedSchema, values: Sequence[bytes | object | None], k
     if bad.any():
         batch.drop(idx[bad])
     return batch
+
+
+def _well_sized(values: Sequence[bytes | object | None], keys: Sequence[bytes], size: int, variable: bool,
+                corrupt: list[CorruptValueError]) -> tuple[list[int], list[bytes], bytes]:
+    """The positions and values that are bytes of a possible length, and their fixed parts joined;
+    the others (not bytes, too short, too long) are reported in ``corrupt``. The common case, every
+    value well sized, costs a join and a length check, not a Python call per value."""
+    if None in values:
+        positions = [j for j, v in enumerate(values) if v is not None]
+        present = [values[j] for j in positions]
+    else:
+        positions, present = list(range(len(values))), list(values)
+    try:
+        if variable:
+            if all(len(v) >= size for v in present):  # type: ignore[arg-type]
+                return positions, cast(list[bytes], present), b"".join(v[:size] for v in present)  # type: ignore[index]
+        else:
+            joined = b"".join(present)  # type: ignore[arg-type]
+            if len(joined) == size * len(present):
+                return positions, cast(list[bytes], present), joined
+    except TypeError:  # a value that is not bytes: the marker for a key of another Redis type
+        pass
+    kept = []
+    for j in positions:  # the rare case: sort out the bad values one by one
+        why = _length_problem(values[j], size, variable)
+        if why is None:
+            kept.append(j)
+        else:
+            corrupt.append(CorruptValueError(keys[j], why))
+    good = cast(list[bytes], [values[j] for j in kept])
+    return kept, good, b"".join(v[:size] for v in good) if variable else b"".join(good)
 
 
 def _length_problem(value: object, size: int, variable: bool) -> str | None:
