@@ -64,17 +64,12 @@ up to 3,600 files per serving process; compact old hours offline if readers find
 from __future__ import annotations
 
 import atexit
-import contextlib
-import itertools
 import logging
 import math
-import os
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -84,6 +79,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serving.errors import PredictionLogError, PredictionLogWriteError
+from serving.prediction_log_files import (
+    TIMESTAMP_COLUMN,
+    Batch,
+    arrow_tables,
+    split_by_hour,
+    to_table,
+    unified,
+    write_isolating,
+)
 
 __all__ = [
     "DROP_REASONS",
@@ -96,15 +100,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP_COLUMN = "event_timestamp"
 DROP_REASONS = ("overflow", "closed", "unconvertible", "unwritable", "unwritten_at_close", "writer_error")
 PARTITION_KEYS = ("date", "hour")
-HOUR_US = 3_600 * 1_000_000
-TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WARN_EVERY_S = 10.0
 
-_Batch = dict[str, np.ndarray]
 
 
 class PredictionLog:
@@ -140,7 +139,7 @@ class PredictionLog:
         self.column_types = dict(column_types or {})
         self._cond = threading.Condition()
         # Guarded by _cond: the queue, the row and file counters, the flush handshake.
-        self._queue: list[_Batch] = []
+        self._queue: list[Batch] = []
         self._queued_rows = 0
         self._held_rows = 0  # taken by the writer: being written, or kept after a failed write
         self._written_rows = self._files_written = self._write_errors = 0
@@ -330,21 +329,21 @@ class PredictionLog:
                 self._due = now + self.flush_interval_s
             self._cond.wait(self._due - now)
 
-    def _write_round(self, batches: Sequence[_Batch]) -> Exception | None:
+    def _write_round(self, batches: Sequence[Batch]) -> Exception | None:
         """Write the retained pieces and ``batches``; return the error that stopped it, if any.
 
         A batch that can't be converted, or rows that Parquet refuses, are dropped alone (counted
         by reason); everything else of the round is written. Only a failing disk (an ``OSError``)
         stops the round: its rows are kept and retried."""
-        tables, bad = _arrow_tables(batches, self.column_types)
+        tables, bad = arrow_tables(batches, self.column_types)
         for rows, exc in bad:
             log.error("prediction log dropped a batch of %d rows that Arrow cannot convert: %s", rows, exc)
             self._forget(rows, "unconvertible")
-        pieces = [piece for table in _unified(self._retry + tables) for piece in _split_by_hour(table)]
+        pieces = [piece for table in unified(self._retry + tables) for piece in split_by_hour(table)]
         self._retry = []
         for i, (subdir, table) in enumerate(pieces):
             try:
-                written, refused = _write_isolating(self.root / subdir, table)
+                written, refused = write_isolating(self.root / subdir, table)
             except OSError as exc:  # the disk: keep the rows, retry later
                 self._retry = [t for _, t in pieces[i:]]
                 self._report_failure(exc, sum(t.num_rows for t in self._retry))
@@ -398,16 +397,16 @@ def _warm_up() -> None:
     hook, which raises once the interpreter is exiting: a first write from the atexit hook would
     fail. Doing it here, once, makes that write an ordinary one.
     """
-    sample = _to_table({TIMESTAMP_COLUMN: np.zeros(1, "datetime64[us]"), "text": np.array(["x"], dtype=object)})
-    for _, piece in _split_by_hour(_unified([sample, sample])[0]):
+    sample = to_table({TIMESTAMP_COLUMN: np.zeros(1, "datetime64[us]"), "text": np.array(["x"], dtype=object)})
+    for _, piece in split_by_hour(unified([sample, sample])[0]):
         pq.write_table(piece, pa.BufferOutputStream(), coerce_timestamps="us")
 
 
-def _checked_batch(columns: Mapping[str, np.ndarray | list[Any]]) -> tuple[_Batch, int]:
+def _checked_batch(columns: Mapping[str, np.ndarray | list[Any]]) -> tuple[Batch, int]:
     """The batch as 1-d numpy arrays with a ``datetime64[us]`` timestamp, and its row count."""
     if TIMESTAMP_COLUMN not in columns:
         raise PredictionLogError(f"a prediction log batch needs a {TIMESTAMP_COLUMN!r} column; it has {sorted(columns)}")
-    batch: _Batch = {}
+    batch: Batch = {}
     for name, values in columns.items():
         if name in PARTITION_KEYS:
             raise PredictionLogError(f"column {name!r} clashes with the log's partition folders (date=…/hour=…); "
@@ -430,105 +429,3 @@ def _checked_batch(columns: Mapping[str, np.ndarray | list[Any]]) -> tuple[_Batc
     if np.isnat(stamps).any():
         raise PredictionLogError(f"{TIMESTAMP_COLUMN!r} has missing values (NaT); every row needs its time")
     return batch, lengths.pop()
-
-
-def _arrow_tables(batches: Sequence[_Batch], types: Mapping[str, pa.DataType]
-                  ) -> tuple[list[pa.Table], list[tuple[int, Exception]]]:
-    """One table per group of batches with the same columns and dtypes; and the unconvertible
-    batches, as (rows, error)."""
-    groups: dict[tuple[tuple[str, str], ...], list[_Batch]] = {}
-    for batch in batches:
-        key = tuple((name, "object" if a.dtype.kind in "OUS" else a.dtype.str) for name, a in batch.items())
-        groups.setdefault(key, []).append(batch)
-    tables, bad = [], []
-    for group in groups.values():
-        with contextlib.suppress(Exception):  # mixed types, text that is not Unicode, …: find the culprits below
-            tables.append(_to_table({name: np.concatenate([b[name] for b in group]) for name in group[0]}, types))
-            continue
-        for batch in group:  # a batch is one request's rows: drop the bad ones, keep the rest
-            try:
-                tables.append(_to_table(batch, types))
-            except Exception as exc:  # noqa: BLE001  (whatever the cause, this batch alone is lost)
-                bad.append((len(batch[TIMESTAMP_COLUMN]), exc))
-    return tables, bad
-
-
-def _to_table(columns: Mapping[str, np.ndarray], types: Mapping[str, pa.DataType] | None = None) -> pa.Table:
-    types = types or {}
-    arrays = [
-        pa.array(a, type=TIMESTAMP_TYPE) if name == TIMESTAMP_COLUMN
-        # from_pandas: None and NaN are null in object columns; float columns keep NaN as NaN.
-        else pa.array(a, type=types.get(name), from_pandas=a.dtype.kind == "O")
-        for name, a in columns.items()
-    ]
-    return pa.table(arrays, names=list(columns))
-
-
-def _unified(tables: Sequence[pa.Table]) -> list[pa.Table]:
-    """Tables merged into as few as their schemas allow: missing columns become null."""
-    groups: list[tuple[pa.Schema, list[pa.Table]]] = []
-    for table in tables:
-        for i, (schema, members) in enumerate(groups):
-            try:
-                merged = schema if schema.equals(table.schema) else pa.unify_schemas([schema, table.schema])
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                continue
-            members.append(table)
-            groups[i] = (merged, members)
-            break
-        else:
-            groups.append((table.schema, [table]))
-    return [pa.concat_tables(members, promote_options="default") for _, members in groups]
-
-
-def _split_by_hour(table: pa.Table) -> list[tuple[str, pa.Table]]:
-    """``(date=…/hour=…, rows of that UTC hour)`` for each hour the table's timestamps touch."""
-    hours = table.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy() // HOUR_US
-    if (hours == hours[0]).all():
-        return [(_hour_folder(int(hours[0])), table)]
-    order = np.argsort(hours, kind="stable")
-    hours, table = hours[order], table.take(order)
-    bounds = [0, *(np.flatnonzero(np.diff(hours)) + 1).tolist(), len(hours)]
-    return [(_hour_folder(int(hours[a])), table.slice(a, b - a)) for a, b in itertools.pairwise(bounds)]
-
-
-def _hour_folder(hour_index: int) -> str:
-    start = _EPOCH + timedelta(hours=hour_index)
-    return f"date={start:%Y-%m-%d}/hour={start:%H}"
-
-
-def _write_isolating(folder: Path, table: pa.Table) -> tuple[int, list[tuple[int, Exception]]]:
-    """Write ``table`` as one file; if Parquet refuses its data (anything but an ``OSError``), write
-    it in halves, down to single rows, so that only the rows it refuses are lost. Returns the files
-    written and the refused (rows, error) pieces; an ``OSError`` propagates (the disk, not the data)."""
-    try:
-        _write_file(folder, table)
-        return 1, []
-    except OSError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (a data error: isolate it)
-        if table.num_rows <= 1:
-            return 0, [(table.num_rows, exc)]
-    half = table.num_rows // 2
-    files, refused = _write_isolating(folder, table.slice(0, half))
-    more, also = _write_isolating(folder, table.slice(half))
-    return files + more, refused + also
-
-
-def _write_file(folder: Path, table: pa.Table) -> None:
-    """Write ``table`` as a new file in ``folder``: a temporary name, fsync, then an atomic rename."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
-    tmp = folder / f".{name}.tmp"  # a leading '.' hides it from pyarrow and Spark
-    try:
-        pq.write_table(table, tmp, coerce_timestamps="us")
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # so that a renamed file is never empty after a power cut
-        finally:
-            os.close(fd)
-        os.replace(tmp, folder / name)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

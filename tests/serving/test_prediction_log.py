@@ -280,16 +280,16 @@ def test_text_that_is_not_unicode_loses_its_own_batch_only(tmp_path: Path) -> No
 def test_rows_parquet_refuses_are_isolated_down_to_the_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A data error in the Parquet write (not the disk) loses only the rows it is about: the writer
     halves the table until it finds them. The real writer runs; the refusal is injected."""
-    from serving import prediction_log
+    from serving import prediction_log, prediction_log_files
 
-    real = prediction_log._write_file
+    real = prediction_log_files._write_file
 
     def refuse_customer_7(folder: Path, table: pa.Table) -> None:
         if 7 in table.column("customer_id").to_pylist():
             raise ValueError("Parquet refused a value")
         real(folder, table)
 
-    monkeypatch.setattr(prediction_log, "_write_file", refuse_customer_7)
+    monkeypatch.setattr(prediction_log_files, "_write_file", refuse_customer_7)
     with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
         plog.append(scored(20))
     assert read_log(tmp_path)["customer_id"].to_pylist() == [i for i in range(20) if i != 7]
