@@ -25,6 +25,9 @@ __all__ = ["guarded_protocol"]
 
 _TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                 b"content-length: 41\r\nconnection: close\r\n\r\nthe request head did not arrive in time\r\n")
+#: Connections past ``max_connections`` that are still accepted, so that uvicorn can answer their
+#: requests with its 503 ("come back later") rather than a reset.
+_HEADROOM = 64
 
 
 class _GuardedProtocol(HttpToolsProtocol):
@@ -66,10 +69,6 @@ class _GuardedProtocol(HttpToolsProtocol):
             self.transport.write(_TIMEOUT_408)
             self.transport.close()
 
-
-#: Connections past ``max_connections`` that are still accepted, so that uvicorn can answer their
-#: requests with its 503 ("come back later") rather than a reset.
-_HEADROOM = 64
 
 
 def guarded_protocol(*, head_timeout_s: float, max_connections: int) -> type[Any]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.redaction import redact
 from serving.batcher import MicroBatcher
 from serving.errors import ModelFormatError
 from serving.fraud_model import FraudModel
@@ -95,7 +96,7 @@ class ModelSlots:
                 try:
                     version = self._resolve(alias)
                 except Exception as exc:  # noqa: BLE001  (registry unreachable: keep serving what we have)
-                    self.errors[alias] = f"could not resolve {self.name}@{alias}: {exc}"
+                    self.errors[alias] = f"could not resolve {self.name}@{alias}: {redact(str(exc))}"
                     log.warning(self.errors[alias])
                     continue
                 if version is None:
@@ -112,7 +113,7 @@ class ModelSlots:
                     loaded = self._load(alias, version)
                 except Exception as exc:  # noqa: BLE001  (any load or warm failure keeps the old model)
                     retry_s = self._backoff(alias, version)
-                    self.errors[alias] = f"{self.name} v{version} ({alias}) failed to load: {exc}"
+                    self.errors[alias] = f"{self.name} v{version} ({alias}) failed to load: {redact(str(exc))}"
                     log.error("%s; still serving %s; next try in %.1f s", self.errors[alias],
                               f"v{current.version}" if current else "nothing for this alias", retry_s)
                     continue

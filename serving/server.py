@@ -156,7 +156,7 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     metrics.watch(scorer)
 
     def ready() -> tuple[bool, list[str]]:  # no I/O: the store-watch thread and the breaker keep the state
-        reasons = [f"{alias}: {redact(error)}" for alias, error in dict(slots.errors).items()]
+        reasons = [f"{alias}: {error}" for alias, error in dict(slots.errors).items()]  # redacted by ModelSlots
         reasons += [f"the {alias} alias of {settings.model_name!r} is gone from the registry; still serving "
                     f"v{loaded.version}" for alias in sorted(slots.missing) if (loaded := slots.get(alias))]
         if slots.get(CHAMPION) is None:
