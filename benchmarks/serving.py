@@ -171,23 +171,27 @@ def built_model(frame: pd.DataFrame, seed: int) -> ModelChoice:
 
 
 def register(settings: Settings, choice: ModelChoice) -> str:
-    """Log ``choice`` as ``tidemark train`` does (pyfunc from code, ``features`` param), register it
+    """Log ``choice`` as ``tidemark train`` does (pyfunc from code, the model contract), register it
     and promote it to champion; returns the version."""
     import mlflow
 
+    from features.sdk import FeatureClient
     from pipelines import model_registry
+    from pipelines.train_job import fraud_contract
     from serving.fraud_pyfunc import MODEL_CODE
 
     ml = model_registry.connect(settings)
     experiment = model_registry.experiment_id(ml, settings, settings.model_name)
     with mlflow.start_run(experiment_id=experiment, run_name="benchmarks/serving.py") as run, \
             tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({"features": ",".join(choice.features)})
         info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE),
                                        artifacts=choice.model.save(Path(tmp)), signature=choice.signature,
                                        pip_requirements=["mlflow", "torch", "numpy", "pandas"])
+        spec = choice.model.spec
+        contract = fraud_contract(FeatureClient(settings), choice.features, spec.columns,
+                                  [c.name for c in spec.categorical])
         version = model_registry.register(ml, settings.model_name, info.model_uri, run_id=run.info.run_id,
-                                          tags={}, description=choice.source)
+                                          tags=contract.to_tags(), description=choice.source)
     model_registry.promote(ml, settings.model_name, str(version.version), first=True)
     return str(version.version)
 
@@ -448,7 +452,7 @@ def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, roo
             "ASGI app, POST /v1/predict (no socket)": asgi,
             "Scorer.score (read, route, model, log)": score,
             "  OnlineReader.read_columns": lambda: reader.read_columns(plan, frames[next(counter) % n]),
-            "  LoadedModel.predict_proba (encode + batcher)": lambda: champion.predict_proba(inputs[next(counter) % n]),
+            "  LoadedModel.predict (encode + batcher)": lambda: champion.predict(inputs[next(counter) % n]),
             "    FraudModel.encode": lambda: champion.model.encode(inputs[next(counter) % n]),
         }
         return {name: stats_ms(time_calls(fn, args.inprocess_calls, 60.0)) for name, fn in parts.items()}

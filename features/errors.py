@@ -8,6 +8,7 @@
         │   ├── MissingColumnError      a join key or the timestamp column is absent
         │   └── TimestampTypeError      a timestamp column holds something else
         ├── UnknownFeatureError         a feature reference is not registered
+        ├── UnknownFeatureServiceError  a FeatureService name is not registered
         ├── PartitionCommitError        a partitioned write could not be committed
         ├── DataCheckError              a feature build's input or output broke a data check
         └── OnlineStoreError            the online store (Redis) failed a read or a write
@@ -73,6 +74,20 @@ class UnknownFeatureError(FeatureStoreError):
             "References look like 'feature_view:feature'; run `tidemark features list` to see them all."
         )
         self.reference = reference
+        self.near_matches = near
+
+
+class UnknownFeatureServiceError(FeatureStoreError):
+    """A FeatureService name is not registered in the Feast repo."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        super().__init__(f"unknown feature service {name!r}; {hint}known: {', '.join(known) or 'none'}. "
+                         "Define it in the Feast repo (FeatureService(name=..., features=[...])) and apply it, "
+                         "or pass 'view:feature' references instead")
+        self.name = name
         self.near_matches = near
 
 

@@ -83,6 +83,37 @@ class FeatureClient:
             for feature in fv.features
         )
 
+    def resolve_features(self, features: str | Sequence[str]) -> tuple[list[str], str | None]:
+        """``view:feature`` references for a Feast ``FeatureService`` name or a list of references,
+        and the service's name (None for a list). Unknown names raise with near matches."""
+        from features.errors import UnknownFeatureServiceError
+
+        if isinstance(features, str) and ":" in features:  # one reference
+            features = [features]
+        if isinstance(features, str):
+            known = {fs.name: fs for fs in self.store.list_feature_services()}
+            service = known.get(features)
+            if service is None:
+                raise UnknownFeatureServiceError(features, known)
+            refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features]
+            self._check_references(refs)
+            return refs, features
+        refs = list(features)
+        self._check_references(refs)
+        return refs, None
+
+    def join_keys(self, features: Sequence[str]) -> list[tuple[str, str]]:
+        """The entity join keys that ``features`` need, sorted, each with its kind: ``"int"`` or
+        ``"str"`` (the entity's value type), as online reads and request rows take them."""
+        from features.online_views import DUMMY_JOIN_KEY, OnlineView
+
+        keys: dict[str, str] = {}
+        for view in sorted({ref.split(":", 1)[0] for ref in features}):
+            online = OnlineView.from_feast(self.store.get_feature_view(view))
+            keys.update((k, kind) for k, kind in zip(online.join_keys, online.key_kinds, strict=True)
+                        if k != DUMMY_JOIN_KEY)
+        return sorted(keys.items())
+
     def lineage(self, features: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Where ``features`` come from, per feature view, as the registry has it now: the Feast
         version (``v<N>``; Feast numbers each schema change), a SHA-256 of the view's definition,

@@ -35,7 +35,7 @@ def add_model_commands(commands: Any) -> None:
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--max-rows", type=int, default=None, help="train on a uniform sample of this many rows")
     train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    train.add_argument("--model-name", default=None, help="registered model (default: $TIDEMARK_MODEL_NAME "
+    train.add_argument("--model", "--model-name", dest="model_name", default=None, help="registered model (default: $TIDEMARK_MODEL_NAME "
                                                           "or fraud-detector)")
     train.set_defaults(run=_train)
 
@@ -44,22 +44,22 @@ def add_model_commands(commands: Any) -> None:
     gate.add_argument("--cutoff", type=_utc_time, default=None, help="labels known by (UTC; default: newest)")
     gate.add_argument("--maturity-days", type=float, default=None,
                       help="judge payments at least this old at the cutoff (default: the runs' label maturity)")
-    gate.add_argument("--model-name", default=None)
+    gate.add_argument("--model", "--model-name", dest="model_name", default=None)
     gate.set_defaults(run=_gate)
 
     promote = commands.add_parser("promote", help="make the challenger (or --version) the champion")
     promote.add_argument("--version", default=None)
     promote.add_argument("--first", action="store_true", help="the model's first champion (no gate)")
-    promote.add_argument("--model-name", default=None)
+    promote.add_argument("--model", "--model-name", dest="model_name", default=None)
     promote.set_defaults(run=_promote)
 
     rollback = commands.add_parser("rollback", help="point champion back at previous-champion")
     rollback.add_argument("--reason", default="manual")
-    rollback.add_argument("--model-name", default=None)
+    rollback.add_argument("--model", "--model-name", dest="model_name", default=None)
     rollback.set_defaults(run=_rollback)
 
     models = commands.add_parser("models", help="list the model's versions, aliases and metrics")
-    models.add_argument("--model-name", default=None)
+    models.add_argument("--model", "--model-name", dest="model_name", default=None)
     models.set_defaults(run=_models)
 
     ui = commands.add_parser("mlflow-ui", help="start the MLflow UI on tidemark's tracking store")

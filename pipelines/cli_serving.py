@@ -1,8 +1,8 @@
-"""``tidemark serve``: the fraud-scoring HTTP server (serving/app.py) on uvicorn.
+"""``tidemark serve``: the scoring HTTP server of one registered model (serving/app.py) on uvicorn.
 
-    tidemark serve [--host 127.0.0.1] [--port 8080] [--refresh-s 10] [--max-connections 512]
+    tidemark serve [--model NAME] [--host 127.0.0.1] [--port 8080] [--refresh-s 10] [--max-connections 512]
                    [--body-timeout-s 5] [--max-in-flight 32]
-    tidemark canary start [--no-shadow] | step | status | rollback --reason "..." | promote
+    tidemark canary [--model NAME] start [--no-shadow] | step | status | rollback --reason "..." | promote
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from features.settings import Settings
 
 def add_serving_commands(commands: Any) -> None:
     """Add ``serve`` to the CLI's subparsers."""
-    serve = commands.add_parser("serve", help="serve fraud scores over HTTP (champion, challenger canary)")
+    serve = commands.add_parser("serve", help="serve a model's predictions over HTTP (champion, challenger canary)")
+    serve.add_argument("--model", "--model-name", dest="model_name", default=None,
+                       help="the registered model to serve (default: $TIDEMARK_MODEL_NAME, else fraud-detector)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--refresh-s", type=float, default=10.0,
@@ -35,6 +37,8 @@ def add_serving_commands(commands: Any) -> None:
     serve.set_defaults(run=_serve)
 
     canary = commands.add_parser("canary", help="champion-challenger canary: start, step, status, rollback, promote")
+    canary.add_argument("--model", "--model-name", dest="model_name", default=None,
+                        help="the registered model (default: $TIDEMARK_MODEL_NAME, else fraud-detector)")
     actions = canary.add_subparsers(required=True, metavar="ACTION")
     begin = actions.add_parser("start", help="start a canary of the challenger (shadow first)")
     begin.add_argument("--no-shadow", action="store_true", help="skip shadow mode: start at 5 %%")
@@ -59,6 +63,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from serving.http_protocol import guarded_protocol
     from serving.server import build_server
 
+    settings = _for_model(settings, args)
     limits = ApiLimits(max_rows=args.max_rows, body_timeout_s=args.body_timeout_s, max_in_flight=args.max_in_flight)
     server = build_server(settings, refresh_s=args.refresh_s, limits=limits, admin=CanaryAdmin(settings),
                           torch_threads=args.torch_threads or (None if torch.cuda.is_available() else 1))
@@ -89,14 +94,14 @@ def _show(state: Any) -> str:
 def _canary_start(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.canary_job import start
 
-    print(_show(start(settings, shadow=not args.no_shadow)))
+    print(_show(start(_for_model(settings, args), shadow=not args.no_shadow)))
     return 0
 
 
 def _canary_step(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.canary_job import step
 
-    outcome = step(settings)
+    outcome = step(_for_model(settings, args))
     print(f"{outcome.action}: " + "; ".join(outcome.reasons))
     print(_show(outcome.state))
     return 0
@@ -105,19 +110,27 @@ def _canary_step(settings: Settings, args: argparse.Namespace) -> int:
 def _canary_status(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.canary_job import status
 
-    print(_show(status(settings)))
+    print(_show(status(_for_model(settings, args))))
     return 0
 
 
 def _canary_rollback(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.canary_job import rollback
 
-    print(_show(rollback(settings, args.reason)))
+    print(_show(rollback(_for_model(settings, args), args.reason)))
     return 0
 
 
 def _canary_promote(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.canary_job import promote_now
 
-    print(_show(promote_now(settings)))
+    print(_show(promote_now(_for_model(settings, args))))
     return 0
+
+
+def _for_model(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``settings`` for the model named with ``--model`` (unchanged without one)."""
+    import dataclasses
+
+    name = getattr(args, "model_name", None)
+    return dataclasses.replace(settings, model_name=name) if name else settings

@@ -1,4 +1,5 @@
-"""How good a fraud score is, on labelled rows: the metrics a model version is judged by.
+"""How good a model version is, on labelled rows: the metrics it is judged by. A binary
+classifier's (the fraud example's), below; :func:`task_metrics` covers multiclass and regression.
 
     roc_auc            area under the ROC curve
     pr_auc             average precision (area under precision-recall, no interpolation)
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["METRICS", "calibration_error", "recall_at_fpr", "score_metrics"]
+__all__ = ["METRICS", "PRIMARY_METRIC", "calibration_error", "recall_at_fpr", "score_metrics", "task_metrics"]
 
 METRICS = ("roc_auc", "pr_auc", "recall_at_1pct_fpr", "log_loss", "calibration_error")
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "recall_at_1pct_fpr": True,
@@ -73,3 +74,42 @@ def calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) ->
     sums_p = np.add.reduceat(p, starts[keep])
     sums_y = np.add.reduceat(y, starts[keep])
     return float(np.abs(sums_y - sums_p).sum() / p.size)
+
+
+#: The metric each task's model versions are compared on (gate, canary, label-based drift), and
+#: whether higher is better.
+PRIMARY_METRIC: dict[str, tuple[str, bool]] = {"binary": ("pr_auc", True), "multiclass": ("log_loss", False),
+                                               "regression": ("rmse", False)}
+
+
+def task_metrics(task: str, labels: np.ndarray, predictions: np.ndarray,
+                 classes: tuple[str, ...] = ()) -> dict[str, float]:
+    """The validation metrics of a ``task``'s predictions: binary, every metric of
+    :func:`score_metrics` (ROC-AUC and PR-AUC among them; ``labels`` 0/1 or ``classes`` names,
+    ``classes[1]`` positive); multiclass, ``log_loss`` (nats) and ``accuracy`` (``predictions``
+    (n, k) in the order of ``classes``); regression, ``rmse``, ``mae`` (in the label's unit) and ``r2``."""
+    if task == "binary":
+        y = np.asarray(labels)
+        if classes and y.dtype.kind not in "biu":
+            y = (y.astype(str) == classes[1]).astype(np.int8)
+        return score_metrics(y, predictions)
+    if task == "multiclass":
+        from sklearn.metrics import log_loss
+
+        p = np.clip(np.asarray(predictions, dtype=np.float64), 1e-15, 1.0)
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index.get(str(v), -1) for v in labels])
+        if (y < 0).any():
+            raise ValueError(f"labels {sorted(set(map(str, np.asarray(labels)[y < 0])))[:5]} are not among the "
+                             f"classes {list(classes)}")
+        return {"log_loss": float(log_loss(y, p / p.sum(axis=1, keepdims=True), labels=list(range(len(classes))))),
+                "accuracy": float((p.argmax(axis=1) == y).mean())}
+    if task == "regression":
+        y, f = np.asarray(labels, dtype=np.float64), np.asarray(predictions, dtype=np.float64)
+        if y.size != f.size or y.size == 0:
+            raise ValueError(f"{y.size} labels and {f.size} predictions; need equal, non-zero counts")
+        error = f - y
+        spread = float(((y - y.mean()) ** 2).sum())
+        return {"rmse": float(np.sqrt((error ** 2).mean())), "mae": float(np.abs(error).mean()),
+                "r2": 1.0 - float((error ** 2).sum()) / spread if spread > 0 else float("nan")}
+    raise ValueError(f"unknown task {task!r}")

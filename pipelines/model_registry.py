@@ -30,10 +30,11 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from features.settings import Settings
+    from pipelines.model_registration import register_model
 
 __all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION", "Promotion", "alias_version", "connect",
-           "experiment_id", "model_version", "promote", "record_gate", "register", "require_gate", "resolve_version",
-           "rollback"]
+           "experiment_id", "model_version", "promote", "record_gate", "register", "register_model", "require_gate",
+           "resolve_version", "rollback"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,19 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 GATE_PREFIX = "gate."
 STATE_TAG = "tidemark.state"  # "ready" once registration finished; anything else is never promoted
-_MODEL_DESCRIPTION = ("Card fraud model trained by tidemark from point-in-time feature frames. Aliases: "
-                      "champion (serving), challenger (newest candidate), previous-champion (rollback target).")
+_MODEL_DESCRIPTION = ("A model trained from tidemark's point-in-time feature frames; its contract (features, task, "
+                      "label source) is each version's tidemark.contract tag. Aliases: champion (serving), "
+                      "challenger (newest candidate), previous-champion (rollback target).")
+
+
+def __getattr__(name: str) -> Any:
+    # register_model lives in pipelines.model_registration, which imports this module: re-exported
+    # lazily so that either module can be imported first.
+    if name == "register_model":
+        from pipelines.model_registration import register_model
+
+        return register_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def connect(settings: Settings) -> MlflowClient:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipelines import model_registry
+from pipelines.model_registration import CONTRACT_ARTIFACT, PROFILE_ARTIFACT
 from pipelines.training import LABEL, SCORE, TrainConfig, TrainingData, TrainResult, fit, prepare
+from serving.model_contract import LabelSource, ModelContract
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -37,11 +40,10 @@ if TYPE_CHECKING:
     from features.sdk import FeatureClient
     from features.settings import Settings
 
-__all__ = ["PROFILE_ARTIFACT", "TrainOutcome", "train_and_register"]
+__all__ = ["PROFILE_ARTIFACT", "TrainOutcome", "fraud_contract", "train_and_register"]
 
 log = logging.getLogger(__name__)
 
-PROFILE_ARTIFACT = "reference_profile/profile.bin"
 MODEL_ARTIFACT = "model"
 
 
@@ -80,7 +82,9 @@ def train_and_register(settings: Settings, config: TrainConfig | None = None, *,
 
     config = config or TrainConfig()
     name = model_name or settings.model_name
-    data = prepare(feature_client or FeatureClient(settings), config)
+    fc = feature_client or FeatureClient(settings)
+    data = prepare(fc, config)
+    contract = fraud_contract(fc, config.features, data.feature_columns, data.categorical)
     client = model_registry.connect(settings)
     experiment = model_registry.experiment_id(client, settings, name)
     window = data.window
@@ -103,10 +107,26 @@ def train_and_register(settings: Settings, config: TrainConfig | None = None, *,
                         "lineage.json")
         _log_profile(result)
         info = _log_model(result, data)
+        mlflow.log_dict(json.loads(contract.to_json()), CONTRACT_ARTIFACT)
         version = model_registry.register(client, name, info.model_uri, run_id=run_id,
-                                          tags=_version_tags(config, data, result),
+                                          tags={**contract.to_tags(), **_version_tags(config, data, result)},
                                           description=_description(data, result))
     return TrainOutcome(version, run_id, data, result)
+
+
+def fraud_contract(fc: FeatureClient, features: Sequence[str], inputs: Sequence[str],
+                   categorical: Sequence[str]) -> ModelContract:
+    """The fraud model's contract: its features and their join keys from Feast, its ``inputs``
+    (request fields and feature columns; ``categorical`` among them are text) and the labels table
+    (joined on ``transaction_id``, known at ``label_timestamp``)."""
+    keys = fc.join_keys(features)
+    settings = fc.settings
+    return ModelContract(
+        features=tuple(features), join_keys=tuple(k for k, _ in keys), key_kinds=tuple(kind for _, kind in keys),
+        inputs=tuple(inputs), task="binary", text_columns=tuple(categorical), classes=("0", "1"),
+        feast_project=settings.project, output="fraud_probability",
+        label=LabelSource(table=str(settings.raw_dir / "labels"), label=LABEL, join_keys=("transaction_id",),
+                          prediction_time="transaction_timestamp", known_at="label_timestamp"))
 
 
 def _log_inputs(settings: Settings, config: TrainConfig, data: TrainingData) -> None:

@@ -25,7 +25,6 @@ or registered); :func:`fit` trains and evaluates. Neither knows about MLflow.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ import pandas as pd
 from features.feature_views import DEFAULT_FEATURES
 from pipelines.errors import EmptyFrameError, ImmatureLabelsError, NoLabelsError, SingleClassError, TrainingError
 from pipelines.model_metrics import score_metrics
-from pipelines.training_data import utc_timestamp
+from pipelines.training_data import frame_sha256, utc_timestamp
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 
 if TYPE_CHECKING:
@@ -150,9 +149,7 @@ class TrainingData:
     @cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the frame's columns, dtypes and values, in row order."""
-        digest = hashlib.sha256(repr([(c, str(t)) for c, t in self.frame.dtypes.items()]).encode())
-        digest.update(pd.util.hash_pandas_object(self.frame, index=False).to_numpy().tobytes())
-        return digest.hexdigest()
+        return frame_sha256(self.frame)
 
     def rows(self) -> dict[str, int]:
         """Row and fraud counts per split."""

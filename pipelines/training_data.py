@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from features.errors import DataNotFoundError
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """SHA-256 of a frame's columns, dtypes and values, in row order (the index is ignored): the
+    training frame's identity in lineage, whoever built the frame."""
+    digest = hashlib.sha256(repr([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def last_event_time(raw_dir: Path) -> pd.Timestamp:

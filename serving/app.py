@@ -1,10 +1,13 @@
 """The HTTP API (ASGI, Starlette): ``/v1/predict``, health, readiness, metrics, OpenAPI.
 
-    POST /v1/predict   {"rows": [{"customer_id": 1042, "merchant_id": 7, "amount": 12.5,
-                                  "channel": "ecom", "transaction_id": 99120}, ...]}
-                       (transaction_id is optional: it joins delayed labels to the logged scores)
-                       -> {"request_id": "...", "predictions": [{"score": 0.0123,
+    POST /v1/models/{name}/predict, and /v1/predict for the model this server runs
+                       {"rows": [{<join keys>, <request fields>, <label row ids, optional>}, ...]}
+                       e.g. the fraud example's {"customer_id": 1042, "merchant_id": 7,
+                       "amount": 12.5, "channel": "ecom", "transaction_id": 99120}
+                       -> {"request_id": "...", "model": "...", "predictions": [{"score": 0.0123,
                            "variant": "champion", "model_version": "3", "features_found": true}]}
+                       a prediction by the model contract's task: "score" (binary: P(positive)),
+                       "value" (regression), "probabilities" + "predicted_class" (multiclass)
     GET  /healthz      the process is alive
     GET  /readyz       a champion is loaded and warmed, and the online store answers (503 if not)
     GET  /metrics      Prometheus text format
@@ -57,12 +60,15 @@ from starlette.routing import Route
 from features.errors import FeatureStoreError, OnlineStoreError, TidemarkError
 from features.redaction import redact
 from serving.errors import NotReadyError, OverloadedError
-from serving.request_rows import JOIN_KEYS, TRANSACTION_ID, unicode_text, validate_rows
+from serving.request_rows import RowSchema, unicode_text, validate_rows
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from serving.model_contract import ModelContract
     from serving.scorer import Scorer
 
-__all__ = ["TRANSACTION_ID", "ApiLimits", "StoreHealth", "create_app", "openapi_spec"]
+__all__ = ["ApiLimits", "StoreHealth", "create_app", "openapi_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +139,16 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         refused = _content_type_problem(request) or _request_id_problem(request, limits.max_request_id)
         if refused is not None:
             return refused
+        name = request.path_params.get("name", scorer.name)
+        if name != scorer.name:
+            return _error(404, ["path", "name"], f"unknown model {name!r:.80}; this server serves {scorer.name!r}")
         body = await _body(request, limits)
         if isinstance(body, Response):
             return body
-        rows, errors = validate_rows(body, scorer.request_columns(), scorer.text_columns(), limits.max_rows)
+        schema, contract = scorer.row_schema(), scorer.contract()
+        if contract is None:
+            return unavailable.answer(NotReadyError("no champion model is loaded"), uuid.uuid4().hex)
+        rows, errors = validate_rows(body, schema, limits.max_rows)
         if errors:
             return JSONResponse({"detail": errors}, status_code=422)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -147,11 +159,12 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
                 scored = await workers.run(scorer.score, rows, request_id)
         except (NotReadyError, OverloadedError, FeatureStoreError) as exc:  # store down, no model, at capacity
             return unavailable.answer(exc, request_id)
-        predictions = [{"score": float(s), "variant": v, "model_version": m, "features_found": bool(f)}
-                       for s, v, m, f in zip(scored.scores, scored.variants, scored.versions,
+        predictions = [{**p, "variant": v, "model_version": m, "features_found": bool(f)}
+                       for p, v, m, f in zip(_predictions(contract, scored.scores), scored.variants, scored.versions,
                                              scored.features_found, strict=True)]
-        log.debug("request %s: %d rows in %.2f ms", request_id, len(rows), (time.perf_counter() - started) * 1e3)
-        return JSONResponse({"request_id": request_id, "predictions": predictions},
+        log.debug("request %s: %d rows in %.2f ms", request_id, len(predictions),
+                  (time.perf_counter() - started) * 1e3)
+        return JSONResponse({"request_id": request_id, "model": scorer.name, "predictions": predictions},
                             headers={"x-request-id": request_id})
 
     async def healthz(request: Request) -> Response:
@@ -168,7 +181,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         return Response(text, media_type=content_type)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_spec(scorer.request_columns(), scorer.text_columns(), limits))
+        return JSONResponse(openapi_spec(scorer.name, scorer.row_schema(), scorer.contract(), limits))
 
     async def canary(request: Request) -> Response:
         action = request.path_params.get("action", "status")
@@ -209,6 +222,7 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
 
     return Starlette(lifespan=lifespan, routes=[
         Route("/v1/predict", predict, methods=["POST"]),
+        Route("/v1/models/{name}/predict", predict, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -346,18 +360,37 @@ class _Unavailable:
                             status_code=503, headers={"retry-after": "1", "x-request-id": request_id})
 
 
-def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits: ApiLimits) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of this API (request fields as the loaded models need them)."""
-    props: dict[str, Any] = {k: {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
-                             for k in JOIN_KEYS}
-    for name in request_columns:
-        props[name] = ({"type": ["string", "null"], "maxLength": 200} if name in text
-                       else {"type": ["number", "null"]})
-    props[TRANSACTION_ID] = {"type": ["integer", "null"], "format": "int64", "minimum": -(2**63),
-                             "maximum": 2**63 - 1, "description": "optional: joins delayed labels to the log"}
-    row = {"type": "object", "required": [*JOIN_KEYS, *request_columns], "properties": props}
+def _predictions(contract: ModelContract, scores: np.ndarray) -> list[dict[str, Any]]:
+    """Each row's prediction as its task says: a score, a value, or class probabilities."""
+    if contract.task == "binary":
+        return [{"score": s} for s in scores.tolist()]
+    if contract.task == "regression":
+        return [{"value": s} for s in scores.tolist()]
+    classes = contract.classes
+    return [{"predicted_class": classes[max(range(len(p)), key=p.__getitem__)], "probabilities": dict(zip(classes, p,
+                                                                                                       strict=True))}
+            for p in scores.tolist()]
+
+
+def openapi_spec(name: str, schema: RowSchema, contract: ModelContract | None, limits: ApiLimits) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API: request rows and predictions as the champion's model
+    contract has them (join keys, request fields, optional label row ids; the task's prediction)."""
+    int64 = {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
+    props: dict[str, Any] = {k: dict(int64) if kind == "int" else {"type": "string", "minLength": 1, "maxLength": 200}
+                             for k, kind in schema.join_keys}
+    for column in schema.request_columns:
+        props[column] = ({"type": ["string", "null"], "maxLength": 200} if column in schema.text
+                         else {"type": ["number", "null"]})
+    for column in schema.passthrough:
+        props[column] = {**int64, "type": ["integer", "null"],
+                         "description": "optional: the label source's row id, stored with the logged prediction"}
+    row = {"type": "object", "required": list(schema.required), "properties": props}
+    task = contract.task if contract else "binary"
+    answer: dict[str, Any] = ({"score": {"type": "number", "description": "P(positive class)"}} if task == "binary" else
+                              {"value": {"type": "number"}} if task == "regression" else
+                              {"predicted_class": {"type": "string"}, "probabilities": {"type": "object"}})
     prediction = {"type": "object", "properties": {
-        "score": {"type": "number"}, "variant": {"type": "string", "enum": ["champion", "challenger"]},
+        **answer, "variant": {"type": "string", "enum": ["champion", "challenger"]},
         "model_version": {"type": "string"}, "features_found": {"type": "boolean"}}}
     failures = _failures((400, "not JSON"), (408, "the body did not arrive within the deadline"),
                          (413, "body too large"), (415, "the body is not declared as application/json"),
@@ -369,17 +402,19 @@ def openapi_spec(request_columns: tuple[str, ...], text: frozenset[str], limits:
                              "pattern": "^[!-~]+$"}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tidemark fraud scoring", "version": "1"},
+        "info": {"title": f"tidemark serving: {name}", "version": "1"},
         "paths": {
-            "/v1/predict": {"post": {
-                "operationId": "predict",
+            **{path: {"post": {
+                "operationId": operation,
                 "parameters": [request_id],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["rows"], "properties": {"rows": {
                         "type": "array", "minItems": 1, "maxItems": limits.max_rows, "items": row}}}}}},
                 "responses": {"200": _ok({"type": "object", "properties": {
-                    "request_id": {"type": "string"}, "predictions": {"type": "array", "items": prediction}}}),
-                    **failures}}},
+                    "request_id": {"type": "string"}, "model": {"type": "string"},
+                    "predictions": {"type": "array", "items": prediction}}}),
+                    **failures}}}
+               for path, operation in (("/v1/predict", "predict"), (f"/v1/models/{name}/predict", "predictModel"))},
             "/healthz": {"get": {"operationId": "healthz", "responses": {"200": _ok({"type": "object"})}}},
             "/readyz": {"get": {"operationId": "readyz", "responses": {
                 "200": _ok({"type": "object"}), "503": {"description": "not ready"}}}},

@@ -3,6 +3,8 @@
     TidemarkError
     └── ServingError
         ├── ModelFormatError   a stored model can't be read (format, weights, wrong flavour)
+        ├── ContractError      a model contract is malformed or doesn't fit its model
+        │   └── ContractMissingError   a model version was registered without a contract
         ├── NotReadyError      no champion loaded (or it failed): the server answers 503
         ├── OverloadedError    the model's batch queue is full: the server answers 503
         ├── ModelInputError    a frame to score lacks a column or has the wrong kind of values
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from features.errors import TidemarkError
 
-__all__ = ["CanaryConflictError", "CanaryStateError", "ModelFormatError", "ModelInputError", "NotReadyError",
+__all__ = ["CanaryConflictError", "CanaryStateError", "ContractError", "ContractMissingError", "ModelFormatError", "ModelInputError", "NotReadyError",
            "OverloadedError",
            "PredictionLogError", "PredictionLogWriteError", "ServingError"]
 
@@ -29,6 +31,14 @@ class ServingError(TidemarkError):
 
 class ModelFormatError(ServingError):
     """A stored model is not in a form this version of tidemark can load."""
+
+
+class ContractError(ServingError):
+    """A model contract is malformed, or doesn't fit the model or the feature repo it names."""
+
+
+class ContractMissingError(ContractError):
+    """A model version carries no contract (registered by hand in MLflow, or by an older tidemark)."""
 
 
 class ModelInputError(ServingError):

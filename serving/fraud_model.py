@@ -256,19 +256,28 @@ class FraudModel:
         """Raw columns to the module's inputs; see :meth:`ModelSpec.encode`."""
         return self.spec.encode(frame)
 
-    def predict_proba(self, frame: pd.DataFrame | Mapping[str, np.ndarray], *, batch_size: int = 65_536) -> np.ndarray:
-        """P(fraud) per row of ``frame`` (float64), scored in batches without gradients."""
+    @property
+    def accelerated(self) -> bool:
+        """Whether the module runs on a GPU (serving's micro-batcher then waits for company)."""
+        return bool(self.device.type == "cuda")
+
+    def forward(self, numeric: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """P(fraud) per row of encoded inputs (:meth:`encode`'s pair), float64, without gradients:
+        with :meth:`encode` and :attr:`accelerated` this is serving's ``Predictor`` protocol."""
         import torch
 
+        with torch.inference_mode():
+            device = self.device
+            logits = self.module(torch.from_numpy(numeric).to(device), torch.from_numpy(codes).to(device))
+            # in float64: float32 sigmoid saturates at exactly 1.0 above a logit of ~17 (ties)
+            return np.asarray(torch.sigmoid(logits.double()).cpu().numpy())
+
+    def predict_proba(self, frame: pd.DataFrame | Mapping[str, np.ndarray], *, batch_size: int = 65_536) -> np.ndarray:
+        """P(fraud) per row of ``frame`` (float64), scored in batches without gradients."""
         numeric, codes = self.encode(frame)
         out = np.empty(len(numeric), dtype=np.float64)
-        device = self.device
-        with torch.inference_mode():
-            for s in range(0, len(numeric), batch_size):
-                logits = self.module(torch.from_numpy(numeric[s:s + batch_size]).to(device),
-                                     torch.from_numpy(codes[s:s + batch_size]).to(device))
-                # in float64: float32 sigmoid saturates at exactly 1.0 above a logit of ~17 (ties)
-                out[s:s + batch_size] = torch.sigmoid(logits.double()).cpu().numpy()
+        for s in range(0, len(numeric), batch_size):
+            out[s:s + batch_size] = self.forward(numeric[s:s + batch_size], codes[s:s + batch_size])
         return out
 
     def save(self, folder: Path) -> dict[str, str]:

@@ -33,6 +33,12 @@ class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return pd.DataFrame({"fraud_probability": self.fraud_model.predict_proba(model_input)})
 
+    def tidemark_predictor(self, device: str | None = None) -> FraudModel:
+        """Serving's native path (``serving.predictors``): the module itself, on ``device``
+        (default: CUDA when available), skipping the pyfunc wrapper's 1-3 ms per call."""
+        model = self.fraud_model
+        return model.to(device) if device else model
+
     @property
     def fraud_model(self) -> FraudModel:
         """The loaded :class:`FraudModel` (serving batches through it directly)."""

@@ -10,9 +10,12 @@ load or warm leaves the slot as it was; the failure is kept in :attr:`ModelSlots
 ``refresh_s`` up to ``max_backoff_s`` (a broken version is not downloaded every poll). When the
 ``champion`` alias disappears, the last loaded champion keeps serving (a deleted alias must not
 take a fleet down) and :attr:`ModelSlots.missing` names it, for ``/readyz`` and ``/metrics``; any
-other alias that disappears empties its slot (the canary is over). The request path calls the PyTorch module directly (not the pyfunc
-wrapper, which costs 1–3 ms per call) through :class:`serving.fraud_model.FraudModel`, so the
-model's own preprocessing still applies.
+other alias that disappears empties its slot (the canary is over).
+
+A version is loaded only with its model contract (:class:`serving.model_contract.ModelContract`,
+stored as a version tag): it says which features to read and what the model predicts. The request
+path calls the model natively where its flavour allows (:mod:`serving.predictors`: a PyTorch
+module, a scikit-learn estimator), not through the pyfunc wrapper, which costs 1–3 ms per call.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +35,8 @@ import pandas as pd
 from features.redaction import redact
 from serving.batcher import MicroBatcher
 from serving.errors import ModelFormatError
-from serving.fraud_model import FraudModel
+from serving.model_contract import ModelContract
+from serving.predictors import Predictor, predict, predictor_for
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -44,22 +48,32 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """One loaded, warmed model version."""
+    """One loaded, warmed model version and its contract."""
 
     name: str
     alias: str
     version: str
-    model: FraudModel
-    features: tuple[str, ...]         # online feature references, ``view:feature``
-    request_columns: tuple[str, ...]  # model inputs that come with the request, not the store
+    model: Predictor
+    contract: ModelContract
     loaded_at: float                  # time.time()
-    batcher: MicroBatcher | None = None  # shares forward passes across concurrent requests
+    batcher: MicroBatcher | None = None  # shares forward calls across concurrent requests
 
-    def predict_proba(self, inputs: pd.DataFrame | Mapping[str, np.ndarray], *, timeout_s: float = 5.0) -> np.ndarray:
-        """P(fraud) per row, through the micro-batcher when there is one (``timeout_s`` bounds the
-        wait for it; without a batcher the call runs in this thread)."""
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Online feature references, ``view:feature``."""
+        return self.contract.features
+
+    @property
+    def request_columns(self) -> tuple[str, ...]:
+        """Model inputs that come with the request, not the store."""
+        return self.contract.request_columns
+
+    def predict(self, inputs: pd.DataFrame | Mapping[str, np.ndarray], *, timeout_s: float = 5.0) -> np.ndarray:
+        """The task's prediction per row (binary: P(positive); multiclass: (n, k) probabilities;
+        regression: values), through the micro-batcher when there is one (``timeout_s`` bounds
+        the wait for it; without a batcher the call runs in this thread)."""
         if self.batcher is None:
-            return self.model.predict_proba(inputs)
+            return predict(self.model, inputs)
         return self.batcher.score(*self.model.encode(inputs), timeout_s=timeout_s)
 
 
@@ -169,28 +183,20 @@ class ModelSlots:
         from mlflow.models import Model
 
         mv = self.client.get_model_version(self.name, version)
-        params = self.client.get_run(str(mv.run_id)).data.params if mv.run_id else {}
-        if "features" not in params:
-            raise ModelFormatError(f"v{version} has no 'features' param in its run; register models with "
-                                   "`tidemark train` so serving knows which online features to read")
+        contract = ModelContract.of_version(self.name, version, mv.tags)  # before any download
         with tempfile.TemporaryDirectory() as tmp:
             # resolved by this client: a "models:/" URI would go to MLflow's process-wide registry,
             # which nothing in a `tidemark serve` process points at tidemark's
             source = self.client.get_model_version_download_uri(self.name, version)
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
                                                              tracking_uri=self.client.tracking_uri))
-            artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
-            if "spec" not in artifacts or "weights" not in artifacts:
-                raise ModelFormatError(f"v{version} is not a tidemark fraud model (no spec/weights artifacts)")
-            model = FraudModel.load(local / artifacts["spec"]["path"], local / artifacts["weights"]["path"],
-                                    device=self.device)
-        features = tuple(f for f in params["features"].split(",") if f)
-        stored = {ref.split(":", 1)[1] for ref in features}
-        request = tuple(c for c in model.spec.columns if c not in stored)
-        _warm(model)
+            meta = Model.load(str(local))
+            model = predictor_for(local, meta.flavors, contract, device=self.device)
+            example = _input_example(meta, local)
+        _warm(model, contract, example)
         batched = self.batching is not None and alias not in self.direct
-        batcher = MicroBatcher(model.module, name=f"{alias}-v{version}", **(self.batching or {})) if batched else None
-        return LoadedModel(self.name, alias, version, model, features, request, time.time(), batcher)
+        batcher = MicroBatcher(model, name=f"{alias}-v{version}", **(self.batching or {})) if batched else None
+        return LoadedModel(self.name, alias, version, model, contract, time.time(), batcher)
 
 
 def _close_later(batcher: MicroBatcher, grace_s: float = 30.0) -> None:
@@ -200,11 +206,25 @@ def _close_later(batcher: MicroBatcher, grace_s: float = 30.0) -> None:
     timer.start()
 
 
-def _warm(model: FraudModel) -> None:
-    """One forward pass on an all-missing row: allocates buffers, proves the module runs."""
-    row = pd.DataFrame({c: [np.nan] for c in model.spec.columns})
-    for c in model.spec.categorical:
-        row[c.name] = pd.Series([None], dtype="object")
-    score = model.predict_proba(row)
-    if not np.isfinite(score).all():
-        raise ModelFormatError(f"warm-up scored {score[0]} for an all-missing row; the weights are unusable")
+def _input_example(meta: Any, local: Path) -> pd.DataFrame | None:
+    """The input example logged with the model, if any (MLflow stores it beside the model)."""
+    try:
+        example = meta.load_input_example(str(local))
+    except Exception:  # noqa: BLE001  (an unreadable example only costs the warm-up its realism)
+        return None
+    return example if isinstance(example, pd.DataFrame) and len(example) else None
+
+
+def _warm(model: Predictor, contract: ModelContract, example: pd.DataFrame | None) -> None:
+    """One call before the model serves: allocates buffers, proves it runs and gives what its
+    task promises. On the logged input example when there is one, else on an all-missing row."""
+    if example is not None and all(c in example.columns for c in contract.inputs):
+        rows: pd.DataFrame = example[list(contract.inputs)].head(2)
+    else:
+        rows = pd.DataFrame({c: pd.Series([None], dtype="object") if c in contract.text_columns else [np.nan]
+                             for c in contract.inputs})
+    out = predict(model, rows)
+    expected = (len(rows), contract.width) if contract.task == "multiclass" else (len(rows),)
+    if out.shape != expected or not np.isfinite(out).all():
+        raise ModelFormatError(f"warm-up predicted {out!r:.80} (shape {out.shape}) for {len(rows)} rows; expected "
+                               f"finite values of shape {expected} for a {contract.task} model")

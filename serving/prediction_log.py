@@ -161,6 +161,10 @@ class PredictionLog:
 
     # -- the response path ------------------------------------------------------------------
 
+    def declare(self, name: str, arrow_type: pa.DataType) -> None:
+        """Give column ``name`` one Arrow type in every file from now on (see ``column_types``)."""
+        self.column_types[name] = arrow_type
+
     def append(self, columns: Mapping[str, np.ndarray | list[Any]]) -> None:
         """Queue a batch of scored rows, given as equally long columns; returns without disk I/O.
 

@@ -17,7 +17,7 @@ answer from (key, canary id, weight). The formula, on unsigned 64-bit integers w
 
 What follows from it: a key stays on its side for the whole canary (sticky); raising the weight
 only adds keys (one on the challenger at 5 % is still there at 25, 50 and 100 %); a new canary id
-draws a fresh, independent split, so the same customers are not the guinea pigs of every canary.
+draws a fresh, independent split, so the same entities are not the guinea pigs of every canary.
 The weight has a resolution of 0.01 percentage points (10,000 buckets).
 """
 
@@ -42,7 +42,7 @@ _MASK64: Final = (1 << 64) - 1
 
 
 def bucket(keys: npt.ArrayLike, canary_id: str) -> npt.NDArray[np.int64]:
-    """The bucket in [0, 10_000) of every routing key (int customer ids, or str) under ``canary_id``.
+    """The bucket in [0, 10_000) of every routing key (integer ids, or str) under ``canary_id``.
 
     Same shape as ``keys``. Integer arrays take the vectorised path (10k keys in well under 1 ms);
     str (UTF-8), bytes and object arrays are hashed one key at a time first; the string "42" and
@@ -94,7 +94,7 @@ def _as_uint64(keys: np.ndarray) -> npt.NDArray[np.uint64]:
         words = np.fromiter((_word(k) for k in keys.ravel()), dtype=np.uint64, count=keys.size)
         return words.reshape(keys.shape)
     raise TypeError(f"routing keys must be integers or strings, got an array of {keys.dtype}; "
-                    "cast customer ids to int64 first")
+                    "cast integer ids to int64 first")
 
 
 def _word(key: object) -> int:
@@ -107,4 +107,4 @@ def _word(key: object) -> int:
         return int(key) & _MASK64
     shown = "a missing value" if key is None or (isinstance(key, float) and math.isnan(key)) else repr(key)
     raise TypeError(f"routing key {shown} is neither an integer nor a string; every row needs a routing key "
-                    "(customer_id) to be routed")
+                    "(the model contract's routing_key) to be routed")

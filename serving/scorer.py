@@ -2,13 +2,14 @@
 
     rows (join keys + request fields)
       │  OnlineReader: one Redis round trip for the union of both models' features
-      │  routing.to_challenger(customer_id, canary id, weight): sticky, reproducible offline
+      │  routing.to_challenger(routing key, canary id, weight): sticky, reproducible offline
+      │  (the routing key, join keys and request fields are the champion's model contract)
       ├── champion rows ──► champion module
       ├── challenger rows ─► challenger module (an error or no model: the champion answers,
       │                      and the failure is counted against the challenger)
       └── shadow mode ────► challenger on every row, off the response path; logged, never returned
       ▼
-    scores + variant + model version per row; the prediction log gets every scored row
+    predictions (by task) + variant + model version per row; the prediction log gets every row
 
 HTTP lives in :mod:`serving.app`; this module knows nothing about it.
 """
@@ -26,20 +27,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.errors import FeatureStoreError
 from serving.errors import NotReadyError, OverloadedError
+from serving.model_contract import ModelContract
 from serving.model_slots import LoadedModel, ModelSlots
+from serving.request_rows import RowSchema
 
 if TYPE_CHECKING:
     from features.online_reader import OnlineReader, ReadPlan
 
-__all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "Scored", "Scorer"]
+__all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "Scored", "Scorer", "prediction_columns"]
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
-ROUTING_KEY = "customer_id"
 PROMOTION_GRACE_S = 300.0  # how long a promotion's state overrides the loaded champion (Scorer._promoted)
 
 
@@ -47,7 +50,7 @@ PROMOTION_GRACE_S = 300.0  # how long a promotion's state overrides the loaded c
 class Scored:
     """One request's answer, row by row."""
 
-    scores: np.ndarray               # float64 P(fraud)
+    scores: np.ndarray               # float64: (n,) P(positive) or value; (n, k) class probabilities
     variants: list[str]              # "champion" | "challenger"
     versions: list[str]
     features_found: np.ndarray       # bool: every feature view had a live value for the row
@@ -84,30 +87,63 @@ class Scorer:
     on_stale: Callable[[], None] | None = None  # the canary state names a champion not loaded: refresh now
     _shadow_pending: int = 0
     _stale_wake_at: float = 0.0
-    _promotion: tuple[Any, float] = (None, 0.0)  # ((canary id, revision), grace ends, epoch seconds)
+    _promotion: tuple[Any, float] = (None, 0.0)
+    _schema: tuple[ModelContract | None, RowSchema] | None = None  # ((canary id, revision), grace ends, epoch seconds)
+
+    @property
+    def name(self) -> str:
+        """The registered model this scorer serves."""
+        return self.slots.name
+
+    def contract(self) -> ModelContract | None:
+        """The champion's model contract: what a request carries and what a prediction is (None
+        until a champion is loaded)."""
+        champion = self.slots.get(CHAMPION)
+        return champion.contract if champion else None
 
     def request_columns(self) -> tuple[str, ...]:
         """Fields a request must carry besides the join keys: the champion's. A challenger needing
         more fails on its rows (the champion answers) rather than changing the API for everyone."""
-        champion = self.slots.get(CHAMPION)
-        return tuple(sorted(champion.request_columns)) if champion else ()
+        contract = self.contract()
+        return tuple(sorted(contract.request_columns)) if contract else ()
 
     def text_columns(self) -> frozenset[str]:
         """Request fields that are categories (text) for the champion."""
-        champion = self.slots.get(CHAMPION)
-        return frozenset(c.name for c in champion.model.spec.categorical) if champion else frozenset()
+        contract = self.contract()
+        return frozenset(contract.text_columns) & frozenset(contract.request_columns) if contract else frozenset()
+
+    def row_schema(self) -> RowSchema:
+        """What a request row carries for the champion (kept per contract: built once per load)."""
+        contract = self.contract()
+        cached = self._schema
+        if cached is not None and cached[0] is contract:
+            return cached[1]
+        if contract is None:
+            return RowSchema((), ())
+        label_ids = contract.label.join_keys if contract.label else ()
+        schema = RowSchema(tuple(zip(contract.join_keys, contract.key_kinds, strict=True)),
+                           tuple(sorted(contract.request_columns)),
+                           frozenset(contract.text_columns) & frozenset(contract.request_columns), label_ids)
+        declare = getattr(self.log_sink, "declare", None)
+        for name in schema.passthrough:  # int64 in every file, also where a batch holds only nulls
+            if declare is not None:
+                declare(name, pa.int64())
+        self._schema = (contract, schema)
+        return schema
 
     def score(self, rows: Mapping[str, np.ndarray] | pd.DataFrame, request_id: str) -> Scored:
         """Score validated ``rows``: join keys and request fields, one row per payment, as equal-length
         numpy columns (numbers as int64/float64 with NaN for unknown, text as objects with None), the
         way :mod:`serving.app` builds them; a DataFrame is converted to that."""
         request = _columns(rows)
-        n = len(request[ROUTING_KEY])
         state = self._canary_state()
         champion = self._champion(state)
         if champion is None:
             raise NotReadyError("no champion model is loaded; promote one (`tidemark promote --first`) "
                                 "or wait for the server to load it")
+        contract = champion.contract
+        self.row_schema()  # declares the label row ids' log types once per champion
+        n = _length(request)
         challenger = self._challenger(state)
         plan = self._plan(champion.features)  # the champion's features must resolve
         broken = False
@@ -118,6 +154,9 @@ class Scorer:
                 missing = [c for c in challenger.request_columns if c not in request]
                 if missing:
                     raise NotReadyError(f"requests don't carry {missing}")
+                if (challenger.contract.task, challenger.contract.classes) != (contract.task, contract.classes):
+                    raise NotReadyError(f"it predicts {challenger.contract.task} {list(challenger.contract.classes)}, "
+                                        f"the champion {contract.task} {list(contract.classes)}")
             except (FeatureStoreError, NotReadyError) as exc:  # the challenger can't be served: champion only
                 log.error("challenger v%s can't be served: %s", challenger.version, exc)
                 broken = True
@@ -129,13 +168,13 @@ class Scorer:
         if challenger is not None and state.mode == "canary":
             from serving.routing import to_challenger as route
 
-            to_challenger = route(request[ROUTING_KEY], state.canary_id, state.weight_pct)
+            to_challenger = route(request[contract.routing_key], state.canary_id, state.weight_pct)
         if broken:  # counted against the challenger, so the controller rolls it back
             self._failed(CHALLENGER if state.mode == "canary" else SHADOW, state,
                          int(to_challenger.sum()) if state.mode == "canary" else n)
             to_challenger[:] = False
             challenger = None
-        scores = np.empty(n, dtype=np.float64)
+        scores = np.empty((n, contract.width) if contract.task == "multiclass" else n, dtype=np.float64)
         served_by = np.where(to_challenger, CHALLENGER, CHAMPION).astype(object)
         if to_challenger.any():
             assert challenger is not None
@@ -154,7 +193,7 @@ class Scorer:
         versions = [challenger.version if v == CHALLENGER and challenger else champion.version for v in served_by]
         all_found = np.asarray(found.all(axis=1), dtype=bool) if found.shape[1] else np.ones(n, dtype=bool)
         scored = Scored(scores, list(served_by), versions, all_found)
-        self._log(request_id, inputs, scored)
+        self._log(request_id, inputs, scored, contract)
         if challenger is not None and state.mode == "shadow":
             self._submit_shadow(challenger, inputs, request_id, state)
         return scored
@@ -245,10 +284,12 @@ class Scorer:
         started, clock_started = time.perf_counter(), clock()
         stats, n = self.stats[variant], _length(inputs)
         counting = self.evidence is not None and state.mode != "off"
+        contract = model.contract
+        expected = (n, contract.width) if contract.task == "multiclass" else (n,)
         try:
-            scores = np.asarray(model.predict_proba(inputs, timeout_s=timeout_s), dtype=np.float64)
-            if scores.shape != (n,) or not np.isfinite(scores).all():
-                raise ValueError(f"scores of shape {scores.shape} with non-finite values; expected ({n},)")
+            scores = np.asarray(model.predict(inputs, timeout_s=timeout_s), dtype=np.float64)
+            if scores.shape != expected or not np.isfinite(scores).all():
+                raise ValueError(f"predictions of shape {scores.shape} with non-finite values; expected {expected}")
         except OverloadedError:
             if variant == CHAMPION:
                 raise  # a 503 that says so, not a model failure
@@ -261,11 +302,12 @@ class Scorer:
         seconds = time.perf_counter() - started
         stats.rows += n
         stats.seconds += seconds
+        per_row = scores if scores.ndim == 1 else scores.max(axis=1)  # multiclass: the top class's probability
         if counting:
             self.evidence.record(state.canary_id, state.step, variant, rows=n, seconds=clock() - clock_started,
-                                 scores=scores)
+                                 scores=per_row)
         if self.on_scored is not None:
-            self.on_scored(variant, n, seconds, scores)
+            self.on_scored(variant, n, seconds, per_row)
         return scores
 
     def _failed(self, variant: str, state: Any, rows: int) -> None:
@@ -279,19 +321,22 @@ class Scorer:
         scores = self._run(challenger, SHADOW, inputs, state)
         if scores is not None:
             n = len(scores)
-            self._log(request_id, inputs, Scored(scores, [SHADOW] * n, [challenger.version] * n, np.ones(n, dtype=bool)))
+            self._log(request_id, inputs, Scored(scores, [SHADOW] * n, [challenger.version] * n, np.ones(n, dtype=bool)),
+                      challenger.contract)
 
-    def _log(self, request_id: str, inputs: Columns, scored: Scored) -> None:
+    def _log(self, request_id: str, inputs: Columns, scored: Scored, contract: ModelContract) -> None:
         if self.log_sink is None:
             return
         n = len(scored.scores)
-        columns: dict[str, Any] = {c: _log_column(c, v) for c, v in inputs.items()}
+        ids = {k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"}
+        columns: dict[str, Any] = {c: _log_column(v, c in ids) for c, v in inputs.items()}
         columns.update({
             "event_timestamp": np.full(n, np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")),
             "request_id": np.full(n, request_id, dtype=object),
-            "score": scored.scores, "variant": np.asarray(scored.variants, dtype=object),
+            "variant": np.asarray(scored.variants, dtype=object),
             "model_version": np.asarray(scored.versions, dtype=object),
         })
+        columns.update(prediction_columns(contract, scored.scores))
         try:
             self.log_sink.append(columns)
         except Exception:  # logging must never fail a response
@@ -318,11 +363,24 @@ def _take(columns: Columns, rows: np.ndarray) -> Columns:
     return {name: values[rows] for name, values in columns.items()}
 
 
-def _log_column(name: str, values: np.ndarray) -> np.ndarray:
+def _log_column(values: np.ndarray, integer_id: bool) -> np.ndarray:
     """One dtype per column whatever the batch holds: an integer feature with a null would otherwise
     be int64 in one file and float64 in the next, which readers can't merge."""
     if values.dtype.kind not in "fiub":
         return values.astype(object, copy=False)
-    if name in ("customer_id", "merchant_id"):
+    if integer_id:
         return values.astype(np.int64, copy=False)
     return values.astype(np.float64, copy=False)
+
+
+def prediction_columns(contract: ModelContract, predictions: np.ndarray) -> dict[str, np.ndarray]:
+    """The prediction log's columns for a model's predictions: ``score`` (binary: P(positive);
+    regression: the value; multiclass: the top class's probability), and for multiclass also
+    ``predicted_class`` and one ``proba_<class>`` column per class."""
+    if contract.task != "multiclass":
+        return {"score": predictions}
+    top = predictions.argmax(axis=1)
+    out: dict[str, np.ndarray] = {"score": predictions[np.arange(len(top)), top],
+                                  "predicted_class": np.asarray(contract.classes, dtype=object)[top]}
+    out.update({f"proba_{c}": predictions[:, i] for i, c in enumerate(contract.classes)})
+    return out

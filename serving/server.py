@@ -143,12 +143,9 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     slots.refresh()
     sink = None
     if prediction_log:
-        import pyarrow as pa
-
-        from serving.app import TRANSACTION_ID
         from serving.prediction_log import PredictionLog
 
-        sink = PredictionLog(settings.offline_dir / "prediction_log", column_types={TRANSACTION_ID: pa.int64()})
+        sink = PredictionLog(settings.offline_dir / "prediction_log")
     metrics = _Metrics()
     canary = CanaryStateStore(redis_online.reader, settings.model_name, available=lambda: not breaker.open)
     scorer = Scorer(slots, reader, canary, sink,
@@ -188,7 +185,8 @@ class _Metrics:
         self.seconds = Histogram("tidemark_model_seconds", "Model time per call", ["variant"],
                                  buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1),
                                  registry=self.registry)
-        self.scores = Histogram("tidemark_score", "Fraud scores", ["variant"],
+        self.scores = Histogram("tidemark_score", "Scores (binary: P(positive); multiclass: the top class's "
+                                "probability; regression: the value)", ["variant"],
                                 buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9), registry=self.registry)
         latency = Histogram("tidemark_predict_request_seconds",
                             "POST /v1/predict: body read to response built, seconds, by HTTP status class",

@@ -32,11 +32,16 @@ from serving.canary_stats import CanaryPolicy
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 from serving.fraud_pyfunc import MODEL_CODE
 from serving.prediction_log import PredictionLog
+from tests.integration.model_contracts import fraud_contract_tags
 from tests.integration.redis_servers import RedisProc
 
 pytestmark = pytest.mark.integration
 
 POLICY = CanaryPolicy(min_dwell_s=0, min_samples=500)
+
+
+SPEC = ModelSpec.fit(pd.DataFrame({"amount": np.arange(100.0), "channel": ["pos", "ecom"] * 50}), ["amount"],
+                     ["channel"], hidden=(4,), min_count=1)
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +53,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def logged_models(home: Path) -> list[tuple[str, str]]:
     """Two small models logged once (model URI, run id); each test registers them under a new name."""
     out = []
-    frame = pd.DataFrame({"amount": np.arange(100.0), "channel": ["pos", "ecom"] * 50})
-    spec = ModelSpec.fit(frame, ["amount"], ["channel"], hidden=(4,), min_count=1)
+    spec = SPEC
     base = Settings(home=home, spark=SparkSettings(), model_name="canary-models")
     ml = model_registry.connect(base)
     for seed in (1, 2):
         torch.manual_seed(seed)
         with mlflow.start_run(experiment_id=model_registry.experiment_id(ml, base, base.model_name)) as run:
-            mlflow.log_params({"features": "customer_txn_24h:amt_sum_24h"})
             info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE), pip_requirements=["tidemark"],
                                            artifacts=FraudModel(spec, build_module(spec)).save(home / f"m{seed}"))
             out.append((info.model_uri, run.info.run_id))
@@ -69,7 +72,8 @@ def settings(home: Path, module_redis: RedisProc, logged_models: list[tuple[str,
     s = Settings(home=home, spark=SparkSettings(), redis_url=module_redis.url,
                  model_name=f"fraud-{uuid.uuid4().hex[:6]}")
     ml = model_registry.connect(s)
-    versions = [str(model_registry.register(ml, s.model_name, uri, run_id=run, tags={}, description="test").version)
+    tags = fraud_contract_tags(SPEC, ["customer_txn_24h:amt_sum_24h"], ["customer_id"])
+    versions = [str(model_registry.register(ml, s.model_name, uri, run_id=run, tags=tags, description="test").version)
                 for uri, run in logged_models]
     model_registry.promote(ml, s.model_name, versions[0], first=True)
     model_registry.record_gate(ml, s.model_name, versions[1],

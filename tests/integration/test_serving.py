@@ -30,6 +30,7 @@ from serving.fraud_model import FraudModel, ModelSpec, build_module
 from serving.fraud_pyfunc import MODEL_CODE
 from serving.routing import to_challenger
 from serving.server import Server, build_server
+from tests.integration.model_contracts import fraud_contract_tags
 from tests.integration.offline_tables import write_by_date
 from tests.integration.redis_servers import RedisProc
 
@@ -74,11 +75,10 @@ def _register(settings: Settings, seed: int) -> str:
     model = FraudModel(spec, build_module(spec))
     ml = model_registry.connect(settings)
     with mlflow.start_run(experiment_id=model_registry.experiment_id(ml, settings, settings.model_name)) as run:
-        mlflow.log_params({"features": ",".join(FEATURES)})
         info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE), pip_requirements=["tidemark"],
                                        artifacts=model.save(settings.home / f"model-{seed}"))
         version = model_registry.register(ml, settings.model_name, info.model_uri, run_id=run.info.run_id,
-                                          tags={}, description="test model")
+                                          tags=fraud_contract_tags(spec, FEATURES), description="test model")
     return str(version.version)
 
 
@@ -217,8 +217,8 @@ def test_a_challenger_returning_nan_is_answered_by_the_champion(server: Server, 
     assert champion is not None
 
     class Broken(FraudModel):
-        def predict_proba(self, frame, *, batch_size=65_536):  # type: ignore[override]
-            return np.full(len(frame), np.nan)
+        def forward(self, numeric, codes):  # type: ignore[override]
+            return np.full(len(numeric), np.nan)
 
     broken = swap(champion, alias="challenger", version="99", batcher=None,
                   model=Broken(champion.model.spec, champion.model.module))

@@ -397,7 +397,7 @@ def test_a_version_that_fails_to_load_is_retried_with_backoff(settings: Settings
     with mlflow.start_run(experiment_id=model_registry.experiment_id(ml, settings, settings.model_name)) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=_Echo(), pip_requirements=["mlflow"])
     broken = model_registry.register(ml, settings.model_name, info.model_uri, run_id=run.info.run_id, tags={},
-                                     description="no features param: can't be served")
+                                     description="no model contract: can't be served")
     ml.set_registered_model_alias(settings.model_name, "challenger", broken.version)
     slots = ModelSlots(ml, settings.model_name, aliases=("challenger",), base_backoff_s=0.4, max_backoff_s=10)
     try:
@@ -412,7 +412,7 @@ def test_a_version_that_fails_to_load_is_retried_with_backoff(settings: Settings
     assert 3 <= len(attempts) <= 4, [r.getMessage() for r in attempts]  # at 0, 0.4, 1.2 s (and 2.8 s: not yet)
     assert [m.getMessage().rsplit("next try in ", 1)[1] for m in attempts[:3]] == ["0.4 s", "0.8 s", "1.6 s"]
     assert slots.get("challenger") is None
-    assert "no 'features' param" in slots.errors["challenger"]
+    assert "no model contract" in slots.errors["challenger"]
 
 
 class _Echo(mlflow.pyfunc.PythonModel):

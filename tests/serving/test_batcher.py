@@ -31,7 +31,7 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
 
 def test_concurrent_requests_get_their_own_scores_in_shared_batches():
     model = _model()
-    batcher = MicroBatcher(model.module, max_batch=64, max_wait_us=2_000)
+    batcher = MicroBatcher(model, max_batch=64, max_wait_us=2_000)
     requests = [_rows(1 + i % 5, i) for i in range(200)]
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -48,7 +48,7 @@ def test_concurrent_requests_get_their_own_scores_in_shared_batches():
 
 def test_a_lone_request_waits_at_most_max_wait():
     model = _model()
-    batcher = MicroBatcher(model.module, max_batch=256, max_wait_us=20_000)
+    batcher = MicroBatcher(model, max_batch=256, max_wait_us=20_000)
     try:
         numeric, codes = model.encode(_rows(1, 0))
         started = time.perf_counter()
@@ -61,7 +61,7 @@ def test_a_lone_request_waits_at_most_max_wait():
 
 def test_cpu_default_does_not_wait_for_company():
     model = _model()
-    batcher = MicroBatcher(model.module)
+    batcher = MicroBatcher(model)
     try:
         assert batcher.max_wait_s == 0
         numeric, codes = model.encode(_rows(1, 0))
@@ -86,7 +86,7 @@ def test_a_full_queue_refuses_at_once():
             gate.wait(5)
             return self.inner(numeric, codes)
 
-    batcher = MicroBatcher(Slow(), max_batch=1, max_queue=3)
+    batcher = MicroBatcher(FraudModel(model.spec, Slow()), max_batch=1, max_queue=3)
     numeric, codes = model.encode(_rows(1, 0))
     futures = [batcher.submit(numeric, codes)]
     time.sleep(0.05)  # the worker holds the first item
@@ -112,7 +112,7 @@ def test_a_failing_forward_fails_every_waiter_and_the_worker_survives():
                 raise RuntimeError("CUDA error: device-side assert (simulated)")
             return self.inner(numeric, codes)
 
-    batcher = MicroBatcher(Flaky())
+    batcher = MicroBatcher(FraudModel(model.spec, Flaky()))
     numeric, codes = model.encode(_rows(3, 0))
     with pytest.raises(RuntimeError, match="simulated"):
         batcher.score(numeric, codes)
@@ -125,7 +125,7 @@ def test_a_failing_forward_fails_every_waiter_and_the_worker_survives():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_on_cuda_scores_equal_cpu():
     cpu, gpu = _model(), _model("cuda")
-    batcher = MicroBatcher(gpu.module)
+    batcher = MicroBatcher(gpu)
     try:
         frame = _rows(300, 1)
         np.testing.assert_allclose(batcher.score(*gpu.encode(frame)), cpu.predict_proba(frame), rtol=1e-4)
