@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from features.materialize import MaterializeResult
     from features.online_reader import OnlineReader, ReadPlan
 
-__all__ = ["FeatureClient", "OnlineFeatures"]
+__all__ = ["FeatureClient", "OnlineFeatures", "repo_objects"]
 
 
 class OnlineFeatures(NamedTuple):
@@ -44,11 +44,12 @@ class FeatureClient:
     """Training frames (and, later, online features) from tidemark's Feast project."""
 
     def __init__(self, settings: Settings | None = None, *, repo_path: Path | None = None) -> None:
-        """Use ``settings`` (default: from the environment); ``repo_path`` selects another Feast
-        repo (a folder with a ``feature_store.yaml``) instead of tidemark's own."""
+        """Use ``settings`` (default: from the environment); ``repo_path`` (default
+        ``settings.feast_repo``, i.e. ``TIDEMARK_FEAST_REPO``) selects a team's Feast repo (a folder
+        with a ``feature_store.yaml``) instead of the bundled example's."""
         self.settings = settings or Settings.from_env()
         self.settings.secure_home()  # a notebook's home is as private as the CLI's (its umask is left alone)
-        self._repo_path = repo_path
+        self._repo_path = repo_path or self.settings.feast_repo
         self._store: FeatureStore | None = None
         self._reader: OnlineReader | None = None
         self._plans: dict[tuple[tuple[str, ...], bool], ReadPlan] = {}  # per reader
@@ -68,10 +69,15 @@ class FeatureClient:
         return spark_session(self.settings.spark)
 
     def apply(self) -> None:
-        """Register tidemark's entities and feature views in the Feast registry."""
-        from features.feature_views import feature_definitions
+        """Register the repo's definitions in its Feast registry: a team's repo's Python files, as
+        ``feast apply`` reads them (objects it no longer defines are kept: ``feast apply`` deletes
+        them), else the bundled example's."""
+        if self._repo_path is not None:
+            self.store.apply(repo_objects(Path(self._repo_path)))
+        else:
+            from features.feature_views import feature_definitions
 
-        self.store.apply(feature_definitions(self.settings.offline_dir))
+            self.store.apply(feature_definitions(self.settings.offline_dir))
         self._reader = None
         self._plans.clear()
 
@@ -291,3 +297,29 @@ class FeatureClient:
             entity_key_serialization_version=3,
             repo_path=str(Path(__file__).parent / "repo"),
         )
+
+
+def repo_objects(repo: Path) -> list[Any]:
+    """The Feast objects (entities, data sources, feature views, feature services) that the Python
+    files of a Feast repo define at module level, each once, as ``feast apply`` collects them; the
+    files are loaded by path, without changing the working directory or ``sys.path``."""
+    import hashlib
+    import importlib.util
+
+    from feast import Entity, FeatureService
+    from feast.base_feature_view import BaseFeatureView
+    from feast.data_source import DataSource
+
+    kinds = (Entity, DataSource, BaseFeatureView, FeatureService)
+    found: list[Any] = []
+    for path in sorted(p for p in repo.rglob("*.py") if p.name != "__init__.py" and ".ipynb_checkpoints" not in p.parts):
+        name = f"_tidemark_repo_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for value in vars(module).values():
+            if isinstance(value, kinds) and not any(value is seen for seen in found):
+                found.append(value)
+    return found

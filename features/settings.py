@@ -39,6 +39,8 @@ class Settings:
     online_timeout_ms: int = 50  # budget (milliseconds) for one online feature read
     mlflow_tracking_uri: str | None = field(default=None, repr=False)  # MLFLOW_TRACKING_URI; None: sqlite under home
     model_name: str = "fraud-detector"  # the MLflow registered model
+    # TIDEMARK_FEAST_REPO: a team's project (a Feast repo with tidemark.yaml); None: the bundled example
+    feast_repo: Path | None = None
     admin_token: str | None = field(default=None, repr=False)  # bearer token of the canary endpoints
     # The canary controller's patience per ramp step (serving.canary_stats.CanaryPolicy): size
     # them to the traffic, so that a step's dwell brings min_samples model calls of each variant.
@@ -117,6 +119,7 @@ class Settings:
             online_timeout_ms=_positive_int(env, "ONLINE_TIMEOUT_MS", cls.online_timeout_ms),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             model_name=env.get(_PREFIX + "MODEL_NAME") or cls.model_name,
+            feast_repo=Path(env[_PREFIX + "FEAST_REPO"]).expanduser().resolve() if env.get(_PREFIX + "FEAST_REPO") else None,
             admin_token=env.get(_PREFIX + "ADMIN_TOKEN") or None,
             canary_min_dwell_s=_positive_int(env, "CANARY_MIN_DWELL_S", cls.canary_min_dwell_s),
             canary_min_samples=_positive_int(env, "CANARY_MIN_SAMPLES", cls.canary_min_samples),

@@ -1,6 +1,6 @@
 """The canary's labelled traffic: prediction-log scores joined to the fraud labels known at a look.
 
-    prediction log (offline/prediction_log, hourly Parquet) ── rows of the canary's two versions,
+    prediction log (offline/prediction_log/model=<name>, hourly Parquet) ── rows of the canary's two versions,
         │   scored in [started_at, now], with a transaction_id
         │   shadow mode: request logged as champion + shadow  ──► paired (same payment, both models)
         │   canary mode: champion or challenger by customer   ──► unpaired, stratum = UTC hour scored
@@ -17,7 +17,7 @@ one variant (a retried request) counts once, its first score.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ import pyarrow.dataset as ds
 
 from pipelines.training_data import known_labels, utc_timestamp
 from serving.canary_stats import LabelledScores
+from serving.prediction_log_schema import log_files, model_log_root
 
 if TYPE_CHECKING:
     from features.settings import Settings
@@ -56,7 +57,7 @@ def labelled_canary_traffic(settings: Settings, state: CanaryState, now: datetim
     if not state.started_at or not state.champion_version or not state.challenger_version:
         return LabelledScores()
     started = utc_timestamp(state.started_at)
-    rows = canary_predictions(settings.offline_dir / "prediction_log", started, utc_timestamp(now),
+    rows = canary_predictions(model_log_root(settings.offline_dir, settings.model_name), started, utc_timestamp(now),
                               state.champion_version, state.challenger_version)
     label_dir = settings.raw_dir / "labels"
     if rows.empty or not label_dir.exists():
@@ -85,19 +86,6 @@ def canary_predictions(root: Path, started: pd.Timestamp, now: pd.Timestamp, cha
     table = ds.dataset(files, schema=LOG_COLUMNS, format="parquet").to_table(filter=wanted)
     role = pc.if_else(pc.equal(table["variant"], CHAMPION), CHAMPION, CHALLENGER)
     return table.append_column("role", role).to_pandas()
-
-
-def log_files(root: Path, started: pd.Timestamp, now: pd.Timestamp) -> list[str]:
-    """Parquet files under the ``date=`` folders from ``started`` to ``now``; hidden and temporary
-    files (``.part-….tmp``) skipped."""
-    files: list[str] = []
-    day = started.normalize()
-    while day <= now:
-        folder = root / f"date={day.date().isoformat()}"
-        if folder.is_dir():
-            files += sorted(str(p) for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
-        day += timedelta(days=1)
-    return files
 
 
 def _as_labelled_scores(rows: pd.DataFrame) -> LabelledScores:

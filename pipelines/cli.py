@@ -16,10 +16,12 @@ Settings come from ``TIDEMARK_*`` environment variables, read once here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from features.errors import TidemarkError
 from features.redaction import RedactingFilter, redact, redact_url
@@ -38,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:  # no password of a URL in any log line, whoever logs it
         handler.addFilter(RedactingFilter())
     settings = Settings.from_env()
+    if args.repo is not None:
+        settings = dataclasses.replace(settings, feast_repo=args.repo.expanduser().resolve())
     try:
         settings.secure_home(process_umask=True)  # one policy for every file under home: private unless configured
         return int(args.run(settings, args) or 0)
@@ -55,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidemark", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("--repo", type=Path, default=None,
+                        help="a team's project: a Feast repo with tidemark.yaml (default: $TIDEMARK_FEAST_REPO, "
+                             "else the bundled fraud example)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     gen = commands.add_parser("datagen", help="generate raw card transactions, labels and profiles")

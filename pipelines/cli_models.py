@@ -19,13 +19,15 @@ from typing import Any
 
 from features.redaction import redact_url
 from features.settings import Settings
+from pipelines.errors import ProjectError
 
 GATE_FAILED = 3  # `tidemark gate` exit code for a verdict of fail (2: an error, 1: a crash)
 
 
 def add_model_commands(commands: Any) -> None:
     """Add the model commands to the CLI's subparsers."""
-    train = commands.add_parser("train", help="train the fraud model and register it as the challenger")
+    train = commands.add_parser("train", help="train a model (a project's, by its entry point; else the fraud "
+                                             "example) and register it as the challenger")
     train.add_argument("--cutoff", type=_utc_time, default=None,
                        help="labels known by this time (UTC; default: the newest payment)")
     train.add_argument("--window-days", type=float, default=None, help="train on the last N days (default: all)")
@@ -68,9 +70,32 @@ def add_model_commands(commands: Any) -> None:
     ui.set_defaults(run=_mlflow_ui)
 
 
+def model_name(settings: Settings, args: argparse.Namespace) -> str:
+    """The model a command is about: ``--model``; else a project's only model (``--repo``); else
+    ``settings.model_name`` (the bundled example's ``fraud-detector``)."""
+    if getattr(args, "model_name", None):
+        return str(args.model_name)
+    if settings.feast_repo is not None:
+        from pipelines.project import load_project
+
+        return load_project(settings.feast_repo).model(None).name
+    return settings.model_name
+
+
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.train_job import train_and_register
     from pipelines.training import TrainConfig
+
+    if settings.feast_repo is not None:  # a team's project: the model's own entry point
+        from pipelines.project import load_project
+        from pipelines.project_training import train_project_model
+
+        model = load_project(settings.feast_repo).model(args.model_name)
+        version = train_project_model(settings, model, cutoff=args.cutoff)
+        print(f"registered {model.name} v{version.version} as challenger ({model.task}, trained by {model.train}; "
+              + ", ".join(f"{k} {v}" for k, v in sorted(version.tags.items()) if k.startswith(("val_", "train_")))
+              + ")")
+        return 0
 
     config = TrainConfig(label_cutoff=args.cutoff, label_maturity=timedelta(days=args.maturity_days),
                          window=timedelta(days=args.window_days) if args.window_days is not None else None,
@@ -81,6 +106,10 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 def _gate(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.gate import GateConfig, evaluate_gate
+
+    if settings.feast_repo is not None:
+        raise ProjectError("`tidemark gate` judges the bundled fraud example only, for now; a project model's first "
+                           "version is promoted with `tidemark promote --first` (the gate by task: issue 16)")
 
     maturity = timedelta(days=args.maturity_days) if args.maturity_days is not None else None
     verdict = evaluate_gate(settings, model_name=args.model_name, version=args.version,
@@ -95,7 +124,7 @@ def _promote(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import model_registry
 
     client = model_registry.connect(settings)
-    done = model_registry.promote(client, args.model_name or settings.model_name, args.version, first=args.first)
+    done = model_registry.promote(client, model_name(settings, args), args.version, first=args.first)
     print(f"{done.name}: champion is v{done.champion}"
           + (f" (v{done.previous} is previous-champion)" if done.previous else ""))
     return 0
@@ -105,7 +134,7 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import model_registry
 
     client = model_registry.connect(settings)
-    done = model_registry.rollback(client, args.model_name or settings.model_name, reason=args.reason)
+    done = model_registry.rollback(client, model_name(settings, args), reason=args.reason)
     print(f"{done.name}: champion is v{done.champion} again (v{done.previous} rolled back)")
     return 0
 
@@ -114,7 +143,7 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import model_registry
 
     client = model_registry.connect(settings)
-    name = args.model_name or settings.model_name
+    name = model_name(settings, args)
     versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     if not versions:
         print(f"{name}: no versions; train one with `tidemark train`")

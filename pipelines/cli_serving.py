@@ -129,8 +129,9 @@ def _canary_promote(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _for_model(settings: Settings, args: argparse.Namespace) -> Settings:
-    """``settings`` for the model named with ``--model`` (unchanged without one)."""
+    """``settings`` for the model named with ``--model`` (or a project's only model)."""
     import dataclasses
 
-    name = getattr(args, "model_name", None)
-    return dataclasses.replace(settings, model_name=name) if name else settings
+    from pipelines.cli_models import model_name
+
+    return dataclasses.replace(settings, model_name=model_name(settings, args))

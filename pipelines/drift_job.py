@@ -44,10 +44,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from features.errors import TidemarkError
-from pipelines.canary_labels import log_files
 from pipelines.errors import ModelVersionError, NoChampionError
 from pipelines.training import SCORE
 from pipelines.training_data import known_labels, utc_timestamp
+from serving.prediction_log_schema import log_files, model_log_root
 
 if TYPE_CHECKING:
     from features.settings import Settings
@@ -193,7 +193,7 @@ def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timest
     types = {name: pa.float64() if isinstance(col, NumericProfile) else pa.string()
              for name, col in profile.columns.items()}
     schema = pa.schema({**_LOG_META, **types})
-    files = log_files(settings.offline_dir / "prediction_log", start, end)
+    files = log_files(model_log_root(settings.offline_dir, settings.model_name), start, end)
     if not files:
         return schema.empty_table().to_pandas()
     when = ds.field("event_timestamp")

@@ -6,6 +6,7 @@
     │   ├── ImmatureLabelsError      too few payments in the window have their label yet (biased)
     │   ├── EmptyFrameError          the training frame (or one of its time splits) has no rows
     │   └── SingleClassError         a split holds only fraud or only legitimate payments
+    ├── ProjectError                 tidemark.yaml is malformed, or names what does not exist
     └── RegistryError                the MLflow registry refused an operation, or it would be unsafe
         ├── NoChampionError          the model has no champion (promote the first with --first)
         ├── GateError                a challenger has not passed the evaluation gate
@@ -19,7 +20,12 @@ from __future__ import annotations
 from features.errors import TidemarkError
 
 __all__ = ["EmptyFrameError", "GateError", "ImmatureLabelsError", "ModelVersionError", "NoChampionError", "NoLabelsError",
-           "RegistryError", "SingleClassError", "TrainingError"]
+           "ProjectError", "RegistryError", "SingleClassError", "TrainingError"]
+
+
+class ProjectError(TidemarkError):
+    """A project file (``tidemark.yaml``) is malformed, or names a model, key or entry point that
+    does not exist; the message names the file, the line and the key."""
 
 
 class TrainingError(TidemarkError):

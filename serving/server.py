@@ -144,8 +144,9 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
     sink = None
     if prediction_log:
         from serving.prediction_log import PredictionLog
+        from serving.prediction_log_schema import model_log_root
 
-        sink = PredictionLog(settings.offline_dir / "prediction_log")
+        sink = PredictionLog(model_log_root(settings.offline_dir, settings.model_name))
     metrics = _Metrics()
     canary = CanaryStateStore(redis_online.reader, settings.model_name, available=lambda: not breaker.open)
     scorer = Scorer(slots, reader, canary, sink,

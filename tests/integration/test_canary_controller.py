@@ -32,6 +32,7 @@ from serving.canary_stats import CanaryPolicy
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 from serving.fraud_pyfunc import MODEL_CODE
 from serving.prediction_log import PredictionLog
+from serving.prediction_log_schema import model_log_root
 from tests.integration.model_contracts import fraud_contract_tags
 from tests.integration.redis_servers import RedisProc
 
@@ -208,7 +209,8 @@ def _log_and_labels(settings: Settings, state: CanaryState, *, labels_known_at: 
     rows["event_timestamp"] = (np.datetime64(start.replace(tzinfo=None), "us")
                                + (1 + seconds % 240).astype("timedelta64[s]"))  # within 4 minutes of the start
     rows["amount"] = rng.gamma(2, 30, len(seconds))
-    with PredictionLog(settings.offline_dir / "prediction_log", column_types={"transaction_id": pa.int64()}) as sink:
+    with PredictionLog(model_log_root(settings.offline_dir, settings.model_name),
+                       column_types={"transaction_id": pa.int64()}) as sink:
         sink.append(rows)
     known_us = int(labels_known_at.timestamp() * 1e6)
     payments = pa.table({"transaction_id": ids, "event_timestamp": pa.array(

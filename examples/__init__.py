@@ -1,0 +1,1 @@
+"""Example projects built on tidemark's public contract."""

@@ -1,0 +1,269 @@
+"""A tidemark project: a Feast repo plus ``tidemark.yaml`` beside its ``feature_store.yaml``.
+
+    my_repo/
+      feature_store.yaml       Feast's (offline store: tidemark's Spark plugin; online: packed Redis)
+      definitions.py           entities, feature views, feature services
+      tidemark.yaml            the models:
+
+    models:
+      - name: driver-completion             # the MLflow registered model
+        features: driver_activity           # a FeatureService, or a list of view:feature references
+        task: binary                        # binary | multiclass | regression
+        label_source:                       # join keys, prediction time, label, when it was known
+          table: ${TIDEMARK_HOME}/driver_example/data/trips
+          label: completed
+          join_keys: [trip_id]
+        request_columns: [trip_distance_km]  # sent with each request, not read from the store
+        entity_columns: [driver_id, customer_id]  # default: the features' join keys
+        train: examples.driver.training:fit_completion   # (training frame) -> fitted model
+        window_days: 14                      # retraining window, ending at the newest known label
+        drift: {psi: 0.2}                    # monitoring.drift.DriftThresholds fields
+        canary: {min_dwell_s: 300}           # canary policy fields
+
+``${VAR}`` is replaced from the environment (as Feast does in ``feature_store.yaml``) and a relative
+``table`` is read from the project folder. Selected with ``TIDEMARK_FEAST_REPO=PATH`` or
+``tidemark --repo PATH``. A mistake is a :class:`~pipelines.errors.ProjectError` naming the file,
+the line and the key, with near matches for a misspelt key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from monitoring.drift import DriftThresholds
+from pipelines.errors import ProjectError
+from serving.model_contract import TASKS, LabelSource
+
+__all__ = ["PROJECT_FILE", "Project", "ProjectModel", "load_project"]
+
+PROJECT_FILE = "tidemark.yaml"
+_MODEL_KEYS = ("name", "features", "task", "label_source", "request_columns", "entity_columns", "routing_key",
+               "train", "window_days", "validation_share", "drift", "canary")
+
+
+@dataclass(frozen=True)
+class ProjectModel:
+    """One model a project declares (see the module docstring for each key)."""
+
+    name: str
+    features: str | tuple[str, ...]
+    task: str
+    label_source: LabelSource
+    train: str
+    request_columns: tuple[str, ...] = ()
+    entity_columns: tuple[str, ...] = ()
+    routing_key: str | None = None
+    window_days: float = 30.0
+    validation_share: float = 0.2
+    drift: DriftThresholds = field(default_factory=DriftThresholds)
+    canary: Mapping[str, Any] = field(default_factory=dict)
+
+    def entry_point(self) -> Callable[..., Any]:
+        """The ``train`` function, imported (``module:function``)."""
+        module_name, _, function = self.train.partition(":")
+        try:
+            found = getattr(importlib.import_module(module_name), function)
+        except (ImportError, AttributeError) as exc:
+            raise ProjectError(f"model {self.name!r}: train entry point {self.train!r} can't be imported ({exc}); "
+                               "it must be 'package.module:function' on the Python path") from None
+        if not callable(found):
+            raise ProjectError(f"model {self.name!r}: {self.train!r} is not a function")
+        return found  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Project:
+    """A Feast repo and the models it declares, in file order."""
+
+    repo: Path
+    models: tuple[ProjectModel, ...]
+
+    def model(self, name: str | None) -> ProjectModel:
+        """The model called ``name``; without a name, the only one (or an error listing them)."""
+        names = [m.name for m in self.models]
+        if name is None:
+            if len(self.models) == 1:
+                return self.models[0]
+            raise ProjectError(f"{self.repo / PROJECT_FILE} declares {len(names)} models ({', '.join(names)}); "
+                               "pick one with --model NAME")
+        for m in self.models:
+            if m.name == name:
+                return m
+        near = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(map(repr, near))}? " if near else ""
+        raise ProjectError(f"no model {name!r} in {self.repo / PROJECT_FILE}; {hint}declared: {', '.join(names)}")
+
+
+def load_project(repo: Path | str, env: Mapping[str, str] | None = None) -> Project:
+    """Read ``repo/tidemark.yaml`` (``${VAR}`` from ``env``, default ``os.environ``)."""
+    repo = Path(repo).expanduser().resolve()
+    path = repo / PROJECT_FILE
+    if not (repo / "feature_store.yaml").exists():
+        raise ProjectError(f"{repo} is not a Feast repo (no feature_store.yaml); point --repo / TIDEMARK_FEAST_REPO "
+                           "at the folder that holds it")
+    if not path.exists():
+        raise ProjectError(f"{path} does not exist; add it beside feature_store.yaml to list the repo's models")
+    data, lines = _read(path, os.environ if env is None else env)
+    where = _Where(path, lines)
+    if not isinstance(data, dict) or set(data) - {"models"}:
+        extra = sorted(set(data) - {"models"}) if isinstance(data, dict) else []
+        raise ProjectError(where.at((extra[0],) if extra else (), f"the file holds one key, models; got {extra or data!r:.60}"))
+    raw = data.get("models")
+    if not isinstance(raw, list) or not raw:
+        raise ProjectError(where.at(("models",), "models must be a non-empty list of models"))
+    models = tuple(_model(item, ("models", i), where, repo) for i, item in enumerate(raw))
+    seen: dict[str, int] = {}
+    for i, m in enumerate(models):
+        if m.name in seen:
+            raise ProjectError(where.at(("models", i, "name"), f"two models are named {m.name!r} (also models[{seen[m.name]}]); "
+                                        "each registered model needs its own name"))
+        seen[m.name] = i
+    return Project(repo, models)
+
+
+class _Where:
+    """Turns a key path into ``file line N: models[0].task``."""
+
+    def __init__(self, path: Path, lines: dict[tuple[Any, ...], int]) -> None:
+        self.path, self.lines = path, lines
+
+    def at(self, loc: tuple[Any, ...], message: str) -> str:
+        line = next((self.lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in self.lines), None)
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        return f"{self.path}{f' line {line}' if line else ''}{f': {key}' if key else ''}: {message}"
+
+
+def _model(item: Any, loc: tuple[Any, ...], where: _Where, repo: Path) -> ProjectModel:
+    if not isinstance(item, dict):
+        raise ProjectError(where.at(loc, "each model is a mapping with name, features, task, label_source, train"))
+    _known(item, _MODEL_KEYS, loc, where)
+    for key in ("name", "features", "task", "label_source", "train"):
+        if key not in item:
+            raise ProjectError(where.at(loc, f"{key} is required"))
+    text = (lambda key: _text(item, key, loc, where))
+    task, train = text("task"), text("train")
+    if task not in TASKS:
+        raise ProjectError(where.at((*loc, "task"), f"{task!r} is not one of {', '.join(TASKS)}"))
+    if ":" not in train:
+        raise ProjectError(where.at((*loc, "train"), f"{train!r} must be 'package.module:function'"))
+    features = item["features"]
+    if not (isinstance(features, str) and features) and not _strings(features):
+        raise ProjectError(where.at((*loc, "features"), "a FeatureService name or a list of 'view:feature' references"))
+    try:
+        source = LabelSource.from_dict(item["label_source"], "label_source")
+    except Exception as exc:  # noqa: BLE001  (ContractError: re-raised with the line)
+        raise ProjectError(where.at((*loc, "label_source"), str(exc))) from None
+    table = source.table if "://" in source.table or Path(source.table).is_absolute() else str(repo / source.table)
+    return ProjectModel(
+        name=text("name"), features=features if isinstance(features, str) else tuple(features), task=task,
+        label_source=LabelSource(table, source.label, source.join_keys, source.prediction_time, source.known_at),
+        train=train, request_columns=_list(item, "request_columns", loc, where),
+        entity_columns=_list(item, "entity_columns", loc, where), routing_key=item.get("routing_key"),
+        window_days=_number(item, "window_days", 30.0, loc, where),
+        validation_share=_number(item, "validation_share", 0.2, loc, where, below=1.0),
+        drift=_policy(DriftThresholds, item.get("drift") or {}, (*loc, "drift"), where),
+        canary=_mapping(item.get("canary") or {}, (*loc, "canary"), where))
+
+
+def _known(raw: Mapping[str, Any], known: tuple[str, ...], loc: tuple[Any, ...], where: _Where) -> None:
+    for key in raw:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ProjectError(where.at((*loc, key), f"unknown key; {hint}known: {', '.join(known)}"))
+
+
+def _policy(kind: Any, raw: Any, loc: tuple[Any, ...], where: _Where) -> Any:
+    names = tuple(f.name for f in fields(kind))
+    _known(_mapping(raw, loc, where), names, loc, where)
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProjectError(where.at((*loc, key), f"must be a number, got {value!r:.40}"))
+    return kind(**raw)
+
+
+def _mapping(raw: Any, loc: tuple[Any, ...], where: _Where) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ProjectError(where.at(loc, f"must be a mapping, got {raw!r:.40}"))
+    return dict(raw)
+
+
+def _text(item: Mapping[str, Any], key: str, loc: tuple[Any, ...], where: _Where) -> str:
+    value = item[key]
+    if not isinstance(value, str) or not value:
+        raise ProjectError(where.at((*loc, key), f"must be non-empty text, got {value!r:.40}"))
+    return value
+
+
+def _list(item: Mapping[str, Any], key: str, loc: tuple[Any, ...], where: _Where) -> tuple[str, ...]:
+    value = item.get(key, [])
+    if not _strings(value):
+        raise ProjectError(where.at((*loc, key), f"must be a list of names, got {value!r:.40}"))
+    return tuple(value)
+
+
+def _number(item: Mapping[str, Any], key: str, default: float, loc: tuple[Any, ...], where: _Where,
+            below: float | None = None) -> float:
+    value = item.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (below and value >= below):
+        bound = f" and below {below}" if below else ""
+        raise ProjectError(where.at((*loc, key), f"must be a number above 0{bound}, got {value!r:.40}"))
+    return float(value)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def _read(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """The file's data, with ``${VAR}`` replaced, and the line (1-based) of every key path."""
+    import yaml
+
+    try:
+        node = yaml.compose(path.read_text())
+        lines: dict[tuple[Any, ...], int] = {}
+        return (_plain(node, (), lines, env) if node is not None else None), lines
+    except yaml.YAMLError as exc:
+        raise ProjectError(f"{path}: not valid YAML: {exc}") from None
+    except ProjectError as exc:
+        raise ProjectError(f"{path} {exc}") from None
+
+
+def _plain(node: Any, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int], env: Mapping[str, str]) -> Any:
+    import yaml
+
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*loc, key)] = key_node.start_mark.line + 1
+            out[key] = _plain(value_node, (*loc, key), lines, env)
+            lines[(*loc, key)] = key_node.start_mark.line + 1  # the key's line, not its value's
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(item, (*loc, i), lines, env) for i, item in enumerate(node.value)]
+    value = yaml.safe_load(yaml.serialize(node))  # the scalar with YAML's own typing
+    try:
+        return _expand(value, env) if isinstance(value, str) else value
+    except ProjectError as exc:
+        raise ProjectError(f"line {lines[loc]}: {exc}") from None
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """``${VAR}`` from ``env``; an unset variable is an error, not an empty string."""
+    import re
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise ProjectError(f"{text!r} names ${{{name}}}, which is not set; export it or write the value")
+        return env[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", one, text)

@@ -1,0 +1,122 @@
+"""Train a project's model through its entry point: ``tidemark --repo PATH train --model NAME``.
+
+    label source (rows known by the cutoff, predicted within the window)
+      │  entity rows: the model's entity columns, prediction time, request columns, label
+      ▼  FeatureClient.training_frame (point in time, the model's features)
+    frame, oldest ──────────────────────────────────────────► newest
+           │ fit: the entry point (frame) -> fitted model │ validation (metrics, profile) │
+      ▼
+    register_model: contract, lineage, metrics, challenger
+
+A label is used only once known (``known_at`` ≤ cutoff), so a late label never leaks into a frame
+that claims an earlier cutoff; the cutoff defaults to the newest known label.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipelines.errors import EmptyFrameError, NoLabelsError, SingleClassError, TrainingError
+from pipelines.training_data import utc_timestamp
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from features.sdk import FeatureClient
+    from features.settings import Settings
+    from pipelines.project import ProjectModel
+    from serving.model_contract import LabelSource
+
+__all__ = ["labelled_rows", "train_project_model"]
+
+log = logging.getLogger(__name__)
+
+
+def train_project_model(settings: Settings, model: ProjectModel, *, cutoff: datetime | None = None,
+                        feature_client: FeatureClient | None = None) -> ModelVersion:
+    """Build ``model``'s training frame, fit it with its entry point, register the challenger."""
+    from features.sdk import FeatureClient
+    from pipelines.model_registration import register_model
+
+    fc = feature_client or FeatureClient(settings)
+    refs, _ = fc.resolve_features(model.features)
+    keys = list(model.entity_columns) or [k for k, _ in fc.join_keys(refs)]
+    source = model.label_source
+    rows, cutoff_ts = labelled_rows(source, cutoff=cutoff, window=timedelta(days=model.window_days), fc=fc)
+    wanted = list(dict.fromkeys([*keys, *source.join_keys, *model.request_columns, source.label]))
+    missing = [c for c in (*wanted, source.prediction_time) if c not in rows.columns]
+    if missing:
+        raise TrainingError(f"the label source {source.table} lacks columns {missing} that model {model.name!r} "
+                            "needs for its entity rows")
+    entities = rows[wanted].assign(event_timestamp=rows[source.prediction_time].to_numpy())
+    frame = fc.training_frame(entities.reset_index(drop=True), refs)
+    assert isinstance(frame, pd.DataFrame)
+    train, validation = _split(frame.sort_values("event_timestamp", kind="stable"), model.validation_share)
+    if model.task != "regression":
+        for name, part in (("training", train), ("validation", validation)):
+            if part[source.label].nunique() < 2:
+                raise SingleClassError(f"the {name} rows of {model.name!r} hold one class of {source.label!r}; "
+                                       "widen window_days or wait for more labels")
+    fitted = model.entry_point()(train.reset_index(drop=True))
+    log.info("%s: fitted %s on %d rows by %s", model.name, type(fitted).__name__, len(train), model.train)
+    return register_model(
+        fitted, model.name, features=model.features, frame=train, validation_frame=validation, label=source.label,
+        task=model.task, label_source=source, request_columns=model.request_columns, routing_key=model.routing_key,
+        feature_client=fc, run_name=f"{model.train} to {cutoff_ts:%Y-%m-%d %H:%M}",
+        extra={"train": model.train, "window_days": f"{model.window_days:g}", "label_cutoff": cutoff_ts.isoformat()})
+
+
+def labelled_rows(source: LabelSource, *, cutoff: datetime | None, window: timedelta | None,
+                  fc: FeatureClient | None = None) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """Rows of the label source whose label was known by ``cutoff`` (UTC; default: the newest
+    ``known_at``) and, with ``window``, predicted within it before the cutoff; and the cutoff.
+    Rows without a label are left out."""
+    table = _read(source, fc)
+    for column in (source.known_at, source.prediction_time, source.label):
+        if column not in table.columns:
+            raise TrainingError(f"the label source {source.table} has no column {column!r}; its columns: "
+                                f"{', '.join(map(str, table.columns))}")
+    known_at = pd.to_datetime(table[source.known_at], utc=True)
+    labelled = table[source.label].notna() & known_at.notna()
+    if not labelled.any():
+        raise NoLabelsError(f"the label source {source.table} holds no known labels")
+    cutoff_ts = utc_timestamp(cutoff) if cutoff is not None else known_at[labelled].max()
+    keep = labelled & (known_at <= cutoff_ts)
+    when = pd.to_datetime(table[source.prediction_time], utc=True)
+    if window is not None:
+        keep &= when >= cutoff_ts - window
+    rows = table[keep]
+    if rows.empty:
+        raise EmptyFrameError(f"no row of {source.table} has a label known by {cutoff_ts:%Y-%m-%d %H:%M} UTC"
+                              f"{' within the window' if window is not None else ''}; widen window_days or move the cutoff")
+    return rows, cutoff_ts
+
+
+def _read(source: LabelSource, fc: FeatureClient | None) -> pd.DataFrame:
+    """A Parquet file or folder (hive partitions allowed), or a Spark table by name."""
+    import pyarrow.dataset as ds
+
+    if Path(source.table).exists():
+        return ds.dataset(source.table, format="parquet", partitioning="hive").to_table().to_pandas()
+    if "://" in source.table or "/" in source.table or fc is None:
+        raise TrainingError(f"the label source {source.table} does not exist; write the labels there or fix the "
+                            "table in tidemark.yaml")
+    frame: Any = fc.spark.table(source.table).toPandas()
+    return pd.DataFrame(frame)
+
+
+def _split(frame: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The oldest rows to fit, the newest ``share`` of the time span to validate on."""
+    when = pd.to_datetime(frame["event_timestamp"], utc=True)
+    start, end = when.min(), when.max()
+    boundary = end - (end - start) * share
+    train, validation = frame[when < boundary], frame[when >= boundary]
+    if train.empty or validation.empty:
+        raise EmptyFrameError(f"{len(frame)} rows from {start} to {end} can't be split into training and "
+                              f"validation by time (share {share}); widen window_days")
+    return train, validation

@@ -1,0 +1,48 @@
+"""Where each model's prediction log lives and what every row holds: the one module that the
+writer (:mod:`serving.prediction_log`) and every reader (drift, the canary, replays) import.
+
+    $TIDEMARK_HOME/offline/prediction_log/
+        model=<name>/date=YYYY-MM-DD/hour=HH/part-<UTC write time>-<uuid>.parquet
+
+One dataset per registered model (``model=`` is a hive partition, so ``spark.read.parquet`` or
+``pyarrow.dataset(..., partitioning="hive")`` of the whole folder gives a ``model`` column). Every
+row holds :data:`META` (when it was scored, the request, the variant and version that answered,
+``score``: P(positive), the top class's probability or the value), the model contract's join keys,
+request fields and the feature values it saw, and, when the request named them, the label source's
+row ids (int64, null where absent). A multiclass model adds ``predicted_class`` and
+``proba_<class>`` columns.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+import pyarrow as pa
+
+__all__ = ["META", "log_files", "model_log_root"]
+
+FOLDER = "prediction_log"
+#: What every row holds besides the model's own columns, as readers read it.
+META = pa.schema([("event_timestamp", pa.timestamp("us", tz="UTC")), ("request_id", pa.string()),
+                  ("variant", pa.string()), ("model_version", pa.string()), ("score", pa.float64())])
+
+
+def model_log_root(offline_dir: Path, model: str) -> Path:
+    """The folder of ``model``'s prediction log (its name percent-escaped where a path would break)."""
+    return offline_dir / FOLDER / f"model={quote(model, safe='')}"
+
+
+def log_files(root: Path, started: pd.Timestamp, now: pd.Timestamp) -> list[str]:
+    """Parquet files under the ``date=`` folders of ``root`` from ``started`` to ``now``; hidden and
+    temporary files (``.part-….tmp``) skipped."""
+    files: list[str] = []
+    day = started.normalize()
+    while day <= now:
+        folder = root / f"date={day.date().isoformat()}"
+        if folder.is_dir():
+            files += sorted(str(p) for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
+        day += timedelta(days=1)
+    return files

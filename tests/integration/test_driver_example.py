@@ -1,0 +1,134 @@
+"""The driver example, a project unrelated to payments, through the platform with the same
+commands as fraud: its own Feast repo (``feast init -t spark``'s layout) and ``tidemark.yaml``,
+applied and materialized into real Redis on real Spark, both models trained through their entry
+points and registered in MLflow (SQLite), promoted and served; a binary classifier and a
+regressor, judged by their task's metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from examples.driver.datagen import generate
+from examples.driver.training import INPUTS
+from features.sdk import FeatureClient
+from features.settings import Settings, SparkSettings
+from pipelines import model_registry
+from pipelines.cli import main as tidemark
+from pipelines.project import load_project
+from pipelines.project_training import train_project_model
+from serving.model_contract import ModelContract
+from serving.server import Server, build_server
+from tests.integration.redis_servers import RedisProc
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2] / "examples" / "driver" / "feature_repo"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisProc) -> Iterator[Settings]:
+    """The example's data generated up to now, its repo applied and materialized."""
+    home = tmp_path_factory.mktemp("driver-home")
+    with pytest.MonkeyPatch.context() as env:  # what feature_store.yaml and tidemark.yaml read
+        env.setenv("TIDEMARK_HOME", str(home))
+        env.setenv("TIDEMARK_REDIS_URL", module_redis.url)
+        now = pd.Timestamp.now(tz="UTC").floor("h")
+        generate(home / "driver_example" / "data", end=now.to_pydatetime(), days=8, drivers=30, customers=80,
+                 trips_per_day=150)
+        s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4),
+                     redis_url=module_redis.url, feast_repo=REPO, model_name="driver-completion")
+        client = FeatureClient(s)
+        client.apply()
+        client.materialize_incremental(pd.Timestamp.now(tz="UTC").to_pydatetime(), progress=False)
+        yield s
+
+
+@pytest.fixture(scope="module")
+def completion(settings: Settings) -> Iterator[Server]:
+    """driver-completion trained by its entry point, promoted, served as `tidemark serve` does."""
+    version = train_project_model(settings, load_project(REPO).model("driver-completion"))
+    model_registry.promote(model_registry.connect(settings), "driver-completion", version.version, first=True)
+    server = build_server(settings, refresh_s=3600)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _rows(n: int) -> list[dict]:
+    rng = np.random.default_rng(3)
+    return [{"driver_id": int(d), "customer_id": int(c), "trip_distance_km": float(k), "trip_id": 9_000_000 + i}
+            for i, (d, c, k) in enumerate(zip(rng.integers(1001, 1031, n), rng.integers(201, 281, n),
+                                              rng.gamma(2.0, 3.0, n), strict=True))]
+
+
+def _inputs(settings: Settings, rows: list[dict]) -> pd.DataFrame:
+    """The model's inputs as Feast's online read gives them, plus the request's distance."""
+    keys = [{"driver_id": r["driver_id"], "customer_id": r["customer_id"]} for r in rows]
+    refs, _ = FeatureClient(settings).resolve_features("driver_activity")
+    online = FeatureClient(settings).online_features(keys, refs).frame
+    online["trip_distance_km"] = [r["trip_distance_km"] for r in rows]
+    return online[list(INPUTS)].astype(float)
+
+
+def test_the_binary_model_is_trained_by_its_entry_point_and_served_exactly(settings: Settings,
+                                                                           completion: Server) -> None:
+    ml = model_registry.connect(settings)
+    version = ml.get_model_version_by_alias("driver-completion", "champion")
+    contract = ModelContract.of_version("driver-completion", version.version, version.tags)
+    assert contract.feature_service == "driver_activity" and contract.task == "binary"
+    assert contract.join_keys == ("customer_id", "driver_id") and contract.request_columns == ("trip_distance_km",)
+    assert contract.extra["train"] == "examples.driver.training:fit_completion"
+    metrics = ml.get_run(version.run_id).data.metrics
+    assert metrics["val_roc_auc"] > 0.65, metrics  # learnable only from point-in-time features
+    rows = _rows(60)
+    with TestClient(completion.app) as http:
+        answer = http.post("/v1/models/driver-completion/predict", json={"rows": rows})
+    assert answer.status_code == 200, answer.text
+    served = np.array([p["score"] for p in answer.json()["predictions"]])
+    model = mlflow.sklearn.load_model(f"models:/driver-completion/{version.version}")
+    np.testing.assert_allclose(served, model.predict_proba(_inputs(settings, rows))[:, 1], rtol=0, atol=1e-9)
+
+
+def test_the_prediction_log_is_the_models_own(settings: Settings, completion: Server) -> None:
+    with TestClient(completion.app) as http:
+        assert http.post("/v1/predict", json={"rows": _rows(5)}).status_code == 200
+    completion.scorer.log_sink.flush()
+    import pyarrow.dataset as ds
+
+    logged = ds.dataset(settings.offline_dir / "prediction_log", format="parquet", partitioning="hive").to_table()
+    frame = logged.to_pandas()
+    assert set(frame["model"]) == {"driver-completion"}
+    assert {"driver_id", "customer_id", "trip_distance_km", "conv_rate", "score", "trip_id"} <= set(frame.columns)
+    assert "customer_id" in frame and frame["trip_id"].dropna().astype(int).min() >= 9_000_000
+
+
+def test_a_request_is_checked_against_this_models_keys(completion: Server) -> None:
+    with TestClient(completion.app) as http:
+        answer = http.post("/v1/predict", json={"rows": [{"driver_id": 1001, "trip_distance_km": 3.0}]})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == [{"loc": ["rows", 0, "customer_id"], "msg": "required (an integer id)"}]
+
+
+def test_the_regressor_trains_through_the_cli_and_is_judged_by_rmse(settings: Settings, completion: Server,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TIDEMARK_HOME", str(settings.home))
+    monkeypatch.setenv("TIDEMARK_REDIS_URL", str(settings.redis_url))
+    assert tidemark(["--repo", str(REPO), "train", "--model", "driver-duration"]) == 0
+    assert "registered driver-duration v1 as challenger (regression" in capsys.readouterr().out
+    assert tidemark(["--repo", str(REPO), "promote", "--model", "driver-duration", "--first"]) == 0
+    ml = model_registry.connect(settings)
+    version = ml.get_model_version_by_alias("driver-duration", "champion")
+    metrics = ml.get_run(version.run_id).data.metrics
+    assert {"val_rmse", "val_mae", "val_r2"} <= set(metrics) and "val_pr_auc" not in metrics
+    assert metrics["val_r2"] > 0.5, metrics
+    assert tidemark(["--repo", str(REPO), "train"]) == 2  # two models: which one?
+    assert "declares 2 models (driver-completion, driver-duration); pick one with --model" in capsys.readouterr().err

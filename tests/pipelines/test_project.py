@@ -1,0 +1,82 @@
+"""tidemark.yaml: a repo's models read whole, or refused naming the file, the line and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.errors import ProjectError
+from pipelines.project import load_project
+
+GOOD = """\
+models:
+  - name: driver-completion
+    features: driver_activity
+    task: binary
+    label_source:
+      table: ${DATA}/trips
+      label: completed
+      join_keys: [trip_id]
+    request_columns: [trip_distance_km]
+    train: examples.driver.training:fit_completion
+    window_days: 14
+    drift: {psi: 0.25}
+  - name: driver-duration
+    features: [driver_hourly_stats:conv_rate, customer_daily_profile:current_balance]
+    task: regression
+    label_source: {table: data/trips, label: trip_minutes}
+    train: examples.driver.training:fit_duration
+"""
+
+
+def _repo(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "feature_store.yaml").write_text("project: p\n")
+    (tmp_path / "tidemark.yaml").write_text(text)
+    return tmp_path
+
+
+def test_a_project_reads_whole(tmp_path: Path) -> None:
+    project = load_project(_repo(tmp_path, GOOD), env={"DATA": "/srv/driver"})
+    first, second = project.models
+    assert first.name == "driver-completion" and first.features == "driver_activity" and first.task == "binary"
+    assert first.label_source.table == "/srv/driver/trips" and first.label_source.join_keys == ("trip_id",)
+    assert first.request_columns == ("trip_distance_km",) and first.window_days == 14.0
+    assert first.drift.psi == 0.25 and first.drift.alpha == 0.05  # the rest: today's defaults
+    assert second.features == ("driver_hourly_stats:conv_rate", "customer_daily_profile:current_balance")
+    assert second.label_source.table == str(tmp_path.resolve() / "data/trips")  # relative to the project
+    assert project.model("driver-duration") is second
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("    task: binary", "    taks: binary"), r"line 4: models\[0\]\.taks: unknown key; did you mean 'task'\?"),
+    (("    task: binary", "    task: ranking"), r"line 4: models\[0\]\.task: 'ranking' is not one of"),
+    (("driver-duration", "driver-completion"), r"line 13: models\[1\]\.name: two models are named 'driver-completion'"),
+    (("    window_days: 14", "    window_days: -1"), r"line 11: models\[0\]\.window_days: must be a number above 0"),
+    (("drift: {psi: 0.25}", "drift: {psy: 0.25}"), r"line 12: models\[0\]\.drift\.psy: unknown key; did you mean 'psi'"),
+    (("      label: completed\n", ""), r"line 5: models\[0\]\.label_source: label_source\.label is required"),
+    (("fit_completion", "fit_completion_v2\n    oops: 1"), r"line 11: models\[0\]\.oops: unknown key"),
+    (("    train: examples.driver.training:fit_duration", "    train: fit_duration"),
+     r"line 17: models\[1\]\.train: 'fit_duration' must be 'package.module:function'"),
+])
+def test_a_mistake_names_the_line_and_the_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ProjectError, match=message):
+        load_project(_repo(tmp_path, GOOD.replace(*edit, 1)), env={"DATA": "/srv"})
+
+
+def test_what_else_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError, match=r"line 6: .*\$\{DATA\}, which is not set"):
+        load_project(_repo(tmp_path, GOOD), env={})
+    with pytest.raises(ProjectError, match="not valid YAML"):
+        load_project(_repo(tmp_path, "models: [\n"), env={})
+    with pytest.raises(ProjectError, match="not a Feast repo"):
+        load_project(tmp_path / "nowhere")
+    project = load_project(_repo(tmp_path, GOOD), env={"DATA": "/d"})
+    with pytest.raises(ProjectError, match="declares 2 models.*--model NAME"):
+        project.model(None)
+    with pytest.raises(ProjectError, match="did you mean 'driver-duration'"):
+        project.model("driver-durations")
+    assert callable(project.models[0].entry_point())  # the driver example's, importable
+    moved = load_project(_repo(tmp_path, GOOD.replace("training:fit_completion", "nowhere:fit")), env={"DATA": "/d"})
+    with pytest.raises(ProjectError, match="'examples.driver.nowhere:fit' can't be imported"):
+        moved.models[0].entry_point()
