@@ -66,5 +66,10 @@ def run_dag(dag: Any, logical_date: datetime | None = None, conf: dict[str, Any]
     """One run of ``dag`` (None: a manual run now), tasks in this process; failures are in the result."""
     run = dag.test(logical_date=logical_date, run_conf=conf)
     tis = run.get_task_instances()
-    return Ran(dag.dag_id, run.run_id, str(run.state), {ti.task_id: str(ti.state) for ti in tis},
-               {ti.task_id: ti.xcom_pull(task_ids=ti.task_id) for ti in tis})
+    return Ran(dag.dag_id, run.run_id, str(run.state), {_key(ti): str(ti.state) for ti in tis},
+               {_key(ti): ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index) for ti in tis})
+
+
+def _key(ti: Any) -> str:
+    """A task instance's name in :class:`Ran`: the task id, with ``[i]`` for the i-th of a mapped task."""
+    return ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"

@@ -312,8 +312,8 @@ def _dag(dags: dict[str, Any], dag_id: str, logical_date: datetime | None = None
 
 def _drift(dags: dict[str, Any], hour: datetime, label: str) -> dict[str, Any]:
     ran = _dag(dags, "drift_monitor", hour)
-    summary = dict(ran.values["compare"])
-    emitted = ran.states.get("request_retrain") == "success"
+    summary = dict(ran.values["compare[0]"])  # the example's one model: the first mapped check
+    emitted = ran.states.get("request_retrain[0]") == "success"
     print(f"  {label}: {summary['decision']} on {summary['rows']:,} rows, "
           f"{len(summary['drifted_columns'])} columns drifted ({', '.join(summary['drifted_columns']) or 'none'})"
           f"{'; retrain requested (Asset tidemark://retrain-request)' if emitted else ''}")

@@ -10,7 +10,7 @@
         mature labelled payments scored offline by the champion on their point-in-time features)
     decision: "drift" (retrain), "no_drift", or "insufficient_data"; one MLflow run in the
     experiment "<model>-monitoring" with the report (metrics, report.json, drift.png,
-    Evidently report.html), the same files under $TIDEMARK_HOME/reports/drift/<interval end>/
+    Evidently report.html), the same files under $TIDEMARK_HOME/reports/drift/<model>/<interval end>/
 
 Everything is a function of the interval and of what was known at its end: a re-run of a past
 interval gives the same decision (labels that arrived later are not used).
@@ -45,13 +45,17 @@ import pyarrow.dataset as ds
 
 from features.errors import TidemarkError
 from pipelines.errors import ModelVersionError, NoChampionError
-from pipelines.training import SCORE
-from pipelines.training_data import known_labels, utc_timestamp
-from serving.prediction_log_schema import log_files, model_log_root
+from pipelines.labels import PREDICTION_TIME, known_labels, labelled_events
+from pipelines.model_metrics import PRIMARY_METRIC
+from pipelines.training_data import utc_timestamp
+from serving.model_contract import ModelContract
+from serving.prediction_log_schema import META, log_files, model_log_root, prediction_columns
+
+SCORE = "score"  # the prediction log's column of a model's score (binary: P(positive); regression: the value)
 
 if TYPE_CHECKING:
     from features.settings import Settings
-    from monitoring.drift import DriftReport
+    from monitoring.drift import DriftReport, DriftThresholds
     from monitoring.profile import ReferenceProfile
 
 __all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "monitor"]
@@ -59,10 +63,6 @@ __all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "monitor"]
 log = logging.getLogger(__name__)
 
 Decision = Literal["drift", "no_drift", "insufficient_data"]
-_LOG_META = {"event_timestamp": pa.timestamp("us", tz="UTC"), "request_id": pa.string(),
-             "transaction_id": pa.int64(), "variant": pa.string(), "model_version": pa.string()}
-
-
 @dataclass(frozen=True)
 class DriftPolicy:
     """When the interval counts as drift. Inputs: at least ``min_rows`` champion rows, and a share
@@ -85,6 +85,7 @@ class DriftPolicy:
     label_maturity: timedelta = timedelta(days=30)
     min_positives: int = 30
     prauc_margin: float = 0.05
+    loss_margin: float = 0.1   # log loss or RMSE: drift when shown worse than validation by this share
     alpha: float = 0.01
     bootstrap: int = 300
     html_rows: int = 5_000
@@ -115,21 +116,26 @@ class DriftOutcome:
     prauc: dict[str, float | str] = field(default_factory=dict)  # "source": "log" or "offline"
     run_id: str | None = None
     report_dir: Path | None = None
+    model: str = ""
+
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe, for the ``tidemark://retrain-request`` Asset event and XCom."""
         from monitoring.drift import json_safe
 
         return json_safe({
-            "decision": self.decision, "reasons": self.reasons, "interval_start": self.start.isoformat(),
+            "model": self.model, "decision": self.decision, "reasons": self.reasons, "interval_start": self.start.isoformat(),
             "interval_end": self.end.isoformat(), "champion_version": self.champion_version, "rows": self.rows,
             "drifted_columns": self.drifted_columns, "drift_share": self.drift_share, "psi": self.column_psi,
             "prauc": self.prauc, "mlflow_run_id": self.run_id,
             "report_dir": str(self.report_dir) if self.report_dir else None})
 
 
-def monitor(settings: Settings, start: datetime, end: datetime, *, policy: DriftPolicy | None = None) -> DriftOutcome:
-    """Judge ``[start, end)`` (UTC) for the current champion; log it to MLflow; return the outcome."""
+def monitor(settings: Settings, start: datetime, end: datetime, *, policy: DriftPolicy | None = None,
+            thresholds: DriftThresholds | None = None) -> DriftOutcome:
+    """Judge ``[start, end)`` (UTC) for the current champion of ``settings.model_name``; log it to
+    MLflow; return the outcome. ``thresholds``: when a column counts as drifted (default: the
+    project file's ``drift:`` for a project's model, else ``DriftThresholds()``)."""
     import mlflow
 
     from monitoring.drift import compare
@@ -148,22 +154,24 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     if not run_id:
         raise ModelVersionError(f"champion v{version} has no training run: it has no reference "
                                 "profile to compare with; register models with `tidemark train`")
+    contract = ModelContract.of_version(settings.model_name, version, champion.tags)
     profile = load_profile(ml, run_id)
-    current = champion_log(settings, profile, lo, hi, version)
-    outcome = DriftOutcome("no_drift", [], lo.to_pydatetime(), hi.to_pydatetime(), version, len(current))
+    current = champion_log(settings, profile, lo, hi, version, contract)
+    outcome = DriftOutcome("no_drift", [], lo.to_pydatetime(), hi.to_pydatetime(), version, len(current),
+                           model=settings.model_name)
     report = None
     if len(current) >= policy.min_rows:
-        report = compare(profile, current[list(profile.columns)])
+        report = compare(profile, current[list(profile.columns)], thresholds=thresholds or _thresholds(settings))
         _judge_inputs(outcome, report, policy)
     else:
         outcome.reasons.append(f"inputs not judged: {len(current)} champion rows in the interval < min_rows "
                                f"{policy.min_rows}")
     run_data = ml.get_run(run_id).data
-    _judge_labels(outcome, settings, profile, version, hi, run_data.metrics.get("val_pr_auc"), run_data.params, policy)
+    _judge_labels(outcome, settings, contract, profile, version, hi, run_data.metrics, run_data.params, policy)
     if report is None and not outcome.prauc.get("judged"):
         outcome.decision = "insufficient_data"
     experiment = model_registry.experiment_id(ml, settings, f"{settings.model_name}-monitoring")
-    folder = settings.home / "reports" / "drift" / hi.strftime("%Y-%m-%dT%H%M%SZ")
+    folder = settings.home / "reports" / "drift" / settings.model_name / hi.strftime("%Y-%m-%dT%H%M%SZ")
     with mlflow.start_run(experiment_id=experiment, run_name=f"drift {lo:%Y-%m-%d %H:%M} .. {hi:%Y-%m-%d %H:%M}",
                           nested=mlflow.active_run() is not None,
                           tags={"tidemark.model": settings.model_name, "champion_version": version,
@@ -184,15 +192,30 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     return outcome
 
 
+def _thresholds(settings: Settings) -> DriftThresholds:
+    """The project file's ``drift:`` of this model, or the defaults."""
+    from monitoring.drift import DriftThresholds
+
+    if settings.feast_repo is None:
+        return DriftThresholds()
+    from pipelines.project import load_project
+
+    declared = {m.name: m for m in load_project(settings.feast_repo).models}
+    return declared[settings.model_name].drift if settings.model_name in declared else DriftThresholds()
+
+
 def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timestamp, end: pd.Timestamp,
-                 version: str) -> pd.DataFrame:
+                 version: str, contract: ModelContract) -> pd.DataFrame:
     """Prediction-log rows that ``version`` answered as champion in ``[start, end)``: the profile's
-    columns (missing ones null) and the log's metadata columns."""
+    columns (missing ones null), the log's metadata columns, the label source's row ids and, for a
+    multiclass model, its class probabilities."""
     from monitoring.profile import NumericProfile
 
     types = {name: pa.float64() if isinstance(col, NumericProfile) else pa.string()
              for name, col in profile.columns.items()}
-    schema = pa.schema({**_LOG_META, **types})
+    ids = {k: pa.int64() for k in (contract.label.join_keys if contract.label else ())}
+    probabilities = {c: pa.float64() for c in _prediction_columns(contract) if c != SCORE}
+    schema = pa.schema({**dict(zip(META.names, META.types, strict=True)), **ids, **probabilities, **types})
     files = log_files(model_log_root(settings.offline_dir, settings.model_name), start, end)
     if not files:
         return schema.empty_table().to_pandas()
@@ -217,34 +240,41 @@ def _judge_inputs(outcome: DriftOutcome, report: DriftReport, policy: DriftPolic
         outcome.reasons.append(f"inputs: {line}, share {report.drift_share:.2f} < {policy.drift_share}")
 
 
-def _judge_labels(outcome: DriftOutcome, settings: Settings, profile: ReferenceProfile, version: str,
-                  end: pd.Timestamp, validation: float | None, params: dict[str, str], policy: DriftPolicy) -> None:
-    """PR-AUC of the champion on mature, labelled payments, against its validation PR-AUC."""
+def _judge_labels(outcome: DriftOutcome, settings: Settings, contract: ModelContract, profile: ReferenceProfile,
+                  version: str, end: pd.Timestamp, metrics: dict[str, float], params: dict[str, str],
+                  policy: DriftPolicy) -> None:
+    """The champion's task metric (PR-AUC, log loss or RMSE: :data:`PRIMARY_METRIC`) on labelled
+    rows whose label is final, against its validation value."""
+    metric, higher = PRIMARY_METRIC[contract.task]
     outcome.prauc = {"judged": 0.0}
-    label_dir = settings.raw_dir / "labels"
-    if validation is None or not label_dir.exists():
-        outcome.reasons.append("labels not judged: " + ("the champion's run has no val_pr_auc" if validation is None
-                                                        else f"no labels under {label_dir}"))
+    validation = metrics.get(f"val_{metric}")
+    if contract.label is None or validation is None:
+        outcome.reasons.append("labels not judged: " + ("the champion's contract has no label source"
+                                                        if contract.label is None else f"its run has no val_{metric}"))
         return
     since = end - policy.label_maturity - policy.label_window
-    rows, source = _mature_scores(outcome.prauc, settings, profile, version, params, since, end, policy)
+    rows, source = _mature_scores(outcome.prauc, settings, contract, profile, version, params, since, end, policy)
     if rows is None:
         outcome.reasons.append(f"labels not judged: {source}")
         return
-    y, s, w = rows["is_fraud"].to_numpy(np.int8), rows[SCORE].to_numpy(np.float64), rows["weight"].to_numpy(np.float64)
-    positives, payments = int(y.sum()), round(float(w.sum()))
-    outcome.prauc.update({"validation": float(validation), "labelled": float(payments), "positives": float(positives),
+    y, w = _outcome(rows, contract), rows["weight"].to_numpy(np.float64)
+    positives, labelled = _positives(y, contract), round(float(w.sum()))
+    outcome.prauc.update({"validation": float(validation), "labelled": float(labelled), "positives": float(positives),
                           "scored": float(len(rows))})
-    if positives < policy.min_positives or positives == len(rows):
-        outcome.reasons.append(f"labels not judged: {positives} labelled frauds among {payments} mature payments "
-                               f"since {since:%Y-%m-%d} < min_positives {policy.min_positives} ({source})")
+    if positives < policy.min_positives or (contract.task == "binary" and positives == len(rows)):
+        what = "positive labels" if contract.task == "binary" else "labelled rows"
+        outcome.reasons.append(f"labels not judged: {positives} {what} among {labelled} mature rows since "
+                               f"{since:%Y-%m-%d} < min_positives {policy.min_positives} ({source})")
         return
-    ap, se, upper = _prauc_bound(s, y, w, policy)
-    dropped = upper < validation - policy.prauc_margin
-    outcome.prauc.update({"judged": 1.0, "pr_auc": ap, "se": se, "upper": upper, "drop": float(validation - ap),
+    value, se, bound = _metric_bound(contract, _predictions(rows, contract), y, w, policy)
+    margin = policy.prauc_margin if higher else policy.loss_margin * float(validation)
+    dropped = bound < validation - margin if higher else bound > validation + margin
+    outcome.prauc.update({"judged": 1.0, "metric": metric, metric: value, "se": se, "upper" if higher else "lower": bound,
+                          "drop": float(validation - value if higher else value - validation),
                           "concept_drift": float(dropped)})
-    line = (f"PR-AUC {ap:.3f} (upper bound {upper:.3f}) on {payments:,} mature labelled payments "
-            f"({positives} frauds) vs validation {validation:.3f}, margin {policy.prauc_margin} ({source})")
+    line = (f"{metric} {value:.3f} ({'upper' if higher else 'lower'} bound {bound:.3f}) on {labelled:,} mature "
+            f"labelled rows ({positives} {'positive' if contract.task == 'binary' else 'scored'}) vs validation "
+            f"{validation:.3f}, margin {margin:.3g} ({source})")
     if dropped:
         outcome.decision = "drift"
         outcome.reasons.append(f"concept drift: {line}")
@@ -252,29 +282,58 @@ def _judge_labels(outcome: DriftOutcome, settings: Settings, profile: ReferenceP
         outcome.reasons.append(f"labels: {line}")
 
 
-def _mature_scores(prauc: dict[str, float | str], settings: Settings, profile: ReferenceProfile, version: str,
-                   params: dict[str, str], since: pd.Timestamp, end: pd.Timestamp,
-                   policy: DriftPolicy) -> tuple[pd.DataFrame | None, str]:
-    """The champion's scores on mature labelled payments (``is_fraud``, ``score``, ``weight``) and a
-    note on where they came from: the prediction log, or offline where the log holds fewer than
-    ``min_positives`` frauds. None, and why, where the offline scoring could not run. Sets
-    ``prauc["source"]`` and the log's counts."""
-    logged = _logged_rows(settings, profile, version, since, end, policy)
-    frauds = int(logged["is_fraud"].sum())
-    prauc.update({"source": "log", "logged": float(len(logged)), "logged_positives": float(frauds)})
-    if frauds >= policy.min_positives or policy.offline_label_rows == 0:
+def _mature_scores(counts: dict[str, float | str], settings: Settings, contract: ModelContract,
+                   profile: ReferenceProfile, version: str, params: dict[str, str], since: pd.Timestamp,
+                   end: pd.Timestamp, policy: DriftPolicy) -> tuple[pd.DataFrame | None, str]:
+    """The champion's predictions on mature labelled rows (the row ids, the label, the prediction
+    columns, ``weight``) and a note on where they came from: the prediction log, or offline where
+    the log holds fewer than ``min_positives``. None, and why, where the offline scoring could not
+    run. Sets ``counts["source"]`` and the log's counts."""
+    logged = _logged_rows(settings, contract, profile, version, since, end, policy)
+    found = _positives(_outcome(logged, contract), contract)
+    counts.update({"source": "log", "logged": float(len(logged)), "logged_positives": float(found)})
+    if found >= policy.min_positives or policy.offline_label_rows == 0:
         return logged, "scores served, from the prediction log"
-    prauc["source"] = "offline"
-    short = (f"the prediction log holds {frauds} labelled frauds among the {len(logged)} mature payments the champion "
-             f"served, < min_positives {policy.min_positives}")
+    counts["source"] = "offline"
+    short = (f"the prediction log holds {found} labelled {'positives' if contract.task == 'binary' else 'rows'} "
+             f"among the {len(logged)} mature rows the champion served, < min_positives {policy.min_positives}")
     from feast.errors import FeastError
 
     try:
-        rows, where = _offline_rows(settings, version, params, since, end, policy)
+        rows, where = _offline_rows(settings, contract, version, params, since, end, policy)
     except (TidemarkError, FeastError) as exc:  # no feature tables, a feature view gone, ...
-        log.warning("drift: scoring mature payments offline failed", exc_info=True)
+        log.warning("drift: scoring mature rows offline failed", exc_info=True)
         return None, f"{short}, and scoring offline failed ({type(exc).__name__}: {exc})"
     return rows, f"scored offline {where}: {short}"
+
+
+def _metric_bound(contract: ModelContract, predictions: np.ndarray, y: np.ndarray, w: np.ndarray,
+                  policy: DriftPolicy) -> tuple[float, float, float]:
+    """The task's metric, its bootstrap standard error (seeded by the row count: same rows, same
+    answer) and its one-sided bound at ``policy.alpha`` on the side that would mean "worse": the
+    upper bound of PR-AUC, the lower bound of log loss or RMSE."""
+    from scipy.special import ndtri
+
+    if contract.task == "binary":
+        return _prauc_bound(predictions, y, w, policy)
+    rng = np.random.default_rng(len(y))
+    if contract.task == "multiclass":
+        index = {c: i for i, c in enumerate(contract.classes)}
+        truth = np.array([index.get(str(v), -1) for v in y])
+        p = np.clip(predictions[np.arange(len(y)), np.maximum(truth, 0)], 1e-15, 1.0)
+        loss = np.where(truth >= 0, -np.log(p), np.log(1e15))  # an unknown class: the worst loss
+
+        def statistic(idx: np.ndarray) -> float:
+            return float(np.average(loss[idx], weights=w[idx]))
+    else:
+        squared = (predictions - y.astype(np.float64)) ** 2
+
+        def statistic(idx: np.ndarray) -> float:
+            return float(np.sqrt(np.average(squared[idx], weights=w[idx])))
+    every = np.arange(len(y))
+    boot = np.array([statistic(rng.choice(every, len(every))) for _ in range(policy.bootstrap)])
+    value, se = statistic(every), float(np.std(boot, ddof=1))
+    return value, se, value - float(-ndtri(policy.alpha)) * se
 
 
 def _prauc_bound(s: np.ndarray, y: np.ndarray, w: np.ndarray, policy: DriftPolicy) -> tuple[float, float, float]:
@@ -292,70 +351,92 @@ def _prauc_bound(s: np.ndarray, y: np.ndarray, w: np.ndarray, policy: DriftPolic
     return ap, se, ap + float(-ndtri(policy.alpha)) * se
 
 
-def _logged_rows(settings: Settings, profile: ReferenceProfile, version: str, since: pd.Timestamp, end: pd.Timestamp,
-                 policy: DriftPolicy) -> pd.DataFrame:
-    """Mature payments the champion served since ``since``, with the label known at ``end``:
-    ``transaction_id``, ``is_fraud``, ``score``, ``weight`` (1)."""
-    scored = champion_log(settings, profile, since, end, version)
-    scored = scored[scored["transaction_id"].notna()].sort_values("event_timestamp", kind="stable")
-    scored = scored.drop_duplicates("transaction_id")  # a retried request counts once
-    labels = known_labels(settings.raw_dir / "labels", label_cutoff=end.to_pydatetime(),
-                          labels_from=since.to_pydatetime())
-    paid = _payment_times(settings, since, end)
-    rows = scored.merge(labels, on="transaction_id").merge(paid, on="transaction_id")
-    rows = rows[rows["payment_time"] <= end - policy.label_maturity]  # labels final: no fraud over-share
-    return rows.assign(weight=1.0)[["transaction_id", "is_fraud", SCORE, "weight"]]
+def _logged_rows(settings: Settings, contract: ModelContract, profile: ReferenceProfile, version: str,
+                 since: pd.Timestamp, end: pd.Timestamp, policy: DriftPolicy) -> pd.DataFrame:
+    """Mature rows the champion served since ``since``, with the label known at ``end``: the row
+    ids, the label, the prediction columns and ``weight`` (1). A retried request counts once."""
+    assert contract.label is not None
+    source, ids = contract.label, list(contract.label.join_keys)
+    scored = champion_log(settings, profile, since, end, version, contract)
+    scored = scored.dropna(subset=ids).sort_values("event_timestamp", kind="stable").drop_duplicates(ids)
+    labels = known_labels(source, cutoff=end.to_pydatetime(), since=since.to_pydatetime())
+    labels = labels.rename(columns={PREDICTION_TIME: "predicted_at"})[[*ids, source.label, "predicted_at"]]
+    rows = scored.drop(columns=[source.label], errors="ignore").merge(labels, on=ids)
+    rows = rows[rows["predicted_at"] <= end - policy.label_maturity]  # labels final: no over-share of fast ones
+    return rows.assign(weight=1.0)[[*ids, source.label, *_prediction_columns(contract), "weight"]]
 
 
-def _offline_rows(settings: Settings, version: str, params: dict[str, str], since: pd.Timestamp, end: pd.Timestamp,
-                  policy: DriftPolicy) -> tuple[pd.DataFrame, str]:
-    """Mature payments made in ``[since, end - label_maturity]`` and after the champion's ``train_end``
-    (it was fitted on the ones before), labelled as known at ``end``, scored by the champion now on
-    their point-in-time features (the values the online store held when each was paid); at most
-    ``offline_label_rows`` of them (:func:`_capped`). Also says which payments, for the reasons."""
+def _offline_rows(settings: Settings, contract: ModelContract, version: str, params: dict[str, str],
+                  since: pd.Timestamp, end: pd.Timestamp, policy: DriftPolicy) -> tuple[pd.DataFrame, str]:
+    """Mature labelled events predicted in ``[since, end - label_maturity]`` and after the champion's
+    ``train_end`` (it was fitted on the ones before), labelled as known at ``end``, predicted by the
+    champion now on their point-in-time features (the values the online store held at each event);
+    at most ``offline_label_rows`` of them (:func:`_capped`). Also says which rows, for the reasons."""
     from features.sdk import FeatureClient
     from pipelines.gate import version_scores
-    from pipelines.training_data import labelled_transactions
 
-    missing = [k for k in ("train_end", "features") if k not in params]
-    if missing:
-        raise ModelVersionError(f"the champion's training run has no {' or '.join(missing)} param: it was not "
-                                "registered by `tidemark train`, so what to score it on is unknown")
+    assert contract.label is not None
+    source, ids = contract.label, list(contract.label.join_keys)
+    if "train_end" not in params:
+        raise ModelVersionError("the champion's training run has no train_end param: what it was fitted on, and so "
+                                "what to score it on, is unknown; register it with register_model or `tidemark train`")
     first, last = max(since, utc_timestamp(params["train_end"])), end - policy.label_maturity
-    where = f"on payments {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} (after its training split)"
-    entities = pd.DataFrame({"transaction_id": [], "is_fraud": []}) if first >= last else labelled_transactions(
-        settings.raw_dir, label_cutoff=end.to_pydatetime(), events_from=first.to_pydatetime(),
-        events_until=last.to_pydatetime())
-    entities = _capped(entities, policy.offline_label_rows)
+    where = f"on rows predicted {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} (after its training split)"
+    columns = list(dict.fromkeys([*contract.join_keys, *contract.request_columns]))
+    entities = pd.DataFrame({**{k: [] for k in ids}, source.label: []}) if first >= last else labelled_events(
+        source, cutoff=end.to_pydatetime(), start=first.to_pydatetime(), end=last.to_pydatetime(), columns=columns)
+    entities = _capped(entities, policy.offline_label_rows, ids, source.label, contract)
     if entities.empty:
-        return entities.assign(**{SCORE: 0.0}), where
-    frame = FeatureClient(settings).training_frame(entities, params["features"].split(","))
+        return entities.assign(score=0.0), where
+    frame = FeatureClient(settings).training_frame(entities, list(contract.features))
     assert isinstance(frame, pd.DataFrame)
-    frame[SCORE] = version_scores(settings.model_name, version, frame)
-    return frame[["transaction_id", "is_fraud", SCORE, "weight"]], where
+    predictions = version_scores(settings.model_name, version, frame)
+    frame = frame.assign(**prediction_columns(contract, np.asarray(predictions, dtype=np.float64)))
+    return frame[[*ids, source.label, *_prediction_columns(contract), "weight"]], where
 
 
-def _capped(entities: pd.DataFrame, cap: int) -> pd.DataFrame:
-    """At most ``cap`` of ``entities``: every fraud (up to half the cap), legitimate payments for the
-    rest; ``weight``: how many payments of its class each kept row stands for, so that a weighted
-    PR-AUC is the PR-AUC of them all. Rows are picked by a hash of ``transaction_id``: a re-run keeps
-    the same payments, and so does an overlapping interval."""
-    fraud = entities["is_fraud"].to_numpy() == 1
-    rank = pd.util.hash_array(entities["transaction_id"].to_numpy())
+def _prediction_columns(contract: ModelContract) -> list[str]:
+    """The prediction log's columns that hold a model's predictions (``serving.scorer.prediction_columns``)."""
+    return [f"proba_{c}" for c in contract.classes] if contract.task == "multiclass" else [SCORE]
+
+
+def _predictions(rows: pd.DataFrame, contract: ModelContract) -> np.ndarray:
+    if contract.task == "multiclass":
+        return rows[_prediction_columns(contract)].to_numpy(np.float64)
+    return rows[SCORE].to_numpy(np.float64)
+
+
+def _outcome(rows: pd.DataFrame, contract: ModelContract) -> np.ndarray:
+    """The labels: 0/1 for binary (``classes[1]`` is 1), the class names for multiclass, values for regression."""
+    assert contract.label is not None
+    y = rows[contract.label.label].to_numpy()
+    if contract.task != "binary":
+        return y
+    positive = contract.classes[1] if contract.classes else "1"
+    if y.dtype.kind in "biuf":
+        return (y.astype(np.float64) == float(positive)).astype(np.int8)
+    return (np.array([str(v) for v in y]) == positive).astype(np.int8)
+
+
+def _positives(y: np.ndarray, contract: ModelContract) -> int:
+    """Positive labels for a binary model; labelled rows for the others."""
+    return int(y.sum()) if contract.task == "binary" else len(y)
+
+
+def _capped(entities: pd.DataFrame, cap: int, ids: list[str], label: str,
+            contract: ModelContract | None = None) -> pd.DataFrame:
+    """At most ``cap`` of ``entities``: for a binary model every positive (up to half the cap) and
+    negatives for the rest, for the others a uniform pick; ``weight``: how many rows of its class
+    each kept row stands for, so that a weighted metric is that of them all. Rows are picked by a
+    hash of their ids: a re-run keeps the same rows, and so does an overlapping interval."""
+    binary = contract is None or contract.task == "binary"
+    positive = (entities[label].to_numpy() == 1) if binary else np.zeros(len(entities), bool)
+    rank = (pd.util.hash_array(entities[ids[0]].to_numpy()) if len(ids) == 1
+            else pd.util.hash_pandas_object(entities[ids], index=False).to_numpy())
     keep, weight = np.zeros(len(entities), bool), np.ones(len(entities))
-    quota = min(int(fraud.sum()), cap // 2)
-    for members, room in ((fraud, quota), (~fraud, cap - quota)):
+    quota = min(int(positive.sum()), cap // 2)
+    for members, room in ((positive, quota), (~positive, cap - quota)):
         idx = np.flatnonzero(members)
         chosen = idx[np.argsort(rank[idx], kind="stable")[:room]]
         keep[chosen], weight[chosen] = True, len(idx) / max(len(chosen), 1)
     return entities.assign(weight=weight)[keep].reset_index(drop=True)
-
-
-def _payment_times(settings: Settings, since: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """When each payment labelled in ``[since, end]`` was made (the labels carry it), one row each."""
-    labels = ds.dataset(settings.raw_dir / "labels", format="parquet", partitioning="hive")
-    when = ds.field("label_timestamp")
-    table = labels.to_table(columns=["transaction_id", "transaction_timestamp"],
-                            filter=(when <= end.to_pydatetime()) & (when >= since.to_pydatetime()))
-    frame = table.to_pandas().drop_duplicates("transaction_id")
-    return frame.rename(columns={"transaction_timestamp": "payment_time"})

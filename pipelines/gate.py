@@ -153,11 +153,14 @@ def _run_params(client: MlflowClient, name: str, version: ModelVersion) -> dict[
 
 
 def version_scores(name: str, version: str, frame: pd.DataFrame) -> np.ndarray:
-    """Fraud scores of registered ``version`` of ``name`` on a point-in-time ``frame`` (the model
-    loaded from MLflow's registry, as the gate and the drift job's offline label check use it)."""
-    import mlflow.pyfunc
+    """Predictions of registered ``version`` of ``name`` on a point-in-time ``frame`` (the model
+    loaded from MLflow's registry as serving loads it, through its contract and fastest path; the
+    registry the last ``model_registry.connect`` pointed at), as the gate and the drift job's
+    offline label check use them: P(positive), class probabilities or values by task."""
+    from mlflow import MlflowClient
 
-    from serving.fraud_pyfunc import unwrap
+    from serving.model_slots import load_version
+    from serving.predictors import predict
 
-    return unwrap(mlflow.pyfunc.load_model(f"models:/{name}/{version}")).predict_proba(frame)
-
+    model, _ = load_version(MlflowClient(), name, version, device="cpu")
+    return predict(model, frame)

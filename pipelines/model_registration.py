@@ -100,10 +100,12 @@ def register_model(model: Any, name: str, *, features: str | Sequence[str], fram
         mlflow.log_params({"task": task, "features": ",".join(contract.features), "label": label,
                            "feature_service": contract.feature_service or "", "model_inputs": ",".join(contract.inputs),
                            "model_class": f"{type(model).__module__}.{type(model).__qualname__}", "rows": len(frame)})
+        window = _window(frame, time_column)
+        mlflow.log_params({"train_start": window["start"] or "", "train_end": window["end"] or ""})
         mlflow.log_metrics(metrics)
         lineage = {"features": list(contract.features), "feature_service": contract.feature_service,
                    "views": fc.lineage(contract.features), "frame_sha256": digest, "label": label,
-                   "window": _window(frame, time_column)}
+                   "window": window}
         mlflow.log_dict(lineage, "lineage.json")
         mlflow.log_dict(json.loads(contract.to_json()), CONTRACT_ARTIFACT)
         _log_profile(judged, contract, predictions)

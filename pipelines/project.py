@@ -28,19 +28,23 @@ the line and the key, with near matches for a misspelt key.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitoring.drift import DriftThresholds
 from pipelines.errors import ProjectError
 from serving.model_contract import TASKS, LabelSource
 
-__all__ = ["PROJECT_FILE", "Project", "ProjectModel", "load_project"]
+if TYPE_CHECKING:
+    from features.settings import Settings
+
+__all__ = ["PROJECT_FILE", "Project", "ProjectModel", "load_project", "model_names"]
 
 PROJECT_FILE = "tidemark.yaml"
 _MODEL_KEYS = ("name", "features", "task", "label_source", "request_columns", "entity_columns", "routing_key",
@@ -98,6 +102,13 @@ class Project:
         near = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(map(repr, near))}? " if near else ""
         raise ProjectError(f"no model {name!r} in {self.repo / PROJECT_FILE}; {hint}declared: {', '.join(names)}")
+
+
+def model_names(settings: Settings) -> list[str]:
+    """The models a deployment runs: its project's, in file order; the bundled example's one."""
+    if settings.feast_repo is None:
+        return [settings.model_name]
+    return [m.name for m in load_project(settings.feast_repo).models]
 
 
 def load_project(repo: Path | str, env: Mapping[str, str] | None = None) -> Project:
@@ -159,16 +170,24 @@ def _model(item: Any, loc: tuple[Any, ...], where: _Where, repo: Path) -> Projec
         source = LabelSource.from_dict(item["label_source"], "label_source")
     except Exception as exc:  # noqa: BLE001  (ContractError: re-raised with the line)
         raise ProjectError(where.at((*loc, "label_source"), str(exc))) from None
-    table = source.table if "://" in source.table or Path(source.table).is_absolute() else str(repo / source.table)
+    table = _located(source.table, repo)
     return ProjectModel(
         name=text("name"), features=features if isinstance(features, str) else tuple(features), task=task,
-        label_source=LabelSource(table, source.label, source.join_keys, source.prediction_time, source.known_at),
+        label_source=dataclasses.replace(source, table=table, entities=_located(source.entities, repo)),
         train=train, request_columns=_list(item, "request_columns", loc, where),
         entity_columns=_list(item, "entity_columns", loc, where), routing_key=item.get("routing_key"),
         window_days=_number(item, "window_days", 30.0, loc, where),
         validation_share=_number(item, "validation_share", 0.2, loc, where, below=1.0),
         drift=_policy(DriftThresholds, item.get("drift") or {}, (*loc, "drift"), where),
         canary=_mapping(item.get("canary") or {}, (*loc, "canary"), where))
+
+
+def _located(table: str, repo: Path) -> str:
+    """A relative Parquet path is read from the project folder; URLs, absolute paths, table names
+    (no ``/``) and "" stay as they are."""
+    if not table or "://" in table or Path(table).is_absolute() or "/" not in table:
+        return table
+    return str(repo / table)
 
 
 def _known(raw: Mapping[str, Any], known: tuple[str, ...], loc: tuple[Any, ...], where: _Where) -> None:

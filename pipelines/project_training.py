@@ -15,13 +15,14 @@ that claims an earlier cutoff; the cutoff defaults to the newest known label.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipelines.errors import EmptyFrameError, NoLabelsError, SingleClassError, TrainingError
+from pipelines.labels import PREDICTION_TIME, labelled_events, read_table
 from pipelines.training_data import utc_timestamp
 
 if TYPE_CHECKING:
@@ -47,13 +48,14 @@ def train_project_model(settings: Settings, model: ProjectModel, *, cutoff: date
     refs, _ = fc.resolve_features(model.features)
     keys = list(model.entity_columns) or [k for k, _ in fc.join_keys(refs)]
     source = model.label_source
-    rows, cutoff_ts = labelled_rows(source, cutoff=cutoff, window=timedelta(days=model.window_days), fc=fc)
-    wanted = list(dict.fromkeys([*keys, *source.join_keys, *model.request_columns, source.label]))
-    missing = [c for c in (*wanted, source.prediction_time) if c not in rows.columns]
+    rows, cutoff_ts = labelled_rows(source, cutoff=cutoff, window=timedelta(days=model.window_days),
+                                    columns=[*keys, *model.request_columns], fc=fc)
+    wanted = list(dict.fromkeys([*keys, *source.join_keys, *model.request_columns, source.label, PREDICTION_TIME]))
+    missing = [c for c in wanted if c not in rows.columns]
     if missing:
         raise TrainingError(f"the label source {source.table} lacks columns {missing} that model {model.name!r} "
                             "needs for its entity rows")
-    entities = rows[wanted].assign(event_timestamp=rows[source.prediction_time].to_numpy())
+    entities = rows[wanted]
     frame = fc.training_frame(entities.reset_index(drop=True), refs)
     assert isinstance(frame, pd.DataFrame)
     train, validation = _split(frame.sort_values("event_timestamp", kind="stable"), model.validation_share)
@@ -72,42 +74,24 @@ def train_project_model(settings: Settings, model: ProjectModel, *, cutoff: date
 
 
 def labelled_rows(source: LabelSource, *, cutoff: datetime | None, window: timedelta | None,
-                  fc: FeatureClient | None = None) -> tuple[pd.DataFrame, pd.Timestamp]:
-    """Rows of the label source whose label was known by ``cutoff`` (UTC; default: the newest
-    ``known_at``) and, with ``window``, predicted within it before the cutoff; and the cutoff.
-    Rows without a label are left out."""
-    table = _read(source, fc)
-    for column in (source.known_at, source.prediction_time, source.label):
-        if column not in table.columns:
-            raise TrainingError(f"the label source {source.table} has no column {column!r}; its columns: "
-                                f"{', '.join(map(str, table.columns))}")
-    known_at = pd.to_datetime(table[source.known_at], utc=True)
-    labelled = table[source.label].notna() & known_at.notna()
-    if not labelled.any():
-        raise NoLabelsError(f"the label source {source.table} holds no known labels")
-    cutoff_ts = utc_timestamp(cutoff) if cutoff is not None else known_at[labelled].max()
-    keep = labelled & (known_at <= cutoff_ts)
-    when = pd.to_datetime(table[source.prediction_time], utc=True)
-    if window is not None:
-        keep &= when >= cutoff_ts - window
-    rows = table[keep]
+                  columns: Sequence[str] = (), fc: FeatureClient | None = None) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """The labelled events (:func:`pipelines.labels.labelled_events`: row ids, ``columns``,
+    ``event_timestamp``, label) whose label was known by ``cutoff`` (UTC; default: the newest
+    ``known_at``) and, with ``window``, predicted within it before the cutoff; and the cutoff."""
+    if cutoff is None:
+        known_at = pd.to_datetime(read_table(source.table, columns=[source.known_at], fc=fc)[source.known_at], utc=True)
+        if known_at.notna().sum() == 0:
+            raise NoLabelsError(f"the label source {source.table} holds no known labels")
+        cutoff_ts = known_at.max()
+    else:
+        cutoff_ts = utc_timestamp(cutoff)
+    start = cutoff_ts - window if window is not None else None
+    rows = labelled_events(source, cutoff=cutoff_ts.to_pydatetime(), start=start, end=cutoff_ts.to_pydatetime(),
+                           columns=columns, fc=fc)
     if rows.empty:
         raise EmptyFrameError(f"no row of {source.table} has a label known by {cutoff_ts:%Y-%m-%d %H:%M} UTC"
                               f"{' within the window' if window is not None else ''}; widen window_days or move the cutoff")
     return rows, cutoff_ts
-
-
-def _read(source: LabelSource, fc: FeatureClient | None) -> pd.DataFrame:
-    """A Parquet file or folder (hive partitions allowed), or a Spark table by name."""
-    import pyarrow.dataset as ds
-
-    if Path(source.table).exists():
-        return ds.dataset(source.table, format="parquet", partitioning="hive").to_table().to_pandas()
-    if "://" in source.table or "/" in source.table or fc is None:
-        raise TrainingError(f"the label source {source.table} does not exist; write the labels there or fix the "
-                            "table in tidemark.yaml")
-    frame: Any = fc.spark.table(source.table).toPandas()
-    return pd.DataFrame(frame)
 
 
 def _split(frame: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from features.settings import Settings
 
-__all__ = ["RetrainOutcome", "RetrainRequest", "canary_running", "retrain", "start_canary"]
+__all__ = ["RetrainOutcome", "RetrainRequest", "canary_running", "retrain", "settings_for_model", "start_canary"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,22 @@ class RetrainOutcome:
                 "gate_reason": self.gate_reason, "canary_id": self.canary_id}
 
 
+def settings_for_model(settings: Settings, requested: str | None, trigger: dict[str, Any] | None) -> Settings:
+    """``settings`` for the model a retrain is about: ``requested`` (the run's ``model`` param),
+    else the one the drift event names, else the deployment's only model."""
+    import dataclasses
+
+    from pipelines.project import model_names
+
+    name = requested or (trigger or {}).get("model")
+    if not name:
+        names = model_names(settings)
+        if len(names) != 1:
+            raise ValueError(f"the deployment has models {names}; name one in the run's conf: {{\"model\": ...}}")
+        name = names[0]
+    return dataclasses.replace(settings, model_name=name)
+
+
 def canary_running(settings: Settings) -> str | None:
     """A line saying which canary is running, or None when none is."""
     from pipelines import canary_job
@@ -86,6 +102,8 @@ def retrain(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
     from pipelines.train_job import train_and_register
     from pipelines.training import TrainConfig
 
+    if settings.feast_repo is not None:
+        return _retrain_project_model(settings, request)
     config = TrainConfig(label_cutoff=request.label_cutoff, window=request.window, max_rows=request.max_rows,
                          epochs=request.epochs, seed=request.seed)
     outcome = train_and_register(settings, config, progress=False,
@@ -99,6 +117,23 @@ def retrain(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
     verdict = evaluate_gate(settings, version=version)
     log.info("gate v%s vs champion v%s: %s (%s)", version, verdict.champion, verdict.passed, verdict.reason)
     return RetrainOutcome(version, outcome.run_id, verdict.passed, verdict.reason)
+
+
+def _retrain_project_model(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
+    """A project's model: trained through its entry point on labels known at the cutoff. Its gate
+    (the task's metric against the champion's) is not built yet, so no canary starts by itself."""
+    from pipelines import model_registry
+    from pipelines.project import load_project
+    from pipelines.project_training import train_project_model
+
+    model = load_project(settings.feast_repo or "").model(settings.model_name)
+    version = train_project_model(settings, model, cutoff=request.label_cutoff)
+    if request.trigger:
+        model_registry.connect(settings).set_model_version_tag(
+            model.name, str(version.version), "retrain.trigger", json.dumps(request.trigger, default=str)[:5_000])
+    reason = (f"not gated: the gate judges the bundled fraud example only, for now; review v{version.version}'s "
+              f"validation metrics in MLflow and promote it with `tidemark promote --model {model.name}`")
+    return RetrainOutcome(str(version.version), str(version.run_id), False, reason)
 
 
 def start_canary(settings: Settings, outcome: RetrainOutcome) -> RetrainOutcome:

@@ -117,8 +117,8 @@ def train_and_register(settings: Settings, config: TrainConfig | None = None, *,
 def fraud_contract(fc: FeatureClient, features: Sequence[str], inputs: Sequence[str],
                    categorical: Sequence[str]) -> ModelContract:
     """The fraud model's contract: its features and their join keys from Feast, its ``inputs``
-    (request fields and feature columns; ``categorical`` among them are text) and the labels table
-    (joined on ``transaction_id``, known at ``label_timestamp``)."""
+    (request fields and feature columns; ``categorical`` among them are text), the labels table
+    (joined on ``transaction_id``, known at ``label_timestamp``) and the payments they label."""
     keys = fc.join_keys(features)
     settings = fc.settings
     return ModelContract(
@@ -126,7 +126,8 @@ def fraud_contract(fc: FeatureClient, features: Sequence[str], inputs: Sequence[
         inputs=tuple(inputs), task="binary", text_columns=tuple(categorical), classes=("0", "1"),
         feast_project=settings.project, output="fraud_probability",
         label=LabelSource(table=str(settings.raw_dir / "labels"), label=LABEL, join_keys=("transaction_id",),
-                          prediction_time="transaction_timestamp", known_at="label_timestamp"))
+                          prediction_time="transaction_timestamp", known_at="label_timestamp",
+                          entities=str(settings.raw_dir / "transactions"), entity_time="event_timestamp"))
 
 
 def _log_inputs(settings: Settings, config: TrainConfig, data: TrainingData) -> None:

@@ -43,7 +43,10 @@ class LabelSource:
 
     ``table`` is a Parquet path (file or folder) or a Spark table name. ``join_keys`` name the
     columns that identify the scored row; by default the model's join keys, but an event id
-    (``transaction_id``) is usual where one entity is scored many times.
+    (``trip_id``) is usual where one entity is scored many times. Where the labels live apart from
+    the events they label, ``entities`` names the events' table (the row ids, the model's join keys
+    and request columns, and the prediction time in ``entity_time``): the rows a model is trained
+    or judged on are those events; otherwise the label table's own rows are.
     """
 
     table: str
@@ -51,18 +54,21 @@ class LabelSource:
     join_keys: tuple[str, ...] = ()
     prediction_time: str = "event_timestamp"
     known_at: str = "label_timestamp"
+    entities: str = ""
+    entity_time: str = "event_timestamp"
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str = "label_source") -> LabelSource:
         """Build from plain data (a YAML or JSON object); unknown keys are refused."""
-        known = {"table", "label", "join_keys", "prediction_time", "known_at"}
+        known = {"table", "label", "join_keys", "prediction_time", "known_at", "entities", "entity_time"}
         _no_unknown(raw, known, where)
         for key in ("table", "label"):
             if not isinstance(raw.get(key), str) or not raw[key]:
                 raise ContractError(f"{where}.{key} is required: a non-empty string")
         return cls(table=raw["table"], label=raw["label"], join_keys=_names(raw.get("join_keys", ()), f"{where}.join_keys"),
                    prediction_time=_text(raw, "prediction_time", "event_timestamp", where),
-                   known_at=_text(raw, "known_at", "label_timestamp", where))
+                   known_at=_text(raw, "known_at", "label_timestamp", where),
+                   entities=_text(raw, "entities", "", where), entity_time=_text(raw, "entity_time", "event_timestamp", where))
 
 
 @dataclass(frozen=True)

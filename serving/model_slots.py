@@ -41,7 +41,7 @@ from serving.predictors import Predictor, predict, predictor_for
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["LoadedModel", "ModelSlots"]
+__all__ = ["LoadedModel", "ModelSlots", "load_version"]
 
 log = logging.getLogger(__name__)
 
@@ -179,24 +179,34 @@ class ModelSlots:
             raise
 
     def _load(self, alias: str, version: str) -> LoadedModel:
-        import mlflow.artifacts
-        from mlflow.models import Model
-
-        mv = self.client.get_model_version(self.name, version)
-        contract = ModelContract.of_version(self.name, version, mv.tags)  # before any download
-        with tempfile.TemporaryDirectory() as tmp:
-            # resolved by this client: a "models:/" URI would go to MLflow's process-wide registry,
-            # which nothing in a `tidemark serve` process points at tidemark's
-            source = self.client.get_model_version_download_uri(self.name, version)
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
-                                                             tracking_uri=self.client.tracking_uri))
-            meta = Model.load(str(local))
-            model = predictor_for(local, meta.flavors, contract, device=self.device)
-            example = _input_example(meta, local)
-        _warm(model, contract, example)
+        model, contract = load_version(self.client, self.name, version, device=self.device, warm=True)
         batched = self.batching is not None and alias not in self.direct
         batcher = MicroBatcher(model, name=f"{alias}-v{version}", **(self.batching or {})) if batched else None
         return LoadedModel(self.name, alias, version, model, contract, time.time(), batcher)
+
+
+def load_version(client: MlflowClient, name: str, version: str, *, device: str | None = None,
+                 warm: bool = False) -> tuple[Predictor, ModelContract]:
+    """Registered ``version`` of ``name`` as serving runs it (the fastest path its flavour allows),
+    with its contract; ``warm``: one call first, which must give what the task promises. Raises
+    :class:`~serving.errors.ContractMissingError` before any download for a version without one."""
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    mv = client.get_model_version(name, version)
+    contract = ModelContract.of_version(name, version, mv.tags)
+    with tempfile.TemporaryDirectory() as tmp:
+        # resolved by this client: a "models:/" URI would go to MLflow's process-wide registry,
+        # which nothing in a `tidemark serve` process points at tidemark's
+        source = client.get_model_version_download_uri(name, version)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
+                                                         tracking_uri=client.tracking_uri))
+        meta = Model.load(str(local))
+        model = predictor_for(local, meta.flavors, contract, device=device)
+        example = _input_example(meta, local) if warm else None
+    if warm:
+        _warm(model, contract, example)
+    return model, contract
 
 
 def _close_later(batcher: MicroBatcher, grace_s: float = 30.0) -> None:

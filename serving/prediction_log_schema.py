@@ -17,12 +17,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["META", "log_files", "model_log_root"]
+__all__ = ["META", "log_files", "model_log_root", "prediction_columns"]
+
+if TYPE_CHECKING:
+    from serving.model_contract import ModelContract
 
 FOLDER = "prediction_log"
 #: What every row holds besides the model's own columns, as readers read it.
@@ -46,3 +51,16 @@ def log_files(root: Path, started: pd.Timestamp, now: pd.Timestamp) -> list[str]
             files += sorted(str(p) for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
         day += timedelta(days=1)
     return files
+
+
+def prediction_columns(contract: ModelContract, predictions: np.ndarray) -> dict[str, np.ndarray]:
+    """The prediction log's columns for a model's predictions: ``score`` (binary: P(positive);
+    regression: the value; multiclass: the top class's probability), and for multiclass also
+    ``predicted_class`` and one ``proba_<class>`` column per class."""
+    if contract.task != "multiclass":
+        return {"score": predictions}
+    top = predictions.argmax(axis=1)
+    out: dict[str, np.ndarray] = {"score": predictions[np.arange(len(top)), top],
+                                  "predicted_class": np.asarray(contract.classes, dtype=object)[top]}
+    out.update({f"proba_{c}": predictions[:, i] for i, c in enumerate(contract.classes)})
+    return out

@@ -33,12 +33,13 @@ from features.errors import FeatureStoreError
 from serving.errors import NotReadyError, OverloadedError
 from serving.model_contract import ModelContract
 from serving.model_slots import LoadedModel, ModelSlots
+from serving.prediction_log_schema import prediction_columns
 from serving.request_rows import RowSchema
 
 if TYPE_CHECKING:
     from features.online_reader import OnlineReader, ReadPlan
 
-__all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "Scored", "Scorer", "prediction_columns"]
+__all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "Scored", "Scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -371,16 +372,3 @@ def _log_column(values: np.ndarray, integer_id: bool) -> np.ndarray:
     if integer_id:
         return values.astype(np.int64, copy=False)
     return values.astype(np.float64, copy=False)
-
-
-def prediction_columns(contract: ModelContract, predictions: np.ndarray) -> dict[str, np.ndarray]:
-    """The prediction log's columns for a model's predictions: ``score`` (binary: P(positive);
-    regression: the value; multiclass: the top class's probability), and for multiclass also
-    ``predicted_class`` and one ``proba_<class>`` column per class."""
-    if contract.task != "multiclass":
-        return {"score": predictions}
-    top = predictions.argmax(axis=1)
-    out: dict[str, np.ndarray] = {"score": predictions[np.arange(len(top)), top],
-                                  "predicted_class": np.asarray(contract.classes, dtype=object)[top]}
-    out.update({f"proba_{c}": predictions[:, i] for i, c in enumerate(contract.classes)})
-    return out

@@ -1,9 +1,14 @@
-"""``drift_monitor``, hourly: has the champion's world moved? If so, ask for a retrain.
+"""``drift_monitor``, hourly: has each model's world moved? If so, ask for its retrain.
 
-    compare ──► request_retrain
-    (prediction log of the hour vs the champion's      (emits tidemark://retrain-request with
-     reference profile; labelled mature payments'       the summary when the decision is
-     PR-AUC vs validation; report logged to MLflow)     "drift"; skipped otherwise: no event)
+    models ──► compare (one mapped task per model) ──► request_retrain (one per model)
+    (the project's models,   (its prediction log of the hour       (emits tidemark://retrain-request
+     or the bundled           vs its champion's reference profile;  with the summary, which names
+     example's one)           its task's metric on labelled rows    the model, when the decision is
+                              whose labels are final vs its         "drift"; skipped otherwise)
+                              validation value; report to MLflow)
+
+Dynamic task mapping over the models: a team with three models gets three drift checks in one
+DAG run, each failing, retrying or skipping on its own.
 """
 
 from __future__ import annotations
@@ -19,24 +24,34 @@ from pipelines.dags.common import NETWORK_RETRIES, RETRAIN_REQUEST, START_DATE, 
 @dag(dag_id="drift_monitor", schedule=CronDataIntervalTimetable("15 * * * *", timezone="UTC"),
      start_date=START_DATE, catchup=False, max_active_runs=1, tags=["tidemark", "monitoring"], doc_md=__doc__)
 def drift_monitor() -> None:
+    @task
+    def models() -> list[str]:
+        from pipelines.project import model_names
+
+        return model_names(settings())
+
     @task(**NETWORK_RETRIES)
-    def compare(data_interval_start: Any = None, data_interval_end: Any = None) -> dict[str, Any]:
+    def compare(model: str, data_interval_start: Any = None, data_interval_end: Any = None) -> dict[str, Any]:
+        import dataclasses
+
         from pipelines.drift_job import monitor
         from pipelines.errors import NoChampionError
 
         try:
-            return monitor(settings(), data_interval_start, data_interval_end).summary()
+            mine = dataclasses.replace(settings(), model_name=model)
+            return monitor(mine, data_interval_start, data_interval_end).summary()
         except NoChampionError as exc:  # a new deployment: nothing to monitor yet, nothing broken
             raise AirflowSkipException(str(exc)) from exc
 
     @task(outlets=[RETRAIN_REQUEST])
     def request_retrain(summary: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
         if summary["decision"] != "drift":
-            raise AirflowSkipException(f"no retrain: {summary['decision']} ({'; '.join(summary['reasons'])})")
+            raise AirflowSkipException(f"no retrain of {summary['model']}: {summary['decision']} "
+                                       f"({'; '.join(summary['reasons'])})")
         outlet_events[RETRAIN_REQUEST].extra = summary
         return summary
 
-    request_retrain(compare())
+    request_retrain.expand(summary=compare.expand(model=models()))
 
 
 drift_monitor()

@@ -112,16 +112,18 @@ def test_the_offline_sample_keeps_every_fraud_and_weighs_the_rest_back():
     y = (rng.random(40_000) < 0.01).astype(np.int8)
     payments = pd.DataFrame({"transaction_id": rng.permutation(10**6)[:40_000], "is_fraud": y,
                              "score": rng.normal(size=40_000) + 1.5 * y})
-    kept = _capped(payments, 4_000)
+    kept = _capped(payments, 4_000, ["transaction_id"], "is_fraud")
     assert len(kept) == 4_000 and kept["is_fraud"].sum() == y.sum()
     assert kept.groupby("is_fraud")["weight"].sum().round().tolist() == [len(y) - y.sum(), y.sum()]
-    later = _capped(payments.iloc[5_000:], 3_500)  # most of the same payments: mostly the same picks
+    # most of the same payments: mostly the same picks
+    later = _capped(payments.iloc[5_000:], 3_500, ["transaction_id"], "is_fraud")
     assert len(set(later["transaction_id"]) & set(kept["transaction_id"])) > 0.8 * len(later)
     full = average_precision(payments["score"], y)
     ap, se, upper = _prauc_bound(kept["score"].to_numpy(), kept["is_fraud"].to_numpy(), kept["weight"].to_numpy(),
                                  DriftPolicy())
     assert abs(ap - full) < 2 * se and upper > ap
-    assert _capped(payments, 100_000)["weight"].eq(1.0).all()  # under the cap: every payment, weight 1
+    under = _capped(payments, 100_000, ["transaction_id"], "is_fraud")
+    assert under["weight"].eq(1.0).all()  # under the cap: every payment, weight 1
 
 
 def test_without_feature_tables_the_label_check_says_so_and_the_job_goes_on(world: Settings):

@@ -138,7 +138,8 @@ def test_feature_pipeline_stops_at_a_failed_check_and_publishes_nothing(world: S
 def test_drift_monitor_without_a_champion_is_skipped(world: Settings, dags: dict[str, Any]):
     """Before the first champion there is nothing to monitor: skipped, not failed (and retried) every hour."""
     ran = run_dag(dags["drift_monitor"], datetime.now(UTC).replace(minute=15, second=0, microsecond=0))
-    assert ran.state == "success" and ran.states == {"compare": "skipped", "request_retrain": "skipped"}
+    assert ran.state == "success" and ran.states == {"models": "success", "compare[0]": "skipped",
+                                                     "request_retrain": "skipped"}  # never expanded
 
 
 # --- a champion, and live traffic through the real server -------------------------------------------
@@ -248,8 +249,8 @@ def drift_runs(world: Settings, dags: dict[str, Any], server: Any) -> dict[str, 
 
 def test_drift_monitor_on_live_traffic_asks_for_nothing(world: Settings, drift_runs: dict[str, Any]):
     ran = drift_runs["baseline"]
-    summary = ran.values["compare"]
-    assert ran.states == {"compare": "success", "request_retrain": "skipped"}, summary
+    summary = ran.values["compare[0]"]
+    assert ran.states == {"models": "success", "compare[0]": "success", "request_retrain[0]": "skipped"}, summary
     assert summary["decision"] == "no_drift" and summary["rows"] == drift_runs["live_rows"], summary
     assert _asset_events(ran.run_id) == []
     logged = model_registry.connect(world).get_run(summary["mlflow_run_id"])
@@ -258,9 +259,9 @@ def test_drift_monitor_on_live_traffic_asks_for_nothing(world: Settings, drift_r
 
 def test_drift_monitor_on_covariate_shift_emits_the_retrain_request(world: Settings, drift_runs: dict[str, Any]):
     ran = drift_runs["drifted"]
-    summary = ran.values["compare"]
+    summary = ran.values["compare[0]"]
     assert drift_runs["shifted_amount_ratio"] > 1.3  # the scenario's 1.6x amounts reached the traffic
-    assert ran.states == {"compare": "success", "request_retrain": "success"}, summary
+    assert ran.states == {"models": "success", "compare[0]": "success", "request_retrain[0]": "success"}, summary
     assert summary["decision"] == "drift" and "amount" in summary["drifted_columns"], summary
     (event,) = _asset_events(ran.run_id)
     assert event["decision"] == "drift" and event["interval_end"] == summary["interval_end"]
@@ -278,7 +279,7 @@ def _retrain_conf(drift_runs: dict[str, Any], **more: Any) -> dict[str, Any]:
     (given as conf: a ``dag.test()`` run is manual and carries no Asset events). The DAG's epochs
     (20, early stopping): with 3, the tune split's 8 frauds made epoch 1 look best on some days'
     worlds (PR-AUC 0.05, refused by the gate), and the fit itself takes seconds."""
-    summary = drift_runs["drifted"].values["compare"]
+    summary = drift_runs["drifted"].values["compare[0]"]
     return {"label_cutoff": summary["interval_end"], "max_rows": 40_000, "window_days": 45, **more}
 
 
@@ -421,7 +422,7 @@ def notebook(world: Settings, drift_runs: dict[str, Any], canary_looks: list[dic
     features = sorted(f"{fv.name}:{f.name}" for fv in feature_definitions(world.offline_dir)
                       if isinstance(fv, FeatureView) for f in fv.features)
     return {"nb": execute(nb, kernel_env(world)), "features": features,
-            "drift": drift_runs["drifted"].values["compare"]}
+            "drift": drift_runs["drifted"].values["compare[0]"]}
 
 
 def test_notebook_kernel_is_this_environment(notebook: dict[str, Any]) -> None:

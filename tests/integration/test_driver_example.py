@@ -40,7 +40,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: Redi
         env.setenv("TIDEMARK_HOME", str(home))
         env.setenv("TIDEMARK_REDIS_URL", module_redis.url)
         now = pd.Timestamp.now(tz="UTC").floor("h")
-        generate(home / "driver_example" / "data", end=now.to_pydatetime(), days=8, drivers=30, customers=80,
+        generate(home / "driver_example" / "data", end=now.to_pydatetime(), days=12, drivers=30, customers=80,
                  trips_per_day=150)
         s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4),
                      redis_url=module_redis.url, feast_repo=REPO, model_name="driver-completion")
@@ -62,11 +62,29 @@ def completion(settings: Settings) -> Iterator[Server]:
         server.close()
 
 
+@pytest.fixture(scope="module")
+def http(completion: Server) -> Iterator[TestClient]:
+    """One client for the module: leaving a client's block shuts the app down (the log closes)."""
+    with TestClient(completion.app) as client:
+        yield client
+
+
 def _rows(n: int) -> list[dict]:
     rng = np.random.default_rng(3)
     return [{"driver_id": int(d), "customer_id": int(c), "trip_distance_km": float(k), "trip_id": 9_000_000 + i}
             for i, (d, c, k) in enumerate(zip(rng.integers(1001, 1031, n), rng.integers(201, 281, n),
                                               rng.gamma(2.0, 3.0, n), strict=True))]
+
+
+def _traffic(settings: Settings, n: int, seed: int) -> list[dict]:
+    """Requests like the example's trips (drivers, riders and distances drawn from them), under new
+    trip ids: no label is known for them."""
+    import pyarrow.dataset as ds
+
+    trips = ds.dataset(settings.home / "driver_example" / "data" / "trips", partitioning="hive").to_table(
+        columns=["driver_id", "customer_id", "trip_distance_km"]).to_pandas().sample(n, random_state=seed)
+    return [{"driver_id": int(d), "customer_id": int(c), "trip_distance_km": float(k), "trip_id": 8_000_000 + seed + i}
+            for i, (d, c, k) in enumerate(trips.itertuples(index=False))]
 
 
 def _inputs(settings: Settings, rows: list[dict]) -> pd.DataFrame:
@@ -79,7 +97,7 @@ def _inputs(settings: Settings, rows: list[dict]) -> pd.DataFrame:
 
 
 def test_the_binary_model_is_trained_by_its_entry_point_and_served_exactly(settings: Settings,
-                                                                           completion: Server) -> None:
+                                                                           http: TestClient) -> None:
     ml = model_registry.connect(settings)
     version = ml.get_model_version_by_alias("driver-completion", "champion")
     contract = ModelContract.of_version("driver-completion", version.version, version.tags)
@@ -89,17 +107,15 @@ def test_the_binary_model_is_trained_by_its_entry_point_and_served_exactly(setti
     metrics = ml.get_run(version.run_id).data.metrics
     assert metrics["val_roc_auc"] > 0.65, metrics  # learnable only from point-in-time features
     rows = _rows(60)
-    with TestClient(completion.app) as http:
-        answer = http.post("/v1/models/driver-completion/predict", json={"rows": rows})
+    answer = http.post("/v1/models/driver-completion/predict", json={"rows": rows})
     assert answer.status_code == 200, answer.text
     served = np.array([p["score"] for p in answer.json()["predictions"]])
     model = mlflow.sklearn.load_model(f"models:/driver-completion/{version.version}")
     np.testing.assert_allclose(served, model.predict_proba(_inputs(settings, rows))[:, 1], rtol=0, atol=1e-9)
 
 
-def test_the_prediction_log_is_the_models_own(settings: Settings, completion: Server) -> None:
-    with TestClient(completion.app) as http:
-        assert http.post("/v1/predict", json={"rows": _rows(5)}).status_code == 200
+def test_the_prediction_log_is_the_models_own(settings: Settings, completion: Server, http: TestClient) -> None:
+    assert http.post("/v1/predict", json={"rows": _rows(5)}).status_code == 200
     completion.scorer.log_sink.flush()
     import pyarrow.dataset as ds
 
@@ -110,14 +126,13 @@ def test_the_prediction_log_is_the_models_own(settings: Settings, completion: Se
     assert "customer_id" in frame and frame["trip_id"].dropna().astype(int).min() >= 9_000_000
 
 
-def test_a_request_is_checked_against_this_models_keys(completion: Server) -> None:
-    with TestClient(completion.app) as http:
-        answer = http.post("/v1/predict", json={"rows": [{"driver_id": 1001, "trip_distance_km": 3.0}]})
+def test_a_request_is_checked_against_this_models_keys(http: TestClient) -> None:
+    answer = http.post("/v1/predict", json={"rows": [{"driver_id": 1001, "trip_distance_km": 3.0}]})
     assert answer.status_code == 422
     assert answer.json()["detail"] == [{"loc": ["rows", 0, "customer_id"], "msg": "required (an integer id)"}]
 
 
-def test_the_regressor_trains_through_the_cli_and_is_judged_by_rmse(settings: Settings, completion: Server,
+def test_the_regressor_trains_through_the_cli_and_is_judged_by_rmse(settings: Settings,
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("TIDEMARK_HOME", str(settings.home))
@@ -132,3 +147,42 @@ def test_the_regressor_trains_through_the_cli_and_is_judged_by_rmse(settings: Se
     assert metrics["val_r2"] > 0.5, metrics
     assert tidemark(["--repo", str(REPO), "train"]) == 2  # two models: which one?
     assert "declares 2 models (driver-completion, driver-duration); pick one with --model" in capsys.readouterr().err
+
+
+def test_drift_reads_this_models_log_and_judges_its_labels_by_its_task(settings: Settings, completion: Server,
+                                                                       http: TestClient) -> None:
+    """Served rows are compared with the champion's profile; the labelled trips after its training
+    split are scored offline (the log's trips are new, unlabelled) and PR-AUC is judged."""
+    from dataclasses import replace
+
+    from pipelines.drift_job import DriftPolicy, monitor
+
+    for part in np.array_split(np.arange(600), 3):
+        assert http.post("/v1/predict", json={"rows": _traffic(settings, len(part), int(part[0]))}).status_code == 200
+    completion.scorer.log_sink.flush()
+    now = pd.Timestamp.now(tz="UTC")
+    policy = DriftPolicy(min_rows=300, label_maturity=pd.Timedelta(days=2), label_window=pd.Timedelta(days=8),
+                         min_positives=20)
+    out = monitor(replace(settings, model_name="driver-completion"), now - pd.Timedelta(hours=1), now, policy=policy)
+    assert out.model == "driver-completion" and out.rows >= 600, out.reasons
+    assert out.reasons[0].startswith("inputs:") and "score" not in out.drifted_columns, out.reasons
+    assert out.prauc["judged"] == 1.0 and out.prauc["metric"] == "pr_auc" and out.prauc["source"] == "offline", out.prauc
+    assert out.decision == "no_drift" and out.prauc["concept_drift"] == 0.0, out.reasons
+    assert (settings.home / "reports" / "drift" / "driver-completion").is_dir()
+
+
+def test_the_regressor_is_judged_by_rmse_and_retrained_through_its_entry_point(settings: Settings) -> None:
+    from pipelines.drift_job import DriftPolicy, monitor
+    from pipelines.retrain_job import RetrainRequest, retrain, settings_for_model
+
+    mine = settings_for_model(settings, "driver-duration", None)
+    now = pd.Timestamp.now(tz="UTC")
+    policy = DriftPolicy(label_maturity=pd.Timedelta(days=2), label_window=pd.Timedelta(days=8), min_positives=20)
+    out = monitor(mine, now - pd.Timedelta(hours=1), now, policy=policy)
+    assert out.prauc["metric"] == "rmse" and out.prauc["judged"] == 1.0, out.reasons
+    assert out.prauc["lower"] <= out.prauc["rmse"] and "rmse" in out.reasons[-1], out.prauc
+    again = retrain(mine, RetrainRequest(label_cutoff=now.to_pydatetime(), trigger=out.summary()))
+    ml = model_registry.connect(settings)
+    challenger = ml.get_model_version_by_alias("driver-duration", "challenger")
+    assert str(challenger.version) == again.version == "2" and not again.gate_passed
+    assert "retrain.trigger" in challenger.tags and "not gated" in again.gate_reason

@@ -37,7 +37,7 @@ def test_without_tidemark_home_or_a_report(tmp_path: Path) -> None:
     nb.cells = [cells["home"], switch, cells["drift"], cells["mlflow"]]
     execute(nb, kernel_env(None))
     assert stdout(nb, "home").strip() == f"TIDEMARK_HOME = {REPO / '.tidemark'}"
-    assert stdout(nb, "drift").startswith(f"No drift report yet under {tmp_path / 'reports' / 'drift'}.")
+    assert stdout(nb, "drift").startswith(f"No drift report yet under {tmp_path / 'reports' / 'drift' / 'fraud-detector'}.")
     assert "drift_monitor" in stdout(nb, "drift") and "`make demo`" in stdout(nb, "drift")
     assert stdout(nb, "mlflow").strip() == f"No MLflow store yet at {tmp_path / 'mlflow.db'}: `make demo` creates it."
     assert list(tmp_path.iterdir()) == []  # looking created nothing

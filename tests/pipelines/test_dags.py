@@ -16,7 +16,7 @@ from tests.conftest import DAGS_FOLDER
 
 EXPECTED = {
     "feature_pipeline": ("0 1 * * *", ["build_features", "materialize", "check_online"]),
-    "drift_monitor": ("15 * * * *", ["compare", "request_retrain"]),
+    "drift_monitor": ("15 * * * *", ["models", "compare", "request_retrain"]),
     "retrain": ("tidemark://retrain-request", ["check_no_canary", "train_and_gate", "start_canary"]),
     "canary_rollout": ("*/5 * * * *", ["step"]),
 }
