@@ -19,7 +19,6 @@ from typing import Any
 
 from features.redaction import redact_url
 from features.settings import Settings
-from pipelines.errors import ProjectError
 
 GATE_FAILED = 3  # `tidemark gate` exit code for a verdict of fail (2: an error, 1: a crash)
 
@@ -107,16 +106,13 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 def _gate(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.gate import GateConfig, evaluate_gate
 
-    if settings.feast_repo is not None:
-        raise ProjectError("`tidemark gate` judges the bundled fraud example only, for now; a project model's first "
-                           "version is promoted with `tidemark promote --first` (the gate by task: issue 16)")
 
     maturity = timedelta(days=args.maturity_days) if args.maturity_days is not None else None
-    verdict = evaluate_gate(settings, model_name=args.model_name, version=args.version,
+    verdict = evaluate_gate(settings, model_name=model_name(settings, args), version=args.version,
                             config=GateConfig(label_cutoff=args.cutoff, label_maturity=maturity))
     print(f"v{verdict.challenger} vs champion v{verdict.champion}: {'PASS' if verdict.passed else 'FAIL'} — "
           f"{verdict.reason}\n  window {verdict.start:%Y-%m-%d %H:%M} … {verdict.end:%Y-%m-%d %H:%M} UTC, "
-          f"{verdict.rows:,} payments, {verdict.fraud:,} fraud")
+          f"{verdict.rows:,} labelled rows" + (f", {verdict.positives:,} positive" if verdict.positives else ""))
     return 0 if verdict.passed else GATE_FAILED
 
 

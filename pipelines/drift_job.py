@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from features.settings import Settings
     from monitoring.drift import DriftReport, DriftThresholds
     from monitoring.profile import ReferenceProfile
+    from pipelines.project import ProjectModel
 
 __all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "monitor"]
 
@@ -134,8 +135,8 @@ class DriftOutcome:
 def monitor(settings: Settings, start: datetime, end: datetime, *, policy: DriftPolicy | None = None,
             thresholds: DriftThresholds | None = None) -> DriftOutcome:
     """Judge ``[start, end)`` (UTC) for the current champion of ``settings.model_name``; log it to
-    MLflow; return the outcome. ``thresholds``: when a column counts as drifted (default: the
-    project file's ``drift:`` for a project's model, else ``DriftThresholds()``)."""
+    MLflow; return the outcome. ``policy`` and ``thresholds`` default to the project file's
+    ``label_maturity_days`` and ``drift:`` for a project's model, else to today's defaults."""
     import mlflow
 
     from monitoring.drift import compare
@@ -143,7 +144,10 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     from pipelines import model_registry
     from pipelines.train_job import load_profile
 
-    policy = policy or DriftPolicy()
+    declared = _declared(settings)
+    if policy is None:
+        policy = DriftPolicy(label_maturity=timedelta(days=declared.label_maturity_days)) if declared else DriftPolicy()
+    thresholds = thresholds or (declared.drift if declared else None)
     lo, hi = utc_timestamp(start), utc_timestamp(end)
     ml = model_registry.connect(settings)
     champion = model_registry.alias_version(ml, settings.model_name, model_registry.CHAMPION)
@@ -161,7 +165,7 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
                            model=settings.model_name)
     report = None
     if len(current) >= policy.min_rows:
-        report = compare(profile, current[list(profile.columns)], thresholds=thresholds or _thresholds(settings))
+        report = compare(profile, current[list(profile.columns)], thresholds=thresholds)
         _judge_inputs(outcome, report, policy)
     else:
         outcome.reasons.append(f"inputs not judged: {len(current)} champion rows in the interval < min_rows "
@@ -192,16 +196,13 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     return outcome
 
 
-def _thresholds(settings: Settings) -> DriftThresholds:
-    """The project file's ``drift:`` of this model, or the defaults."""
-    from monitoring.drift import DriftThresholds
-
+def _declared(settings: Settings) -> ProjectModel | None:
+    """This model as its project file declares it (None for the bundled example)."""
     if settings.feast_repo is None:
-        return DriftThresholds()
+        return None
     from pipelines.project import load_project
 
-    declared = {m.name: m for m in load_project(settings.feast_repo).models}
-    return declared[settings.model_name].drift if settings.model_name in declared else DriftThresholds()
+    return {m.name: m for m in load_project(settings.feast_repo).models}.get(settings.model_name)
 
 
 def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timestamp, end: pd.Timestamp,

@@ -57,7 +57,8 @@ def register_model(model: Any, name: str, *, features: str | Sequence[str], fram
                    validation_frame: pd.DataFrame | None = None, time_column: str = "event_timestamp",
                    feature_client: FeatureClient | None = None, settings: Settings | None = None,
                    extra: Mapping[str, str] | None = None, extra_pip_requirements: Sequence[str] = (),
-                   skops_trusted_types: Sequence[str] = (), run_name: str | None = None) -> ModelVersion:
+                   skops_trusted_types: Sequence[str] = (), params: Mapping[str, Any] | None = None,
+                   run_name: str | None = None) -> ModelVersion:
     """Log ``model`` (fitted on ``frame``) with its contract and register it as ``name``'s challenger.
 
     ``features``: a Feast FeatureService name or ``view:feature`` references of the repo that
@@ -68,7 +69,8 @@ def register_model(model: Any, name: str, *, features: str | Sequence[str], fram
     itself). ``validation_frame``: held-out rows for the metrics and the reference profile (else
     the training frame is used, and the metrics are named ``train_*``). A PyTorch module must
     take a float32 matrix of the inputs and return the prediction (P(positive), probabilities or
-    the value). A scikit-learn model is stored with skops (no pickled code); name the types it holds
+    the value). ``params``: more run parameters (``label_maturity_days``: after how many days a
+    label is final, which the gate and drift wait for). A scikit-learn model is stored with skops (no pickled code); name the types it holds
     that skops does not trust by default in ``skops_trusted_types`` (the error lists them). Returns
     the registered version (alias ``challenger``).
     """
@@ -101,7 +103,7 @@ def register_model(model: Any, name: str, *, features: str | Sequence[str], fram
                            "feature_service": contract.feature_service or "", "model_inputs": ",".join(contract.inputs),
                            "model_class": f"{type(model).__module__}.{type(model).__qualname__}", "rows": len(frame)})
         window = _window(frame, time_column)
-        mlflow.log_params({"train_start": window["start"] or "", "train_end": window["end"] or ""})
+        mlflow.log_params({"train_start": window["start"] or "", "train_end": window["end"] or "", **(params or {})})
         mlflow.log_metrics(metrics)
         lineage = {"features": list(contract.features), "feature_service": contract.feature_service,
                    "views": fc.lineage(contract.features), "frame_sha256": digest, "label": label,

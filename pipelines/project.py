@@ -17,6 +17,7 @@
         entity_columns: [driver_id, customer_id]  # default: the features' join keys
         train: examples.driver.training:fit_completion   # (training frame) -> fitted model
         window_days: 14                      # retraining window, ending at the newest known label
+        label_maturity_days: 2               # a label is final this long after its prediction
         drift: {psi: 0.2}                    # monitoring.drift.DriftThresholds fields
         canary: {min_dwell_s: 300}           # canary policy fields
 
@@ -48,7 +49,7 @@ __all__ = ["PROJECT_FILE", "Project", "ProjectModel", "load_project", "model_nam
 
 PROJECT_FILE = "tidemark.yaml"
 _MODEL_KEYS = ("name", "features", "task", "label_source", "request_columns", "entity_columns", "routing_key",
-               "train", "window_days", "validation_share", "drift", "canary")
+               "train", "window_days", "label_maturity_days", "validation_share", "drift", "canary")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ProjectModel:
     entity_columns: tuple[str, ...] = ()
     routing_key: str | None = None
     window_days: float = 30.0
+    label_maturity_days: float = 0.0   # after this long a row's label is final (drift and the gate wait for it)
     validation_share: float = 0.2
     drift: DriftThresholds = field(default_factory=DriftThresholds)
     canary: Mapping[str, Any] = field(default_factory=dict)
@@ -177,6 +179,7 @@ def _model(item: Any, loc: tuple[Any, ...], where: _Where, repo: Path) -> Projec
         train=train, request_columns=_list(item, "request_columns", loc, where),
         entity_columns=_list(item, "entity_columns", loc, where), routing_key=item.get("routing_key"),
         window_days=_number(item, "window_days", 30.0, loc, where),
+        label_maturity_days=_number(item, "label_maturity_days", 0.0, loc, where, zero=True),
         validation_share=_number(item, "validation_share", 0.2, loc, where, below=1.0),
         drift=_policy(DriftThresholds, item.get("drift") or {}, (*loc, "drift"), where),
         canary=_mapping(item.get("canary") or {}, (*loc, "canary"), where))
@@ -228,11 +231,13 @@ def _list(item: Mapping[str, Any], key: str, loc: tuple[Any, ...], where: _Where
 
 
 def _number(item: Mapping[str, Any], key: str, default: float, loc: tuple[Any, ...], where: _Where,
-            below: float | None = None) -> float:
+            below: float | None = None, zero: bool = False) -> float:
     value = item.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (below and value >= below):
+    low = value < 0 if zero else value <= 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or low or (below and value >= below):
         bound = f" and below {below}" if below else ""
-        raise ProjectError(where.at((*loc, key), f"must be a number above 0{bound}, got {value!r:.40}"))
+        raise ProjectError(where.at((*loc, key), f"must be a number {'of 0 or more' if zero else 'above 0'}{bound}, "
+                                                 f"got {value!r:.40}"))
     return float(value)
 
 

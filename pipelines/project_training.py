@@ -70,7 +70,9 @@ def train_project_model(settings: Settings, model: ProjectModel, *, cutoff: date
         fitted, model.name, features=model.features, frame=train, validation_frame=validation, label=source.label,
         task=model.task, label_source=source, request_columns=model.request_columns, routing_key=model.routing_key,
         feature_client=fc, run_name=f"{model.train} to {cutoff_ts:%Y-%m-%d %H:%M}",
-        extra={"train": model.train, "window_days": f"{model.window_days:g}", "label_cutoff": cutoff_ts.isoformat()})
+        extra={"train": model.train, "window_days": f"{model.window_days:g}", "label_cutoff": cutoff_ts.isoformat()},
+        params={"label_maturity_days": model.label_maturity_days, "window_days": model.window_days,
+                "label_cutoff": cutoff_ts.isoformat()})
 
 
 def labelled_rows(source: LabelSource, *, cutoff: datetime | None, window: timedelta | None,

@@ -120,9 +120,10 @@ def retrain(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
 
 
 def _retrain_project_model(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
-    """A project's model: trained through its entry point on labels known at the cutoff. Its gate
-    (the task's metric against the champion's) is not built yet, so no canary starts by itself."""
+    """A project's model: trained through its entry point on labels known at the cutoff, then gated
+    on its task's metric against the champion."""
     from pipelines import model_registry
+    from pipelines.gate import evaluate_gate
     from pipelines.project import load_project
     from pipelines.project_training import train_project_model
 
@@ -131,9 +132,9 @@ def _retrain_project_model(settings: Settings, request: RetrainRequest) -> Retra
     if request.trigger:
         model_registry.connect(settings).set_model_version_tag(
             model.name, str(version.version), "retrain.trigger", json.dumps(request.trigger, default=str)[:5_000])
-    reason = (f"not gated: the gate judges the bundled fraud example only, for now; review v{version.version}'s "
-              f"validation metrics in MLflow and promote it with `tidemark promote --model {model.name}`")
-    return RetrainOutcome(str(version.version), str(version.run_id), False, reason)
+    verdict = evaluate_gate(settings, version=str(version.version))
+    log.info("gate v%s vs champion v%s: %s (%s)", version.version, verdict.champion, verdict.passed, verdict.reason)
+    return RetrainOutcome(str(version.version), str(version.run_id), verdict.passed, verdict.reason)
 
 
 def start_canary(settings: Settings, outcome: RetrainOutcome) -> RetrainOutcome:

@@ -73,7 +73,7 @@ def settings(home: Path, module_redis: RedisProc, logged_models: list[tuple[str,
     s = Settings(home=home, spark=SparkSettings(), redis_url=module_redis.url,
                  model_name=f"fraud-{uuid.uuid4().hex[:6]}")
     ml = model_registry.connect(s)
-    tags = fraud_contract_tags(SPEC, ["customer_txn_24h:amt_sum_24h"], ["customer_id"])
+    tags = fraud_contract_tags(SPEC, ["customer_txn_24h:amt_sum_24h"], ["customer_id"], str(s.raw_dir / "labels"))
     versions = [str(model_registry.register(ml, s.model_name, uri, run_id=run, tags=tags, description="test").version)
                 for uri, run in logged_models]
     model_registry.promote(ml, s.model_name, versions[0], first=True)
@@ -180,8 +180,13 @@ def test_start_needs_a_passed_gate_and_one_canary_at_a_time(settings: Settings):
 @pytest.fixture
 def own_home(settings: Settings, tmp_path: Path) -> Settings:
     """The test's settings with a home of its own (prediction log and labels) and the shared registry:
-    the log has no model-name column, and every test's model has versions 1 and 2."""
-    return dataclasses.replace(settings, home=tmp_path, mlflow_tracking_uri=settings.tracking_uri)
+    every test's model has versions 1 and 2, whose contracts are pointed at this home's labels."""
+    mine = dataclasses.replace(settings, home=tmp_path, mlflow_tracking_uri=settings.tracking_uri)
+    ml = model_registry.connect(mine)
+    tags = fraud_contract_tags(SPEC, ["customer_txn_24h:amt_sum_24h"], ["customer_id"], str(mine.raw_dir / "labels"))
+    for version in ("1", "2"):
+        ml.set_model_version_tag(mine.model_name, version, "tidemark.contract", tags["tidemark.contract"])
+    return mine
 
 
 def _log_and_labels(settings: Settings, state: CanaryState, *, labels_known_at: datetime, seed: int = 0) -> None:

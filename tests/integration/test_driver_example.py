@@ -185,4 +185,21 @@ def test_the_regressor_is_judged_by_rmse_and_retrained_through_its_entry_point(s
     ml = model_registry.connect(settings)
     challenger = ml.get_model_version_by_alias("driver-duration", "challenger")
     assert str(challenger.version) == again.version == "2" and not again.gate_passed
-    assert "retrain.trigger" in challenger.tags and "not gated" in again.gate_reason
+    assert "retrain.trigger" in challenger.tags and challenger.tags["gate.verdict"] == "fail"
+    # gated on RMSE against the champion, in the window after both training splits whose labels
+    # are final (label_maturity_days: 2): a few hours of trips here, too few to judge
+    assert again.gate_reason.startswith("too little labelled data after both training windows"), again.gate_reason
+
+
+def test_the_gate_judges_a_regressor_by_rmse_and_a_pass_lets_it_be_promoted(settings: Settings) -> None:
+    from pipelines.gate import GateConfig, evaluate_gate
+    from pipelines.retrain_job import settings_for_model
+
+    mine = settings_for_model(settings, "driver-duration", None)
+    verdict = evaluate_gate(mine, version="2", config=GateConfig(min_rows=30))
+    assert verdict.passed and verdict.reason.startswith("rmse "), verdict.reason  # the same fit on the same rows
+    assert set(verdict.challenger_metrics) == {"rmse", "mae", "r2"} and verdict.rows >= 30
+    ml = model_registry.connect(settings)
+    assert ml.get_model_version("driver-duration", "2").tags["gate.verdict"] == "pass"
+    done = model_registry.promote(ml, "driver-duration", "2")
+    assert (done.champion, done.previous) == ("2", "1")
