@@ -894,8 +894,9 @@ def check_scores(port: int, path: str, body: bytes, expected: np.ndarray) -> str
     if status != 200:
         return f"HTTP {status}: {raw[:200]!r}"
     got = json.loads(raw)["predictions"]
-    scores = np.array([p.get("score", p.get("fraud_probability")) if isinstance(p, dict) else p for p in got],
-                      dtype=np.float64)
+    # a dict (tidemark, the fraud pyfunc), a bare score, or predict_proba's row (P(positive) last)
+    scores = np.array([p.get("score", p.get("fraud_probability")) if isinstance(p, dict) else
+                       p[-1] if isinstance(p, list) else p for p in got], dtype=np.float64)
     if len(scores) != len(expected):
         return f"DIFFERENT: {len(scores)} scores for {len(expected)} rows"
     same = np.allclose(scores, expected, rtol=1e-5, atol=0.0)

@@ -215,7 +215,8 @@ def _log_model(model: Any, contract: ModelContract, frame: pd.DataFrame, extra: 
     import mlflow
 
     example = _example(frame[list(contract.inputs)].head(5), contract)
-    signature = _signature(contract, example)
+    # a scikit-learn classifier's pyfunc answers predict_proba: one column per class
+    signature = _signature(contract, example, per_class=_is_sklearn(model) and contract.task != "regression")
     common = {"name": "model", "signature": signature, "input_example": example,
               "metadata": {"tidemark_contract": contract.to_json()}}
     if _is_sklearn(model):
@@ -224,7 +225,10 @@ def _log_model(model: Any, contract: ModelContract, frame: pd.DataFrame, extra: 
         # the caller, who knows the model (``skops_trusted_types``).
         return mlflow.sklearn.log_model(model, pip_requirements=_pins("mlflow", "scikit-learn", "skops", "numpy",
                                                                       "pandas", "scipy", *extra),
-                                        skops_trusted_types=["numpy.dtype", *trusted], **common)
+                                        skops_trusted_types=["numpy.dtype", *trusted],
+                                        # `mlflow models serve` then answers what tidemark serves: probabilities
+                                        pyfunc_predict_fn="predict" if contract.task == "regression" else "predict_proba",
+                                        **common)
     if _is_torch(model):
         import mlflow.pytorch
 
@@ -260,7 +264,7 @@ def _example(rows: pd.DataFrame, contract: ModelContract) -> pd.DataFrame:
     return pd.DataFrame(out).reset_index(drop=True)
 
 
-def _signature(contract: ModelContract, example: pd.DataFrame) -> Any:
+def _signature(contract: ModelContract, example: pd.DataFrame, *, per_class: bool = False) -> Any:
     """Inputs as the feature store and requests give them. Numbers are typed ``Any``: MLflow's
     enforcement rejects int64 and nullable Int64 for ``double``, and nulls for ``long``."""
     from mlflow.models import ModelSignature
@@ -269,7 +273,7 @@ def _signature(contract: ModelContract, example: pd.DataFrame) -> Any:
 
     inputs: list[Any] = [ColSpec("string", c, required=False) if c in contract.text_columns else ColSpec(AnyType(), c)
               for c in example.columns]
-    if contract.task == "multiclass":
+    if contract.task == "multiclass" or per_class:
         outputs = Schema([ColSpec("double", c) for c in contract.classes])
     else:
         outputs = Schema([ColSpec("double", contract.output)])

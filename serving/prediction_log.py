@@ -1,11 +1,12 @@
 """The prediction log: every scored row, appended off the response path to hourly Parquet files.
 
-It is what drift monitoring reads and what delayed labels are joined to. One row per scored row:
-``event_timestamp`` (when it was scored), ``request_id``, the join keys (``customer_id``,
-``merchant_id``), ``transaction_id`` (the payment, when the request named it: what delayed labels
-join on; int64, null where absent), the request fields and the feature values the model saw, ``score``, ``variant``
-(``champion`` | ``challenger`` | ``shadow``) and ``model_version``. Layout, under
-``root = $TIDEMARK_HOME/offline/prediction_log``::
+It is what drift monitoring reads and what delayed labels are joined to. One row per scored row,
+its columns as :mod:`serving.prediction_log_schema` lists them: ``event_timestamp`` (when it was
+scored), ``request_id``, the model contract's join keys, the label source's row ids when the
+request named them (what delayed labels join on; int64, null where absent), the request fields and
+the feature values the model saw, ``score``, ``variant`` (``champion`` | ``challenger`` |
+``shadow``) and ``model_version``. Layout, under ``root``, one model's folder
+(``$TIDEMARK_HOME/offline/prediction_log/model=<name>``)::
 
     root/date=YYYY-MM-DD/hour=HH/part-<UTC write time>-<uuid>.parquet
 
