@@ -4,8 +4,9 @@ The same world as ``benchmarks/serving.py`` (its offline tables, Feast apply, ma
 a redis-server on a free loopback port, its request pool and load generator), but the champion is
 a scikit-learn pipeline (one-hot encoded categories, imputed numbers, logistic regression) over
 the same features, registered with ``pipelines.model_registry.register_model`` as any team would.
-tidemark calls the estimator natively (``predict_proba`` on a DataFrame built from the request's
-columns and the online features); the peer, ``mlflow models serve`` of the same version (its own
+tidemark runs the pipeline's preprocessing as its compiled plan (``serving.sklearn_plan``: array
+steps from the fitted statistics, checked against the pipeline at load) and the logistic
+regression's arithmetic on the request's columns and the online features; the peer, ``mlflow models serve`` of the same version (its own
 default: one uvicorn worker, ``--env-manager local``), gets the feature values in the request.
 
 Prints the load table, the comparison and PASS/FAIL lines for issue 16's goal: at one row per

@@ -9,8 +9,10 @@ Which path a model version takes, fastest first (:func:`predictor_for`):
     native hook    the pyfunc's Python model has ``tidemark_predictor()`` returning a
                    :class:`Predictor` (the bundled fraud example's PyTorch module does; so can
                    any team's model)
-    scikit-learn   the estimator itself: ``predict_proba`` / ``predict`` on a float64 matrix
-                   (a DataFrame when some inputs are text, for pipelines that encode them)
+    scikit-learn   a pipeline's preprocessing compiled to array steps (:mod:`serving.sklearn_plan`,
+                   checked against the pipeline at load), then the final estimator's own
+                   ``predict_proba`` / ``predict`` on a float64 matrix; an estimator or step the
+                   plan lacks is called itself (a DataFrame when some inputs are text)
     PyTorch        the ``nn.Module`` on a float32 matrix of the inputs; its output is the
                    prediction (binary: P(positive), multiclass: probabilities, regression: value)
     pyfunc         ``PyFuncModel.predict`` on a DataFrame: any flavour, ~1–3 ms of overhead per call
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from serving.errors import ContractError, ModelFormatError, ModelInputError
+from serving.sklearn_plan import compile_pipeline
 
 if TYPE_CHECKING:
     from serving.model_contract import ModelContract
@@ -135,13 +138,14 @@ class SklearnPredictor(_Columns):
         if not hasattr(estimator, method):
             raise ContractError(f"the contract says {contract.task}, but the {type(estimator).__name__} has no "
                                 f"{method}(); register it with the task it was fitted for")
-        self._call = getattr(estimator, method)
+        self._plan = compile_pipeline(estimator, contract.inputs, self.text, method=method)
+        self._call = self._plan.predict if self._plan is not None else getattr(estimator, method)
         self._order = self._class_order(estimator, contract)
         names = getattr(estimator, "feature_names_in_", None)
         if names is not None and tuple(names) != contract.inputs:
             raise ContractError(f"the estimator was fitted on columns {list(names)}, the contract lists inputs "
                                 f"{list(contract.inputs)}; register it again from the frame it was fitted on")
-        if names is not None and self.numeric_only:
+        if names is not None and self.numeric_only and self._plan is None:
             # The matrix holds exactly the fitted columns in the fitted order (checked just above), so
             # scikit-learn's "fitted with feature names" warning is noise on every call.
             warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
@@ -159,13 +163,20 @@ class SklearnPredictor(_Columns):
         order = np.array([fitted.index(c) for c in wanted])
         return order[1:] if contract.task == "binary" else order
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the pipeline's preprocessing runs as its compiled plan."""
+        return self._plan is not None
+
     def encode(self, inputs: Mapping[str, np.ndarray] | pd.DataFrame) -> tuple[np.ndarray, ...]:
+        if self._plan is not None:
+            return (self._plan.matrix(self.arrays(inputs)),)
         if self.numeric_only:
             return (self.matrix(inputs, np.float64),)
         return self.arrays(inputs)
 
     def forward(self, *arrays: np.ndarray) -> np.ndarray:
-        x = arrays[0] if self.numeric_only else self.frame(arrays)
+        x = arrays[0] if self._plan is not None or self.numeric_only else self.frame(arrays)
         out = np.asarray(self._call(x))
         if self._order is not None:
             out = out[:, self._order]
