@@ -537,7 +537,7 @@ def _partial(port: int, length: int, send: int) -> socket.socket:
 def case_slow(world: World, slow_wait_s: float) -> dict[str, Any]:
     """50 clients hang up mid-body; 200 stall mid-body for ``slow_wait_s`` seconds."""
     server = world.serve("server-slow")
-    five = 'status="5xx"'
+    five = f'model="{world.settings.model_name}",status="5xx"'
     name = "tidemark_predict_request_seconds_count"
     out: dict[str, Any] = {"5xx_before": metric(server.port, name, five)}
     lines0, tb0 = len(server_log(server).splitlines()), tracebacks(server_log(server))

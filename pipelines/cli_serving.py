@@ -1,6 +1,7 @@
-"""``tidemark serve``: the scoring HTTP server of one registered model (serving/app.py) on uvicorn.
+"""``tidemark serve``: the scoring HTTP server of a project's models (serving/app.py) on uvicorn,
+all in one process over one online store.
 
-    tidemark serve [--model NAME] [--host 127.0.0.1] [--port 8080] [--refresh-s 10] [--max-connections 512]
+    tidemark serve [--model NAME ...] [--host 127.0.0.1] [--port 8080] [--refresh-s 10] [--max-connections 512]
                    [--body-timeout-s 5] [--max-in-flight 32]
     tidemark canary [--model NAME] start [--no-shadow] | step | status | rollback --reason "..." | promote
 """
@@ -15,9 +16,11 @@ from features.settings import Settings
 
 def add_serving_commands(commands: Any) -> None:
     """Add ``serve`` to the CLI's subparsers."""
-    serve = commands.add_parser("serve", help="serve a model's predictions over HTTP (champion, challenger canary)")
-    serve.add_argument("--model", "--model-name", dest="model_name", default=None,
-                       help="the registered model to serve (default: $TIDEMARK_MODEL_NAME, else fraud-detector)")
+    serve = commands.add_parser("serve", help="serve models' predictions over HTTP (champion, challenger canary)")
+    serve.add_argument("--model", "--model-name", dest="model_names", action="append", default=None, metavar="NAME",
+                       help="a registered model to serve; repeat for several (default: every model of the project, "
+                            "the first being /v1/predict's; without --repo: $TIDEMARK_MODEL_NAME, else "
+                            "fraud-detector)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--refresh-s", type=float, default=10.0,
@@ -52,7 +55,22 @@ def add_serving_commands(commands: Any) -> None:
         run=_canary_promote)
 
 
+def _served_models(settings: Settings, requested: list[str] | None) -> list[str]:
+    """The models ``tidemark serve`` serves: those named (each checked against the project), else
+    every model of the project, in its file's order."""
+    from pipelines.project import load_project, model_names
+
+    if not requested:
+        return model_names(settings)
+    if settings.feast_repo is not None:
+        project = load_project(settings.feast_repo)
+        for name in requested:
+            project.model(name)  # a name the project lacks: its error, with near matches
+    return list(dict.fromkeys(requested))
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import dataclasses
     import gc
 
     import torch
@@ -63,19 +81,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from serving.http_protocol import guarded_protocol
     from serving.server import build_server
 
-    settings = _for_model(settings, args)
+    names = _served_models(settings, args.model_names)
+    settings = dataclasses.replace(settings, model_name=names[0])
     limits = ApiLimits(max_rows=args.max_rows, body_timeout_s=args.body_timeout_s, max_in_flight=args.max_in_flight)
-    server = build_server(settings, refresh_s=args.refresh_s, limits=limits, admin=CanaryAdmin(settings),
+    admins = {name: CanaryAdmin(dataclasses.replace(settings, model_name=name)) for name in names}
+    server = build_server(settings, models=names, refresh_s=args.refresh_s, limits=limits, admin=admins,
                           torch_threads=args.torch_threads or (None if torch.cuda.is_available() else 1))
     # What start-up loaded (MLflow, Feast, torch) lives as long as the process: keep it out of the
     # collector's full passes, which otherwise stall requests for tens of milliseconds.
     gc.collect()
     gc.freeze()
     server.start_refresh()
-    champion = server.slots.get("champion")
-    print(f"serving {settings.model_name} "
-          f"{'v' + champion.version if champion else '(no champion yet: /readyz is false)'} "
-          f"on http://{args.host}:{args.port} (OpenAPI at /openapi.json)")
+    for name, served in server.models.items():
+        champion = served.slots.get("champion")
+        print(f"serving {name} {'v' + champion.version if champion else '(no champion yet: /readyz is false)'} "
+              f"at POST /v1/models/{name}/predict{' and /v1/predict' if name == server.default else ''}")
+    print(f"on http://{args.host}:{args.port} (OpenAPI at /openapi.json)")
     # log_config=None: uvicorn's loggers go through the root handlers, whose filter redacts credentials
     uvicorn.run(server.app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None,
                 http=guarded_protocol(head_timeout_s=args.body_timeout_s, max_connections=args.max_connections),

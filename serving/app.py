@@ -47,7 +47,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -104,44 +104,56 @@ class CanaryAdmin(Protocol):
     def promote(self) -> dict[str, Any]: ...
 
 
-def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = None,
+def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | None = None, ready: Any = None,
                metrics: Any = None, on_shutdown: Callable[[], None] | None = None,
-               admin: CanaryAdmin | None = None, admin_token: str | None = None,
-               inline: bool = False, on_predict: Callable[[int, float], None] | None = None,
+               admin: CanaryAdmin | Mapping[str, CanaryAdmin] | None = None, admin_token: str | None = None,
+               inline: bool = False, on_predict: Callable[[str, int, float], None] | None = None,
                store: StoreHealth | None = None) -> Starlette:
-    """The ASGI app over ``scorer``. ``ready()`` -> (bool, reasons) backs ``/readyz`` (it must not
-    block: it runs on the event loop); ``store`` says when the online store is slow (score on
-    worker threads, not inline) or down;
-    ``metrics()`` -> (body, content type) backs ``/metrics``; ``on_shutdown()`` runs when the
-    server stops (flush the prediction log). ``inline``: score on the event loop's thread rather
-    than in a worker thread (see :func:`serving.server.build_server`). ``on_predict(status,
-    seconds)`` is called once per ``POST /v1/predict`` with its HTTP status and its time in the
-    handler (body read to response built; 500 when the handler raised; 499 when the client went
-    away mid-body)."""
+    """The ASGI app over ``scorers`` (one per served model, by name; the first is the default,
+    which ``/v1/predict`` and ``/v1/canary`` mean). ``ready()`` -> (bool, reasons) backs
+    ``/readyz`` (it must not block: it runs on the event loop); ``store`` says when the online
+    store is slow (score on worker threads, not inline) or down; ``metrics()`` -> (body, content
+    type) backs ``/metrics``; ``on_shutdown()`` runs when the server stops (flush the prediction
+    logs). ``admin``: the canary controller of each model (one: the default model's). ``inline``:
+    score on the event loop's thread rather than in a worker thread (see
+    :func:`serving.server.build_server`). ``on_predict(model, status, seconds)`` is called once per
+    predict request with its HTTP status and its time in the handler (body read to response built;
+    500 when the handler raised; 499 when the client went away mid-body)."""
+    served: dict[str, Scorer] = dict(scorers) if isinstance(scorers, Mapping) else {scorers.name: scorers}
+    if not served:
+        raise ValueError("create_app needs at least one scorer")
+    default = next(iter(served))
+    admins: dict[str, CanaryAdmin] = (dict(admin) if isinstance(admin, Mapping)
+                                      else {default: admin} if admin is not None else {})
     limits = limits or ApiLimits()
     workers = _Workers(limits.max_in_flight)
     unavailable = _Unavailable()
 
+    def unknown(name: str) -> Response:
+        return _error(404, ["path", "name"], f"unknown model {name!r:.80}; this server serves "
+                                             f"{', '.join(map(repr, served))}")
+
     async def predict(request: Request) -> Response:
+        name = request.path_params.get("name", default)
+        scorer = served.get(name)
+        if scorer is None:
+            return unknown(name)
         if on_predict is None:
-            return await score(request)
+            return await score(request, scorer)
         started = time.perf_counter()
         try:
-            response = await score(request)
+            response = await score(request, scorer)
         except BaseException:  # Starlette answers 500; count it before it does
-            on_predict(500, time.perf_counter() - started)
+            on_predict(name, 500, time.perf_counter() - started)
             raise
-        on_predict(response.status_code, time.perf_counter() - started)
+        on_predict(name, response.status_code, time.perf_counter() - started)
         return response
 
-    async def score(request: Request) -> Response:
+    async def score(request: Request, scorer: Scorer) -> Response:
         started = time.perf_counter()
         refused = _content_type_problem(request) or _request_id_problem(request, limits.max_request_id)
         if refused is not None:
             return refused
-        name = request.path_params.get("name", scorer.name)
-        if name != scorer.name:
-            return _error(404, ["path", "name"], f"unknown model {name!r:.80}; this server serves {scorer.name!r}")
         body = await _body(request, limits)
         if isinstance(body, Response):
             return body
@@ -181,15 +193,19 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         return Response(text, media_type=content_type)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_spec(scorer.name, scorer.row_schema(), scorer.contract(), limits))
+        return JSONResponse(openapi_spec({n: (s.row_schema(), s.contract()) for n, s in served.items()}, limits))
 
     async def canary(request: Request) -> Response:
+        name = request.path_params.get("name", default)
+        if name not in served:
+            return unknown(name)
         action = request.path_params.get("action", "status")
         denied = _authorize(request, admin_token, write=action != "status")
         if denied is not None:
             return denied
+        admin = admins.get(name)
         if admin is None:
-            return _error(404, [], "this server has no canary controller attached")
+            return _error(404, [], f"this server has no canary controller attached for {name!r:.80}")
         body: Any = {}
         if request.method == "POST":
             body = await _body(request, limits, empty={}, hint='send {}, {"shadow": true} or {"reason": "..."}')
@@ -229,6 +245,8 @@ def create_app(scorer: Scorer, *, limits: ApiLimits | None = None, ready: Any = 
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/canary", canary, methods=["GET"]),
         Route("/v1/canary/{action}", canary, methods=["POST"]),
+        Route("/v1/models/{name}/canary", canary, methods=["GET"]),
+        Route("/v1/models/{name}/canary/{action}", canary, methods=["POST"]),
     ])
 
 
@@ -372,9 +390,53 @@ def _predictions(contract: ModelContract, scores: np.ndarray) -> list[dict[str, 
             for p in scores.tolist()]
 
 
-def openapi_spec(name: str, schema: RowSchema, contract: ModelContract | None, limits: ApiLimits) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of this API: request rows and predictions as the champion's model
-    contract has them (join keys, request fields, optional label row ids; the task's prediction)."""
+def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], limits: ApiLimits) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API: for each served model (by name; the first is the
+    default, ``/v1/predict``), request rows and predictions as its champion's model contract has
+    them (join keys, request fields, optional label row ids; the task's prediction)."""
+    failures = _failures((400, "not JSON"), (404, "no such model on this server"),
+                         (408, "the body did not arrive within the deadline"),
+                         (413, "body too large"), (415, "the body is not declared as application/json"),
+                         (422, "invalid rows, or an x-request-id that is not 1-128 printable ASCII characters"),
+                         (503, "the online store is unavailable, no model is ready, or the server is at capacity"))
+    request_id = {"name": "x-request-id", "in": "header", "required": False,
+                  "description": "your id for the request: echoed, and stored with every logged row",
+                  "schema": {"type": "string", "minLength": 1, "maxLength": limits.max_request_id,
+                             "pattern": "^[!-~]+$"}}
+
+    def operation(name: str, operation_id: str) -> dict[str, Any]:
+        schema, contract = models[name]
+        row, prediction = _row_schema(schema), _prediction_schema(contract)
+        return {"post": {
+            "operationId": operation_id, "summary": f"predict with {name}", "parameters": [request_id],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["rows"], "properties": {"rows": {
+                    "type": "array", "minItems": 1, "maxItems": limits.max_rows, "items": row}}}}}},
+            "responses": {"200": _ok({"type": "object", "properties": {
+                "request_id": {"type": "string"}, "model": {"type": "string", "const": name},
+                "predictions": {"type": "array", "items": prediction}}}), **failures}}}
+
+    names = list(models)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"tidemark serving: {', '.join(names)}", "version": "1"},
+        "paths": {
+            "/v1/predict": operation(names[0], "predict"),
+            **{f"/v1/models/{name}/predict": operation(name, f"predict_{_operation_suffix(name)}") for name in names},
+            "/healthz": {"get": {"operationId": "healthz", "responses": {"200": _ok({"type": "object"})}}},
+            "/readyz": {"get": {"operationId": "readyz", "responses": {
+                "200": _ok({"type": "object"}), "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus text"}}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _ok({"type": "object"})}}},
+            **_canary_paths(names),
+        },
+        "components": {"securitySchemes": {"bearerAuth": {
+            "type": "http", "scheme": "bearer",
+            "description": "the server's TIDEMARK_ADMIN_TOKEN; with none configured, canary writes are off (403)"}}},
+    }
+
+
+def _row_schema(schema: RowSchema) -> dict[str, Any]:
     int64 = {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
     props: dict[str, Any] = {k: dict(int64) if kind == "int" else {"type": "string", "minLength": 1, "maxLength": 200}
                              for k, kind in schema.join_keys}
@@ -384,48 +446,21 @@ def openapi_spec(name: str, schema: RowSchema, contract: ModelContract | None, l
     for column in schema.passthrough:
         props[column] = {**int64, "type": ["integer", "null"],
                          "description": "optional: the label source's row id, stored with the logged prediction"}
-    row = {"type": "object", "required": list(schema.required), "properties": props}
+    return {"type": "object", "required": list(schema.required), "properties": props}
+
+
+def _prediction_schema(contract: ModelContract | None) -> dict[str, Any]:
     task = contract.task if contract else "binary"
     answer: dict[str, Any] = ({"score": {"type": "number", "description": "P(positive class)"}} if task == "binary" else
                               {"value": {"type": "number"}} if task == "regression" else
                               {"predicted_class": {"type": "string"}, "probabilities": {"type": "object"}})
-    prediction = {"type": "object", "properties": {
+    return {"type": "object", "properties": {
         **answer, "variant": {"type": "string", "enum": ["champion", "challenger"]},
         "model_version": {"type": "string"}, "features_found": {"type": "boolean"}}}
-    failures = _failures((400, "not JSON"), (408, "the body did not arrive within the deadline"),
-                         (413, "body too large"), (415, "the body is not declared as application/json"),
-                         (422, "invalid rows, or an x-request-id that is not 1-128 printable ASCII characters"),
-                         (503, "the online store is unavailable, no model is ready, or the server is at capacity"))
-    request_id = {"name": "x-request-id", "in": "header", "required": False,
-                  "description": "your id for the request: echoed, and stored with every logged row",
-                  "schema": {"type": "string", "minLength": 1, "maxLength": limits.max_request_id,
-                             "pattern": "^[!-~]+$"}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": f"tidemark serving: {name}", "version": "1"},
-        "paths": {
-            **{path: {"post": {
-                "operationId": operation,
-                "parameters": [request_id],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["rows"], "properties": {"rows": {
-                        "type": "array", "minItems": 1, "maxItems": limits.max_rows, "items": row}}}}}},
-                "responses": {"200": _ok({"type": "object", "properties": {
-                    "request_id": {"type": "string"}, "model": {"type": "string"},
-                    "predictions": {"type": "array", "items": prediction}}}),
-                    **failures}}}
-               for path, operation in (("/v1/predict", "predict"), (f"/v1/models/{name}/predict", "predictModel"))},
-            "/healthz": {"get": {"operationId": "healthz", "responses": {"200": _ok({"type": "object"})}}},
-            "/readyz": {"get": {"operationId": "readyz", "responses": {
-                "200": _ok({"type": "object"}), "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus text"}}}},
-            "/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _ok({"type": "object"})}}},
-            **_canary_paths(),
-        },
-        "components": {"securitySchemes": {"bearerAuth": {
-            "type": "http", "scheme": "bearer",
-            "description": "the server's TIDEMARK_ADMIN_TOKEN; with none configured, canary writes are off (403)"}}},
-    }
+
+
+def _operation_suffix(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 #: The canary endpoints' error answers: who may call, and what the controller said.
@@ -439,8 +474,9 @@ _CANARY_FAILURES = ((400, "not JSON"), (401, "no or wrong bearer token"),
                     (503, "Redis or MLflow failed under the controller"))
 
 
-def _canary_paths() -> dict[str, Any]:
-    """``GET /v1/canary`` and ``POST /v1/canary/{action}`` (bearer token)."""
+def _canary_paths(names: list[str]) -> dict[str, Any]:
+    """``GET /v1/canary`` and ``POST /v1/canary/{action}`` (the default model's), and the same
+    under ``/v1/models/{name}`` for each served model (bearer token)."""
     state = {"type": "object", "description": "the canary state (or, for step, the outcome and the state)"}
     body = {"type": "object", "properties": {
         "shadow": {"type": "boolean", "default": True,
@@ -448,16 +484,23 @@ def _canary_paths() -> dict[str, Any]:
         "reason": {"type": "string", "description": "rollback only: recorded on the challenger version"}}}
     action = {"name": "action", "in": "path", "required": True,
               "schema": {"type": "string", "enum": ["start", "step", "rollback", "promote"]}}
-    return {
-        "/v1/canary": {"get": {
-            "operationId": "canaryStatus", "security": [{"bearerAuth": []}],
+    model = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
+
+    def status(operation_id: str, more: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"get": {
+            "operationId": operation_id, "security": [{"bearerAuth": []}], "parameters": more,
             "description": "the canary state; open (no token) on a server with no TIDEMARK_ADMIN_TOKEN",
-            "responses": {"200": _ok(state), **_failures(*(f for f in _CANARY_FAILURES if f[0] in (401, 404, 503)))}}},
-        "/v1/canary/{action}": {"post": {
-            "operationId": "canaryAction", "security": [{"bearerAuth": []}], "parameters": [action],
+            "responses": {"200": _ok(state), **_failures(*(f for f in _CANARY_FAILURES if f[0] in (401, 404, 503)))}}}
+
+    def act(operation_id: str, more: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"post": {
+            "operationId": operation_id, "security": [{"bearerAuth": []}], "parameters": [*more, action],
             "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
-            "responses": {"200": _ok(state), **_failures(*_CANARY_FAILURES)}}},
-    }
+            "responses": {"200": _ok(state), **_failures(*_CANARY_FAILURES)}}}
+
+    return {"/v1/canary": status("canaryStatus", []), "/v1/canary/{action}": act("canaryAction", []),
+            "/v1/models/{name}/canary": status("modelCanaryStatus", [model]),
+            "/v1/models/{name}/canary/{action}": act("modelCanaryAction", [model])}
 
 
 def _ok(schema: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,10 @@ into the ASGI app, and keep them fresh in the background.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,22 +36,44 @@ if TYPE_CHECKING:
     from features.sdk import FeatureClient
     from features.settings import Settings
 
-__all__ = ["Server", "build_server"]
+__all__ = ["ServedModel", "Server", "build_server"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Server:
-    """The running parts of one serving process."""
+@dataclass(frozen=True)
+class ServedModel:
+    """One model a server serves: its scorer (canary state, prediction log) and its alias slots."""
 
-    app: Starlette
     scorer: Scorer
     slots: ModelSlots
+
+
+@dataclass
+class Server:
+    """The running parts of one serving process: every model it serves, by name (the first is
+    the default, which ``/v1/predict`` means)."""
+
+    app: Starlette
+    models: dict[str, ServedModel]
     settings: Settings
     refresh_s: float = 10.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _wake: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def default(self) -> str:
+        return next(iter(self.models))
+
+    @property
+    def scorer(self) -> Scorer:
+        """The default model's scorer."""
+        return self.models[self.default].scorer
+
+    @property
+    def slots(self) -> ModelSlots:
+        """The default model's slots."""
+        return self.models[self.default].slots
 
     def start_refresh(self) -> None:
         """Poll the registry's aliases every ``refresh_s`` seconds, and at once when the canary
@@ -61,14 +85,17 @@ class Server:
                 self._wake.clear()
                 if self._stop.is_set():
                     return
-                self.slots.refresh()
+                for served in self.models.values():
+                    served.slots.refresh()
 
-        self.scorer.on_stale = self._wake.set
+        for served in self.models.values():
+            served.scorer.on_stale = self._wake.set
 
         def evidence() -> None:
             while not self._stop.wait(1.0):
-                if self.scorer.evidence is not None:
-                    self.scorer.evidence.flush()
+                for served in self.models.values():
+                    if served.scorer.evidence is not None:
+                        served.scorer.evidence.flush()
 
         def watch_store() -> None:
             redis_online, missed = self.scorer.reader.redis, 0
@@ -93,18 +120,25 @@ class Server:
             return
         self._stop.set()
         self._wake.set()
-        self.scorer.close()
-        if self.scorer.evidence is not None:
-            self.scorer.evidence.flush()
-        if self.scorer.log_sink is not None:
-            self.scorer.log_sink.close()
+        for served in self.models.values():
+            served.scorer.close()
+            if served.scorer.evidence is not None:
+                served.scorer.evidence.flush()
+            if served.scorer.log_sink is not None:
+                served.scorer.log_sink.close()
 
 
-def build_server(settings: Settings, *, feature_client: FeatureClient | None = None, refresh_s: float = 10.0,
+def build_server(settings: Settings, *, models: Sequence[str] | None = None,
+                 feature_client: FeatureClient | None = None, refresh_s: float = 10.0,
                  limits: ApiLimits | None = None, prediction_log: bool = True,
-                 batching: dict[str, int] | None = None, admin: CanaryAdmin | None = None,
+                 batching: dict[str, int] | None = None, admin: CanaryAdmin | Mapping[str, CanaryAdmin] | None = None,
                  inline: bool | None = None, torch_threads: int | None = None) -> Server:
     """Everything ``tidemark serve`` runs, for ``settings``; models are loaded before it returns.
+
+    ``models``: the registered models to serve, in one process over one online store (default:
+    ``settings.model_name``); the first is the default. Each gets its own alias slots, canary
+    state, evidence and prediction log. ``admin``: each model's canary controller (one: the
+    default model's).
 
     ``inline`` (default: when there is no CUDA device) scores requests on the event loop's thread
     and calls the champion directly: on a CPU the work is about a millisecond of GIL-bound Python
@@ -138,85 +172,95 @@ def build_server(settings: Settings, *, feature_client: FeatureClient | None = N
         # requests are small and run side by side, and a model's latency evidence is its call's CPU
         # time on its own thread, which a pool would split and inflate with spin-waits.
         torch.set_num_threads(torch_threads)
-    slots = ModelSlots(client, settings.model_name, batching=batching or {},
-                       direct=(CHAMPION, CHALLENGER) if inline else (), base_backoff_s=max(refresh_s, 1.0))
-    slots.refresh()
-    sink = None
-    if prediction_log:
-        from serving.prediction_log import PredictionLog
-        from serving.prediction_log_schema import model_log_root
-
-        sink = PredictionLog(model_log_root(settings.offline_dir, settings.model_name))
+    names = list(dict.fromkeys(models or (settings.model_name,)))  # in order, each once
     metrics = _Metrics()
-    canary = CanaryStateStore(redis_online.reader, settings.model_name, available=lambda: not breaker.open)
-    scorer = Scorer(slots, reader, canary, sink,
-                    on_scored=metrics.observe, evidence=EvidenceRecorder(redis_online.writer, settings.model_name))
-    metrics.watch(scorer)
+    served: dict[str, ServedModel] = {}
+    for name in names:
+        slots = ModelSlots(client, name, batching=batching or {},
+                           direct=(CHAMPION, CHALLENGER) if inline else (), base_backoff_s=max(refresh_s, 1.0))
+        slots.refresh()
+        sink = None
+        if prediction_log:
+            from serving.prediction_log import PredictionLog
+            from serving.prediction_log_schema import model_log_root
+
+            sink = PredictionLog(model_log_root(settings.offline_dir, name))
+        canary = CanaryStateStore(redis_online.reader, name, available=lambda: not breaker.open)
+        scorer = Scorer(slots, reader, canary, sink, on_scored=functools.partial(metrics.observe, name),
+                        evidence=EvidenceRecorder(redis_online.writer, name))
+        served[name] = ServedModel(scorer, slots)
+    metrics.watch(served)
 
     def ready() -> tuple[bool, list[str]]:  # no I/O: the store-watch thread and the breaker keep the state
-        reasons = [f"{alias}: {error}" for alias, error in dict(slots.errors).items()]  # redacted by ModelSlots
-        reasons += [f"the {alias} alias of {settings.model_name!r} is gone from the registry; still serving "
-                    f"v{loaded.version}" for alias in sorted(slots.missing) if (loaded := slots.get(alias))]
-        if slots.get(CHAMPION) is None:
-            reasons.insert(0, f"no champion of {settings.model_name!r} is loaded")
+        reasons: list[str] = []
+        for name, model in served.items():
+            slots = model.slots
+            reasons += [f"{name} {alias}: {error}" for alias, error in dict(slots.errors).items()]  # redacted
+            reasons += [f"the {alias} alias of {name!r} is gone from the registry; still serving "
+                        f"v{loaded.version}" for alias in sorted(slots.missing) if (loaded := slots.get(alias))]
+        unloaded = [name for name, model in served.items() if model.slots.get(CHAMPION) is None]
+        reasons[:0] = [f"no champion of {name!r} is loaded" for name in unloaded]
         if breaker.open:
             reasons.insert(0, f"online store unreachable: {redact(breaker.last_error)}")
             return False, reasons
-        return slots.get(CHAMPION) is not None, reasons
+        return not unloaded, reasons
 
     closers: list[Server] = []
-    app = create_app(scorer, limits=limits, ready=ready, metrics=metrics.render,
-                     on_shutdown=lambda: closers[0].close(), admin=admin, admin_token=settings.admin_token,
-                     inline=inline, on_predict=metrics.request, store=breaker)
-    server = Server(app, scorer, slots, settings, refresh_s)
+    app = create_app({name: model.scorer for name, model in served.items()}, limits=limits, ready=ready,
+                     metrics=metrics.render, on_shutdown=lambda: closers[0].close(), admin=admin,
+                     admin_token=settings.admin_token, inline=inline, on_predict=metrics.request, store=breaker)
+    server = Server(app, served, settings, refresh_s)
     closers.append(server)
     return server
 
 
 class _Metrics:
-    """Prometheus metrics of one process: request latency by status class; rows, model time and
-    scores per variant; and, read from the scorer when scraped, failed rows per variant and the
-    rows and shadow batches dropped (:class:`_ScorerCollector`)."""
+    """Prometheus metrics of one process, by model: request latency by status class; rows, model
+    time and scores per variant; and, read from the scorers when scraped, failed rows per variant
+    and the rows and shadow batches dropped (:class:`_ScorerCollector`)."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
-        self.rows = Counter("tidemark_scored_rows", "Rows scored", ["variant"], registry=self.registry)
-        self.seconds = Histogram("tidemark_model_seconds", "Model time per call", ["variant"],
+        self.rows = Counter("tidemark_scored_rows", "Rows scored", ["model", "variant"], registry=self.registry)
+        self.seconds = Histogram("tidemark_model_seconds", "Model time per call", ["model", "variant"],
                                  buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1),
                                  registry=self.registry)
         self.scores = Histogram("tidemark_score", "Scores (binary: P(positive); multiclass: the top class's "
-                                "probability; regression: the value)", ["variant"],
+                                "probability; regression: the value)", ["model", "variant"],
                                 buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9), registry=self.registry)
-        latency = Histogram("tidemark_predict_request_seconds",
-                            "POST /v1/predict: body read to response built, seconds, by HTTP status class",
-                            ["status"], buckets=(5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0),
-                            registry=self.registry)
-        # one child per class up front: every series shows from the first scrape, no lookup per request
-        self._latency = {c: latency.labels(f"{c}xx") for c in (2, 4, 5)}
-        self.disconnects = Counter("tidemark_client_disconnects", "POST /v1/predict clients gone before their body "
-                                   "arrived (not an error of the server)", registry=self.registry)
+        self._request_latency = Histogram(
+            "tidemark_predict_request_seconds", "POST predict: body read to response built, seconds, by model and "
+            "HTTP status class", ["model", "status"], buckets=(5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+                                                               0.25, 1.0), registry=self.registry)
+        self._latency: dict[tuple[str, int], Any] = {}  # (model, status class) -> child: no lookup per request
+        self.disconnects = Counter("tidemark_client_disconnects", "POST predict clients gone before their body "
+                                   "arrived (not an error of the server)", ["model"], registry=self.registry)
 
-    def observe(self, variant: str, rows: int, seconds: float, scores: np.ndarray) -> None:
-        self.rows.labels(variant).inc(rows)
-        self.seconds.labels(variant).observe(seconds)
-        histogram = self.scores.labels(variant)
+    def observe(self, model: str, variant: str, rows: int, seconds: float, scores: np.ndarray) -> None:
+        self.rows.labels(model, variant).inc(rows)
+        self.seconds.labels(model, variant).observe(seconds)
+        histogram = self.scores.labels(model, variant)
         for s in scores[:64]:  # a sample per call keeps big batches cheap
             histogram.observe(float(s))
 
-    def request(self, status: int, seconds: float) -> None:
-        """One ``POST /v1/predict`` answered with ``status`` after ``seconds`` (499: the client left)."""
+    def request(self, model: str, status: int, seconds: float) -> None:
+        """One predict request of ``model`` answered with ``status`` after ``seconds`` (499: the client left)."""
         if status == 499:
-            self.disconnects.inc()
+            self.disconnects.labels(model).inc()
             return
-        child = self._latency.get(status // 100)
+        child = self._latency.get((model, status // 100))
         if child is not None:
             child.observe(seconds)
 
-    def watch(self, scorer: Scorer) -> None:
-        """Export ``scorer``'s error and drop counts, read at scrape time (they live on the scorer)."""
-        self.registry.register(_ScorerCollector(scorer))
+    def watch(self, served: Mapping[str, ServedModel]) -> None:
+        """Show every model's series from the first scrape, and export its scorer's error and drop
+        counts, read at scrape time (they live on the scorers)."""
+        for model in served:
+            self._latency.update({(model, c): self._request_latency.labels(model, f"{c}xx") for c in (2, 4, 5)})
+            self.disconnects.labels(model)
+        self.registry.register(_ScorerCollector({name: m.scorer for name, m in served.items()}))
 
     def render(self) -> tuple[bytes, Any]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -225,12 +269,12 @@ class _Metrics:
 
 
 class _ScorerCollector:
-    """Counts the scorer keeps itself, as Prometheus counters: rows each variant failed on (the
-    champion answered them, or the request got a 503), prediction-log rows dropped, and shadow
-    batches dropped because the shadow queue was full."""
+    """Counts the scorers keep themselves, as Prometheus counters by model: rows each variant
+    failed on (the champion answered them, or the request got a 503), prediction-log rows dropped,
+    and shadow batches dropped because the shadow queue was full; and the online store's state."""
 
-    def __init__(self, scorer: Scorer) -> None:
-        self.scorer = scorer
+    def __init__(self, scorers: Mapping[str, Scorer]) -> None:
+        self.scorers = scorers
 
     def describe(self) -> list[Any]:
         return list(self.collect())
@@ -238,21 +282,27 @@ class _ScorerCollector:
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        errors = CounterMetricFamily("tidemark_variant_errors", "Rows a variant failed to score", labels=["variant"])
-        for variant, stats in list(self.scorer.stats.items()):
-            errors.add_metric([variant], stats.errors)
-        yield errors
-        sink = self.scorer.log_sink
+        errors = CounterMetricFamily("tidemark_variant_errors", "Rows a variant failed to score",
+                                     labels=["model", "variant"])
         dropped = CounterMetricFamily("tidemark_prediction_log_dropped_rows", "Rows the prediction log dropped, "
-                                      "by reason", labels=["reason"])
-        for reason, rows in (sink.dropped_by_reason if sink is not None else {}).items():
-            dropped.add_metric([reason], rows)
-        yield dropped
-        yield CounterMetricFamily("tidemark_shadow_dropped_batches",
-                                  "Shadow batches dropped: the shadow queue was full", value=self.scorer.shadow_dropped)
+                                      "by reason", labels=["model", "reason"])
+        shadow = CounterMetricFamily("tidemark_shadow_dropped_batches",
+                                     "Shadow batches dropped: the shadow queue was full", labels=["model"])
+        missing = GaugeMetricFamily("tidemark_model_alias_missing", "1 when the alias is gone from the registry and "
+                                    "the last loaded model still serves", labels=["model", "alias"])
+        for model, scorer in self.scorers.items():
+            for variant, stats in list(scorer.stats.items()):
+                errors.add_metric([model, variant], stats.errors)
+            sink = scorer.log_sink
+            for reason, rows in (sink.dropped_by_reason if sink is not None else {}).items():
+                dropped.add_metric([model, reason], rows)
+            shadow.add_metric([model], scorer.shadow_dropped)
+            for alias in scorer.slots.aliases:
+                missing.add_metric([model, alias], 1 if alias in scorer.slots.missing else 0)
+        yield from (errors, dropped, shadow, missing)
         yield CounterMetricFamily("tidemark_online_corrupt_values", "Corrupt online values read (served as missing)",
                                   value=CORRUPT_VALUES.count)
-        breaker = self.scorer.reader.redis.breaker
+        breaker = next(iter(self.scorers.values())).reader.redis.breaker  # one online store for every model
         if breaker is not None:
             yield GaugeMetricFamily("tidemark_online_store_up", "1 while the online store's circuit breaker is "
                                     "closed, 0 while it is open (reads fail at once)", value=0 if breaker.open else 1)
@@ -260,8 +310,3 @@ class _ScorerCollector:
                                     "worker threads)", value=1 if breaker.slow else 0)
             yield CounterMetricFamily("tidemark_online_store_breaker_opens", "Times the online store's circuit "
                                       "breaker opened", value=breaker.times_opened)
-        missing = GaugeMetricFamily("tidemark_model_alias_missing", "1 when the alias is gone from the registry and "
-                                    "the last loaded model still serves", labels=["alias"])
-        for alias in self.scorer.slots.aliases:
-            missing.add_metric([alias], 1 if alias in self.scorer.slots.missing else 0)
-        yield missing

@@ -98,7 +98,7 @@ def _inputs(settings: Settings, rows: list[dict]) -> pd.DataFrame:
     return online[list(INPUTS)].astype(float)
 
 
-def test_the_binary_model_is_trained_by_its_entry_point_and_served_exactly(settings: Settings,
+def test_the_binary_model_is_trained_by_its_entry_point_and_served_exactly(settings: Settings, completion: Server,
                                                                            http: TestClient) -> None:
     ml = model_registry.connect(settings)
     version = ml.get_model_version_by_alias("driver-completion", "champion")
@@ -114,6 +114,7 @@ def test_the_binary_model_is_trained_by_its_entry_point_and_served_exactly(setti
     served = np.array([p["score"] for p in answer.json()["predictions"]])
     model = mlflow.sklearn.load_model(f"models:/driver-completion/{version.version}")
     np.testing.assert_allclose(served, model.predict_proba(_inputs(settings, rows))[:, 1], rtol=0, atol=1e-9)
+    assert completion.slots.get("champion").model.compiled  # the fast path, not the pipeline's own code
 
 
 def test_the_prediction_log_is_the_models_own(settings: Settings, completion: Server, http: TestClient) -> None:
@@ -149,6 +150,32 @@ def test_the_regressor_trains_through_the_cli_and_is_judged_by_rmse(settings: Se
     assert metrics["val_r2"] > 0.5, metrics
     assert tidemark(["--repo", str(REPO), "train"]) == 2  # two models: which one?
     assert "declares 2 models (driver-completion, driver-duration); pick one with --model" in capsys.readouterr().err
+
+
+def test_one_process_serves_both_models_each_by_its_contract(settings: Settings) -> None:
+    """`tidemark serve` of the project: both models behind one app, over one online store."""
+    server = build_server(settings, models=["driver-completion", "driver-duration"], refresh_s=3600,
+                          prediction_log=False)
+    rows = _rows(20)
+    with TestClient(server.app) as http:
+        duration = http.post("/v1/models/driver-duration/predict", json={"rows": rows})
+        assert duration.status_code == 200, duration.text
+        assert duration.json()["model"] == "driver-duration"
+        regressor = mlflow.sklearn.load_model("models:/driver-duration@champion")
+        np.testing.assert_allclose([p["value"] for p in duration.json()["predictions"]],
+                                   regressor.predict(_inputs(settings, rows)), rtol=0, atol=1e-9)
+        default = http.post("/v1/predict", json={"rows": rows}).json()
+        assert default["model"] == "driver-completion" and "score" in default["predictions"][0]
+        unknown = http.post("/v1/models/driver-eta/predict", json={"rows": rows})
+        assert unknown.status_code == 404
+        assert "'driver-completion', 'driver-duration'" in unknown.json()["detail"][0]["msg"]
+        paths = http.get("/openapi.json").json()["paths"]
+        answer = paths["/v1/models/driver-duration/predict"]["post"]["responses"]["200"]
+        item = answer["content"]["application/json"]["schema"]["properties"]["predictions"]["items"]
+        assert "value" in item["properties"] and "score" not in item["properties"]
+        assert http.get("/readyz").json() == {"ready": True, "reasons": []}
+        metrics = http.get("/metrics").text
+        assert 'tidemark_scored_rows_total{model="driver-duration",variant="champion"} 20.0' in metrics
 
 
 def test_drift_reads_this_models_log_and_judges_its_labels_by_its_task(settings: Settings, completion: Server,

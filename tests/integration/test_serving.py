@@ -37,6 +37,7 @@ from tests.integration.redis_servers import RedisProc
 pytestmark = pytest.mark.integration
 
 FEATURES = ("customer_txn_24h:amt_sum_24h", "customer_profile:age_band", "merchant_stats:fraud_rate_30d")
+MODEL = Settings.model_name  # the test world serves the default model name (a class default)
 CUSTOMERS = np.arange(1, 201, dtype=np.int64)
 TOKEN = "s3cret-admin-token"
 
@@ -264,29 +265,29 @@ def test_health_readiness_metrics_and_openapi(server: Server, http: TestClient):
     after = samples()
 
     def grew(name: str, **labels: str) -> float:
-        key = (name, tuple(sorted(labels.items())))
+        key = (name, tuple(sorted({"model": MODEL, **labels}.items())))
         return after[key] - before.get(key, 0.0)
 
     assert grew("tidemark_scored_rows_total", variant="champion") == 12
     # end-to-end latency of POST /v1/predict, by status class: every request counted once, in seconds
     assert grew("tidemark_predict_request_seconds_count", status="2xx") == 3
     assert grew("tidemark_predict_request_seconds_count", status="4xx") == 1
-    assert ("tidemark_predict_request_seconds_count", (("status", "5xx"),)) in after
+    assert ("tidemark_predict_request_seconds_count", (("model", MODEL), ("status", "5xx"))) in after
     assert 0 < grew("tidemark_predict_request_seconds_sum", status="2xx") < 3 * 5.0
     assert grew("tidemark_predict_request_seconds_bucket", status="2xx", le="+Inf") == 3
     # failed rows per variant, read from the scorer when scraped (an earlier test broke a challenger)
     for variant, stats in server.scorer.stats.items():
-        assert after[("tidemark_variant_errors_total", (("variant", variant),))] == stats.errors
-    assert after[("tidemark_variant_errors_total", (("variant", "champion"),))] == 0
+        assert after[("tidemark_variant_errors_total", (("model", MODEL), ("variant", variant)))] == stats.errors
+    assert after[("tidemark_variant_errors_total", (("model", MODEL), ("variant", "champion")))] == 0
     for reason in ("overflow", "closed", "unconvertible", "unwritable", "unwritten_at_close", "writer_error"):
-        assert after[("tidemark_prediction_log_dropped_rows_total", (("reason", reason),))] == 0
+        assert after[("tidemark_prediction_log_dropped_rows_total", (("model", MODEL), ("reason", reason)))] == 0
     assert server.scorer.log_sink.dropped_rows == 0
-    assert after[("tidemark_shadow_dropped_batches_total", ())] == server.scorer.shadow_dropped == 0
+    assert after[("tidemark_shadow_dropped_batches_total", (("model", MODEL),))] == server.scorer.shadow_dropped == 0
     # the online store's state, and the champion alias is where it should be
     assert after[("tidemark_online_store_up", ())] == 1 and after[("tidemark_online_store_slow", ())] == 0
-    assert after[("tidemark_model_alias_missing", (("alias", "champion"),))] == 0
+    assert after[("tidemark_model_alias_missing", (("alias", "champion"), ("model", MODEL)))] == 0
     assert ("tidemark_online_corrupt_values_total", ()) in after
-    assert ("tidemark_client_disconnects_total", ()) in after
+    assert ("tidemark_client_disconnects_total", (("model", MODEL),)) in after
 
     spec = http.get("/openapi.json").json()
     row = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]

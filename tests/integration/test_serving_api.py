@@ -38,7 +38,7 @@ MODEL = Settings.model_name  # the test server serves the default model name (a 
 
 #: Every operation of the document (the paths don't depend on the loaded model's fields).
 OPERATIONS = [(path, method.upper()) for path, methods in
-              openapi_spec(MODEL, RowSchema((), ()), None, ApiLimits())["paths"].items() for method in methods]
+              openapi_spec({MODEL: (RowSchema((), ()), None)}, ApiLimits())["paths"].items() for method in methods]
 
 
 @pytest.fixture(scope="module")
