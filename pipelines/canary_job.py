@@ -31,9 +31,9 @@ from pipelines.errors import RegistryError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from features.settings import Settings
     from serving.canary_state import CanaryState, CanaryStateStore
     from serving.canary_stats import CanaryPolicy, Decision
+    from tidemark.settings import Settings
 
 __all__ = ["RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
 

@@ -34,8 +34,8 @@ from serving.model_contract import ModelContract
 from serving.prediction_log_schema import META, log_files, model_log_root
 
 if TYPE_CHECKING:
-    from features.settings import Settings
     from serving.canary_state import CanaryState
+    from tidemark.settings import Settings
 
 __all__ = ["canary_predictions", "labelled_canary_traffic", "log_files"]
 

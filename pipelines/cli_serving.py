@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from features.settings import Settings
+from tidemark.settings import Settings
 
 
 def add_serving_commands(commands: Any) -> None:

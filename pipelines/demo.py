@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.errors import TidemarkError
 from features.redaction import redact_url
-from features.settings import Settings
+from tidemark.errors import TidemarkError
+from tidemark.settings import Settings
 
 if TYPE_CHECKING:
     from pipelines.dag_runs import Ran

@@ -43,21 +43,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from features.errors import TidemarkError
 from pipelines.errors import ModelVersionError, NoChampionError
 from pipelines.labels import PREDICTION_TIME, known_labels, labelled_events
 from pipelines.model_metrics import PRIMARY_METRIC
 from pipelines.training_data import utc_timestamp
 from serving.model_contract import ModelContract
 from serving.prediction_log_schema import META, log_files, model_log_root, prediction_columns
+from tidemark.errors import TidemarkError
 
 SCORE = "score"  # the prediction log's column of a model's score (binary: P(positive); regression: the value)
 
 if TYPE_CHECKING:
-    from features.settings import Settings
     from monitoring.drift import DriftReport, DriftThresholds
     from monitoring.profile import ReferenceProfile
     from pipelines.project import ProjectModel
+    from tidemark.settings import Settings
 
 __all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "monitor"]
 

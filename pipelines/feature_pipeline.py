@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from features.feature_jobs import BuildSummary
     from features.materialize import MaterializeResult
     from features.sdk import FeatureClient
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["ConsistencyError", "OnlineCheck", "build_interval", "check_online", "interval_dates", "materialize",
            "reload_online"]

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["RetrainOutcome", "RetrainRequest", "canary_running", "retrain", "settings_for_model", "start_canary"]
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from features.sdk import FeatureClient
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["Server", "build_server"]
 

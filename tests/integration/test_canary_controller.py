@@ -22,7 +22,6 @@ import pytest
 import redis
 import torch
 
-from features.settings import Settings, SparkSettings
 from pipelines import canary_job, model_registry
 from pipelines.datagen_tables import labels_table
 from pipelines.errors import GateError
@@ -35,6 +34,7 @@ from serving.prediction_log import PredictionLog
 from serving.prediction_log_schema import model_log_root
 from tests.integration.model_contracts import fraud_contract_tags
 from tests.integration.redis_servers import RedisProc
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from features.settings import Settings, SparkSettings
 from pipelines import model_registry
 from pipelines.drift_job import DriftOutcome, DriftPolicy, monitor
 from tests.integration.redis_servers import RedisProc
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 

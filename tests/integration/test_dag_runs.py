@@ -29,12 +29,12 @@ import pyarrow as pa
 import pytest
 import redis
 
-from features.settings import Settings
 from pipelines import model_registry
 from pipelines.dag_runs import Ran, run_dag
 from pipelines.replay import drift_hour, post_payments, upcoming_payments
 from tests.integration.notebook_runs import stdout
 from tests.integration.redis_servers import RedisProc
+from tidemark.settings import Settings
 
 pytestmark = pytest.mark.integration
 
