@@ -7,7 +7,7 @@
         ▼
     label source ── newest label per row known by ``now`` (pipelines.labels.known_labels)
         ▼
-    serving.canary_stats.LabelledScores ──► decide() ──► PR-AUC challenger − champion
+    monitoring.rollout.LabelledScores ──► decide() ──► PR-AUC challenger − champion
 
 Point in time: a label that became known after ``now`` is not used, however the files were
 written; a replayed look sees what the controller saw then. A row scored more than once by one
@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from monitoring.rollout import LabelledScores
 from pipelines.labels import known_labels
 from pipelines.training_data import utc_timestamp
-from serving.canary_stats import LabelledScores
 from serving.model_contract import ModelContract
 from serving.prediction_log_schema import META, log_files, model_log_root
 

@@ -342,7 +342,7 @@ def _prauc_bound(s: np.ndarray, y: np.ndarray, w: np.ndarray, policy: DriftPolic
     count: same rows, same answer) and its one-sided upper bound at ``policy.alpha``."""
     from scipy.special import ndtri
 
-    from serving.canary_stats import average_precision
+    from monitoring.average_precision import average_precision
 
     rng = np.random.default_rng(len(y))
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)

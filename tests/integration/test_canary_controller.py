@@ -22,12 +22,12 @@ import pytest
 import redis
 import torch
 
+from monitoring.rollout import CanaryPolicy
 from pipelines import canary_job, model_registry
 from pipelines.datagen_tables import labels_table
 from pipelines.errors import GateError
 from serving.canary_evidence import EvidenceRecorder
 from serving.canary_state import CanaryState
-from serving.canary_stats import CanaryPolicy
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 from serving.fraud_pyfunc import MODEL_CODE
 from serving.prediction_log import PredictionLog
