@@ -43,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from monitoring.average_precision import average_precision, bootstrap_average_precision
 from pipelines.errors import ModelVersionError, NoChampionError
 from pipelines.labels import PREDICTION_TIME, known_labels, labelled_events
 from pipelines.model_metrics import PRIMARY_METRIC
@@ -342,12 +343,7 @@ def _prauc_bound(s: np.ndarray, y: np.ndarray, w: np.ndarray, policy: DriftPolic
     count: same rows, same answer) and its one-sided upper bound at ``policy.alpha``."""
     from scipy.special import ndtri
 
-    from monitoring.average_precision import average_precision
-
-    rng = np.random.default_rng(len(y))
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    boot = np.array([average_precision(s[idx], y[idx], w[idx]) for idx in (
-        np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))] for _ in range(policy.bootstrap))])
+    boot = bootstrap_average_precision(s, y, w, replicates=policy.bootstrap, seed=len(y))
     ap, se = average_precision(s, y, w), float(np.std(boot, ddof=1))
     return ap, se, ap + float(-ndtri(policy.alpha)) * se
 
