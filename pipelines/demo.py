@@ -336,12 +336,12 @@ def _retrain(dags: dict[str, Any], drift: dict[str, Any], config: DemoConfig) ->
 def _canary(settings: Settings, dags: dict[str, Any], server: Server, http: Any, traffic: pd.DataFrame,
             config: DemoConfig, story: _Story) -> str:
     """Serve traffic, then take a ``canary_rollout`` look at its next 5-minute tick, until done."""
-    from pipelines import canary_job
+    from pipelines import canary
 
     tick = datetime.now(UTC).replace(second=0, microsecond=0)
     tick += timedelta(minutes=5 - tick.minute % 5)
     for _ in range(config.max_looks):
-        state = canary_job.status(settings)
+        state = canary.status(settings)
         if state.mode == "off":
             break
         _wait_for_challenger(server, state.challenger_version)

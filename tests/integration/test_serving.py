@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from features.sdk import FeatureClient
 from pipelines import model_registry
-from pipelines.canary_job import CanaryAdmin
+from pipelines.canary import CanaryAdmin
 from serving import scorer as scorer_module
 from serving.app import create_app
 from serving.canary_evidence import read_step

@@ -6,7 +6,7 @@
     step:   evidence of the current step (summed by the servers in Redis) ──► monitoring.rollout
             .decide() ──► advance (shadow → 5 → 25 → 50 → 100 %, then promote), hold, or roll back
             plus, once delayed labels are known, PR-AUC on the canary's labelled payments
-            (pipelines.canary_labels: prediction log ⋈ labels known at the look's time)
+            (pipelines.canary.labels: prediction log ⋈ labels known at the look's time)
             every look is logged to the run: metrics (step = look number) and decisions/*.json
     rollback / promote: by hand, the same transitions
 
@@ -150,7 +150,7 @@ def _labels(settings: Settings, state: CanaryState, moment: datetime) -> Any:
     """The canary's labelled payments at ``moment``; None (PR-AUC not judged) if they can't be read."""
     import pyarrow as pa
 
-    from pipelines.canary_labels import labelled_canary_traffic
+    from pipelines.canary.labels import labelled_canary_traffic
 
     try:
         return labelled_canary_traffic(settings, state, moment)
