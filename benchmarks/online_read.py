@@ -423,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("feast").setLevel(logging.WARNING)
     import redis
 
-    from features.settings import SparkSettings
     from features.spark import spark_session
+    from tidemark.settings import SparkSettings
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.integration.redis_servers import start_redis
 

@@ -374,8 +374,8 @@ def _tie_size(text: str, sizes: list[Size], p: argparse.ArgumentParser) -> Size 
 
 def start_spark(args: argparse.Namespace, workdir: Path) -> Any:
     """The one Spark session both stores use, started before any Feast call."""
-    from features.settings import SparkSettings
     from features.spark import spark_session
+    from tidemark.settings import SparkSettings
 
     settings = SparkSettings(master="local[*]", driver_memory=args.driver_memory,
                              shuffle_partitions=args.shuffle_partitions,

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from features.sdk import FeatureClient
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 
 def _package_spec(name: str) -> Any:
@@ -1218,7 +1218,7 @@ def setup(args: argparse.Namespace, root: Path, redis_url: str) -> tuple[Any, ..
     from pit_data import quiet
 
     from features.sdk import FeatureClient
-    from features.settings import Settings, SparkSettings
+    from tidemark.settings import Settings, SparkSettings
 
     settings = Settings(home=root / "home", spark=SparkSettings(master="local[2]", driver_memory="2g",
                                                                 shuffle_partitions=4), redis_url=redis_url)

@@ -82,9 +82,9 @@ def setup(bench: Any, args: Any, root: Path, redis_url: str) -> tuple[Any, ...]:
 
     from features.feature_views import DEFAULT_FEATURES
     from features.sdk import FeatureClient
-    from features.settings import Settings, SparkSettings
     from pipelines import model_registry
     from pipelines.model_registry import register_model
+    from tidemark.settings import Settings, SparkSettings
 
     settings = Settings(home=root / "home", spark=SparkSettings(master="local[2]", driver_memory="2g",
                                                                 shuffle_partitions=4), redis_url=redis_url)

@@ -55,9 +55,9 @@ if TYPE_CHECKING:
     import torch
 
     from features.sdk import FeatureClient
-    from features.settings import Settings
     from pipelines.datagen import DatagenConfig
     from pipelines.training import TrainConfig, TrainingData, TrainResult
+    from tidemark.settings import Settings
 
 from pit_data import parse_count, quiet  # the benchmark runs as a script: its folder is on sys.path
 
@@ -527,7 +527,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_settings(args: argparse.Namespace, rows: int) -> Settings:
     """Settings for the scratch home: Spark from the environment (driver memory from the flag),
     MLflow always the sqlite store under the home."""
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
     home = args.home or Path(tempfile.gettempdir()) / "tidemark-bench-train" / f"r{rows}-d{args.days}-s{args.seed}"
     settings = Settings.from_env({**os.environ, "TIDEMARK_HOME": str(home)})

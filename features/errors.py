@@ -1,8 +1,10 @@
 """Errors raised by the feature store.
 
-    TidemarkError
+    TidemarkError                       (tidemark.errors, the shared kernel)
+    ├── ConfigError                     (tidemark.errors) a setting is missing or invalid
     └── FeatureStoreError
-        ├── ConfigError                 bad or missing settings
+        ├── ConfigError                 the feature store's configuration is bad or missing
+                                        (also a tidemark.errors.ConfigError)
         ├── DataNotFoundError           raw data or an offline table is missing
         ├── EntityFrameError            the entity dataframe is unusable
         │   ├── MissingColumnError      a join key or the timestamp column is absent
@@ -23,17 +25,24 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from tidemark import errors as kernel
+from tidemark.errors import TidemarkError
 
-class TidemarkError(Exception):
-    """Root of every error tidemark raises on purpose."""
+__all__ = ["ConfigError", "CorruptValueError", "DataCheckError", "DataNotFoundError", "EntityFrameError",
+           "FeatureStoreError", "MissingColumnError", "OnlineStoreError", "OnlineStoreUnavailable",
+           "PartitionCommitError", "TidemarkError", "TimestampTypeError", "UnknownFeatureError",
+           "UnknownFeatureServiceError"]
 
 
 class FeatureStoreError(TidemarkError):
     """Root of the feature store's errors."""
 
 
-class ConfigError(FeatureStoreError):
-    """A setting is missing or has an invalid value."""
+class ConfigError(FeatureStoreError, kernel.ConfigError):
+    """The feature store's configuration is missing or invalid (a Feast definition it can't serve,
+    no redis-server to start, a bad date range). Both a :class:`FeatureStoreError` (callers that
+    fall back when the store fails keep doing so) and a :class:`tidemark.errors.ConfigError`.
+    ``TidemarkError`` is re-exported here from :mod:`tidemark.errors`, where it now lives."""
 
 
 class DataNotFoundError(FeatureStoreError):

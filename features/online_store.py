@@ -35,7 +35,7 @@ from features.online_keys import entity_id_from_proto, key_prefix, view_keys
 from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, write_rows
 from features.packed_layout import NO_TIME, unpack_rows
 from features.redis_client import RedisOnline
-from features.settings import Settings
+from tidemark.settings import Settings
 
 __all__ = ["PackedRedisOnlineStore", "PackedRedisOnlineStoreConfig", "connect", "redis_url_for"]
 

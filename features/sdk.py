@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pandas as pd
 
 from features.errors import EntityFrameError, UnknownFeatureError
-from features.settings import Settings
+from tidemark.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore

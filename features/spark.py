@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from features.settings import SparkSettings
+from tidemark.settings import SparkSettings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from features.errors import TidemarkError
 from features.redaction import RedactingFilter, redact, redact_url
-from features.settings import Settings
 from pipelines.cli_airflow import add_airflow_commands
 from pipelines.cli_models import _utc_time, add_model_commands
 from pipelines.cli_serving import add_serving_commands
+from tidemark.errors import TidemarkError
+from tidemark.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

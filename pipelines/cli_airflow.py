@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from features.settings import Settings
+from tidemark.settings import Settings
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from features.redaction import redact_url
-from features.settings import Settings
+from tidemark.settings import Settings
 
 GATE_FAILED = 3  # `tidemark gate` exit code for a verdict of fail (2: an error, 1: a crash)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from features.settings import Settings
+from tidemark.settings import Settings
 
 
 def add_serving_commands(commands: Any) -> None:
@@ -76,7 +76,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from pipelines.canary_job import CanaryAdmin
+    from pipelines.canary import CanaryAdmin
     from serving.app import ApiLimits
     from serving.http_protocol import guarded_protocol
     from serving.server import build_server
@@ -113,14 +113,14 @@ def _show(state: Any) -> str:
 
 
 def _canary_start(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.canary_job import start
+    from pipelines.canary import start
 
     print(_show(start(_for_model(settings, args), shadow=not args.no_shadow)))
     return 0
 
 
 def _canary_step(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.canary_job import step
+    from pipelines.canary import step
 
     outcome = step(_for_model(settings, args))
     print(f"{outcome.action}: " + "; ".join(outcome.reasons))
@@ -129,21 +129,21 @@ def _canary_step(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _canary_status(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.canary_job import status
+    from pipelines.canary import status
 
     print(_show(status(_for_model(settings, args))))
     return 0
 
 
 def _canary_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.canary_job import rollback
+    from pipelines.canary import rollback
 
     print(_show(rollback(_for_model(settings, args), args.reason)))
     return 0
 
 
 def _canary_promote(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.canary_job import promote_now
+    from pipelines.canary import promote_now
 
     print(_show(promote_now(_for_model(settings, args))))
     return 0

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["Ran", "load_dags", "run_dag", "use_airflow_home"]
 

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.errors import TidemarkError
 from features.redaction import redact_url
-from features.settings import Settings
+from tidemark.errors import TidemarkError
+from tidemark.settings import Settings
 
 if TYPE_CHECKING:
     from pipelines.dag_runs import Ran
@@ -336,12 +336,12 @@ def _retrain(dags: dict[str, Any], drift: dict[str, Any], config: DemoConfig) ->
 def _canary(settings: Settings, dags: dict[str, Any], server: Server, http: Any, traffic: pd.DataFrame,
             config: DemoConfig, story: _Story) -> str:
     """Serve traffic, then take a ``canary_rollout`` look at its next 5-minute tick, until done."""
-    from pipelines import canary_job
+    from pipelines import canary
 
     tick = datetime.now(UTC).replace(second=0, microsecond=0)
     tick += timedelta(minutes=5 - tick.minute % 5)
     for _ in range(config.max_looks):
-        state = canary_job.status(settings)
+        state = canary.status(settings)
         if state.mode == "off":
             break
         _wait_for_challenger(server, state.challenger_version)

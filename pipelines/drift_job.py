@@ -43,21 +43,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from features.errors import TidemarkError
+from monitoring.average_precision import average_precision, bootstrap_average_precision
 from pipelines.errors import ModelVersionError, NoChampionError
 from pipelines.labels import PREDICTION_TIME, known_labels, labelled_events
 from pipelines.model_metrics import PRIMARY_METRIC
 from pipelines.training_data import utc_timestamp
 from serving.model_contract import ModelContract
-from serving.prediction_log_schema import META, log_files, model_log_root, prediction_columns
-
-SCORE = "score"  # the prediction log's column of a model's score (binary: P(positive); regression: the value)
+from serving.prediction_log_schema import (
+    CHAMPION,
+    META,
+    SCORE,
+    log_files,
+    model_log_root,
+    prediction_column_names,
+    prediction_columns,
+)
+from tidemark.errors import TidemarkError
 
 if TYPE_CHECKING:
-    from features.settings import Settings
     from monitoring.drift import DriftReport, DriftThresholds
     from monitoring.profile import ReferenceProfile
     from pipelines.project import ProjectModel
+    from tidemark.settings import Settings
 
 __all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "monitor"]
 
@@ -215,13 +222,13 @@ def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timest
     types = {name: pa.float64() if isinstance(col, NumericProfile) else pa.string()
              for name, col in profile.columns.items()}
     ids = {k: pa.int64() for k in (contract.label.join_keys if contract.label else ())}
-    probabilities = {c: pa.float64() for c in _prediction_columns(contract) if c != SCORE}
+    probabilities = {c: pa.float64() for c in prediction_column_names(contract) if c != SCORE}
     schema = pa.schema({**dict(zip(META.names, META.types, strict=True)), **ids, **probabilities, **types})
     files = log_files(model_log_root(settings.offline_dir, settings.model_name), start, end)
     if not files:
         return schema.empty_table().to_pandas()
     when = ds.field("event_timestamp")
-    wanted = ((when >= start.to_pydatetime()) & (when < end.to_pydatetime()) & (ds.field("variant") == "champion")
+    wanted = ((when >= start.to_pydatetime()) & (when < end.to_pydatetime()) & (ds.field("variant") == CHAMPION)
               & (ds.field("model_version") == version))
     return ds.dataset(files, schema=schema, format="parquet").to_table(filter=wanted).to_pandas()
 
@@ -342,12 +349,7 @@ def _prauc_bound(s: np.ndarray, y: np.ndarray, w: np.ndarray, policy: DriftPolic
     count: same rows, same answer) and its one-sided upper bound at ``policy.alpha``."""
     from scipy.special import ndtri
 
-    from serving.canary_stats import average_precision
-
-    rng = np.random.default_rng(len(y))
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    boot = np.array([average_precision(s[idx], y[idx], w[idx]) for idx in (
-        np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))] for _ in range(policy.bootstrap))])
+    boot = bootstrap_average_precision(s, y, w, replicates=policy.bootstrap, seed=len(y))
     ap, se = average_precision(s, y, w), float(np.std(boot, ddof=1))
     return ap, se, ap + float(-ndtri(policy.alpha)) * se
 
@@ -364,7 +366,7 @@ def _logged_rows(settings: Settings, contract: ModelContract, profile: Reference
     labels = labels.rename(columns={PREDICTION_TIME: "predicted_at"})[[*ids, source.label, "predicted_at"]]
     rows = scored.drop(columns=[source.label], errors="ignore").merge(labels, on=ids)
     rows = rows[rows["predicted_at"] <= end - policy.label_maturity]  # labels final: no over-share of fast ones
-    return rows.assign(weight=1.0)[[*ids, source.label, *_prediction_columns(contract), "weight"]]
+    return rows.assign(weight=1.0)[[*ids, source.label, *prediction_column_names(contract), "weight"]]
 
 
 def _offline_rows(settings: Settings, contract: ModelContract, version: str, params: dict[str, str],
@@ -388,22 +390,17 @@ def _offline_rows(settings: Settings, contract: ModelContract, version: str, par
         source, cutoff=end.to_pydatetime(), start=first.to_pydatetime(), end=last.to_pydatetime(), columns=columns)
     entities = _capped(entities, policy.offline_label_rows, ids, source.label, contract)
     if entities.empty:
-        return entities.assign(score=0.0), where
+        return entities.assign(**{SCORE: 0.0}), where
     frame = FeatureClient(settings).training_frame(entities, list(contract.features))
     assert isinstance(frame, pd.DataFrame)
     predictions = version_scores(settings.model_name, version, frame)
     frame = frame.assign(**prediction_columns(contract, np.asarray(predictions, dtype=np.float64)))
-    return frame[[*ids, source.label, *_prediction_columns(contract), "weight"]], where
-
-
-def _prediction_columns(contract: ModelContract) -> list[str]:
-    """The prediction log's columns that hold a model's predictions (``serving.scorer.prediction_columns``)."""
-    return [f"proba_{c}" for c in contract.classes] if contract.task == "multiclass" else [SCORE]
+    return frame[[*ids, source.label, *prediction_column_names(contract), "weight"]], where
 
 
 def _predictions(rows: pd.DataFrame, contract: ModelContract) -> np.ndarray:
     if contract.task == "multiclass":
-        return rows[_prediction_columns(contract)].to_numpy(np.float64)
+        return rows[prediction_column_names(contract)].to_numpy(np.float64)
     return rows[SCORE].to_numpy(np.float64)
 
 

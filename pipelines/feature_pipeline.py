@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from features.feature_jobs import BuildSummary
     from features.materialize import MaterializeResult
     from features.sdk import FeatureClient
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["ConsistencyError", "OnlineCheck", "build_interval", "check_online", "interval_dates", "materialize",
            "reload_online"]
@@ -97,11 +97,11 @@ def reload_online(settings: Settings, end: datetime, *, client: FeatureClient | 
     is loaded already. The canary state lives in the same database: refused while a canary runs."""
     from features.online_store import connect
     from features.sdk import FeatureClient
-    from pipelines import canary_job
+    from pipelines import canary
 
-    running = canary_job.status(settings)
+    running = canary.status(settings)
     if running.mode != "off":
-        raise canary_job.CanaryError(f"a canary of v{running.challenger_version} is running; reloading the online "
+        raise canary.CanaryError(f"a canary of v{running.challenger_version} is running; reloading the online "
                                      "store would drop its state: roll it back or let it finish first")
     client = client or FeatureClient(settings)
     client.apply()

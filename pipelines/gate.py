@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from features.sdk import FeatureClient
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["GateConfig", "GateVerdict", "evaluate_gate", "version_scores"]
 

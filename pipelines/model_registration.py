@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from features.sdk import FeatureClient
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["CONTRACT_ARTIFACT", "build_contract", "register_model"]
 

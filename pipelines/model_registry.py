@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from features.settings import Settings
     from pipelines.model_registration import register_model
+    from tidemark.settings import Settings
 
 __all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION", "Promotion", "alias_version", "connect",
            "experiment_id", "model_version", "promote", "record_gate", "register", "register_model", "require_gate",

@@ -43,7 +43,7 @@ from pipelines.errors import ProjectError
 from serving.model_contract import TASKS, LabelSource
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["PROJECT_FILE", "Project", "ProjectModel", "load_project", "model_names"]
 

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from features.sdk import FeatureClient
-    from features.settings import Settings
     from pipelines.project import ProjectModel
     from serving.model_contract import LabelSource
+    from tidemark.settings import Settings
 
 __all__ = ["labelled_rows", "train_project_model"]
 

@@ -4,7 +4,7 @@
     train    TrainConfig(label_cutoff = the interval's end, window = ``window``) ──► MLflow run,
              registered as ``challenger``, tagged with what asked for it (the drift summary)
     gate     pipelines.gate.evaluate_gate against the champion (recorded on the version)
-    canary   only if the gate passed: pipelines.canary_job.start (shadow first); the
+    canary   only if the gate passed: pipelines.canary.start (shadow first); the
              ``canary_rollout`` DAG takes it from there
 
 The label cutoff is the end of the interval that asked for the retrain (the drift run's), never
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["RetrainOutcome", "RetrainRequest", "canary_running", "retrain", "settings_for_model", "start_canary"]
 
@@ -87,9 +87,9 @@ def settings_for_model(settings: Settings, requested: str | None, trigger: dict[
 
 def canary_running(settings: Settings) -> str | None:
     """A line saying which canary is running, or None when none is."""
-    from pipelines import canary_job
+    from pipelines import canary
 
-    state = canary_job.status(settings)
+    state = canary.status(settings)
     if state.mode == "off":
         return None
     return f"a canary of v{state.challenger_version} is running ({state.mode}, step {state.step})"
@@ -139,10 +139,10 @@ def _retrain_project_model(settings: Settings, request: RetrainRequest) -> Retra
 
 def start_canary(settings: Settings, outcome: RetrainOutcome) -> RetrainOutcome:
     """Start the canary (shadow first) of a challenger that passed the gate."""
-    from pipelines import canary_job
+    from pipelines import canary
 
     if not outcome.gate_passed:
         raise ValueError(f"v{outcome.version} failed the gate ({outcome.gate_reason}); no canary")
-    state = canary_job.start(settings, shadow=True)
+    state = canary.start(settings, shadow=True)
     outcome.canary_id = state.canary_id
     return outcome

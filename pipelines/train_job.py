@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from features.sdk import FeatureClient
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["PROFILE_ARTIFACT", "TrainOutcome", "fraud_contract", "train_and_register"]
 

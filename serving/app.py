@@ -57,10 +57,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from features.errors import FeatureStoreError, OnlineStoreError, TidemarkError
+from features.errors import FeatureStoreError, OnlineStoreError
 from features.redaction import redact
 from serving.errors import NotReadyError, OverloadedError
 from serving.request_rows import RowSchema, unicode_text, validate_rows
+from tidemark.errors import TidemarkError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -18,7 +18,7 @@ Every message says what was wrong and what to do about it.
 
 from __future__ import annotations
 
-from features.errors import TidemarkError
+from tidemark.errors import TidemarkError
 
 __all__ = ["CanaryConflictError", "CanaryStateError", "ContractError", "ContractMissingError", "ModelFormatError", "ModelInputError", "NotReadyError",
            "OverloadedError",

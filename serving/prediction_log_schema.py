@@ -24,15 +24,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["META", "log_files", "model_log_root", "prediction_columns"]
+__all__ = ["CHALLENGER", "CHAMPION", "META", "SCORE", "SHADOW", "log_files", "model_log_root", "prediction_column_names",
+           "prediction_columns"]
 
 if TYPE_CHECKING:
     from serving.model_contract import ModelContract
 
 FOLDER = "prediction_log"
+#: The column of a model's score: binary P(positive), regression the value, multiclass the top class's probability.
+SCORE = "score"
+#: The values of ``variant``: who answered (the shadow's rows are the challenger scoring the champion's requests).
+CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 #: What every row holds besides the model's own columns, as readers read it.
 META = pa.schema([("event_timestamp", pa.timestamp("us", tz="UTC")), ("request_id", pa.string()),
-                  ("variant", pa.string()), ("model_version", pa.string()), ("score", pa.float64())])
+                  ("variant", pa.string()), ("model_version", pa.string()), (SCORE, pa.float64())])
 
 
 def model_log_root(offline_dir: Path, model: str) -> Path:
@@ -53,14 +58,20 @@ def log_files(root: Path, started: pd.Timestamp, now: pd.Timestamp) -> list[str]
     return files
 
 
+def prediction_column_names(contract: ModelContract) -> list[str]:
+    """The columns a reader takes a model's predictions from: ``proba_<class>`` per class for a
+    multiclass model, else :data:`SCORE`."""
+    return [f"proba_{c}" for c in contract.classes] if contract.task == "multiclass" else [SCORE]
+
+
 def prediction_columns(contract: ModelContract, predictions: np.ndarray) -> dict[str, np.ndarray]:
     """The prediction log's columns for a model's predictions: ``score`` (binary: P(positive);
     regression: the value; multiclass: the top class's probability), and for multiclass also
     ``predicted_class`` and one ``proba_<class>`` column per class."""
     if contract.task != "multiclass":
-        return {"score": predictions}
+        return {SCORE: predictions}
     top = predictions.argmax(axis=1)
-    out: dict[str, np.ndarray] = {"score": predictions[np.arange(len(top)), top],
+    out: dict[str, np.ndarray] = {SCORE: predictions[np.arange(len(top)), top],
                                   "predicted_class": np.asarray(contract.classes, dtype=object)[top]}
     out.update({f"proba_{c}": predictions[:, i] for i, c in enumerate(contract.classes)})
     return out

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from features.sdk import FeatureClient
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 __all__ = ["ServedModel", "Server", "build_server"]
 

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     """A real local Spark session (2 cores, UTC), shared by every test that asks for it."""
-    from features.settings import SparkSettings
     from features.spark import BASE_CONF, spark_session
+    from tidemark.settings import SparkSettings
 
     # Test queries are many and tiny: the JVM's optimising JIT (C2) would burn about half of the
     # suite's CPU compiling code that runs for milliseconds. C1 only halves the CPU time.

@@ -1,7 +1,7 @@
 """``canary_rollout``, every 5 minutes: one controller look at the running canary.
 
     step: advance (shadow → 5 → 25 → 50 → 100 %, then promote), hold, or roll back, judged on the
-    servers' evidence (pipelines.canary_job.step at the interval's end); skipped with no canary
+    servers' evidence (pipelines.canary.step at the interval's end); skipped with no canary
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pipelines.dags.common import NETWORK_RETRIES, START_DATE, settings
 def canary_rollout() -> None:
     @task(**NETWORK_RETRIES)
     def step(data_interval_end: Any = None) -> dict[str, Any]:
-        from pipelines import canary_job
+        from pipelines import canary
 
         s = settings()
-        if canary_job.status(s).mode == "off":
+        if canary.status(s).mode == "off":
             raise AirflowSkipException("no canary is running")
-        outcome = canary_job.step(s, now=data_interval_end)
+        outcome = canary.step(s, now=data_interval_end)
         return {"action": outcome.action, "reasons": outcome.reasons, "notes": outcome.notes,
                 "mode": outcome.state.mode, "weight_pct": outcome.state.weight_pct, "step": outcome.state.step}
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
 #: Emitted by ``drift_monitor`` when it decides "drift", with the decision's summary as ``extra``;
 #: ``retrain`` is scheduled on it.
@@ -27,7 +27,7 @@ NETWORK_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minute
 
 def settings() -> Settings:
     """The platform's settings, from the worker's environment (``TIDEMARK_*``, ``MLFLOW_TRACKING_URI``)."""
-    from features.settings import Settings
+    from tidemark.settings import Settings
 
     current = Settings.from_env()
     current.secure_home(process_umask=True)  # the task's files under home are private, as the CLI's

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from features.settings import Settings
+from tidemark.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "docs" / "notebooks" / "quickstart.ipynb"

@@ -22,7 +22,6 @@ from starlette.testclient import TestClient
 
 from features.errors import UnknownFeatureError, UnknownFeatureServiceError
 from features.sdk import FeatureClient
-from features.settings import Settings
 from pipelines import model_registry
 from pipelines.model_registry import register_model
 from serving.app import create_app
@@ -33,6 +32,7 @@ from serving.scorer import Scorer
 
 # the module-scoped fixtures that build a real feature store (each importing module gets its own)
 from tests.integration.test_serving import CUSTOMERS, FEATURES, settings  # noqa: F401
+from tidemark.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -22,19 +22,19 @@ import pytest
 import redis
 import torch
 
-from features.settings import Settings, SparkSettings
-from pipelines import canary_job, model_registry
+from monitoring.rollout import CanaryPolicy
+from pipelines import canary, model_registry
 from pipelines.datagen_tables import labels_table
 from pipelines.errors import GateError
 from serving.canary_evidence import EvidenceRecorder
 from serving.canary_state import CanaryState
-from serving.canary_stats import CanaryPolicy
 from serving.fraud_model import FraudModel, ModelSpec, build_module
 from serving.fraud_pyfunc import MODEL_CODE
 from serving.prediction_log import PredictionLog
 from serving.prediction_log_schema import model_log_root
 from tests.integration.model_contracts import fraud_contract_tags
 from tests.integration.redis_servers import RedisProc
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 
@@ -102,12 +102,12 @@ def _traffic(settings: Settings, state: CanaryState, *, n: int = 2_000, challeng
 def test_a_healthy_challenger_ramps_and_is_promoted(settings: Settings):
     ml = model_registry.connect(settings)
     challenger = str(model_registry.alias_version(ml, settings.model_name, "challenger").version)
-    state = canary_job.start(settings)
+    state = canary.start(settings)
     assert (state.mode, state.weight_pct, state.step) == ("shadow", 0.0, 1)
     seen, looks = [], 0
     while looks < 30:
         _traffic(settings, state, seed=looks)
-        outcome = canary_job.step(settings, POLICY)
+        outcome = canary.step(settings, POLICY)
         looks += 1
         if outcome.action != "hold":  # at 5 % a look brings only ~100 challenger rows: it waits for 500
             seen.append((outcome.action, outcome.state.mode, outcome.state.weight_pct))
@@ -129,33 +129,33 @@ def test_a_healthy_challenger_ramps_and_is_promoted(settings: Settings):
 def test_a_failing_challenger_is_rolled_back_at_the_first_look(settings: Settings):
     ml = model_registry.connect(settings)
     champion = str(model_registry.alias_version(ml, settings.model_name, "champion").version)
-    state = canary_job.start(settings, shadow=False)
+    state = canary.start(settings, shadow=False)
     assert (state.mode, state.weight_pct) == ("canary", 5.0)
     _traffic(settings, state, challenger_errors=60)
-    outcome = canary_job.step(settings, POLICY)
+    outcome = canary.step(settings, POLICY)
     assert outcome.action == "rollback" and outcome.state.mode == "off"
     assert any("error" in r for r in outcome.reasons)
     tags = ml.get_model_version(settings.model_name, state.challenger_version).tags
     assert "error" in tags["canary.rolled_back_reason"]
     assert str(model_registry.alias_version(ml, settings.model_name, "champion").version) == champion
-    assert canary_job.step(settings, POLICY).action == "idle"
+    assert canary.step(settings, POLICY).action == "idle"
 
 
 def test_a_slow_challenger_is_rolled_back(settings: Settings):
-    state = canary_job.start(settings, shadow=False)
+    state = canary.start(settings, shadow=False)
     _traffic(settings, state, challenger_slowdown=3.0, n=20_000)
-    outcome = canary_job.step(settings, POLICY)
+    outcome = canary.step(settings, POLICY)
     assert outcome.action == "rollback", outcome.reasons
     assert any("latency" in r or "p99" in r for r in outcome.reasons)
 
 
 def test_too_little_evidence_holds(settings: Settings):
-    state = canary_job.start(settings, shadow=False)
+    state = canary.start(settings, shadow=False)
     _traffic(settings, state, n=100)
-    assert canary_job.step(settings, POLICY).action == "hold"
+    assert canary.step(settings, POLICY).action == "hold"
     later = datetime.now(UTC) + timedelta(seconds=1)
-    assert canary_job.step(settings, CanaryPolicy(min_dwell_s=3_600, min_samples=10), now=later).action == "hold"
-    assert canary_job.status(settings).weight_pct == 5.0
+    assert canary.step(settings, CanaryPolicy(min_dwell_s=3_600, min_samples=10), now=later).action == "hold"
+    assert canary.status(settings).weight_pct == 5.0
 
 
 def test_start_needs_a_passed_gate_and_one_canary_at_a_time(settings: Settings):
@@ -165,13 +165,13 @@ def test_start_needs_a_passed_gate_and_one_canary_at_a_time(settings: Settings):
     model_registry.record_gate(ml, name, challenger, {"gate.verdict": "fail", "gate.reason": "worse",
                                                       "gate.champion_version": "1"})
     with pytest.raises(GateError, match="worse"):
-        canary_job.start(settings)
+        canary.start(settings)
     model_registry.record_gate(ml, name, challenger, {"gate.verdict": "pass", "gate.reason": "ok",
                                                       "gate.champion_version": "1"})
-    canary_job.start(settings)
-    with pytest.raises(canary_job.CanaryError, match="is running"):
-        canary_job.start(settings)
-    assert canary_job.rollback(settings, "by hand").mode == "off"
+    canary.start(settings)
+    with pytest.raises(canary.CanaryError, match="is running"):
+        canary.start(settings)
+    assert canary.rollback(settings, "by hand").mode == "off"
 
 
 # --- PR-AUC on delayed labels ------------------------------------------------------------------
@@ -228,11 +228,11 @@ def _log_and_labels(settings: Settings, state: CanaryState, *, labels_known_at: 
 
 def test_a_challenger_with_a_much_worse_pr_auc_on_labelled_traffic_is_rolled_back(own_home: Settings):
     ml = model_registry.connect(own_home)
-    state = canary_job.start(own_home)
+    state = canary.start(own_home)
     now = datetime.fromisoformat(state.started_at or "") + timedelta(minutes=10)
     _log_and_labels(own_home, state, labels_known_at=now - timedelta(minutes=1))
     _traffic(own_home, state)  # healthy on errors, latency and scores: only the labels tell
-    outcome = canary_job.step(own_home, POLICY, now=now)
+    outcome = canary.step(own_home, POLICY, now=now)
     assert outcome.action == "rollback" and outcome.state.mode == "off", outcome.reasons
     assert len(outcome.reasons) == 1 and outcome.reasons[0].startswith("PR-AUC"), outcome.reasons
     ev = outcome.evidence
@@ -248,13 +248,13 @@ def test_a_challenger_with_a_much_worse_pr_auc_on_labelled_traffic_is_rolled_bac
 
 
 def test_labels_known_only_after_the_look_are_ignored(own_home: Settings):
-    state = canary_job.start(own_home)
+    state = canary.start(own_home)
     now = datetime.fromisoformat(state.started_at or "") + timedelta(minutes=10)
     _log_and_labels(own_home, state, labels_known_at=now + timedelta(seconds=1))
     _traffic(own_home, state)
-    outcome = canary_job.step(own_home, POLICY, now=now)
+    outcome = canary.step(own_home, POLICY, now=now)
     assert outcome.action == "advance" and outcome.state.weight_pct == 5.0, outcome.reasons
     assert outcome.evidence["prauc.judged"] == 0.0 and outcome.evidence["prauc.n_champion"] == 0
     assert "not enough labels yet" in outcome.notes[0]
-    later = canary_job.step(own_home, POLICY, now=now + timedelta(minutes=5))  # now the labels are known
+    later = canary.step(own_home, POLICY, now=now + timedelta(minutes=5))  # now the labels are known
     assert later.action == "rollback" and later.reasons[0].startswith("PR-AUC"), later.reasons

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from features.settings import Settings, SparkSettings
 from pipelines import model_registry
 from pipelines.drift_job import DriftOutcome, DriftPolicy, monitor
 from tests.integration.redis_servers import RedisProc
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 
@@ -105,8 +105,8 @@ def test_the_offline_sample_keeps_every_fraud_and_weighs_the_rest_back():
     import numpy as np
     import pandas as pd
 
+    from monitoring.average_precision import average_precision
     from pipelines.drift_job import _capped, _prauc_bound
-    from serving.canary_stats import average_precision
 
     rng = np.random.default_rng(0)
     y = (rng.random(40_000) < 0.01).astype(np.int8)

@@ -29,12 +29,12 @@ import pyarrow as pa
 import pytest
 import redis
 
-from features.settings import Settings
 from pipelines import model_registry
 from pipelines.dag_runs import Ran, run_dag
 from pipelines.replay import drift_hour, post_payments, upcoming_payments
 from tests.integration.notebook_runs import stdout
 from tests.integration.redis_servers import RedisProc
+from tidemark.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -290,7 +290,7 @@ def retrain_run(dags: dict[str, Any], drift_runs: dict[str, Any]) -> Ran:
 
 def test_retrain_registers_a_gated_challenger_and_starts_its_shadow_canary(
         world: Settings, champion: str, retrain_run: Ran):
-    from pipelines import canary_job
+    from pipelines import canary
 
     outcome = retrain_run.values["train_and_gate"]
     assert retrain_run.state == "success", retrain_run.states
@@ -298,7 +298,7 @@ def test_retrain_registers_a_gated_challenger_and_starts_its_shadow_canary(
     assert outcome["version"] != champion and version.tags["gate.champion_version"] == champion
     assert outcome["gate_passed"] and version.tags["gate.verdict"] == "pass", outcome
     assert retrain_run.states["start_canary"] == "success"
-    state = canary_job.status(world)
+    state = canary.status(world)
     assert (state.mode, state.challenger_version) == ("shadow", outcome["version"])
 
 
@@ -307,14 +307,14 @@ def canary_looks(world: Settings, dags: dict[str, Any], server: Any, drift_runs:
                  retrain_run: Ran) -> list[dict[str, Any]]:
     """The canary DAG at its 5-minute ticks from now on, taken back to back (dwell is judged on the
     runs' interval ends), the shifted traffic served before each look; until it is over."""
-    from pipelines import canary_job
+    from pipelines import canary
 
     srv, _ = server
     tick = datetime.now(UTC).replace(second=0, microsecond=0)
     tick += timedelta(minutes=5 - tick.minute % 5)
     looks: list[dict[str, Any]] = []
-    while canary_job.status(world).mode != "off" and len(looks) < 20:
-        wanted = canary_job.status(world).challenger_version
+    while canary.status(world).mode != "off" and len(looks) < 20:
+        wanted = canary.status(world).challenger_version
         deadline = time.monotonic() + 30
         while (srv.slots.get("challenger") is None or srv.slots.get("challenger").version != wanted) \
                 and time.monotonic() < deadline:  # the server loads the challenger at its next poll
@@ -325,7 +325,7 @@ def canary_looks(world: Settings, dags: dict[str, Any], server: Any, drift_runs:
         # In shadow, spaced 10 ms apart: back to back, the shadow call (on a worker thread) ran
         # beside the next request's work on this 2-core host, and a CI run under load measured
         # the same-architecture challenger 1.8x slower (Mann-Whitney z 11) and rolled it back
-        shadow = canary_job.status(world).mode == "shadow"
+        shadow = canary.status(world).mode == "shadow"
         _replay(server, drift_runs["shifted"].sample(frac=1.0, random_state=len(looks)), batch=1,
                 pause_s=0.01 if shadow else 0.0)
         ran = run_dag(dags["canary_rollout"], tick)
@@ -367,7 +367,7 @@ def test_a_challenger_trained_on_corrupted_labels_is_refused_and_the_champion_st
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipelines import canary_job
+    from pipelines import canary
 
     ml = model_registry.connect(world)
     champion = str(model_registry.alias_version(ml, world.model_name, model_registry.CHAMPION).version)
@@ -401,7 +401,7 @@ def test_a_challenger_trained_on_corrupted_labels_is_refused_and_the_champion_st
     version = ml.get_model_version(world.model_name, outcome["version"])
     assert version.tags["gate.verdict"] == "fail" and version.tags["gate.champion_version"] == champion
     assert str(model_registry.alias_version(ml, world.model_name, model_registry.CHAMPION).version) == champion
-    assert canary_job.status(world).mode == "off"
+    assert canary.status(world).mode == "off"
 
 
 # --- the quickstart notebook, on this world ----------------------------------------------------------

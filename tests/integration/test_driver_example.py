@@ -18,7 +18,6 @@ from starlette.testclient import TestClient
 from examples.driver.datagen import generate
 from examples.driver.training import INPUTS
 from features.sdk import FeatureClient
-from features.settings import Settings, SparkSettings
 from pipelines import model_registry
 from pipelines.cli import main as tidemark
 from pipelines.project import load_project
@@ -26,6 +25,7 @@ from pipelines.project_training import train_project_model
 from serving.model_contract import ModelContract
 from serving.server import Server, build_server
 from tests.integration.redis_servers import RedisProc
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 

@@ -32,7 +32,7 @@ def test_without_tidemark_home_or_a_report(tmp_path: Path) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     cells = {c.get("id"): c for c in nb.cells}
     switch = nbformat.v4.new_code_cell(  # stands in for the cells that need data
-        "import pandas as pd\nfrom features.settings import Settings\n"
+        "import pandas as pd\nfrom tidemark.settings import Settings\n"
         f"os.environ['TIDEMARK_HOME'] = {str(tmp_path)!r}\nsettings = Settings.from_env()", id="test-empty-home")
     nb.cells = [cells["home"], switch, cells["drift"], cells["mlflow"]]
     execute(nb, kernel_env(None))

@@ -22,8 +22,8 @@ from features.errors import (
     OnlineStoreUnavailable,
     UnknownFeatureError,
 )
-from features.settings import Settings, SparkSettings
 from tests.integration.online_repo import definitions, make_history, offline_now
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 from features.embedded_redis import EmbeddedRedis
 from features.errors import MissingColumnError, TimestampTypeError, UnknownFeatureError
 from features.sdk import FeatureClient
-from features.settings import Settings, SparkSettings
 from tests.integration.offline_tables import write_by_date
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,8 @@ import torch
 from starlette.testclient import TestClient
 
 from features.sdk import FeatureClient
-from features.settings import Settings, SparkSettings
 from pipelines import model_registry
-from pipelines.canary_job import CanaryAdmin
+from pipelines.canary import CanaryAdmin
 from serving import scorer as scorer_module
 from serving.app import create_app
 from serving.canary_evidence import read_step
@@ -33,6 +32,7 @@ from serving.server import Server, build_server
 from tests.integration.model_contracts import fraud_contract_tags
 from tests.integration.offline_tables import write_by_date
 from tests.integration.redis_servers import RedisProc
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from starlette.testclient import TestClient
 
-from features.settings import Settings
 from serving.app import ApiLimits, openapi_spec
 from serving.request_rows import RowSchema
 from serving.server import Server
 
 # the module-scoped fixtures that build a real server (each importing module gets its own)
 from tests.integration.test_serving import TOKEN, server, settings  # noqa: F401
+from tidemark.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from features.online_keys import entity_ids, key_prefix, view_keys
-from features.settings import Settings
 from pipelines import model_registry
 from serving.model_slots import ModelSlots
 from serving.server import build_server
@@ -38,6 +37,7 @@ from tests.integration.redis_servers import RedisProc, free_port, start_redis
 
 # the module-scoped world of test_serving (offline tables, Redis, a champion): this module gets its own
 from tests.integration.test_serving import CUSTOMERS, TOKEN, _rows, settings  # noqa: F401
+from tidemark.settings import Settings
 
 pytestmark = pytest.mark.integration
 

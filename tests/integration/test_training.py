@@ -17,7 +17,6 @@ from features.embedded_redis import EmbeddedRedis
 from features.errors import UnknownFeatureError
 from features.feature_views import DEFAULT_FEATURES
 from features.sdk import FeatureClient
-from features.settings import Settings, SparkSettings
 from pipelines import model_registry, training
 from pipelines.errors import (
     GateError,
@@ -31,6 +30,7 @@ from pipelines.gate import GateConfig, evaluate_gate
 from pipelines.train_job import PROFILE_ARTIFACT, TrainOutcome, lineage_of, load_profile, train_and_register
 from pipelines.training import TrainConfig, fit, prepare
 from serving.fraud_pyfunc import unwrap
+from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from features.errors import ConfigError
-from features.settings import Settings, SparkSettings
+from tidemark.errors import ConfigError
+from tidemark.settings import Settings, SparkSettings
 
 
 def test_defaults_put_state_under_dot_tidemark(tmp_path, monkeypatch):

@@ -3,10 +3,10 @@
 
     start:  challenger passed the gate ──► state "shadow" (or "canary" at 5 %) in Redis, and an
             MLflow run in the experiment "<model>-canary" whose id is the canary id
-    step:   evidence of the current step (summed by the servers in Redis) ──► serving.canary_stats
+    step:   evidence of the current step (summed by the servers in Redis) ──► monitoring.rollout
             .decide() ──► advance (shadow → 5 → 25 → 50 → 100 %, then promote), hold, or roll back
             plus, once delayed labels are known, PR-AUC on the canary's labelled payments
-            (pipelines.canary_labels: prediction log ⋈ labels known at the look's time)
+            (pipelines.canary.labels: prediction log ⋈ labels known at the look's time)
             every look is logged to the run: metrics (step = look number) and decisions/*.json
     rollback / promote: by hand, the same transitions
 
@@ -31,9 +31,9 @@ from pipelines.errors import RegistryError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from features.settings import Settings
+    from monitoring.rollout import CanaryPolicy, Decision
     from serving.canary_state import CanaryState, CanaryStateStore
-    from serving.canary_stats import CanaryPolicy, Decision
+    from tidemark.settings import Settings
 
 __all__ = ["RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
 
@@ -116,7 +116,7 @@ def status(settings: Settings) -> CanaryState:
 def step(settings: Settings, policy: CanaryPolicy | None = None, *, now: datetime | None = None) -> StepOutcome:
     """One look: judge the current step's evidence and advance, hold or roll back. Without
     ``policy``: the defaults, with the settings' dwell, sample minimums and p99 ratio."""
-    from serving.canary_stats import CanaryPolicy, decide
+    from monitoring.rollout import CanaryPolicy, decide
 
     policy = policy or CanaryPolicy(min_dwell_s=settings.canary_min_dwell_s, min_samples=settings.canary_min_samples,
                                     max_p99_ratio=settings.canary_max_p99_ratio)
@@ -150,7 +150,7 @@ def _labels(settings: Settings, state: CanaryState, moment: datetime) -> Any:
     """The canary's labelled payments at ``moment``; None (PR-AUC not judged) if they can't be read."""
     import pyarrow as pa
 
-    from pipelines.canary_labels import labelled_canary_traffic
+    from pipelines.canary.labels import labelled_canary_traffic
 
     try:
         return labelled_canary_traffic(settings, state, moment)
@@ -248,8 +248,8 @@ def _rolled_back(p: _Parts, state: CanaryState, reason: str) -> CanaryState:
 
 
 def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, moment: datetime) -> Any:
+    from monitoring.rollout import LatencyHistogram, StepEvidence, VariantEvidence
     from serving.canary_evidence import LATENCY_BOUNDS, read_step
-    from serving.canary_stats import LatencyHistogram, StepEvidence, VariantEvidence
 
     challenger_variant = "shadow" if state.mode == "shadow" else "challenger"
     steps = [read_step(p.redis, p.name, state.canary_id, s) for s in range(1, state.step + 1)]

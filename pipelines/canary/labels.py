@@ -7,7 +7,7 @@
         ▼
     label source ── newest label per row known by ``now`` (pipelines.labels.known_labels)
         ▼
-    serving.canary_stats.LabelledScores ──► decide() ──► PR-AUC challenger − champion
+    monitoring.rollout.LabelledScores ──► decide() ──► PR-AUC challenger − champion
 
 Point in time: a label that became known after ``now`` is not used, however the files were
 written; a replayed look sees what the controller saw then. A row scored more than once by one
@@ -27,21 +27,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from monitoring.rollout import LabelledScores
 from pipelines.labels import known_labels
 from pipelines.training_data import utc_timestamp
-from serving.canary_stats import LabelledScores
 from serving.model_contract import ModelContract
-from serving.prediction_log_schema import META, log_files, model_log_root
+from serving.prediction_log_schema import CHALLENGER, CHAMPION, META, SCORE, SHADOW, log_files, model_log_root
 
 if TYPE_CHECKING:
-    from features.settings import Settings
     from serving.canary_state import CanaryState
+    from tidemark.settings import Settings
 
 __all__ = ["canary_predictions", "labelled_canary_traffic", "log_files"]
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 _HOUR_US = 3_600_000_000
 
 
@@ -110,7 +109,7 @@ def canary_predictions(root: Path, started: pd.Timestamp, now: pd.Timestamp, cha
 
 def _as_labelled_scores(rows: pd.DataFrame, ids: list[str]) -> LabelledScores:
     """Pairs where one request scored a row with both models; every other row unpaired."""
-    rows = rows[np.isfinite(rows["score"].to_numpy(np.float64))].sort_values("event_timestamp", kind="stable")
+    rows = rows[np.isfinite(rows[SCORE].to_numpy(np.float64))].sort_values("event_timestamp", kind="stable")
     champion = rows[rows["role"] == CHAMPION].drop_duplicates(ids)
     challenger = rows[rows["role"] == CHALLENGER].drop_duplicates(ids)
     pairs = champion.merge(challenger, on=["request_id", *ids], suffixes=("_a", "_b"))
@@ -122,10 +121,11 @@ def _as_labelled_scores(rows: pd.DataFrame, ids: list[str]) -> LabelledScores:
 
     alone_a, alone_b = alone(champion), alone(challenger)
     return LabelledScores(
-        paired_champion=pairs["score_a"].to_numpy(np.float64), paired_challenger=pairs["score_b"].to_numpy(np.float64),
+        paired_champion=pairs[f"{SCORE}_a"].to_numpy(np.float64),
+        paired_challenger=pairs[f"{SCORE}_b"].to_numpy(np.float64),
         paired_labels=pairs["label_a"].to_numpy(np.int8),
-        champion_scores=alone_a["score"].to_numpy(np.float64), champion_labels=alone_a["label"].to_numpy(np.int8),
-        challenger_scores=alone_b["score"].to_numpy(np.float64),
+        champion_scores=alone_a[SCORE].to_numpy(np.float64), champion_labels=alone_a["label"].to_numpy(np.int8),
+        challenger_scores=alone_b[SCORE].to_numpy(np.float64),
         challenger_labels=alone_b["label"].to_numpy(np.int8),
         champion_strata=_hour(alone_a), challenger_strata=_hour(alone_b))
 

@@ -1,0 +1,27 @@
+"""The canary's pipelines side: the controller that the ``canary_rollout`` DAG and ``tidemark canary``
+call, and the canary's labelled traffic that its PR-AUC check reads.
+
+    controller   start | step | status | rollback | promote: evidence ──► monitoring.rollout.decide
+    labels       prediction log ⋈ labels known at a look ──► monitoring.rollout.LabelledScores
+
+The statistics are :mod:`monitoring.rollout`'s; the state, the evidence counters and the routing
+live with the servers (``serving.canary_state``, ``serving.canary_evidence``, ``serving.routing``).
+This package re-exports the controller's public names: ``from pipelines import canary;
+canary.step(settings)``.
+"""
+
+from __future__ import annotations
+
+from pipelines.canary.controller import (
+    RAMP,
+    CanaryAdmin,
+    CanaryError,
+    StepOutcome,
+    promote_now,
+    rollback,
+    start,
+    status,
+    step,
+)
+
+__all__ = ["RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
