@@ -96,7 +96,7 @@ class StoreHealth(Protocol):
 
 
 class CanaryAdmin(Protocol):
-    """What the canary endpoints call (``pipelines.canary_job.CanaryAdmin`` implements it)."""
+    """What the canary endpoints call (``pipelines.canary.CanaryAdmin`` implements it)."""
 
     def status(self) -> dict[str, Any]: ...
     def start(self, shadow: bool) -> dict[str, Any]: ...
