@@ -174,6 +174,33 @@ def test_a_regressor_is_served_values_and_judged_by_rmse(settings: Settings, fra
     np.testing.assert_allclose(values, model.predict(inputs), rtol=0, atol=1e-9)
 
 
+def test_a_lightgbm_model_is_registered_in_the_scikit_learn_flavour_and_served_exactly(
+        settings: Settings, frame: pd.DataFrame) -> None:  # noqa: F811
+    from lightgbm import LGBMClassifier
+
+    model = LGBMClassifier(n_estimators=40, num_leaves=8, verbose=-1).fit(frame[NUMERIC], frame["churned"])
+    version = register_model(model, "team-boost", features=["customer_txn_24h:amt_sum_24h",
+                                                              "merchant_stats:fraud_rate_30d"],
+                             frame=frame, label="churned", task="binary", feature_client=FeatureClient(settings),
+                             # skops loads only the types it is told to trust: the booster's own
+                             skops_trusted_types=["collections.OrderedDict", "lightgbm.basic.Booster",
+                                                  "lightgbm.sklearn.LGBMClassifier"])
+    ml = model_registry.connect(settings)
+    model_registry.promote(ml, "team-boost", version.version, first=True)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/team-boost/{version.version}")  # what `mlflow models serve` runs
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(frame[NUMERIC].head(5)))[:, 1],
+                               model.predict_proba(frame[NUMERIC].head(5))[:, 1], rtol=0, atol=1e-12)
+    rows = [{"customer_id": int(c), "merchant_id": 3, "amount": 7.5 * i} for i, c in enumerate(CUSTOMERS[:30])]
+    server = _served(settings, "team-boost")
+    with server as http:
+        answer = http.post("/v1/models/team-boost/predict", json={"rows": rows})
+    assert answer.status_code == 200, answer.text
+    assert server.slots.get("champion").model.compiled  # the booster on one thread, not predict_proba's pool
+    served = np.array([p["score"] for p in answer.json()["predictions"]])
+    np.testing.assert_allclose(served, model.predict_proba(_online_inputs(settings, rows)[NUMERIC])[:, 1], rtol=0,
+                               atol=1e-9)
+
+
 def test_what_registration_refuses(settings: Settings, frame: pd.DataFrame) -> None:  # noqa: F811
     model = _binary(frame)
     fc = FeatureClient(settings)

@@ -152,3 +152,19 @@ def test_linear_models_are_computed_here_and_a_glm_by_its_own_predict() -> None:
     assert plan is not None and plan.predict == glm[-1].predict  # exp(X @ coef): not linear, its own method
     np.testing.assert_allclose(plan.predict(plan.matrix([served[c].to_numpy() for c in NUMERIC])),
                                glm.predict(served), rtol=0, atol=1e-12)
+
+
+def test_a_lightgbm_model_is_served_by_its_booster_on_one_thread() -> None:
+    from lightgbm import LGBMClassifier, LGBMRegressor
+
+    numeric = TRAIN[list(NUMERIC)]
+    served = _frame(60)[list(NUMERIC)]
+    columns = [served[c].to_numpy() for c in NUMERIC]
+    bare = LGBMClassifier(n_estimators=25, verbose=-1).fit(numeric, LABEL)
+    piped = make_pipeline(SimpleImputer(), LGBMClassifier(n_estimators=25, verbose=-1)).fit(numeric, LABEL)
+    regressor = LGBMRegressor(n_estimators=25, verbose=-1).fit(numeric, TRAIN["conv_rate"])
+    for model, method in ((bare, "predict_proba"), (piped, "predict_proba"), (regressor, "predict")):
+        plan = compile_pipeline(model, NUMERIC, frozenset(), method=method)
+        assert plan is not None and plan.predict.__module__ == sklearn_plan.__name__, model
+        np.testing.assert_allclose(plan.predict(plan.matrix(columns)), getattr(model, method)(served), rtol=0,
+                                   atol=1e-12)
