@@ -47,6 +47,7 @@ from monitoring.average_precision import average_precision, bootstrap_average_pr
 from pipelines.errors import ModelVersionError, NoChampionError
 from pipelines.labels import PREDICTION_TIME, known_labels, labelled_events
 from pipelines.model_metrics import PRIMARY_METRIC
+from pipelines.project import declared_model
 from pipelines.training_data import utc_timestamp
 from serving.model_contract import ModelContract
 from serving.prediction_log_schema import (
@@ -63,7 +64,6 @@ from tidemark.errors import TidemarkError
 if TYPE_CHECKING:
     from monitoring.drift import DriftReport, DriftThresholds
     from monitoring.profile import ReferenceProfile
-    from pipelines.project import ProjectModel
     from tidemark.settings import Settings
 
 __all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "monitor"]
@@ -151,7 +151,7 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     from pipelines import model_registry
     from pipelines.train_job import load_profile
 
-    declared = _declared(settings)
+    declared = declared_model(settings)
     if policy is None:
         policy = DriftPolicy(label_maturity=timedelta(days=declared.label_maturity_days)) if declared else DriftPolicy()
     thresholds = thresholds or (declared.drift if declared else None)
@@ -201,15 +201,6 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
         (folder / "decision.json").write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
     log.info("drift %s .. %s for v%s: %s (%s)", lo, hi, version, outcome.decision, "; ".join(outcome.reasons))
     return outcome
-
-
-def _declared(settings: Settings) -> ProjectModel | None:
-    """This model as its project file declares it (None for the bundled example)."""
-    if settings.feast_repo is None:
-        return None
-    from pipelines.project import load_project
-
-    return {m.name: m for m in load_project(settings.feast_repo).models}.get(settings.model_name)
 
 
 def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timestamp, end: pd.Timestamp,
@@ -408,12 +399,7 @@ def _outcome(rows: pd.DataFrame, contract: ModelContract) -> np.ndarray:
     """The labels: 0/1 for binary (``classes[1]`` is 1), the class names for multiclass, values for regression."""
     assert contract.label is not None
     y = rows[contract.label.label].to_numpy()
-    if contract.task != "binary":
-        return y
-    positive = contract.classes[1] if contract.classes else "1"
-    if y.dtype.kind in "biuf":
-        return (y.astype(np.float64) == float(positive)).astype(np.int8)
-    return (np.array([str(v) for v in y]) == positive).astype(np.int8)
+    return contract.is_positive(y) if contract.task == "binary" else y
 
 
 def _positives(y: np.ndarray, contract: ModelContract) -> int:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.redaction import redact_url
 from pipelines import model_registry
 from pipelines.errors import GateError, NoChampionError
 from pipelines.labels import labelled_events, read_table
@@ -195,10 +196,7 @@ def _positives(y: np.ndarray, contract: ModelContract) -> int:
     """Rows of the positive class (``classes[1]``) of a binary model; 0 for the other tasks."""
     if contract.task != "binary" or len(y) == 0:
         return 0
-    positive = contract.classes[1] if contract.classes else "1"
-    if y.dtype.kind in "biuf":
-        return int((y.astype(np.float64) == float(positive)).sum())
-    return int((np.array([str(v) for v in y]) == positive).sum())
+    return int(contract.is_positive(y).sum())
 
 
 def _newest_event(source: LabelSource, fc: FeatureClient) -> pd.Timestamp:
@@ -206,7 +204,7 @@ def _newest_event(source: LabelSource, fc: FeatureClient) -> pd.Timestamp:
     table, column = (source.entities, source.entity_time) if source.entities else (source.table, source.prediction_time)
     times = pd.to_datetime(read_table(table, columns=[column], fc=fc)[column], utc=True)
     if times.notna().sum() == 0:
-        raise GateError(f"{table} holds no events; generate or load data first")
+        raise GateError(f"{redact_url(table)} holds no events; generate or load data first")
     return times.max()
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow.dataset as ds
 
+from features.redaction import redact_url
 from pipelines.errors import TrainingError
 from pipelines.training_data import utc_timestamp
 
@@ -45,10 +46,10 @@ def read_table(table: str, *, columns: Sequence[str] | None = None, where: Any =
         dataset = ds.dataset(table, format="parquet", partitioning="hive")
         missing = [c for c in columns or () if c not in dataset.schema.names]
         if missing:
-            raise TrainingError(f"{table} has no columns {missing}; its columns: {', '.join(dataset.schema.names)}")
+            raise TrainingError(f"{redact_url(table)} has no columns {missing}; its columns: {', '.join(dataset.schema.names)}")
         return dataset.to_table(columns=list(columns) if columns else None, filter=where).to_pandas()
     if "://" in table or "/" in table or fc is None:
-        raise TrainingError(f"the table {table} does not exist; write it, or fix the label source's path")
+        raise TrainingError(f"the table {redact_url(table)} does not exist; write it, or fix the label source's path")
     frame: Any = fc.spark.table(table)
     if columns:
         frame = frame.select(*columns)

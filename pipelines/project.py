@@ -19,7 +19,7 @@
         window_days: 14                      # retraining window, ending at the newest known label
         label_maturity_days: 2               # a label is final this long after its prediction
         drift: {psi: 0.2}                    # monitoring.drift.DriftThresholds fields
-        canary: {min_dwell_s: 300}           # canary policy fields
+        canary: {min_dwell_s: 600}           # monitoring.rollout.CanaryPolicy fields, over the defaults
 
 ``${VAR}`` is replaced from the environment (as Feast does in ``feature_store.yaml``) and a relative
 ``table`` is read from the project folder. Selected with ``TIDEMARK_FEAST_REPO=PATH`` or
@@ -39,13 +39,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitoring.drift import DriftThresholds
+from monitoring.rollout import CanaryPolicy
 from pipelines.errors import ProjectError
 from serving.model_contract import TASKS, LabelSource
 
 if TYPE_CHECKING:
     from tidemark.settings import Settings
 
-__all__ = ["PROJECT_FILE", "Project", "ProjectModel", "load_project", "model_names"]
+__all__ = ["PROJECT_FILE", "Project", "ProjectModel", "declared_model", "load_project", "model_names"]
 
 PROJECT_FILE = "tidemark.yaml"
 _MODEL_KEYS = ("name", "features", "task", "label_source", "request_columns", "entity_columns", "routing_key",
@@ -111,6 +112,14 @@ def model_names(settings: Settings) -> list[str]:
     if settings.feast_repo is None:
         return [settings.model_name]
     return [m.name for m in load_project(settings.feast_repo).models]
+
+
+def declared_model(settings: Settings) -> ProjectModel | None:
+    """``settings.model_name`` as its project file declares it (None for the bundled example, or a
+    model the file does not declare)."""
+    if settings.feast_repo is None:
+        return None
+    return {m.name: m for m in load_project(settings.feast_repo).models}.get(settings.model_name)
 
 
 def load_project(repo: Path | str, env: Mapping[str, str] | None = None) -> Project:
@@ -182,7 +191,7 @@ def _model(item: Any, loc: tuple[Any, ...], where: _Where, repo: Path) -> Projec
         label_maturity_days=_number(item, "label_maturity_days", 0.0, loc, where, zero=True),
         validation_share=_number(item, "validation_share", 0.2, loc, where, below=1.0),
         drift=_policy(DriftThresholds, item.get("drift") or {}, (*loc, "drift"), where),
-        canary=_mapping(item.get("canary") or {}, (*loc, "canary"), where))
+        canary=_canary(item.get("canary") or {}, (*loc, "canary"), where))
 
 
 def _located(table: str, repo: Path) -> str:
@@ -208,6 +217,21 @@ def _policy(kind: Any, raw: Any, loc: tuple[Any, ...], where: _Where) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProjectError(where.at((*loc, key), f"must be a number, got {value!r:.40}"))
     return kind(**raw)
+
+
+def _canary(raw: Any, loc: tuple[Any, ...], where: _Where) -> dict[str, Any]:
+    """The declared canary policy fields (applied over the deployment's defaults when a canary is
+    judged), checked now: known fields, numbers (or null where the policy allows none), in range."""
+    declared = _mapping(raw, loc, where)
+    _known(declared, tuple(f.name for f in fields(CanaryPolicy)), loc, where)
+    for key, value in declared.items():
+        if isinstance(value, bool) or not (isinstance(value, int | float) or value is None):
+            raise ProjectError(where.at((*loc, key), f"must be a number, got {value!r:.40}"))
+    try:
+        CanaryPolicy(**declared)
+    except (TypeError, ValueError) as exc:
+        raise ProjectError(where.at(loc, str(exc))) from None
+    return declared
 
 
 def _mapping(raw: Any, loc: tuple[Any, ...], where: _Where) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from features.redaction import redact_url
 from pipelines.errors import EmptyFrameError, NoLabelsError, SingleClassError, TrainingError
 from pipelines.labels import PREDICTION_TIME, labelled_events, read_table
 from pipelines.training_data import utc_timestamp
@@ -53,7 +54,7 @@ def train_project_model(settings: Settings, model: ProjectModel, *, cutoff: date
     wanted = list(dict.fromkeys([*keys, *source.join_keys, *model.request_columns, source.label, PREDICTION_TIME]))
     missing = [c for c in wanted if c not in rows.columns]
     if missing:
-        raise TrainingError(f"the label source {source.table} lacks columns {missing} that model {model.name!r} "
+        raise TrainingError(f"the label source {redact_url(source.table)} lacks columns {missing} that model {model.name!r} "
                             "needs for its entity rows")
     entities = rows[wanted]
     frame = fc.training_frame(entities.reset_index(drop=True), refs)
@@ -83,7 +84,7 @@ def labelled_rows(source: LabelSource, *, cutoff: datetime | None, window: timed
     if cutoff is None:
         known_at = pd.to_datetime(read_table(source.table, columns=[source.known_at], fc=fc)[source.known_at], utc=True)
         if known_at.notna().sum() == 0:
-            raise NoLabelsError(f"the label source {source.table} holds no known labels")
+            raise NoLabelsError(f"the label source {redact_url(source.table)} holds no known labels")
         cutoff_ts = known_at.max()
     else:
         cutoff_ts = utc_timestamp(cutoff)
@@ -91,7 +92,7 @@ def labelled_rows(source: LabelSource, *, cutoff: datetime | None, window: timed
     rows = labelled_events(source, cutoff=cutoff_ts.to_pydatetime(), start=start, end=cutoff_ts.to_pydatetime(),
                            columns=columns, fc=fc)
     if rows.empty:
-        raise EmptyFrameError(f"no row of {source.table} has a label known by {cutoff_ts:%Y-%m-%d %H:%M} UTC"
+        raise EmptyFrameError(f"no row of {redact_url(source.table)} has a label known by {cutoff_ts:%Y-%m-%d %H:%M} UTC"
                               f"{' within the window' if window is not None else ''}; widen window_days or move the cutoff")
     return rows, cutoff_ts
 

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, cast
 
+import numpy as np
+
 from serving.errors import ContractError, ContractMissingError
 
 __all__ = ["CONTRACT_TAG", "TASKS", "LabelSource", "ModelContract", "Task"]
@@ -110,6 +112,18 @@ class ModelContract:
     def width(self) -> int:
         """Numbers per predicted row: the class count for multiclass, else 1."""
         return len(self.classes) if self.task == "multiclass" else 1
+
+    def is_positive(self, labels: Any) -> np.ndarray:
+        """Which of a binary model's ``labels`` are its positive class (``classes[1]``, "1" when
+        unknown), as 0/1: numbers compare as numbers (``1.0`` is "1"), anything else as text."""
+        y = np.asarray(labels)
+        positive = self.classes[1] if len(self.classes) > 1 else "1"
+        if y.dtype.kind in "biuf":
+            try:
+                return (y.astype(np.float64) == float(positive)).astype(np.int8)
+            except ValueError:  # a class named by text, labels given as numbers: none match
+                return np.zeros(len(y), np.int8)
+        return (np.array([str(v) for v in y.tolist()], dtype=object) == positive).astype(np.int8)
 
     def to_json(self) -> str:
         """The stored form (sorted keys, schema version first)."""

@@ -17,6 +17,7 @@ from pipelines.canary.controller import (
     CanaryAdmin,
     CanaryError,
     StepOutcome,
+    default_policy,
     promote_now,
     rollback,
     start,
@@ -24,4 +25,4 @@ from pipelines.canary.controller import (
     step,
 )
 
-__all__ = ["RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
+__all__ = ["RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "default_policy", "promote_now", "rollback", "start", "status", "step"]

@@ -113,13 +113,26 @@ def status(settings: Settings) -> CanaryState:
     return state
 
 
+def default_policy(settings: Settings) -> CanaryPolicy:
+    """The policy a canary of ``settings.model_name`` is judged by: the defaults with the settings'
+    dwell, sample minimum and p99 ratio, then the fields its project file declares (``canary:``)."""
+    import dataclasses
+
+    from monitoring.rollout import CanaryPolicy
+    from pipelines.project import declared_model
+
+    base = CanaryPolicy(min_dwell_s=settings.canary_min_dwell_s, min_samples=settings.canary_min_samples,
+                        max_p99_ratio=settings.canary_max_p99_ratio)
+    declared = declared_model(settings)
+    return dataclasses.replace(base, **declared.canary) if declared is not None and declared.canary else base
+
+
 def step(settings: Settings, policy: CanaryPolicy | None = None, *, now: datetime | None = None) -> StepOutcome:
     """One look: judge the current step's evidence and advance, hold or roll back. Without
-    ``policy``: the defaults, with the settings' dwell, sample minimums and p99 ratio."""
-    from monitoring.rollout import CanaryPolicy, decide
+    ``policy``: :func:`default_policy`."""
+    from monitoring.rollout import decide
 
-    policy = policy or CanaryPolicy(min_dwell_s=settings.canary_min_dwell_s, min_samples=settings.canary_min_samples,
-                                    max_p99_ratio=settings.canary_max_p99_ratio)
+    policy = policy or default_policy(settings)
     p = _parts(settings)
     state, degraded = p.store.read()
     if degraded:

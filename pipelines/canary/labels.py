@@ -67,10 +67,7 @@ def labelled_canary_traffic(settings: Settings, state: CanaryState, now: datetim
     if rows.empty or not Path(source.table).exists():
         return LabelledScores()
     labels = known_labels(source, cutoff=now, since=started.to_pydatetime())
-    positive = contract.classes[1] if contract.classes else "1"
-    y = labels[source.label].to_numpy()
-    labels = labels.assign(label=((y.astype(np.float64) == float(positive)) if y.dtype.kind in "biuf"
-                                  else (y.astype(str) == positive)).astype(np.int8))
+    labels = labels.assign(label=contract.is_positive(labels[source.label].to_numpy()))
     return _as_labelled_scores(rows.merge(labels[[*ids, "label"]], on=ids, how="inner"), ids)
 
 

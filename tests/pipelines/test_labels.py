@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.errors import TrainingError
-from pipelines.labels import known_labels, labelled_events
+from pipelines.labels import known_labels, labelled_events, read_table
 from serving.model_contract import LabelSource
 
 
@@ -63,3 +63,9 @@ def test_without_an_events_table_the_label_rows_are_the_events(tmp_path: Path, s
         labelled_events(alone, cutoff=_at(12), columns=["card"])
     with pytest.raises(TrainingError, match="does not exist"):
         known_labels(replace(source, table=str(tmp_path / "nowhere/labels")), cutoff=_at(12))
+
+
+def test_a_label_table_url_is_never_quoted_with_its_secret() -> None:
+    with pytest.raises(TrainingError, match="does not exist") as raised:
+        read_table("s3a://reader:hunter2@labels.example/fraud/labels")
+    assert "hunter2" not in str(raised.value) and "reader:***@labels.example" in str(raised.value)

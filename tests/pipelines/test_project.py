@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ models:
     train: examples.driver.training:fit_completion
     window_days: 14
     drift: {psi: 0.25}
+    canary: {min_dwell_s: 900, psi_threshold: null}
   - name: driver-duration
     features: [driver_hourly_stats:conv_rate, customer_daily_profile:current_balance]
     task: regression
@@ -46,18 +48,33 @@ def test_a_project_reads_whole(tmp_path: Path) -> None:
     assert second.features == ("driver_hourly_stats:conv_rate", "customer_daily_profile:current_balance")
     assert second.label_source.table == str(tmp_path.resolve() / "data/trips")  # relative to the project
     assert project.model("driver-duration") is second
+    assert first.canary == {"min_dwell_s": 900, "psi_threshold": None} and second.canary == {}
+
+
+def test_a_canary_is_judged_by_the_declared_policy_over_the_deployments(tmp_path: Path) -> None:
+    from pipelines.canary import default_policy
+    from tidemark.settings import Settings, SparkSettings
+
+    repo = _repo(tmp_path, GOOD.replace("${DATA}", "/srv"))
+    deployment = Settings(home=tmp_path, spark=SparkSettings(), feast_repo=repo, canary_min_samples=50)
+    policy = default_policy(replace(deployment, model_name="driver-completion"))
+    assert policy.min_dwell_s == 900 and policy.min_samples == 50  # declared, then the deployment's
+    assert default_policy(replace(deployment, model_name="driver-duration")).min_dwell_s == deployment.canary_min_dwell_s
 
 
 @pytest.mark.parametrize(("edit", "message"), [
     (("    task: binary", "    taks: binary"), r"line 4: models\[0\]\.taks: unknown key; did you mean 'task'\?"),
     (("    task: binary", "    task: ranking"), r"line 4: models\[0\]\.task: 'ranking' is not one of"),
-    (("driver-duration", "driver-completion"), r"line 13: models\[1\]\.name: two models are named 'driver-completion'"),
+    (("driver-duration", "driver-completion"), r"line 14: models\[1\]\.name: two models are named 'driver-completion'"),
     (("    window_days: 14", "    window_days: -1"), r"line 11: models\[0\]\.window_days: must be a number above 0"),
     (("drift: {psi: 0.25}", "drift: {psy: 0.25}"), r"line 12: models\[0\]\.drift\.psy: unknown key; did you mean 'psi'"),
+    (("min_dwell_s: 900", "min_dwel_s: 900"),
+     r"line 13: models\[0\]\.canary\.min_dwel_s: unknown key; did you mean 'min_dwell_s'"),
+    (("min_dwell_s: 900", "alpha: 2"), r"line 13: models\[0\]\.canary: alpha must be in \(0, 1\)"),
     (("      label: completed\n", ""), r"line 5: models\[0\]\.label_source: label_source\.label is required"),
     (("fit_completion", "fit_completion_v2\n    oops: 1"), r"line 11: models\[0\]\.oops: unknown key"),
     (("    train: examples.driver.training:fit_duration", "    train: fit_duration"),
-     r"line 17: models\[1\]\.train: 'fit_duration' must be 'package.module:function'"),
+     r"line 18: models\[1\]\.train: 'fit_duration' must be 'package.module:function'"),
 ])
 def test_a_mistake_names_the_line_and_the_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     with pytest.raises(ProjectError, match=message):

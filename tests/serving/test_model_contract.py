@@ -79,3 +79,13 @@ def test_a_label_source_needs_a_table_and_a_label() -> None:
         LabelSource.from_dict({"table": "t"})
     with pytest.raises(ContractError, match=r"unknown key label_source\.colum"):
         LabelSource.from_dict({"table": "t", "label": "y", "colum": "x"})
+
+
+def test_the_positive_class_is_read_one_way_for_every_label_type() -> None:
+    numeric = _contract(classes=("0", "1"))
+    assert numeric.is_positive([0, 1, 1]).tolist() == [0, 1, 1]
+    assert numeric.is_positive([0.0, 1.0, float("nan")]).tolist() == [0, 1, 0]
+    assert numeric.is_positive(["0", "1"]).tolist() == [0, 1]
+    named = _contract(classes=("kept", "churned"))
+    assert named.is_positive(["churned", "kept", None]).tolist() == [1, 0, 0]
+    assert named.is_positive([1, 0]).tolist() == [0, 0]  # numbers never match a class named by text
