@@ -52,12 +52,11 @@ from pipelines.training_data import utc_timestamp
 from serving.model_contract import ModelContract
 from serving.prediction_log_schema import (
     CHAMPION,
-    META,
     SCORE,
-    log_files,
     model_log_root,
     prediction_column_names,
     prediction_columns,
+    read_log,
 )
 from tidemark.errors import TidemarkError
 
@@ -214,14 +213,9 @@ def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timest
              for name, col in profile.columns.items()}
     ids = {k: pa.int64() for k in (contract.label.join_keys if contract.label else ())}
     probabilities = {c: pa.float64() for c in prediction_column_names(contract) if c != SCORE}
-    schema = pa.schema({**dict(zip(META.names, META.types, strict=True)), **ids, **probabilities, **types})
-    files = log_files(model_log_root(settings.offline_dir, settings.model_name), start, end)
-    if not files:
-        return schema.empty_table().to_pandas()
-    when = ds.field("event_timestamp")
-    wanted = ((when >= start.to_pydatetime()) & (when < end.to_pydatetime()) & (ds.field("variant") == CHAMPION)
-              & (ds.field("model_version") == version))
-    return ds.dataset(files, schema=schema, format="parquet").to_table(filter=wanted).to_pandas()
+    wanted = (ds.field("variant") == CHAMPION) & (ds.field("model_version") == version)
+    return read_log(model_log_root(settings.offline_dir, settings.model_name), start, end,
+                    {**ids, **probabilities, **types}, wanted).to_pandas()
 
 
 def _judge_inputs(outcome: DriftOutcome, report: DriftReport, policy: DriftPolicy) -> None:

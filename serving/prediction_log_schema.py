@@ -25,9 +25,13 @@ import pandas as pd
 import pyarrow as pa
 
 __all__ = ["CHALLENGER", "CHAMPION", "META", "SCORE", "SHADOW", "log_files", "model_log_root", "prediction_column_names",
-           "prediction_columns"]
+           "prediction_columns", "read_log"]
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import pyarrow.dataset as ds
+
     from serving.model_contract import ModelContract
 
 FOLDER = "prediction_log"
@@ -56,6 +60,25 @@ def log_files(root: Path, started: pd.Timestamp, now: pd.Timestamp) -> list[str]
             files += sorted(str(p) for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
         day += timedelta(days=1)
     return files
+
+
+def read_log(root: Path, start: pd.Timestamp, end: pd.Timestamp, columns: Mapping[str, pa.DataType],
+             where: ds.Expression, *, end_inclusive: bool = False) -> pa.Table:
+    """The log rows under ``root`` scored from ``start`` to ``end`` (UTC; ``end`` excluded unless
+    ``end_inclusive``) that match ``where``, as :data:`META` plus ``columns``. Reads only the
+    ``date=`` folders of the window and only those columns, each file cast to that schema (a file
+    without a column reads it as null), so every reader sees one layout."""
+    import pyarrow.dataset as pads
+
+    schema = pa.schema([*zip(META.names, META.types, strict=True), *((k, t) for k, t in columns.items()
+                                                                     if k not in META.names)])
+    files = log_files(root, start, end)
+    if not files:
+        return schema.empty_table()
+    when = pads.field("event_timestamp")
+    window = (when >= start.to_pydatetime()) & ((when <= end.to_pydatetime()) if end_inclusive
+                                                 else (when < end.to_pydatetime()))
+    return pads.dataset(files, schema=schema, format="parquet").to_table(filter=window & where)
 
 
 def prediction_column_names(contract: ModelContract) -> list[str]:

@@ -31,7 +31,7 @@ from monitoring.rollout import LabelledScores
 from pipelines.labels import known_labels
 from pipelines.training_data import utc_timestamp
 from serving.model_contract import ModelContract
-from serving.prediction_log_schema import CHALLENGER, CHAMPION, META, SCORE, SHADOW, log_files, model_log_root
+from serving.prediction_log_schema import CHALLENGER, CHAMPION, SCORE, SHADOW, log_files, model_log_root, read_log
 
 if TYPE_CHECKING:
     from serving.canary_state import CanaryState
@@ -89,17 +89,12 @@ def canary_predictions(root: Path, started: pd.Timestamp, now: pd.Timestamp, cha
     ``date=`` folders of the window and only these columns, each file cast to that schema (a file
     without a column reads it as null).
     """
-    schema = pa.schema([*zip(META.names, META.types, strict=True), *((k, pa.int64()) for k in ids)])
-    files = log_files(root, started, now)
-    if not files:
-        return pd.DataFrame(columns=[*schema.names, "role"])
-    when, variant, version = ds.field("event_timestamp"), ds.field("variant"), ds.field("model_version")
-    wanted = ((when >= started.to_pydatetime()) & (when <= now.to_pydatetime())
-              & (((variant == CHAMPION) & (version == champion_version))
-                 | (variant.isin([CHALLENGER, SHADOW]) & (version == challenger_version))))
+    variant, version = ds.field("variant"), ds.field("model_version")
+    wanted = (((variant == CHAMPION) & (version == champion_version))
+              | (variant.isin([CHALLENGER, SHADOW]) & (version == challenger_version)))
     for key in ids:
         wanted &= ~ds.field(key).is_null()
-    table = ds.dataset(files, schema=schema, format="parquet").to_table(filter=wanted)
+    table = read_log(root, started, now, {k: pa.int64() for k in ids}, wanted, end_inclusive=True)
     role = pc.if_else(pc.equal(table["variant"], CHAMPION), CHAMPION, CHALLENGER)
     return table.append_column("role", role).to_pandas()
 
