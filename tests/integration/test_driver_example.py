@@ -6,6 +6,7 @@ regressor, judged by their task's metrics."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +88,18 @@ def _traffic(settings: Settings, n: int, seed: int) -> list[dict]:
         columns=["driver_id", "customer_id", "trip_distance_km"]).to_pandas().sample(n, random_state=seed)
     return [{"driver_id": int(d), "customer_id": int(c), "trip_distance_km": float(k), "trip_id": 8_000_000 + seed + i}
             for i, (d, c, k) in enumerate(trips.itertuples(index=False))]
+
+
+def _ask(http: TestClient, row: dict) -> None:
+    """One trip scored, as a client does it: a 503 (a Redis read past its 50 ms budget on a
+    starved host opens the breaker, which probes every 50 ms) is asked again shortly."""
+    for _ in range(50):
+        answer = http.post("/v1/predict", json={"rows": [row]})
+        if answer.status_code != 503:
+            assert answer.status_code == 200, answer.text
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"still 503 after 5 s: {answer.text}")
 
 
 def _inputs(settings: Settings, rows: list[dict]) -> pd.DataFrame:
@@ -204,6 +217,27 @@ def test_drift_reads_this_models_log_and_judges_its_labels_by_its_task(settings:
     assert out.decision in ("drift", "no_drift") and (settings.home / "reports" / "drift" / "driver-completion").is_dir()
 
 
+def test_the_drift_dag_checks_each_model_of_the_project(settings: Settings, completion: Server,
+                                                      airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow's drift_monitor maps one check over the project's two models, each judged against
+    its own champion and log; a drift decision, and only that, asks for that model's retrain."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipelines.dag_runs import load_dags, run_dag
+
+    monkeypatch.setenv("TIDEMARK_FEAST_REPO", str(REPO))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    tick = datetime.now(UTC).replace(minute=15, second=0, microsecond=0)
+    ran = run_dag(load_dags(retries=0)["drift_monitor"], tick if tick <= datetime.now(UTC) else tick - timedelta(hours=1))
+    assert ran.state == "success", ran.states
+    assert ran.values["models"] == ["driver-completion", "driver-duration"]
+    for i, name in enumerate(("driver-completion", "driver-duration")):
+        summary = ran.values[f"compare[{i}]"]
+        assert summary["model"] == name and ran.states[f"compare[{i}]"] == "success", summary
+        asked = ran.states[f"request_retrain[{i}]"]
+        assert asked == ("success" if summary["decision"] == "drift" else "skipped"), (summary, asked)
+
+
 def test_the_regressor_is_judged_by_rmse_and_retrained_through_its_entry_point(settings: Settings) -> None:
     from pipelines.drift_job import DriftPolicy, monitor
     from pipelines.retrain_job import RetrainRequest, retrain, settings_for_model
@@ -236,3 +270,43 @@ def test_the_gate_judges_a_regressor_by_rmse_and_a_pass_lets_it_be_promoted(sett
     assert ml.get_model_version("driver-duration", "2").tags["gate.verdict"] == "pass"
     done = model_registry.promote(ml, "driver-duration", "2")
     assert (done.champion, done.previous) == ("2", "1")
+
+
+def test_a_retrained_challenger_is_canaried_to_champion_on_served_traffic(settings: Settings, completion: Server,
+                                                                           http: TestClient) -> None:
+    """driver-completion retrained through its entry point, gated, then ramped 5 → 25 → 50 → 100 %
+    by the canary controller on evidence the server recorded from one-trip requests, and promoted."""
+    from dataclasses import replace
+
+    from pipelines import canary
+    from pipelines.gate import GateConfig, evaluate_gate
+
+    mine = replace(settings, model_name="driver-completion")
+    ml = model_registry.connect(settings)
+    champion = str(ml.get_model_version_by_alias("driver-completion", "champion").version)
+    challenger = str(train_project_model(mine, load_project(REPO).model("driver-completion")).version)
+    verdict = evaluate_gate(mine, version=challenger, config=GateConfig(min_rows=30, min_positives=5))
+    assert verdict.passed and "pr_auc" in verdict.challenger_metrics, verdict.reason
+    assert completion.slots.refresh() == [f"challenger: vNone -> v{challenger}"]
+    state = canary.start(mine, shadow=False)
+    assert (state.mode, state.weight_pct, state.challenger_version) == ("canary", 5.0, challenger)
+    # calls per variant and step: one-trip requests, as trips are requested (the controller compares
+    # per-call times, and rows batched per request would weigh a variant's calls by its share)
+    policy = replace(canary.default_policy(mine), min_dwell_s=0, min_samples=40)
+    moves, looks = [], 0
+    while state.mode != "off" and looks < 25:
+        completion.scorer.canary.invalidate()  # as the 1-second cache would, at once
+        for row in _traffic(settings, 200, 10_000 + 200 * looks):
+            _ask(http, row)
+        assert completion.scorer.evidence.flush()
+        outcome = canary.step(mine, policy)
+        looks += 1
+        if outcome.action != "hold":
+            moves.append((outcome.action, outcome.state.weight_pct))
+        state = outcome.state
+    assert moves == [("advance", 25.0), ("advance", 50.0), ("advance", 100.0), ("promoted", 0.0)], (moves, looks)
+    assert str(ml.get_model_version_by_alias("driver-completion", "champion").version) == challenger
+    assert str(ml.get_model_version_by_alias("driver-completion", "previous-champion").version) == champion
+    completion.scorer.canary.invalidate()
+    answer = http.post("/v1/predict", json={"rows": _rows(3)}).json()
+    assert {p["model_version"] for p in answer["predictions"]} == {challenger}
