@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pandas as pd
 
 from features.errors import EntityFrameError, UnknownFeatureError
-from features.settings import Settings
+from features.settings import BUNDLED_PROJECT, Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -295,7 +295,7 @@ class FeatureClient:
                           "url": self.settings.redis_url, "embedded_dir": str(self.settings.redis_dir),
                           "timeout_ms": self.settings.online_timeout_ms},
             entity_key_serialization_version=3,
-            repo_path=str(Path(__file__).parent / "repo"),
+            repo_path=str(BUNDLED_PROJECT),
         )
 
 

@@ -237,11 +237,12 @@ def _rebuild_and_reload(settings: Settings, shift: date) -> None:
 
 def _first_champion(settings: Settings, config: DemoConfig, now: datetime) -> str:
     from pipelines import model_registry
-    from pipelines.train_job import train_and_register
-    from pipelines.training import TrainConfig
+    from pipelines.project import project_model
+    from pipelines.project_training import TrainRequest, train_model
 
-    outcome = train_and_register(settings, TrainConfig(label_cutoff=now, seed=config.seed, epochs=config.epochs,
-                                                       max_rows=config.max_rows), progress=False)
+    outcome = train_model(settings, project_model(settings, settings.model_name),
+                          TrainRequest(cutoff=now, seed=config.seed, epochs=config.epochs, max_rows=config.max_rows,
+                                       progress=False))
     print("  " + outcome.summary().replace("\n", "\n  "))
     version = str(outcome.version.version)
     model_registry.promote(model_registry.connect(settings), settings.model_name, version, first=True)

@@ -22,6 +22,8 @@ import pytest
 import redis
 import torch
 
+from examples.fraud.model import FraudModel, ModelSpec, build_module
+from examples.fraud.pyfunc import MODEL_CODE
 from features.settings import Settings, SparkSettings
 from pipelines import canary_job, model_registry
 from pipelines.datagen_tables import labels_table
@@ -29,8 +31,6 @@ from pipelines.errors import GateError
 from serving.canary_evidence import EvidenceRecorder
 from serving.canary_state import CanaryState
 from serving.canary_stats import CanaryPolicy
-from serving.fraud_model import FraudModel, ModelSpec, build_module
-from serving.fraud_pyfunc import MODEL_CODE
 from serving.prediction_log import PredictionLog
 from serving.prediction_log_schema import model_log_root
 from tests.integration.model_contracts import fraud_contract_tags

@@ -147,8 +147,8 @@ def test_drift_monitor_without_a_champion_is_skipped(world: Settings, dags: dict
 
 @pytest.fixture(scope="module")
 def champion(world: Settings) -> str:
-    from pipelines.train_job import train_and_register
-    from pipelines.training import TrainConfig
+    from examples.fraud.train_job import train_and_register
+    from examples.fraud.training import TrainConfig
 
     # the retrain DAG's architecture (a much smaller one scored so differently that the canary's
     # score-PSI guard rolled the far better challenger back), trained for two epochs where the

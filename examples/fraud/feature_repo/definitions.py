@@ -1,4 +1,4 @@
-"""Feast definitions for the ``feast`` CLI (``feast -c features/repo apply``).
+"""Feast definitions for the ``feast`` CLI (``feast -c examples/fraud/feature_repo apply``).
 
 The ``feast`` CLI imports this file and collects module-level Feast objects; the locations come
 from ``TIDEMARK_HOME`` like every other tidemark entry point.
