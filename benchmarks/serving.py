@@ -127,8 +127,8 @@ def trained_model(home: Path) -> ModelChoice | None:
     default features and the request fields; else None."""
     from mlflow.models import Model
 
+    from examples.fraud.feature_views import DEFAULT_FEATURES
     from examples.fraud.model import FraudModel
-    from features.feature_views import DEFAULT_FEATURES
 
     specs = sorted(home.glob("mlartifacts/*/models/*/artifacts/artifacts/spec.json"), key=lambda p: p.stat().st_mtime)
     specs = [s for s in specs if s.with_name("weights.pt").is_file()]
@@ -155,8 +155,8 @@ def built_model(frame: pd.DataFrame, seed: int) -> ModelChoice:
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
+    from examples.fraud.feature_views import DEFAULT_FEATURES
     from examples.fraud.model import FraudModel, ModelSpec, build_module
-    from features.feature_views import DEFAULT_FEATURES
 
     columns = [*REQUEST_FIELDS, *(ref.split(":", 1)[1] for ref in DEFAULT_FEATURES)]
     categorical = [c for c in columns if c in VOCABULARY]
@@ -1236,7 +1236,7 @@ def setup(args: argparse.Namespace, root: Path, redis_url: str) -> tuple[Any, ..
         fc.apply()
         fc.materialize_incremental(now.to_pydatetime(), progress=False)
     stop_spark()
-    from features.feature_views import DEFAULT_FEATURES
+    from examples.fraud.feature_views import DEFAULT_FEATURES
 
     pool = request_pool(fc, choice.features if choice is not None else DEFAULT_FEATURES, vocab, args)
     if choice is None:

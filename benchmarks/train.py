@@ -1,7 +1,7 @@
 """Training: tidemark's fraud model on ~500k labelled rows, against scikit-learn on the same split.
 
 Generates raw events into a scratch ``TIDEMARK_HOME`` (``pipelines.datagen.generate``), builds
-the offline feature tables on Spark (``features.feature_jobs.build_features``) and applies the
+the offline feature tables on Spark (``examples.fraud.feature_jobs.build_features``) and applies the
 Feast definitions, then times, in one run and on one warm Spark session:
 
 * ours: ``examples.fraud.training.prepare`` (label set + point-in-time frame through Feast and Spark)
@@ -111,7 +111,7 @@ def generated_rows(labelled: int, days: int, unusable_days: int) -> int:
 
 def home_state(settings: Settings, wanted: dict[str, Any]) -> str:
     """``reuse`` (raw data for ``wanted`` and its features are there), ``build`` or ``foreign``."""
-    from features.feature_jobs import TABLE_SORT
+    from examples.fraud.feature_jobs import TABLE_SORT
     from pipelines.datagen import MANIFEST_NAME
 
     home, marker = settings.home, settings.home / MARKER
@@ -138,7 +138,7 @@ def checked_home_state(settings: Settings, config: DatagenConfig) -> str:
 
 def ensure_data(settings: Settings, config: DatagenConfig, spark: Any) -> dict[str, Any]:
     """Generate the raw data and build the features, unless ``settings.home`` already holds them."""
-    from features.feature_jobs import build_features
+    from examples.fraud.feature_jobs import build_features
     from pipelines.datagen import generate
 
     wanted = config.manifest()

@@ -125,12 +125,13 @@ def _datagen(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _features_build(settings: Settings, args: argparse.Namespace) -> int:
-    from features.feature_jobs import build_features
-    from features.spark import spark_session
+    from pipelines.project import settings_project
 
-    summary = build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir,
-                             start=args.start, end=args.end)
-    print(summary.table())
+    build = settings_project(settings).hook("build")
+    if build is None:
+        print(f"{settings.project_repo} declares no feature_jobs.build in tidemark.yaml: nothing to build")
+        return 0
+    print(build(settings, args.start, args.end, checks=False).table())
     return 0
 
 

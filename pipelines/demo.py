@@ -209,10 +209,11 @@ def _generate(settings: Settings, config: DemoConfig, first_day: date, scenario:
 
 def _history(settings: Settings, first_day: date, end: date) -> None:
     """The partitions that earlier daily runs would have built."""
-    from features.feature_jobs import build_features
-    from features.spark import spark_session
+    from pipelines.project import settings_project
 
-    build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir, start=first_day, end=end)
+    build = settings_project(settings).hook("build")
+    assert build is not None  # the bundled example declares its feature jobs
+    build(settings, first_day, end, checks=False)
 
 
 def _load_today(settings: Settings, now: datetime) -> None:

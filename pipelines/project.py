@@ -23,7 +23,7 @@
         canary: {min_dwell_s: 300}           # canary policy fields
 
     feature_jobs:                            # optional: the feature_pipeline DAG's project jobs
-      build: my_team.jobs:build_features     # (settings, first: date, last: date) -> summary (.table())
+      build: my_team.jobs:build_features     # (settings, first, last, *, checks) -> report (table(), record())
       sample_entities: my_team.jobs:sample   # (settings, start, end, *, sample, seed, read_at) -> entity rows
     demo: my_team.demo:main                  # optional: what `tidemark demo` runs, (settings, rows, seed) -> int
 

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from examples.fraud.feature_views import DEFAULT_FEATURES
 from examples.fraud.model import FraudModel, ModelSpec, build_module
-from features.feature_views import DEFAULT_FEATURES
 from pipelines.errors import EmptyFrameError, ImmatureLabelsError, NoLabelsError, SingleClassError, TrainingError
 from pipelines.model_metrics import score_metrics
 from pipelines.training_data import frame_sha256, utc_timestamp

@@ -46,9 +46,9 @@ FEATURES_UNTIL = START + timedelta(days=70)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, spark: Any, module_redis: RedisProc) -> Iterator[Settings]:
+    from examples.fraud.feature_jobs import build_features
     from examples.fraud.train_job import train_and_register
     from examples.fraud.training import TrainConfig
-    from features.feature_jobs import build_features
     from pipelines.datagen import DatagenConfig, Scenario, generate
 
     home = tmp_path_factory.mktemp("concept-drift-home")

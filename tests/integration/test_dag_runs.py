@@ -54,7 +54,7 @@ DAILY_TICK = datetime.combine(RUN_DAY, datetime.min.time(), UTC) + timedelta(hou
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisProc, airflow_db: Path) -> Iterator[Settings]:
-    from features.feature_jobs import build_features
+    from examples.fraud.feature_jobs import build_features
     from pipelines.datagen import DatagenConfig, generate
 
     home = tmp_path_factory.mktemp("dag-home")
@@ -414,7 +414,7 @@ def notebook(world: Settings, drift_runs: dict[str, Any], canary_looks: list[dic
     import nbformat
     from feast import FeatureView
 
-    from features.feature_views import feature_definitions
+    from examples.fraud.feature_views import feature_definitions
     from tests.integration.notebook_runs import NOTEBOOK, execute, kernel_env
 
     nb = nbformat.read(NOTEBOOK, as_version=4)

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from examples.fraud import training
+from examples.fraud.feature_views import DEFAULT_FEATURES
 from examples.fraud.pyfunc import unwrap
 from examples.fraud.train_job import TrainOutcome, train_and_register
 from examples.fraud.training import TrainConfig, fit, prepare
 from features.embedded_redis import EmbeddedRedis
 from features.errors import UnknownFeatureError
-from features.feature_views import DEFAULT_FEATURES
 from features.sdk import FeatureClient
 from features.settings import Settings, SparkSettings
 from pipelines import model_registry
@@ -42,7 +42,7 @@ CONFIG = TrainConfig(epochs=3, patience=2, hidden=(32, 16), batch_size=1024, see
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, spark) -> Iterator[Settings]:
     """70k generated payments over 100 days, feature tables built on Spark, definitions applied."""
-    from features.feature_jobs import build_features
+    from examples.fraud.feature_jobs import build_features
     from pipelines.datagen import DatagenConfig, generate
 
     home = tmp_path_factory.mktemp("train-home")
