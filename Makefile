@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check features pipelines monitoring serving tests benchmarks
+	$(BIN)/ruff check features pipelines monitoring serving tests benchmarks examples
 	$(BIN)/mypy
 
 # Re-resolve the pins after changing pyproject.toml.

@@ -1,6 +1,6 @@
 """Training: tidemark's fraud model on ~500k labelled rows, against scikit-learn on the same split.
 
-Generates raw events into a scratch ``TIDEMARK_HOME`` (``pipelines.datagen.generate``), builds
+Generates raw events into a scratch ``TIDEMARK_HOME`` (``examples.fraud.datagen.generate``), builds
 the offline feature tables on Spark (``examples.fraud.feature_jobs.build_features``) and applies the
 Feast definitions, then times, in one run and on one warm Spark session:
 
@@ -54,10 +54,10 @@ import pandas as pd
 if TYPE_CHECKING:
     import torch
 
+    from examples.fraud.datagen import DatagenConfig
     from examples.fraud.training import TrainConfig, TrainingData, TrainResult
     from features.sdk import FeatureClient
     from features.settings import Settings
-    from pipelines.datagen import DatagenConfig
 
 from pit_data import parse_count, quiet  # the benchmark runs as a script: its folder is on sys.path
 
@@ -111,8 +111,8 @@ def generated_rows(labelled: int, days: int, unusable_days: int) -> int:
 
 def home_state(settings: Settings, wanted: dict[str, Any]) -> str:
     """``reuse`` (raw data for ``wanted`` and its features are there), ``build`` or ``foreign``."""
+    from examples.fraud.datagen import MANIFEST_NAME
     from examples.fraud.feature_jobs import TABLE_SORT
-    from pipelines.datagen import MANIFEST_NAME
 
     home, marker = settings.home, settings.home / MARKER
     ours = json.loads(marker.read_text()) if marker.is_file() else None
@@ -138,8 +138,8 @@ def checked_home_state(settings: Settings, config: DatagenConfig) -> str:
 
 def ensure_data(settings: Settings, config: DatagenConfig, spark: Any) -> dict[str, Any]:
     """Generate the raw data and build the features, unless ``settings.home`` already holds them."""
+    from examples.fraud.datagen import generate
     from examples.fraud.feature_jobs import build_features
-    from pipelines.datagen import generate
 
     wanted = config.manifest()
     state = checked_home_state(settings, config)
@@ -543,10 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from examples.fraud.datagen import DatagenConfig
     from examples.fraud.training import TrainConfig
     from features.sdk import FeatureClient
     from features.spark import spark_session
-    from pipelines.datagen import DatagenConfig
 
     defaults = TrainConfig()
     rows = generated_rows(args.labelled, args.days, defaults.label_maturity.days + defaults.feature_warmup.days)

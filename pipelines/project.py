@@ -25,7 +25,8 @@
     feature_jobs:                            # optional: the feature_pipeline DAG's project jobs
       build: my_team.jobs:build_features     # (settings, first, last, *, checks) -> report (table(), record())
       sample_entities: my_team.jobs:sample   # (settings, start, end, *, sample, seed, read_at) -> entity rows
-    demo: my_team.demo:main                  # optional: what `tidemark demo` runs, (settings, rows, seed) -> int
+    datagen: my_team.data:main               # optional: `tidemark datagen ARGS` runs (settings, ARGS) -> exit code
+    demo: my_team.demo:main                  # optional: `tidemark demo ARGS` runs (settings, ARGS) -> exit code
 
 Entry points are ``package.module:function`` text, imported when used: a project's code lives with
 the project, and tidemark imports none of it otherwise. A model declares ``train`` (tidemark builds
@@ -70,7 +71,7 @@ __all__ = ["PROJECT_FILE", "Project", "ProjectModel", "import_entry_point", "loa
 PROJECT_FILE = "tidemark.yaml"
 _MODEL_KEYS = ("name", "features", "task", "label_source", "request_columns", "entity_columns", "routing_key",
                "train", "train_job", "window_days", "label_maturity_days", "validation_share", "drift", "canary")
-_PROJECT_KEYS = ("models", "feature_jobs", "demo")
+_PROJECT_KEYS = ("models", "feature_jobs", "datagen", "demo")
 _FEATURE_JOBS = ("build", "sample_entities")
 
 
@@ -125,11 +126,13 @@ class Project:
     repo: Path
     models: tuple[ProjectModel, ...]
     feature_jobs: Mapping[str, str] = field(default_factory=dict)  # build, sample_entities: module:function
+    datagen: str | None = None                                      # what `tidemark datagen` runs
     demo: str | None = None                                         # what `tidemark demo` runs
 
     def hook(self, name: str) -> Callable[..., Any] | None:
-        """A project-level entry point, imported: ``demo`` or a ``feature_jobs`` key; None when not declared."""
-        spec = self.demo if name == "demo" else self.feature_jobs.get(name)
+        """A project-level entry point, imported: ``datagen``, ``demo`` or a ``feature_jobs`` key;
+        None when not declared."""
+        spec = getattr(self, name) if name in ("datagen", "demo") else self.feature_jobs.get(name)
         return import_entry_point(spec, f"{self.repo / PROJECT_FILE}: {name}") if spec else None
 
     def model(self, name: str | None) -> ProjectModel:
@@ -198,8 +201,8 @@ def load_project(repo: Path | str, env: Mapping[str, str] | None = None) -> Proj
     _known(jobs, _FEATURE_JOBS, ("feature_jobs",), where)
     for key in jobs:
         _entry_text(jobs, key, ("feature_jobs",), where)
-    demo = _entry_text(data, "demo", (), where) if data.get("demo") is not None else None
-    return Project(repo, models, feature_jobs=jobs, demo=demo)
+    command = (lambda key: _entry_text(data, key, (), where) if data.get(key) is not None else None)
+    return Project(repo, models, feature_jobs=jobs, datagen=command("datagen"), demo=command("demo"))
 
 
 class _Where:

@@ -22,11 +22,11 @@ import pytest
 import redis
 import torch
 
+from examples.fraud.datagen.tables import labels_table
 from examples.fraud.model import FraudModel, ModelSpec, build_module
 from examples.fraud.pyfunc import MODEL_CODE
 from features.settings import Settings, SparkSettings
 from pipelines import canary_job, model_registry
-from pipelines.datagen_tables import labels_table
 from pipelines.errors import GateError
 from serving.canary_evidence import EvidenceRecorder
 from serving.canary_state import CanaryState

@@ -46,10 +46,10 @@ FEATURES_UNTIL = START + timedelta(days=70)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, spark: Any, module_redis: RedisProc) -> Iterator[Settings]:
+    from examples.fraud.datagen import DatagenConfig, Scenario, generate
     from examples.fraud.feature_jobs import build_features
     from examples.fraud.train_job import train_and_register
     from examples.fraud.training import TrainConfig
-    from pipelines.datagen import DatagenConfig, Scenario, generate
 
     home = tmp_path_factory.mktemp("concept-drift-home")
     settings = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4),

@@ -29,10 +29,10 @@ import pyarrow as pa
 import pytest
 import redis
 
+from examples.fraud.replay import drift_hour, post_payments, upcoming_payments
 from features.settings import Settings
 from pipelines import model_registry
 from pipelines.dag_runs import Ran, run_dag
-from pipelines.replay import drift_hour, post_payments, upcoming_payments
 from tests.integration.notebook_runs import stdout
 from tests.integration.redis_servers import RedisProc
 
@@ -54,8 +54,8 @@ DAILY_TICK = datetime.combine(RUN_DAY, datetime.min.time(), UTC) + timedelta(hou
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisProc, airflow_db: Path) -> Iterator[Settings]:
+    from examples.fraud.datagen import DatagenConfig, generate
     from examples.fraud.feature_jobs import build_features
-    from pipelines.datagen import DatagenConfig, generate
 
     home = tmp_path_factory.mktemp("dag-home")
     env = {"TIDEMARK_HOME": str(home), "TIDEMARK_REDIS_URL": module_redis.url, "TIDEMARK_SPARK_MASTER": "local[2]",
@@ -227,7 +227,7 @@ def drift_runs(world: Settings, dags: dict[str, Any], server: Any) -> dict[str, 
     week ago on (the generator's scenarios leave everything before their start as it was), the
     week rebuilt and loaded, its next hours served three times over, and the drift DAG on the
     same hour."""
-    from pipelines.datagen import DatagenConfig, generate
+    from examples.fraud.datagen import DatagenConfig, generate
 
     now = datetime.now(UTC)
     payments = upcoming_payments(world.raw_dir, now, at_least=600).head(1_000)

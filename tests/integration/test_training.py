@@ -42,8 +42,8 @@ CONFIG = TrainConfig(epochs=3, patience=2, hidden=(32, 16), batch_size=1024, see
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, spark) -> Iterator[Settings]:
     """70k generated payments over 100 days, feature tables built on Spark, definitions applied."""
+    from examples.fraud.datagen import DatagenConfig, generate
     from examples.fraud.feature_jobs import build_features
-    from pipelines.datagen import DatagenConfig, generate
 
     home = tmp_path_factory.mktemp("train-home")
     s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4))

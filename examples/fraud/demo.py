@@ -87,8 +87,8 @@ class _Story:
 
 def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, Any]:
     """Run the loop end to end on ``settings.home``; returns the story it printed."""
+    from examples.fraud.replay import drift_hour
     from pipelines.dag_runs import load_dags, use_airflow_home
-    from pipelines.replay import drift_hour
 
     config = config or DemoConfig()
     # the libraries' deprecation and experimental-API warnings are not part of the story
@@ -200,7 +200,7 @@ def _reset_home(settings: Settings) -> None:
 
 def _generate(settings: Settings, config: DemoConfig, first_day: date, scenario: str,
               drift_start: date | None = None) -> Any:
-    from pipelines.datagen import DatagenConfig, Scenario, generate
+    from examples.fraud.datagen import DatagenConfig, Scenario, generate
 
     return generate(settings.raw_dir, DatagenConfig(rows=config.rows, seed=config.seed, start=first_day,
                                                     days=config.days, scenario=Scenario(scenario),
@@ -283,14 +283,14 @@ def _serving(settings: Settings) -> Iterator[tuple[Server, Any]]:
 
 
 def _traffic(settings: Settings, now: datetime, rows: int) -> pd.DataFrame:
-    from pipelines.replay import upcoming_payments
+    from examples.fraud.replay import upcoming_payments
 
     return upcoming_payments(settings.raw_dir, now, at_least=min(rows, 500)).head(rows)
 
 
 def _post(server: Server, http: Any, payments: pd.DataFrame, batch: int = 50) -> None:
     """Payments through the server; its prediction log and canary counts written out after."""
-    from pipelines.replay import post_payments
+    from examples.fraud.replay import post_payments
 
     started = time.perf_counter()
     n = post_payments(http, payments, batch=batch)

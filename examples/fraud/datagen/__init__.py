@@ -33,9 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from examples.fraud.datagen import catalog as cat
+from examples.fraud.datagen.tables import RawTables, build_tables
 from features.errors import TidemarkError
-from pipelines import datagen_catalog as cat
-from pipelines.datagen_tables import RawTables, build_tables
 
 __all__ = ["DatagenConfig", "DatagenError", "DatagenSummary", "Scenario", "data_window", "generate"]
 
