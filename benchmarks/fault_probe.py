@@ -653,7 +653,7 @@ def case_corrupt(world: World) -> dict[str, Any]:
 
 def _model_key(world: World, client: Any, customer: int) -> bytes:
     """A key of ``customer`` for a customer view the model reads (first by name)."""
-    from features.feature_views import DEFAULT_FEATURES  # what bench.built_model reads
+    from examples.fraud.feature_views import DEFAULT_FEATURES  # what bench.built_model reads
 
     views = {f.split(":")[0] for f in DEFAULT_FEATURES}
     pattern = f"{world.settings.project}:{{customer_id={customer}}}:*"

@@ -79,7 +79,7 @@ def _package_spec(name: str) -> Any:
 
 if __name__ == "serving":
     # A sibling script run from this folder (train.py) has the folder first on sys.path, so its
-    # ``import serving.fraud_model`` finds this file. Hand the name over to the real package.
+    # ``import examples.fraud.model`` finds this file. Hand the name over to the real package.
     _spec = _package_spec("serving")
     sys.modules["serving"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules["serving"])
@@ -127,8 +127,8 @@ def trained_model(home: Path) -> ModelChoice | None:
     default features and the request fields; else None."""
     from mlflow.models import Model
 
-    from features.feature_views import DEFAULT_FEATURES
-    from serving.fraud_model import FraudModel
+    from examples.fraud.feature_views import DEFAULT_FEATURES
+    from examples.fraud.model import FraudModel
 
     specs = sorted(home.glob("mlartifacts/*/models/*/artifacts/artifacts/spec.json"), key=lambda p: p.stat().st_mtime)
     specs = [s for s in specs if s.with_name("weights.pt").is_file()]
@@ -155,15 +155,15 @@ def built_model(frame: pd.DataFrame, seed: int) -> ModelChoice:
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
-    from features.feature_views import DEFAULT_FEATURES
-    from serving.fraud_model import FraudModel, ModelSpec, build_module
+    from examples.fraud.feature_views import DEFAULT_FEATURES
+    from examples.fraud.model import FraudModel, ModelSpec, build_module
 
     columns = [*REQUEST_FIELDS, *(ref.split(":", 1)[1] for ref in DEFAULT_FEATURES)]
     categorical = [c for c in columns if c in VOCABULARY]
     spec = ModelSpec.fit(frame, [c for c in columns if c not in VOCABULARY], categorical, min_count=1)
     torch.manual_seed(seed)
     model = FraudModel(spec, build_module(spec))
-    signature = ModelSignature(  # as pipelines.train_job logs it: text as string, numbers as Any
+    signature = ModelSignature(  # as examples.fraud.train_job logs it: text as string, numbers as Any
         inputs=Schema([ColSpec("string", c) if c in categorical else ColSpec(AnyType(), c) for c in spec.columns]),
         outputs=Schema([ColSpec("double", "fraud_probability")]))
     return ModelChoice(model, DEFAULT_FEATURES, signature,
@@ -175,10 +175,10 @@ def register(settings: Settings, choice: ModelChoice) -> str:
     and promote it to champion; returns the version."""
     import mlflow
 
+    from examples.fraud.pyfunc import MODEL_CODE
+    from examples.fraud.train_job import fraud_contract
     from features.sdk import FeatureClient
     from pipelines import model_registry
-    from pipelines.train_job import fraud_contract
-    from serving.fraud_pyfunc import MODEL_CODE
 
     ml = model_registry.connect(settings)
     experiment = model_registry.experiment_id(ml, settings, settings.model_name)
@@ -337,7 +337,7 @@ def devices() -> list[str]:
 
 def measure_forward(choice: ModelChoice, pool: RequestPool, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Per device and batch size: ``predict_proba`` on a frame, and the module on device tensors."""
-    from serving.fraud_model import FraudModel
+    from examples.fraud.model import FraudModel
 
     rng = np.random.default_rng(args.seed + 2)
     out = []
@@ -386,7 +386,7 @@ def measure_floor(settings: Settings, fc: FeatureClient, choice: ModelChoice, po
     import redis
     import torch
 
-    from serving.fraud_model import FraudModel
+    from examples.fraud.model import FraudModel
 
     reader = fc.online_reader()
     plan = reader.plan(list(choice.features))
@@ -1236,7 +1236,7 @@ def setup(args: argparse.Namespace, root: Path, redis_url: str) -> tuple[Any, ..
         fc.apply()
         fc.materialize_incremental(now.to_pydatetime(), progress=False)
     stop_spark()
-    from features.feature_views import DEFAULT_FEATURES
+    from examples.fraud.feature_views import DEFAULT_FEATURES
 
     pool = request_pool(fc, choice.features if choice is not None else DEFAULT_FEATURES, vocab, args)
     if choice is None:

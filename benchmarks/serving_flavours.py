@@ -80,7 +80,7 @@ def setup(bench: Any, args: Any, root: Path, redis_url: str) -> tuple[Any, ...]:
     import pandas as pd
     from pit_data import quiet
 
-    from features.feature_views import DEFAULT_FEATURES
+    from examples.fraud.feature_views import DEFAULT_FEATURES
     from features.sdk import FeatureClient
     from pipelines import model_registry
     from pipelines.model_registry import register_model

@@ -1,13 +1,13 @@
 """Training: tidemark's fraud model on ~500k labelled rows, against scikit-learn on the same split.
 
-Generates raw events into a scratch ``TIDEMARK_HOME`` (``pipelines.datagen.generate``), builds
-the offline feature tables on Spark (``features.feature_jobs.build_features``) and applies the
+Generates raw events into a scratch ``TIDEMARK_HOME`` (``examples.fraud.datagen.generate``), builds
+the offline feature tables on Spark (``examples.fraud.feature_jobs.build_features``) and applies the
 Feast definitions, then times, in one run and on one warm Spark session:
 
-* ours: ``pipelines.training.prepare`` (label set + point-in-time frame through Feast and Spark)
-  and ``pipelines.training.fit`` (PyTorch MLP, early stopping on the tune split), ``--repeats``
+* ours: ``examples.fraud.training.prepare`` (label set + point-in-time frame through Feast and Spark)
+  and ``examples.fraud.training.fit`` (PyTorch MLP, early stopping on the tune split), ``--repeats``
   times with the same seed, checking that the weights come out identical;
-* ``pipelines.train_job.train_and_register`` end to end once (MLflow sqlite store under the
+* ``examples.fraud.train_job.train_and_register`` end to end once (MLflow sqlite store under the
   home), to show what logging and registering add;
 * peers on exactly the same rows and split: scikit-learn's ``HistGradientBoostingClassifier``
   (native categorical splits, early stopping on the same tune split) and a
@@ -54,9 +54,9 @@ import pandas as pd
 if TYPE_CHECKING:
     import torch
 
+    from examples.fraud.datagen import DatagenConfig
+    from examples.fraud.training import TrainConfig, TrainingData, TrainResult
     from features.sdk import FeatureClient
-    from pipelines.datagen import DatagenConfig
-    from pipelines.training import TrainConfig, TrainingData, TrainResult
     from tidemark.settings import Settings
 
 from pit_data import parse_count, quiet  # the benchmark runs as a script: its folder is on sys.path
@@ -111,8 +111,8 @@ def generated_rows(labelled: int, days: int, unusable_days: int) -> int:
 
 def home_state(settings: Settings, wanted: dict[str, Any]) -> str:
     """``reuse`` (raw data for ``wanted`` and its features are there), ``build`` or ``foreign``."""
-    from features.feature_jobs import TABLE_SORT
-    from pipelines.datagen import MANIFEST_NAME
+    from examples.fraud.datagen import MANIFEST_NAME
+    from examples.fraud.feature_jobs import TABLE_SORT
 
     home, marker = settings.home, settings.home / MARKER
     ours = json.loads(marker.read_text()) if marker.is_file() else None
@@ -138,8 +138,8 @@ def checked_home_state(settings: Settings, config: DatagenConfig) -> str:
 
 def ensure_data(settings: Settings, config: DatagenConfig, spark: Any) -> dict[str, Any]:
     """Generate the raw data and build the features, unless ``settings.home`` already holds them."""
-    from features.feature_jobs import build_features
-    from pipelines.datagen import generate
+    from examples.fraud.datagen import generate
+    from examples.fraud.feature_jobs import build_features
 
     wanted = config.manifest()
     state = checked_home_state(settings, config)
@@ -192,7 +192,7 @@ def set_threads(threads: int | None) -> str:
 
 def time_prepare(client: FeatureClient, config: TrainConfig) -> tuple[TrainingData, float]:
     """``prepare(client, config)`` and its wall time (seconds)."""
-    from pipelines.training import prepare
+    from examples.fraud.training import prepare
 
     gc.collect()
     started = time.perf_counter()
@@ -203,7 +203,7 @@ def time_prepare(client: FeatureClient, config: TrainConfig) -> tuple[TrainingDa
 
 def time_fits(data: TrainingData, config: TrainConfig, repeats: int, step: Callable[[str], None]) -> OursRuns:
     """``fit(data, config)`` ``repeats`` times with one seed; weights of each run compared with run 1's."""
-    from pipelines.training import fit
+    from examples.fraud.training import fit
 
     runs: OursRuns | None = None
     reference: dict[str, torch.Tensor] = {}
@@ -237,7 +237,7 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 
 def time_mlflow(settings: Settings, client: FeatureClient, config: TrainConfig) -> tuple[Any, float]:
     """``train_and_register`` end to end (MLflow sqlite store under the home) and its wall time."""
-    from pipelines.train_job import train_and_register
+    from examples.fraud.train_job import train_and_register
 
     gc.collect()
     started = time.perf_counter()
@@ -543,10 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from examples.fraud.datagen import DatagenConfig
+    from examples.fraud.training import TrainConfig
     from features.sdk import FeatureClient
     from features.spark import spark_session
-    from pipelines.datagen import DatagenConfig
-    from pipelines.training import TrainConfig
 
     defaults = TrainConfig()
     rows = generated_rows(args.labelled, args.days, defaults.label_maturity.days + defaults.feature_warmup.days)

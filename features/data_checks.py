@@ -1,7 +1,7 @@
-"""Data checks of the feature build: schema, nulls and ranges, before anything is published.
+"""Data checks of a feature build: schema, nulls and ranges, before anything is published.
 
-    raw transactions of the interval ──► check_frame(RAW_TRANSACTIONS)  ─┐ all checked first,
-    each offline table of the interval ──► check_frame(TABLE_CHECKS[t]) ─┘ one Spark pass each
+    raw events of the interval ──► check_frame(the raw table's TableCheck) ─┐ all checked first,
+    each offline table of the interval ──► check_frame(its TableCheck)      ─┘ one Spark pass each
                                           any failure ──► DataCheckError, nothing written
 
 A :class:`TableCheck` declares, for one table, the columns and Spark types it must have, the
@@ -10,10 +10,8 @@ fails; null values pass a range, they are the not-null rule's business). :func:`
 computes every count in one aggregation and returns a :class:`CheckResult`; :func:`raise_failures`
 turns the failures of several results into one :class:`DataCheckError` that lists them all.
 
-The rules are what ``docs/data_model.md`` promises: amounts are positive euros, counts of a
-window include the anchoring transaction, a fraud rate is a share, a profile's income is not
-negative, a record arrives no earlier than its event, and the interval's rows are stamped
-inside it.
+A project's feature jobs declare their tables' checks beside them (the fraud example's:
+``examples/fraud/data_checks.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +26,7 @@ from features.errors import DataCheckError
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-__all__ = ["RAW_TRANSACTIONS", "TABLE_CHECKS", "Bound", "CheckResult", "TableCheck", "check_frame", "raise_failures"]
-
-_WINDOWS = ("1h", "24h", "7d")
+__all__ = ["Bound", "CheckResult", "TableCheck", "check_frame", "raise_failures"]
 
 
 @dataclass(frozen=True)
@@ -96,47 +92,6 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         return not self.failures
-
-
-def _agg_table() -> TableCheck:
-    types = {"customer_id": "bigint", "event_timestamp": "timestamp", "date": "string"}
-    bounds: list[Bound] = []
-    for w in _WINDOWS:
-        types.update({f"txn_count_{w}": "bigint", f"amt_sum_{w}": "double", f"amt_mean_{w}": "double",
-                      f"amt_max_{w}": "double", f"created_{w}": "timestamp"})
-        bounds += [Bound(f"txn_count_{w}", low=1), Bound(f"amt_sum_{w}", low=0, strict_low=True),
-                   Bound(f"amt_mean_{w}", low=0, strict_low=True), Bound(f"amt_max_{w}", low=0, strict_low=True)]
-    bounds += [Bound("txn_count_24h", other="txn_count_1h"), Bound("txn_count_7d", other="txn_count_24h")]
-    return TableCheck("customer_txn_agg", types, tuple(c for c in types if c != "date"), tuple(bounds))
-
-
-#: The offline feature tables (``features.feature_jobs.TABLE_SORT``).
-TABLE_CHECKS: dict[str, TableCheck] = {
-    "customer_txn_agg": _agg_table(),
-    "customer_profile": TableCheck(
-        "customer_profile",
-        {"customer_id": "bigint", "event_timestamp": "timestamp", "created_timestamp": "timestamp", "income": "double",
-         "age_band": "string", "home_country": "string", "date": "string"},
-        ("customer_id", "event_timestamp", "created_timestamp"),
-        (Bound("income", low=0), Bound("created_timestamp", other="event_timestamp"))),
-    "merchant_stats": TableCheck(
-        "merchant_stats",
-        {"merchant_id": "bigint", "event_timestamp": "timestamp", "created_timestamp": "timestamp", "category": "string",
-         "country": "string", "txn_count_30d": "bigint", "amt_mean_30d": "double", "fraud_rate_30d": "double",
-         "date": "string"},
-        ("merchant_id", "event_timestamp", "created_timestamp", "txn_count_30d", "fraud_rate_30d"),
-        (Bound("txn_count_30d", low=0), Bound("amt_mean_30d", low=0), Bound("fraud_rate_30d", low=0, high=1))),
-}
-
-#: Raw payments as ``features.feature_jobs.read_raw`` returns them (already cast to its schema).
-RAW_TRANSACTIONS = TableCheck(
-    "raw transactions",
-    {"transaction_id": "bigint", "customer_id": "bigint", "merchant_id": "bigint", "amount": "double", "channel": "string",
-     "event_timestamp": "timestamp", "arrival_timestamp": "timestamp"},
-    ("transaction_id", "customer_id", "merchant_id", "amount", "channel", "event_timestamp", "arrival_timestamp"),
-    (Bound("amount", low=0, strict_low=True), Bound("arrival_timestamp", other="event_timestamp"),
-     Bound("channel", allowed=("pos", "ecom"))),
-)
 
 
 def check_frame(frame: DataFrame, check: TableCheck, *, start: date, end: date) -> CheckResult:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pandas as pd
 
 from features.errors import EntityFrameError, UnknownFeatureError
-from tidemark.settings import Settings
+from tidemark.settings import BUNDLED_PROJECT, Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -69,15 +69,10 @@ class FeatureClient:
         return spark_session(self.settings.spark)
 
     def apply(self) -> None:
-        """Register the repo's definitions in its Feast registry: a team's repo's Python files, as
-        ``feast apply`` reads them (objects it no longer defines are kept: ``feast apply`` deletes
-        them), else the bundled example's."""
-        if self._repo_path is not None:
-            self.store.apply(repo_objects(Path(self._repo_path)))
-        else:
-            from features.feature_views import feature_definitions
-
-            self.store.apply(feature_definitions(self.settings.offline_dir))
+        """Register the repo's definitions in its Feast registry: a team's repo's Python files (else
+        the bundled example's, ``features.settings.BUNDLED_PROJECT``), as ``feast apply`` reads them
+        (objects it no longer defines are kept: ``feast apply`` deletes them)."""
+        self.store.apply(repo_objects(Path(self._repo_path or BUNDLED_PROJECT), self.settings))
         self._reader = None
         self._plans.clear()
 
@@ -272,9 +267,7 @@ class FeatureClient:
         store = FeatureStore(config=self._repo_config())
         registry = self.settings.registry_path
         if not registry.exists():
-            from features.feature_views import feature_definitions
-
-            store.apply(feature_definitions(self.settings.offline_dir))
+            store.apply(repo_objects(BUNDLED_PROJECT, self.settings))
         return store
 
     def _repo_config(self) -> Any:
@@ -295,14 +288,16 @@ class FeatureClient:
                           "url": self.settings.redis_url, "embedded_dir": str(self.settings.redis_dir),
                           "timeout_ms": self.settings.online_timeout_ms},
             entity_key_serialization_version=3,
-            repo_path=str(Path(__file__).parent / "repo"),
+            repo_path=str(BUNDLED_PROJECT),
         )
 
 
-def repo_objects(repo: Path) -> list[Any]:
+def repo_objects(repo: Path, settings: Settings | None = None) -> list[Any]:
     """The Feast objects (entities, data sources, feature views, feature services) that the Python
     files of a Feast repo define at module level, each once, as ``feast apply`` collects them; the
-    files are loaded by path, without changing the working directory or ``sys.path``."""
+    files are loaded by path, without changing the working directory or ``sys.path``. A file that
+    defines ``tidemark_definitions(settings)`` gives that function's objects instead (called with
+    ``settings``, e.g. so that its data paths follow the client's home rather than the environment)."""
     import hashlib
     import importlib.util
 
@@ -319,7 +314,9 @@ def repo_objects(repo: Path) -> list[Any]:
             continue
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        for value in vars(module).values():
+        hook = getattr(module, "tidemark_definitions", None)
+        values = hook(settings) if callable(hook) and settings is not None else vars(module).values()
+        for value in values:
             if isinstance(value, kinds) and not any(value is seen for seen in found):
                 found.append(value)
     return found

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tidemark.settings import Settings, SparkSettings
+from tidemark.settings import BUNDLED_PROJECT, Settings, SparkSettings
 
-__all__ = ["Settings", "SparkSettings"]
+__all__ = ["BUNDLED_PROJECT", "Settings", "SparkSettings"]

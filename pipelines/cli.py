@@ -1,6 +1,6 @@
 """The ``tidemark`` command line.
 
-    tidemark datagen --rows 1000000 --seed 7 --scenario baseline [--days 120 | --start D --end D]
+    tidemark datagen [ARGS]       the project's data generator (``datagen`` in its tidemark.yaml)
     tidemark features build [--start 2026-01-01 --end 2026-01-31]
     tidemark features list
     tidemark features materialize [--start 2026-11-01T00:00] [--end 2026-11-21T12:00] [--views a,b]
@@ -8,7 +8,7 @@
     tidemark train | gate | promote [--first] | rollback | models | mlflow-ui   (pipelines/cli_models.py)
     tidemark serve                                                             (pipelines/cli_serving.py)
     tidemark airflow standalone|env                                            (pipelines/cli_airflow.py)
-    tidemark demo
+    tidemark demo [ARGS]          the project's demo (``demo`` in its tidemark.yaml)
 
 Settings come from ``TIDEMARK_*`` environment variables, read once here.
 """
@@ -34,7 +34,10 @@ from tidemark.settings import Settings
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (2 for a tidemark error, with its message)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # no password of a URL in any log line, whoever logs it
@@ -64,18 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                              "else the bundled fraud example)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    gen = commands.add_parser("datagen", help="generate raw card transactions, labels and profiles")
-    gen.add_argument("--rows", type=int, default=1_000_000, help="transactions to generate")
-    gen.add_argument("--seed", type=int, default=7)
-    gen.add_argument("--scenario", default="baseline",
-                     choices=["baseline", "covariate_shift", "new_category", "concept_drift"])
-    gen.add_argument("--start", type=date.fromisoformat, default=None,
-                     help="first day (UTC; default: --days before --end)")
-    gen.add_argument("--end", type=date.fromisoformat, default=None, help="last day (UTC; default: today)")
-    gen.add_argument("--days", type=int, default=None, help="days of data (default 120)")
-    gen.add_argument("--drift-start", type=date.fromisoformat, default=None,
-                     help="first day the scenario applies (default: after 75%% of the days)")
-    gen.set_defaults(run=_datagen)
+    # the project's own commands, with their own options (`tidemark datagen --help` is the project's)
+    for name, what in (("datagen", "generate the project's raw data (the bundled example: card payments)"),
+                       ("demo", "the project's demo (the bundled example: the whole loop, on a home of its own)")):
+        own = commands.add_parser(name, help=what, add_help=False)
+        own.set_defaults(run=_project_command, command=name, passthrough=True)
 
     feats = commands.add_parser("features", help="feature tables and definitions")
     feat_cmds = feats.add_subparsers(required=True, metavar="ACTION")
@@ -103,34 +99,29 @@ def _parser() -> argparse.ArgumentParser:
     add_serving_commands(commands)
     add_airflow_commands(commands)
 
-    from pipelines.demo import DemoConfig
-
-    demo = commands.add_parser("demo", help="the whole loop: data, features, a champion, serving, drift, "
-                               "retraining, a canary (on a $TIDEMARK_HOME of its own; reset on each run)")
-    demo.add_argument("--rows", type=int, default=DemoConfig.rows, help="payments to generate")
-    demo.add_argument("--seed", type=int, default=DemoConfig.seed)
-    demo.set_defaults(run=_demo)
     return parser
 
 
-def _datagen(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.datagen import DatagenConfig, data_window, generate
+def _project_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``tidemark datagen|demo ARGS``: the project's entry point of that name, given ARGS."""
+    from pipelines.project import PROJECT_FILE, settings_project
 
-    # up to today by default: a fixed window would be past every view's TTL on any later date
-    start, days = data_window(args.start, args.end, args.days, datetime.now(UTC).date())
-    config = DatagenConfig(rows=args.rows, seed=args.seed, scenario=args.scenario, start=start, days=days,
-                           drift_start=args.drift_start)
-    print(generate(settings.raw_dir, config).table())
-    return 0
+    command = settings_project(settings).hook(args.command)
+    if command is None:
+        print(f"tidemark: {settings.project_repo / PROJECT_FILE} declares no {args.command} entry point",
+              file=sys.stderr)
+        return 2
+    return int(command(settings, list(args.extra)) or 0)
 
 
 def _features_build(settings: Settings, args: argparse.Namespace) -> int:
-    from features.feature_jobs import build_features
-    from features.spark import spark_session
+    from pipelines.project import settings_project
 
-    summary = build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir,
-                             start=args.start, end=args.end)
-    print(summary.table())
+    build = settings_project(settings).hook("build")
+    if build is None:
+        print(f"{settings.project_repo} declares no feature_jobs.build in tidemark.yaml: nothing to build")
+        return 0
+    print(build(settings, args.start, args.end, checks=False).table())
     return 0
 
 
@@ -186,13 +177,6 @@ def _redis_status(settings: Settings, args: argparse.Namespace) -> int:
 
     print(EmbeddedRedis(settings.redis_dir).url() or "not running")
     return 0
-
-
-def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.demo import DemoConfig, run_demo
-
-    outcome = run_demo(settings, DemoConfig(rows=args.rows, seed=args.seed))
-    return 0 if outcome["outcome"] in ("promoted", "rolled back") or "failed the gate" in outcome["outcome"] else 1
 
 
 if __name__ == "__main__":

@@ -82,24 +82,16 @@ def model_name(settings: Settings, args: argparse.Namespace) -> str:
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.train_job import train_and_register
-    from pipelines.training import TrainConfig
+    from pipelines.project import project_model
+    from pipelines.project_training import TrainRequest, train_model
 
-    if settings.feast_repo is not None:  # a team's project: the model's own entry point
-        from pipelines.project import load_project
-        from pipelines.project_training import train_project_model
-
-        model = load_project(settings.feast_repo).model(args.model_name)
-        version = train_project_model(settings, model, cutoff=args.cutoff)
-        print(f"registered {model.name} v{version.version} as challenger ({model.task}, trained by {model.train}; "
-              + ", ".join(f"{k} {v}" for k, v in sorted(version.tags.items()) if k.startswith(("val_", "train_")))
-              + ")")
-        return 0
-
-    config = TrainConfig(label_cutoff=args.cutoff, label_maturity=timedelta(days=args.maturity_days),
-                         window=timedelta(days=args.window_days) if args.window_days is not None else None,
-                         seed=args.seed, epochs=args.epochs, max_rows=args.max_rows, device=args.device)
-    print(train_and_register(settings, config, model_name=args.model_name).summary())
+    # a project's model (--repo), else the bundled example's, by the entry point its tidemark.yaml names
+    name = args.model_name or (settings.model_name if settings.feast_repo is None else None)
+    model = project_model(settings, name)
+    request = TrainRequest(cutoff=args.cutoff, label_maturity=timedelta(days=args.maturity_days),
+                           window=timedelta(days=args.window_days) if args.window_days is not None else None,
+                           seed=args.seed, epochs=args.epochs, max_rows=args.max_rows, device=args.device)
+    print(train_model(settings, model, request).summary())
     return 0
 
 

@@ -148,7 +148,7 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     from monitoring.drift import compare
     from monitoring.mlflow_log import mlflow_log
     from pipelines import model_registry
-    from pipelines.train_job import load_profile
+    from pipelines.model_registration import load_profile
 
     declared = declared_model(settings)
     if policy is None:

@@ -1,13 +1,17 @@
 """The ``feature_pipeline`` DAG's work, one function per task; each takes its data interval.
 
-    build_interval(start, end)     raw events of the interval's UTC dates (and LATE_DAYS before,
-                                   for late arrivals) ──► offline tables, checked first
-                                   (features.data_checks): a failure writes nothing
+    build_interval(start, end)     the project's ``feature_jobs.build`` over the interval's UTC
+                                   dates (and LATE_DAYS before, for late arrivals): raw events
+                                   ──► offline tables, checked first (a failure writes nothing)
     materialize(end)               offline ──► Redis, incrementally up to the interval's end
     check_online(end)              freshness (every view materialized up to ``end``) and
-                                   consistency: for a sample of the interval's entities, the
+                                   consistency: for the entities the project's
+                                   ``feature_jobs.sample_entities`` draws from the interval, the
                                    online values equal the offline point-in-time values for the
                                    moment of the read
+
+A project without ``feature_jobs`` (``tidemark.yaml``) builds its tables itself: its runs only
+materialize and check freshness.
 
 An interval ``[start, end)`` covers the UTC dates from ``start``'s to the date of the last
 instant before ``end``, so a daily run at midnight builds exactly one day and a re-run of a past
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,13 +32,12 @@ from features.errors import FeatureStoreError
 from pipelines.training_data import utc_timestamp
 
 if TYPE_CHECKING:
-    from features.feature_jobs import BuildSummary
     from features.materialize import MaterializeResult
     from features.sdk import FeatureClient
     from tidemark.settings import Settings
 
-__all__ = ["ConsistencyError", "OnlineCheck", "build_interval", "check_online", "interval_dates", "materialize",
-           "reload_online"]
+__all__ = ["BuildReport", "ConsistencyError", "OnlineCheck", "build_interval", "check_online", "interval_dates",
+           "materialize", "reload_online"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,14 @@ LATE_DAYS = 3  # days before the interval rebuilt with it, for payments that arr
 
 class ConsistencyError(FeatureStoreError):
     """The online store is stale, or serves values the offline store would not give for now."""
+
+
+class BuildReport(Protocol):
+    """What a project's ``feature_jobs.build`` returns: a text for logs, a record for the DAG."""
+
+    def table(self) -> str: ...
+
+    def record(self) -> dict[str, Any]: ...
 
 
 def _utc(moment: datetime) -> datetime:
@@ -57,25 +68,28 @@ def interval_dates(start: datetime, end: datetime) -> tuple[date, date]:
     return start.date(), (end - timedelta(microseconds=1)).date()
 
 
-def build_interval(settings: Settings, start: datetime, end: datetime, *, late_days: int = LATE_DAYS) -> BuildSummary:
+def build_interval(settings: Settings, start: datetime, end: datetime, *,
+                   late_days: int = LATE_DAYS) -> BuildReport | None:
     """Build the offline feature partitions of the interval's dates, and of the ``late_days``
-    before them, from raw events, data checks first (:class:`features.errors.DataCheckError` and
-    nothing written when one fails).
+    before them, with the project's ``feature_jobs.build`` (``fn(settings, first, last)``, UTC
+    dates, inclusive), which checks the data first (:class:`features.errors.DataCheckError`, and
+    nothing written, when a check fails). None when the project declares no build job.
 
-    The days before are rebuilt because payments arrive late (``arrival_timestamp``, up to days
-    after the event) into their event day's raw partition; the build is deterministic, so
-    rebuilding a day changes only what late rows changed, and the point-in-time join still hides
-    each late row until it arrived (its ``created`` time).
+    The days before are rebuilt because events arrive late (up to days after the event) into
+    their event day's raw partition; a deterministic build changes only what late rows changed,
+    and the point-in-time join still hides each late row until it arrived (its created time).
     """
-    from features.feature_jobs import build_features
-    from features.spark import spark_session
+    from pipelines.project import settings_project
 
     if late_days < 0:
         raise ValueError(f"late_days must be >= 0, got {late_days}")
     first, last = interval_dates(start, end)
     first -= timedelta(days=late_days)
-    summary = build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir,
-                             start=first, end=last, checks=True)
+    build = settings_project(settings).hook("build")
+    if build is None:
+        log.info("the project declares no feature_jobs.build: nothing built for %s .. %s", first, last)
+        return None
+    summary: BuildReport = build(settings, first, last)
     log.info("%s", summary.table())
     return summary
 
@@ -137,28 +151,34 @@ def check_online(settings: Settings, start: datetime, end: datetime, *, sample: 
     """Freshness and online/offline consistency after :func:`materialize` of ``end``.
 
     Freshness: every view has been materialized up to ``end`` or later. Consistency: for up to
-    ``sample`` (customer, merchant) pairs that paid in the interval (a seeded sample), the online
-    values read now equal, exactly, the offline point-in-time values at the moment of the read
-    (the same TTLs apply to both). A pair with an offline row that arrived after ``end`` is left
-    out and counted as ``pending``: materializing to ``end`` rightly did not load it, the next run
-    will. Raises :class:`ConsistencyError` listing what differs.
+    ``sample`` entity rows that the project's ``feature_jobs.sample_entities`` draws from the
+    interval (seeded), the online values of its models' features read now equal, exactly, the
+    offline point-in-time values at the moment of the read (the same TTLs apply to both). A row
+    the hook marks ``pending`` (an offline row arrived after ``end``) is left out and counted:
+    materializing to ``end`` rightly did not load it, the next run will. Without the hook, only
+    freshness is checked. Raises :class:`ConsistencyError` listing what differs.
     """
-    from features.feature_views import DEFAULT_FEATURES
     from features.sdk import FeatureClient
+    from pipelines.project import settings_project
 
     client = client or FeatureClient(settings)
     stale = _stale_views(client, _utc(end))
-    entities = _entities(settings, start, end, sample, seed)
+    project = settings_project(settings)
+    sample_entities = project.hook("sample_entities")
+    read_at = datetime.now(UTC)
+    entities = (sample_entities(settings, start, end, sample=sample, seed=seed, read_at=read_at)
+                if sample_entities is not None else pd.DataFrame())
+    late = (entities.pop("pending").astype(bool).to_numpy() if "pending" in entities.columns
+            else np.zeros(len(entities), dtype=bool))
     check = OnlineCheck(len(entities), 0, stale_views=stale)
     if len(entities):
-        read_at = datetime.now(UTC)
-        online = client.online_features(entities, DEFAULT_FEATURES).frame
-        offline = client.training_frame(entities.assign(event_timestamp=pd.Timestamp(read_at)), DEFAULT_FEATURES)
+        refs = list(dict.fromkeys(r for m in project.models for r in client.resolve_features(m.features)[0]))
+        online = client.online_features(entities, refs).frame
+        offline = client.training_frame(entities.assign(event_timestamp=pd.Timestamp(read_at)), refs)
         assert isinstance(offline, pd.DataFrame)  # as_spark=False
         check.read_at = read_at
-        late = _arrived_after(settings, _utc(end), read_at, entities)
         check.pending = int(late.sum())
-        features = [f.split(":", 1)[1] for f in DEFAULT_FEATURES]
+        features = [f.split(":", 1)[1] for f in refs]
         check.values = int((~late).sum()) * len(features)
         keep = ~late
         check.mismatches = _mismatches(entities[keep].reset_index(drop=True), online[keep].reset_index(drop=True),
@@ -187,59 +207,14 @@ def _stale_views(client: FeatureClient, end: datetime) -> list[str]:
     return stale
 
 
-def _entities(settings: Settings, start: datetime, end: datetime, sample: int, seed: int) -> pd.DataFrame:
-    """Distinct (customer_id, merchant_id) pairs that paid in ``[start, end)``, a seeded sample."""
-    import pyarrow.dataset as ds
-
-    first, last = interval_dates(start, end)
-    root = settings.raw_dir / "transactions"
-    files = [str(f) for i in range((last - first).days + 1)
-             for f in sorted((root / f"date={first + timedelta(days=i)}").glob("*.parquet"))]
-    if not files:
-        return pd.DataFrame({"customer_id": np.array([], np.int64), "merchant_id": np.array([], np.int64)})
-    when = ds.field("event_timestamp")
-    table = ds.dataset(files, format="parquet").to_table(
-        columns=["customer_id", "merchant_id"], filter=(when >= _utc(start)) & (when < _utc(end)))
-    pairs = table.to_pandas().drop_duplicates().sort_values(["customer_id", "merchant_id"])
-    if len(pairs) > sample:
-        pairs = pairs.sample(sample, random_state=seed)
-    return pairs.astype("int64").reset_index(drop=True)
-
-
-def _arrived_after(settings: Settings, end: datetime, read_at: datetime, entities: pd.DataFrame) -> np.ndarray:
-    """Per entity row: does a customer or merchant feature row of it carry a created time in
-    ``(end, read_at]`` (known now, not yet materialized)? Reads the offline tables' created columns."""
-    import pyarrow.dataset as ds
-
-    created = {"customer_txn_agg": ("customer_id", ["created_1h", "created_24h", "created_7d"]),
-               "customer_profile": ("customer_id", ["created_timestamp"]),
-               "merchant_stats": ("merchant_id", ["created_timestamp"])}
-    late: dict[str, set[int]] = {"customer_id": set(), "merchant_id": set()}
-    for table, (key, columns) in created.items():
-        root = settings.offline_dir / table
-        if not root.is_dir():
-            continue
-        arrived = None
-        for c in columns:
-            f = ds.field(c)
-            cond = (f > end) & (f <= read_at)
-            arrived = cond if arrived is None else arrived | cond
-        wanted = ds.field(key).isin(entities[key].unique().tolist()) & arrived
-        found = ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=[key], filter=wanted)
-        late[key].update(found[key].to_pylist())
-    return (entities["customer_id"].isin(late["customer_id"]) | entities["merchant_id"].isin(late["merchant_id"])
-            ).to_numpy()
-
-
 def _mismatches(entities: pd.DataFrame, online: pd.DataFrame, offline: pd.DataFrame,
                 features: list[str]) -> list[str]:
     out = []
     for column in features:
         got, want = _plain(online[column]), _plain(offline[column])
         for i in np.flatnonzero([g != w for g, w in zip(got, want, strict=True)]):
-            keys = entities.iloc[int(i)]
-            out.append(f"{column} of customer {keys['customer_id']} / merchant {keys['merchant_id']}: "
-                       f"online {got[i]!r}, offline {want[i]!r}")
+            keys = ", ".join(f"{k}={v}" for k, v in entities.iloc[int(i)].items())
+            out.append(f"{column} of {keys}: online {got[i]!r}, offline {want[i]!r}")
     return out
 
 

@@ -38,12 +38,13 @@ from serving.model_contract import TASKS, LabelSource, ModelContract
 from serving.predictors import PandasPredictor, Predictor, SklearnPredictor, TorchPredictor, predict
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
     from features.sdk import FeatureClient
     from tidemark.settings import Settings
 
-__all__ = ["CONTRACT_ARTIFACT", "build_contract", "register_model"]
+__all__ = ["CONTRACT_ARTIFACT", "PROFILE_ARTIFACT", "build_contract", "lineage_of", "load_profile", "register_model"]
 
 log = logging.getLogger(__name__)
 
@@ -301,3 +302,18 @@ def _window(frame: pd.DataFrame, column: str) -> dict[str, str | None]:
         return {"start": None, "end": None}
     when = pd.to_datetime(frame[column], utc=True)
     return {"start": when.min().isoformat(), "end": when.max().isoformat()}
+
+
+def load_profile(client: MlflowClient, run_id: str) -> Any:
+    """The reference profile logged with a training run (``monitoring.drift.ReferenceProfile``)."""
+    from monitoring.profile import ReferenceProfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, PROFILE_ARTIFACT, tmp)
+        return ReferenceProfile.from_bytes(Path(path).read_bytes())
+
+
+def lineage_of(client: MlflowClient, run_id: str) -> dict[str, Any]:
+    """The ``lineage.json`` artifact of a training run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return dict(json.loads(Path(client.download_artifacts(run_id, "lineage.json", tmp)).read_text()))

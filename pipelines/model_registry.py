@@ -11,7 +11,7 @@ applies as a single update, so a reader of ``models:/<name>@champion`` always ge
 version, before or after the swap, never none. ``previous-champion`` is set before ``champion``
 moves, so a rollback target exists from the moment the new champion does.
 
-Only this module (and :mod:`pipelines.train_job`, which logs runs) talks to MLflow for
+Only this module (and :mod:`examples.fraud.train_job`, which logs runs) talks to MLflow for
 ``pipelines``; it owns the tracking URI (``Settings.tracking_uri``) and where local artifacts go.
 """
 

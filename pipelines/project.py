@@ -16,10 +16,30 @@
         request_columns: [trip_distance_km]  # sent with each request, not read from the store
         entity_columns: [driver_id, customer_id]  # default: the features' join keys
         train: examples.driver.training:fit_completion   # (training frame) -> fitted model
+        train_job: my_team.jobs:train        # instead of train: (settings, model, request) -> trained
         window_days: 14                      # retraining window, ending at the newest known label
         label_maturity_days: 2               # a label is final this long after its prediction
         drift: {psi: 0.2}                    # monitoring.drift.DriftThresholds fields
         canary: {min_dwell_s: 600}           # monitoring.rollout.CanaryPolicy fields, over the defaults
+
+    feature_jobs:                            # optional: the feature_pipeline DAG's project jobs
+      build: my_team.jobs:build_features     # (settings, first, last, *, checks) -> report (table(), record())
+      sample_entities: my_team.jobs:sample   # (settings, start, end, *, sample, seed, read_at) -> entity rows
+    datagen: my_team.data:main               # optional: `tidemark datagen ARGS` runs (settings, ARGS) -> exit code
+    demo: my_team.demo:main                  # optional: `tidemark demo ARGS` runs (settings, ARGS) -> exit code
+
+Entry points are ``package.module:function`` text, imported when used: a project's code lives with
+the project, and tidemark imports none of it otherwise. A model declares ``train`` (tidemark builds
+the frame, fits, registers) or ``train_job`` (its own job does all three, honouring what it can of
+the :class:`~pipelines.project_training.TrainRequest`: cutoff, window, seed, epochs …; it returns an
+object with ``version`` (the registered ``ModelVersion``), ``run_id`` and ``summary()``). Without
+``feature_jobs`` the feature pipeline only materializes and checks freshness; ``sample_entities``
+returns the entity rows (join keys; an optional boolean ``pending`` column marks rows whose offline
+data arrived after ``end``) on which online values are compared with the offline store's.
+
+Without ``--repo`` the project is the bundled example's (``examples/fraud/feature_repo``; see
+:attr:`features.settings.Settings.project_repo`), with ``${TIDEMARK_HOME}`` read as the
+settings' home.
 
 ``${VAR}`` is replaced from the environment (as Feast does in ``feature_store.yaml``) and a relative
 ``table`` is read from the project folder. Selected with ``TIDEMARK_FEAST_REPO=PATH`` or
@@ -46,11 +66,28 @@ from serving.model_contract import TASKS, LabelSource
 if TYPE_CHECKING:
     from tidemark.settings import Settings
 
-__all__ = ["PROJECT_FILE", "Project", "ProjectModel", "declared_model", "load_project", "model_names"]
+__all__ = ["PROJECT_FILE", "Project", "ProjectModel", "declared_model", "import_entry_point", "load_project",
+           "model_names", "project_model", "settings_project"]
 
 PROJECT_FILE = "tidemark.yaml"
 _MODEL_KEYS = ("name", "features", "task", "label_source", "request_columns", "entity_columns", "routing_key",
-               "train", "window_days", "label_maturity_days", "validation_share", "drift", "canary")
+               "train", "train_job", "window_days", "label_maturity_days", "validation_share", "drift", "canary")
+_PROJECT_KEYS = ("models", "feature_jobs", "datagen", "demo")
+_FEATURE_JOBS = ("build", "sample_entities")
+
+
+def import_entry_point(spec: str, what: str) -> Callable[..., Any]:
+    """The function that ``spec`` (``package.module:function``) names; ``what`` says whose it is
+    in the error."""
+    module_name, _, function = spec.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as exc:
+        raise ProjectError(f"{what}: entry point {spec!r} can't be imported ({exc}); "
+                           "it must be 'package.module:function' on the Python path") from None
+    if not callable(found):
+        raise ProjectError(f"{what}: {spec!r} is not a function")
+    return found  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -61,7 +98,8 @@ class ProjectModel:
     features: str | tuple[str, ...]
     task: str
     label_source: LabelSource
-    train: str
+    train: str = ""                    # (training frame) -> fitted model; "" when train_job is given
+    train_job: str | None = None       # (settings, model, request) -> trained: the model's own job
     request_columns: tuple[str, ...] = ()
     entity_columns: tuple[str, ...] = ()
     routing_key: str | None = None
@@ -73,15 +111,13 @@ class ProjectModel:
 
     def entry_point(self) -> Callable[..., Any]:
         """The ``train`` function, imported (``module:function``)."""
-        module_name, _, function = self.train.partition(":")
-        try:
-            found = getattr(importlib.import_module(module_name), function)
-        except (ImportError, AttributeError) as exc:
-            raise ProjectError(f"model {self.name!r}: train entry point {self.train!r} can't be imported ({exc}); "
-                               "it must be 'package.module:function' on the Python path") from None
-        if not callable(found):
-            raise ProjectError(f"model {self.name!r}: {self.train!r} is not a function")
-        return found  # type: ignore[no-any-return]
+        if not self.train:
+            raise ProjectError(f"model {self.name!r} declares no train entry point (it has train_job {self.train_job!r})")
+        return import_entry_point(self.train, f"model {self.name!r}: train")
+
+    def job(self) -> Callable[..., Any] | None:
+        """The ``train_job`` function, imported; None when the model has none."""
+        return import_entry_point(self.train_job, f"model {self.name!r}: train_job") if self.train_job else None
 
 
 @dataclass(frozen=True)
@@ -90,6 +126,15 @@ class Project:
 
     repo: Path
     models: tuple[ProjectModel, ...]
+    feature_jobs: Mapping[str, str] = field(default_factory=dict)  # build, sample_entities: module:function
+    datagen: str | None = None                                      # what `tidemark datagen` runs
+    demo: str | None = None                                         # what `tidemark demo` runs
+
+    def hook(self, name: str) -> Callable[..., Any] | None:
+        """A project-level entry point, imported: ``datagen``, ``demo`` or a ``feature_jobs`` key;
+        None when not declared."""
+        spec = getattr(self, name) if name in ("datagen", "demo") else self.feature_jobs.get(name)
+        return import_entry_point(spec, f"{self.repo / PROJECT_FILE}: {name}") if spec else None
 
     def model(self, name: str | None) -> ProjectModel:
         """The model called ``name``; without a name, the only one (or an error listing them)."""
@@ -107,19 +152,35 @@ class Project:
         raise ProjectError(f"no model {name!r} in {self.repo / PROJECT_FILE}; {hint}declared: {', '.join(names)}")
 
 
+def settings_project(settings: Settings) -> Project:
+    """The project ``settings`` select (:attr:`~features.settings.Settings.project_repo`: ``--repo``,
+    else the bundled example), with ``${TIDEMARK_HOME}`` the settings' home."""
+    return load_project(settings.project_repo, env={**os.environ, "TIDEMARK_HOME": str(settings.home)})
+
+
+def project_model(settings: Settings, name: str | None) -> ProjectModel:
+    """The model ``name`` of the project ``settings`` select. The bundled example's only model
+    also answers to another registered name (``TIDEMARK_MODEL_NAME``), as it always has."""
+    project = settings_project(settings)
+    if settings.feast_repo is None and name and len(project.models) == 1 and project.models[0].name != name:
+        return dataclasses.replace(project.models[0], name=name)
+    return project.model(name)
+
+
 def model_names(settings: Settings) -> list[str]:
     """The models a deployment runs: its project's, in file order; the bundled example's one."""
     if settings.feast_repo is None:
         return [settings.model_name]
-    return [m.name for m in load_project(settings.feast_repo).models]
+    return [m.name for m in settings_project(settings).models]
 
 
 def declared_model(settings: Settings) -> ProjectModel | None:
-    """``settings.model_name`` as its project file declares it (None for the bundled example, or a
-    model the file does not declare)."""
+    """``settings.model_name`` as a team's project file declares it, for its drift and canary
+    policies (None for the bundled example, which keeps the defaults, or a model the file does
+    not declare)."""
     if settings.feast_repo is None:
         return None
-    return {m.name: m for m in load_project(settings.feast_repo).models}.get(settings.model_name)
+    return {m.name: m for m in settings_project(settings).models}.get(settings.model_name)
 
 
 def load_project(repo: Path | str, env: Mapping[str, str] | None = None) -> Project:
@@ -133,9 +194,9 @@ def load_project(repo: Path | str, env: Mapping[str, str] | None = None) -> Proj
         raise ProjectError(f"{path} does not exist; add it beside feature_store.yaml to list the repo's models")
     data, lines = _read(path, os.environ if env is None else env)
     where = _Where(path, lines)
-    if not isinstance(data, dict) or set(data) - {"models"}:
-        extra = sorted(set(data) - {"models"}) if isinstance(data, dict) else []
-        raise ProjectError(where.at((extra[0],) if extra else (), f"the file holds one key, models; got {extra or data!r:.60}"))
+    if not isinstance(data, dict):
+        raise ProjectError(where.at((), f"the file is a mapping of {', '.join(_PROJECT_KEYS)}; got {data!r:.60}"))
+    _known(data, _PROJECT_KEYS, (), where)
     raw = data.get("models")
     if not isinstance(raw, list) or not raw:
         raise ProjectError(where.at(("models",), "models must be a non-empty list of models"))
@@ -146,7 +207,12 @@ def load_project(repo: Path | str, env: Mapping[str, str] | None = None) -> Proj
             raise ProjectError(where.at(("models", i, "name"), f"two models are named {m.name!r} (also models[{seen[m.name]}]); "
                                         "each registered model needs its own name"))
         seen[m.name] = i
-    return Project(repo, models)
+    jobs = _mapping(data.get("feature_jobs") or {}, ("feature_jobs",), where)
+    _known(jobs, _FEATURE_JOBS, ("feature_jobs",), where)
+    for key in jobs:
+        _entry_text(jobs, key, ("feature_jobs",), where)
+    command = (lambda key: _entry_text(data, key, (), where) if data.get(key) is not None else None)
+    return Project(repo, models, feature_jobs=jobs, datagen=command("datagen"), demo=command("demo"))
 
 
 class _Where:
@@ -165,15 +231,17 @@ def _model(item: Any, loc: tuple[Any, ...], where: _Where, repo: Path) -> Projec
     if not isinstance(item, dict):
         raise ProjectError(where.at(loc, "each model is a mapping with name, features, task, label_source, train"))
     _known(item, _MODEL_KEYS, loc, where)
-    for key in ("name", "features", "task", "label_source", "train"):
+    for key in ("name", "features", "task", "label_source"):
         if key not in item:
             raise ProjectError(where.at(loc, f"{key} is required"))
+    if "train" not in item and "train_job" not in item:
+        raise ProjectError(where.at(loc, "train is required (or train_job, the model's own training job)"))
     text = (lambda key: _text(item, key, loc, where))
-    task, train = text("task"), text("train")
+    task = text("task")
+    train = _entry_text(item, "train", loc, where) if "train" in item else ""
+    job = _entry_text(item, "train_job", loc, where) if "train_job" in item else None
     if task not in TASKS:
         raise ProjectError(where.at((*loc, "task"), f"{task!r} is not one of {', '.join(TASKS)}"))
-    if ":" not in train:
-        raise ProjectError(where.at((*loc, "train"), f"{train!r} must be 'package.module:function'"))
     features = item["features"]
     if not (isinstance(features, str) and features) and not _strings(features):
         raise ProjectError(where.at((*loc, "features"), "a FeatureService name or a list of 'view:feature' references"))
@@ -185,7 +253,7 @@ def _model(item: Any, loc: tuple[Any, ...], where: _Where, repo: Path) -> Projec
     return ProjectModel(
         name=text("name"), features=features if isinstance(features, str) else tuple(features), task=task,
         label_source=dataclasses.replace(source, table=table, entities=_located(source.entities, repo)),
-        train=train, request_columns=_list(item, "request_columns", loc, where),
+        train=train, train_job=job, request_columns=_list(item, "request_columns", loc, where),
         entity_columns=_list(item, "entity_columns", loc, where), routing_key=item.get("routing_key"),
         window_days=_number(item, "window_days", 30.0, loc, where),
         label_maturity_days=_number(item, "label_maturity_days", 0.0, loc, where, zero=True),
@@ -244,6 +312,14 @@ def _text(item: Mapping[str, Any], key: str, loc: tuple[Any, ...], where: _Where
     value = item[key]
     if not isinstance(value, str) or not value:
         raise ProjectError(where.at((*loc, key), f"must be non-empty text, got {value!r:.40}"))
+    return value
+
+
+def _entry_text(item: Mapping[str, Any], key: str, loc: tuple[Any, ...], where: _Where) -> str:
+    """An entry point: ``package.module:function`` text (imported only when used)."""
+    value = _text(item, key, loc, where)
+    if ":" not in value:
+        raise ProjectError(where.at((*loc, key), f"{value!r} must be 'package.module:function'"))
     return value
 
 

@@ -8,6 +8,9 @@
       ▼
     register_model: contract, lineage, metrics, challenger
 
+A model with a ``train_job`` (its own job: frame, fit, logging and registration) is trained by
+:func:`train_model` through that job instead, given the :class:`TrainRequest`.
+
 A label is used only once known (``known_at`` ≤ cutoff), so a late label never leaks into a frame
 that claims an earlier cutoff; the cutoff defaults to the newest known label.
 """
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -34,9 +38,67 @@ if TYPE_CHECKING:
     from serving.model_contract import LabelSource
     from tidemark.settings import Settings
 
-__all__ = ["labelled_rows", "train_project_model"]
+__all__ = ["TrainRequest", "Trained", "labelled_rows", "train_model", "train_project_model"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What ``tidemark train`` or the retrain DAG asks of a model's training. ``cutoff``: labels
+    known by then (UTC; None: the newest). The rest is for a ``train_job``, which honours what it
+    can; None: the job's own default. Times in UTC; ``window`` None: the job's default window."""
+
+    cutoff: datetime | None = None
+    window: timedelta | None = None
+    label_maturity: timedelta | None = None
+    seed: int | None = None
+    epochs: int | None = None
+    max_rows: int | None = None
+    device: str | None = None
+    progress: bool = True
+    run_name: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The training options that were set (cutoff, progress and run name apart)."""
+        names = ("window", "label_maturity", "seed", "epochs", "max_rows", "device")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+class Trained(Protocol):
+    """What a ``train_job`` returns: the registered challenger, its MLflow run, a summary."""
+
+    @property
+    def version(self) -> ModelVersion: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    def summary(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class _Registered:
+    version: ModelVersion
+    run_id: str
+    line: str
+
+    def summary(self) -> str:
+        return self.line
+
+
+def train_model(settings: Settings, model: ProjectModel, request: TrainRequest) -> Trained:
+    """Train ``model`` and register the challenger: by its ``train_job`` when it declares one,
+    else by :func:`train_project_model` (frame, ``train`` entry point, :func:`register_model`)."""
+    job = model.job()
+    if job is not None:
+        trained: Trained = job(settings, model, request)
+        return trained
+    version = train_project_model(settings, model, cutoff=request.cutoff)
+    line = (f"registered {model.name} v{version.version} as challenger ({model.task}, trained by {model.train}; "
+            + ", ".join(f"{k} {v}" for k, v in sorted(version.tags.items()) if k.startswith(("val_", "train_")))
+            + ")")
+    return _Registered(version, str(version.run_id), line)
 
 
 def train_project_model(settings: Settings, model: ProjectModel, *, cutoff: datetime | None = None,

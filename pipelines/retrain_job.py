@@ -1,7 +1,7 @@
 """The ``retrain`` DAG's work: a challenger from a sliding window, gated, then a canary.
 
     check    no canary running (a new challenger would replace the one under test)
-    train    TrainConfig(label_cutoff = the interval's end, window = ``window``) ──► MLflow run,
+    train    the model's project job (label cutoff = the interval's end, window = ``window``) ──► MLflow run,
              registered as ``challenger``, tagged with what asked for it (the drift summary)
     gate     pipelines.gate.evaluate_gate against the champion (recorded on the version)
     canary   only if the gate passed: pipelines.canary.start (shadow first); the
@@ -96,45 +96,25 @@ def canary_running(settings: Settings) -> str | None:
 
 
 def retrain(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
-    """Train and register a challenger, then gate it against the champion."""
+    """Train and register a challenger of ``settings.model_name`` (its project's ``train_job``, or
+    its ``train`` entry point on labels known at the cutoff), then gate it against the champion."""
     from pipelines import model_registry
     from pipelines.gate import evaluate_gate
-    from pipelines.train_job import train_and_register
-    from pipelines.training import TrainConfig
+    from pipelines.project import project_model
+    from pipelines.project_training import TrainRequest, train_model
 
-    if settings.feast_repo is not None:
-        return _retrain_project_model(settings, request)
-    config = TrainConfig(label_cutoff=request.label_cutoff, window=request.window, max_rows=request.max_rows,
-                         epochs=request.epochs, seed=request.seed)
-    outcome = train_and_register(settings, config, progress=False,
-                                 run_name=f"retrain to {request.label_cutoff:%Y-%m-%d %H:%M}")
-    version = str(outcome.version.version)
-    ml = model_registry.connect(settings)
-    if request.trigger:
-        ml.set_model_version_tag(settings.model_name, version, "retrain.trigger",
-                                 json.dumps(request.trigger, default=str)[:5_000])
-    log.info("%s", outcome.summary())
-    verdict = evaluate_gate(settings, version=version)
-    log.info("gate v%s vs champion v%s: %s (%s)", version, verdict.champion, verdict.passed, verdict.reason)
-    return RetrainOutcome(version, outcome.run_id, verdict.passed, verdict.reason)
-
-
-def _retrain_project_model(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
-    """A project's model: trained through its entry point on labels known at the cutoff, then gated
-    on its task's metric against the champion."""
-    from pipelines import model_registry
-    from pipelines.gate import evaluate_gate
-    from pipelines.project import load_project
-    from pipelines.project_training import train_project_model
-
-    model = load_project(settings.feast_repo or "").model(settings.model_name)
-    version = train_project_model(settings, model, cutoff=request.label_cutoff)
+    model = project_model(settings, settings.model_name)
+    trained = train_model(settings, model, TrainRequest(
+        cutoff=request.label_cutoff, window=request.window, max_rows=request.max_rows, epochs=request.epochs,
+        seed=request.seed, progress=False, run_name=f"retrain to {request.label_cutoff:%Y-%m-%d %H:%M}"))
+    version = str(trained.version.version)
     if request.trigger:
         model_registry.connect(settings).set_model_version_tag(
-            model.name, str(version.version), "retrain.trigger", json.dumps(request.trigger, default=str)[:5_000])
-    verdict = evaluate_gate(settings, version=str(version.version))
-    log.info("gate v%s vs champion v%s: %s (%s)", version.version, verdict.champion, verdict.passed, verdict.reason)
-    return RetrainOutcome(str(version.version), str(version.run_id), verdict.passed, verdict.reason)
+            model.name, version, "retrain.trigger", json.dumps(request.trigger, default=str)[:5_000])
+    log.info("%s", trained.summary())
+    verdict = evaluate_gate(settings, version=version)
+    log.info("gate v%s vs champion v%s: %s (%s)", version, verdict.champion, verdict.passed, verdict.reason)
+    return RetrainOutcome(version, str(trained.run_id), verdict.passed, verdict.reason)
 
 
 def start_canary(settings: Settings, outcome: RetrainOutcome) -> RetrainOutcome:

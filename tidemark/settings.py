@@ -16,6 +16,11 @@ from tidemark.errors import ConfigError
 
 _PREFIX = "TIDEMARK_"
 
+#: The bundled example's project (Feast repo + ``tidemark.yaml``), used when no ``--repo`` /
+#: ``TIDEMARK_FEAST_REPO`` is given. A path beside the installed packages, read as data: the
+#: platform never imports the example's code, it calls the entry points its project file names.
+BUNDLED_PROJECT = Path(__file__).resolve().parents[1] / "examples" / "fraud" / "feature_repo"
+
 
 @dataclass(frozen=True)
 class SparkSettings:
@@ -66,6 +71,11 @@ class Settings:
         if current & ~mode:
             os.chmod(self.home, current & mode)
         return self.home
+
+    @property
+    def project_repo(self) -> Path:
+        """The project in use: :attr:`feast_repo`, else the bundled example's (:data:`BUNDLED_PROJECT`)."""
+        return self.feast_repo or BUNDLED_PROJECT
 
     @property
     def tracking_uri(self) -> str:

@@ -1,9 +1,9 @@
 """``feature_pipeline``, daily: the day's feature partitions, checked, then served online.
 
     build_features ──► materialize ──► check_online
-    (data checks first;  (Redis, up to     (freshness; online = offline
-     nothing written      the interval's    point-in-time values for the
-     when one fails)      end)              interval's entities)
+    (the project's       (Redis, up to     (freshness; online = offline
+     feature_jobs.build;  the interval's    point-in-time values for the
+     checks first)        end)              project's sampled entities)
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ def feature_pipeline() -> None:
         from pipelines.feature_pipeline import build_interval
 
         summary = build_interval(settings(), data_interval_start, data_interval_end)
-        return {"tables": summary.tables, "partitions": summary.partitions, "start": str(summary.start),
-                "end": str(summary.end), "seconds": round(summary.seconds, 1)}
+        return summary.record() if summary is not None else {"built": False}  # no feature_jobs.build
 
     @task(**NETWORK_RETRIES)
     def materialize(built: dict[str, Any], data_interval_end: Any = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from serving.fraud_model import ModelSpec
+from examples.fraud.model import ModelSpec
 from serving.model_contract import LabelSource, ModelContract
 
 

@@ -22,14 +22,14 @@ import pytest
 import redis
 import torch
 
+from examples.fraud.datagen.tables import labels_table
+from examples.fraud.model import FraudModel, ModelSpec, build_module
+from examples.fraud.pyfunc import MODEL_CODE
 from monitoring.rollout import CanaryPolicy
 from pipelines import canary, model_registry
-from pipelines.datagen_tables import labels_table
 from pipelines.errors import GateError
 from serving.canary_evidence import EvidenceRecorder
 from serving.canary_state import CanaryState
-from serving.fraud_model import FraudModel, ModelSpec, build_module
-from serving.fraud_pyfunc import MODEL_CODE
 from serving.prediction_log import PredictionLog
 from serving.prediction_log_schema import model_log_root
 from tests.integration.model_contracts import fraud_contract_tags

@@ -46,10 +46,10 @@ FEATURES_UNTIL = START + timedelta(days=70)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, spark: Any, module_redis: RedisProc) -> Iterator[Settings]:
-    from features.feature_jobs import build_features
-    from pipelines.datagen import DatagenConfig, Scenario, generate
-    from pipelines.train_job import train_and_register
-    from pipelines.training import TrainConfig
+    from examples.fraud.datagen import DatagenConfig, Scenario, generate
+    from examples.fraud.feature_jobs import build_features
+    from examples.fraud.train_job import train_and_register
+    from examples.fraud.training import TrainConfig
 
     home = tmp_path_factory.mktemp("concept-drift-home")
     settings = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4),

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pytest
 import redis
 
+from examples.fraud.replay import drift_hour, post_payments, upcoming_payments
 from pipelines import model_registry
 from pipelines.dag_runs import Ran, run_dag
-from pipelines.replay import drift_hour, post_payments, upcoming_payments
 from tests.integration.notebook_runs import stdout
 from tests.integration.redis_servers import RedisProc
 from tidemark.settings import Settings
@@ -54,8 +54,8 @@ DAILY_TICK = datetime.combine(RUN_DAY, datetime.min.time(), UTC) + timedelta(hou
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisProc, airflow_db: Path) -> Iterator[Settings]:
-    from features.feature_jobs import build_features
-    from pipelines.datagen import DatagenConfig, generate
+    from examples.fraud.datagen import DatagenConfig, generate
+    from examples.fraud.feature_jobs import build_features
 
     home = tmp_path_factory.mktemp("dag-home")
     env = {"TIDEMARK_HOME": str(home), "TIDEMARK_REDIS_URL": module_redis.url, "TIDEMARK_SPARK_MASTER": "local[2]",
@@ -147,8 +147,8 @@ def test_drift_monitor_without_a_champion_is_skipped(world: Settings, dags: dict
 
 @pytest.fixture(scope="module")
 def champion(world: Settings) -> str:
-    from pipelines.train_job import train_and_register
-    from pipelines.training import TrainConfig
+    from examples.fraud.train_job import train_and_register
+    from examples.fraud.training import TrainConfig
 
     # the retrain DAG's architecture (a much smaller one scored so differently that the canary's
     # score-PSI guard rolled the far better challenger back), trained for two epochs where the
@@ -227,7 +227,7 @@ def drift_runs(world: Settings, dags: dict[str, Any], server: Any) -> dict[str, 
     week ago on (the generator's scenarios leave everything before their start as it was), the
     week rebuilt and loaded, its next hours served three times over, and the drift DAG on the
     same hour."""
-    from pipelines.datagen import DatagenConfig, generate
+    from examples.fraud.datagen import DatagenConfig, generate
 
     now = datetime.now(UTC)
     payments = upcoming_payments(world.raw_dir, now, at_least=600).head(1_000)
@@ -414,7 +414,7 @@ def notebook(world: Settings, drift_runs: dict[str, Any], canary_looks: list[dic
     import nbformat
     from feast import FeatureView
 
-    from features.feature_views import feature_definitions
+    from examples.fraud.feature_views import feature_definitions
     from tests.integration.notebook_runs import NOTEBOOK, execute, kernel_env
 
     nb = nbformat.read(NOTEBOOK, as_version=4)

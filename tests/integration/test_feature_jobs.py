@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from examples.fraud.feature_jobs import build_features, raw_date_range
+from examples.fraud.merchant_features import merchant_stats
 from features.data_checks import Bound, TableCheck, check_frame
 from features.errors import DataCheckError
-from features.feature_jobs import build_features, raw_date_range
-from features.merchant_features import merchant_stats
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from examples.fraud.model import FraudModel, ModelSpec, build_module
+from examples.fraud.pyfunc import MODEL_CODE, unwrap
 from pipelines import model_registry
 from pipelines.errors import GateError, ModelVersionError, NoChampionError, RegistryError
-from serving.fraud_model import FraudModel, ModelSpec, build_module
-from serving.fraud_pyfunc import MODEL_CODE, unwrap
 from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration

@@ -18,6 +18,8 @@ import pytest
 import torch
 from starlette.testclient import TestClient
 
+from examples.fraud.model import FraudModel, ModelSpec, build_module
+from examples.fraud.pyfunc import MODEL_CODE
 from features.sdk import FeatureClient
 from pipelines import model_registry
 from pipelines.canary import CanaryAdmin
@@ -25,8 +27,6 @@ from serving import scorer as scorer_module
 from serving.app import create_app
 from serving.canary_evidence import read_step
 from serving.canary_state import CanaryState, CanaryStateStore
-from serving.fraud_model import FraudModel, ModelSpec, build_module
-from serving.fraud_pyfunc import MODEL_CODE
 from serving.routing import to_challenger
 from serving.server import Server, build_server
 from tests.integration.model_contracts import fraud_contract_tags

@@ -13,11 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
+from examples.fraud import training
+from examples.fraud.feature_views import DEFAULT_FEATURES
+from examples.fraud.pyfunc import unwrap
+from examples.fraud.train_job import TrainOutcome, train_and_register
+from examples.fraud.training import TrainConfig, fit, prepare
 from features.embedded_redis import EmbeddedRedis
 from features.errors import UnknownFeatureError
-from features.feature_views import DEFAULT_FEATURES
 from features.sdk import FeatureClient
-from pipelines import model_registry, training
+from pipelines import model_registry
 from pipelines.errors import (
     GateError,
     ImmatureLabelsError,
@@ -27,9 +31,7 @@ from pipelines.errors import (
     SingleClassError,
 )
 from pipelines.gate import GateConfig, evaluate_gate
-from pipelines.train_job import PROFILE_ARTIFACT, TrainOutcome, lineage_of, load_profile, train_and_register
-from pipelines.training import TrainConfig, fit, prepare
-from serving.fraud_pyfunc import unwrap
+from pipelines.model_registration import PROFILE_ARTIFACT, lineage_of, load_profile
 from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
@@ -40,8 +42,8 @@ CONFIG = TrainConfig(epochs=3, patience=2, hidden=(32, 16), batch_size=1024, see
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, spark) -> Iterator[Settings]:
     """70k generated payments over 100 days, feature tables built on Spark, definitions applied."""
-    from features.feature_jobs import build_features
-    from pipelines.datagen import DatagenConfig, generate
+    from examples.fraud.datagen import DatagenConfig, generate
+    from examples.fraud.feature_jobs import build_features
 
     home = tmp_path_factory.mktemp("train-home")
     s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4))
@@ -83,7 +85,7 @@ def test_frame_respects_the_cutoff_and_label_maturity(settings: Settings, outcom
     assert w.train_end - w.fit_end == CONFIG.validation_gap
     assert data.label_coverage == {"training": 1.0, "validation": 1.0}  # 30 days: every label is final
     # no prediction time before the features' warm-up: 30-day aggregates need 30 days of history
-    from pipelines.training_data import first_event_time
+    from examples.fraud.training_data import first_event_time
 
     assert w.start == first_event_time(settings.raw_dir) + CONFIG.feature_warmup
     assert when.min() >= w.start
@@ -296,3 +298,18 @@ def test_gate_promote_and_rollback(settings: Settings, client: FeatureClient, ou
     with pytest.raises(GateError, match="revoked"):
         model_registry.promote(ml, name, v2)
     assert Path(settings.mlflow_artifacts_dir).is_dir()
+
+
+def test_the_bundled_project_trains_through_its_train_job(settings: Settings, outcome: TrainOutcome):
+    """`tidemark train` without --repo: the example's tidemark.yaml names its train_job, which the
+    platform imports by name and calls with the request's options."""
+    from pipelines.project import project_model
+    from pipelines.project_training import TrainRequest, train_model
+
+    model = project_model(settings, None)
+    assert model.name == settings.model_name == "fraud-detector"
+    trained = train_model(settings, model, TrainRequest(epochs=1, max_rows=20_000, seed=3, progress=False,
+                                                        run_name="through the train_job"))
+    assert isinstance(trained, TrainOutcome) and len(trained.result.history) == 1  # epochs=1 reached the job
+    assert trained.version.name == "fraud-detector" and int(trained.version.version) > int(outcome.version.version)
+    assert trained.summary().startswith(f"registered fraud-detector v{trained.version.version} as challenger")

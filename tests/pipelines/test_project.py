@@ -97,3 +97,51 @@ def test_what_else_is_refused(tmp_path: Path) -> None:
     moved = load_project(_repo(tmp_path, GOOD.replace("training:fit_completion", "nowhere:fit")), env={"DATA": "/d"})
     with pytest.raises(ProjectError, match="'examples.driver.nowhere:fit' can't be imported"):
         moved.models[0].entry_point()
+
+
+HOOKS = """\
+feature_jobs:
+  build: my_team.jobs:build
+  sample_entities: my_team.jobs:sample
+demo: my_team.demo:main
+"""
+
+
+def test_a_model_may_bring_its_own_training_job(tmp_path: Path) -> None:
+    text = GOOD.replace("    train: examples.driver.training:fit_duration", "    train_job: my_team.jobs:train")
+    second = load_project(_repo(tmp_path, text), env={"DATA": "/d"}).models[1]
+    assert second.train == "" and second.train_job == "my_team.jobs:train"
+    with pytest.raises(ProjectError, match=r"models\[1\]: train is required \(or train_job"):
+        load_project(_repo(tmp_path, GOOD.replace("    train: examples.driver.training:fit_duration\n", "")),
+                     env={"DATA": "/d"})
+    with pytest.raises(ProjectError, match=r"line 18: models\[1\]\.train_job: 'train' must be"):
+        load_project(_repo(tmp_path, text.replace("my_team.jobs:train", "train")), env={"DATA": "/d"})
+    with pytest.raises(ProjectError, match="train_job: entry point 'my_team.jobs:train' can't be imported"):
+        load_project(_repo(tmp_path, text), env={"DATA": "/d"}).models[1].job()
+
+
+def test_project_hooks_are_entry_points(tmp_path: Path) -> None:
+    project = load_project(_repo(tmp_path, HOOKS + GOOD), env={"DATA": "/d"})
+    assert project.feature_jobs == {"build": "my_team.jobs:build", "sample_entities": "my_team.jobs:sample"}
+    assert project.demo == "my_team.demo:main"
+    assert load_project(_repo(tmp_path, GOOD), env={"DATA": "/d"}).hook("build") is None
+    with pytest.raises(ProjectError, match=r"line 2: feature_jobs\.biuld: unknown key; did you mean 'build'"):
+        load_project(_repo(tmp_path, HOOKS.replace("build:", "biuld:") + GOOD), env={"DATA": "/d"})
+    with pytest.raises(ProjectError, match=r"line 4: demo: 'main' must be 'package.module:function'"):
+        load_project(_repo(tmp_path, HOOKS.replace("my_team.demo:main", "main") + GOOD), env={"DATA": "/d"})
+    with pytest.raises(ProjectError, match=r"line 1: modles: unknown key; did you mean 'models'"):
+        load_project(_repo(tmp_path, GOOD.replace("models:", "modles:")), env={"DATA": "/d"})
+
+
+def test_the_bundled_example_is_the_default_project(tmp_path: Path) -> None:
+    from pipelines.project import project_model, settings_project
+    from tidemark.settings import BUNDLED_PROJECT, Settings, SparkSettings
+
+    settings = Settings(home=tmp_path / "home", spark=SparkSettings())
+    assert settings.project_repo == BUNDLED_PROJECT and BUNDLED_PROJECT.parts[-3:] == ("examples", "fraud", "feature_repo")
+    project = settings_project(settings)
+    (model,) = project.models
+    assert model.name == "fraud-detector" and model.train_job == "examples.fraud.train_job:train_job"
+    assert model.label_source.table == str(tmp_path / "home" / "raw" / "labels")
+    assert callable(model.job())
+    assert project_model(settings, "fraud-renamed").name == "fraud-renamed"  # TIDEMARK_MODEL_NAME, as before

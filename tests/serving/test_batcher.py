@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
+from examples.fraud.model import FraudModel, ModelSpec, build_module
 from serving.batcher import MicroBatcher
 from serving.errors import OverloadedError
-from serving.fraud_model import FraudModel, ModelSpec, build_module
 
 
 def _model(device: str = "cpu") -> FraudModel:

@@ -1,4 +1,4 @@
-"""MLflow's ``pyfunc`` view of :class:`serving.fraud_model.FraudModel`.
+"""MLflow's ``pyfunc`` view of :class:`examples.fraud.model.FraudModel`.
 
 The logged model holds ``spec.json`` and ``weights.pt`` as artifacts and, as its code,
 :data:`MODEL_CODE` (MLflow's "models from code": nothing is pickled). ``mlflow.pyfunc.load_model``
@@ -14,11 +14,11 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-from serving.fraud_model import FraudModel
+from examples.fraud.model import FraudModel
 
 __all__ = ["MODEL_CODE", "FraudPyfunc", "unwrap"]
 
-MODEL_CODE = Path(__file__).with_name("fraud_pyfunc_model.py")
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 """What to pass as ``python_model`` to ``mlflow.pyfunc.log_model`` (models from code, no pickle)."""
 
 

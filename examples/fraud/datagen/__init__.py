@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import datagen_catalog as cat
-from pipelines.datagen_tables import RawTables, build_tables
+from examples.fraud.datagen import catalog as cat
+from examples.fraud.datagen.tables import RawTables, build_tables
 from tidemark.errors import TidemarkError
 
 __all__ = ["DatagenConfig", "DatagenError", "DatagenSummary", "Scenario", "data_window", "generate"]

@@ -1,8 +1,8 @@
 """Static tables behind the synthetic card-fraud data: who the customers are, where merchants
 sit, what each merchant category sells and when people shop.
 
-Everything here is a constant; the sampling lives in :mod:`pipelines.datagen_entities`,
-:mod:`pipelines.datagen_events` and :mod:`pipelines.datagen_fraud`. Money is in euros (EUR),
+Everything here is a constant; the sampling lives in :mod:`examples.fraud.datagen.entities`,
+:mod:`examples.fraud.datagen.events` and :mod:`examples.fraud.datagen.fraud`. Money is in euros (EUR),
 times are microseconds since the Unix epoch (UTC) unless a name says otherwise.
 """
 

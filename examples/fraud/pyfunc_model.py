@@ -3,6 +3,6 @@ this file instead of unpickling an object, so a model artifact carries no pickle
 
 import mlflow.models
 
-from serving.fraud_pyfunc import FraudPyfunc
+from examples.fraud.pyfunc import FraudPyfunc
 
 mlflow.models.set_model(FraudPyfunc())

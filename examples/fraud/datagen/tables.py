@@ -1,4 +1,4 @@
-"""From a :class:`~pipelines.datagen.DatagenConfig` to the four raw Arrow tables.
+"""From a :class:`~examples.fraud.datagen.DatagenConfig` to the four raw Arrow tables.
 
 Every concern draws from its own random stream, spawned from the seed in a fixed order, so that
 the scenario streams (used only for what happens from the drift start on) never shift the draws
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from pipelines import datagen_catalog as cat
-from pipelines.datagen_entities import (
+from examples.fraud.datagen import catalog as cat
+from examples.fraud.datagen.entities import (
     Customers,
     GroupedSampler,
     MerchantPicker,
@@ -28,7 +28,7 @@ from pipelines.datagen_entities import (
     make_merchants,
     profile_rows,
 )
-from pipelines.datagen_events import (
+from examples.fraud.datagen.events import (
     Transactions,
     Window,
     apply_amount_shift,
@@ -36,7 +36,7 @@ from pipelines.datagen_events import (
     arrival_delays_us,
     base_transactions,
 )
-from pipelines.datagen_fraud import (
+from examples.fraud.datagen.fraud import (
     BURST_ROW_SHARE,
     CARD_TESTING_BURST,
     Bursts,
@@ -48,7 +48,7 @@ from pipelines.datagen_fraud import (
 )
 
 if TYPE_CHECKING:
-    from pipelines.datagen import DatagenConfig
+    from examples.fraud.datagen import DatagenConfig
 
 # Appending a name keeps every earlier stream as it was; never reorder.
 STREAMS = (

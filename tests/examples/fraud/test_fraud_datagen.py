@@ -1,4 +1,4 @@
-"""Tests of the synthetic card-fraud generator (pipelines.datagen): schema, invariants,
+"""Tests of the synthetic card-fraud generator (examples.fraud.datagen): schema, invariants,
 realism, determinism, scenario drift and safe replacement of the output folder."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from pipelines.datagen import DatagenConfig, DatagenError, DatagenSummary, Scenario, data_window, generate
-from pipelines.datagen_tables import build_tables
+from examples.fraud.datagen import DatagenConfig, DatagenError, DatagenSummary, Scenario, data_window, generate
+from examples.fraud.datagen.tables import build_tables
 
 TS = pa.timestamp("us", tz="UTC")
 SCHEMAS = {

@@ -1,7 +1,7 @@
 """The feature build: raw events (``raw/``) to the offline feature tables (``offline/``).
 
 :func:`build_features` computes ``customer_txn_agg``, ``customer_profile`` and ``merchant_stats``
-(see :mod:`features.customer_features` and :mod:`features.merchant_features`, and
+(see :mod:`examples.fraud.customer_features` and :mod:`examples.fraud.merchant_features`, and
 ``docs/data_model.md``) for the feature rows whose ``event_timestamp`` falls on a UTC date in
 ``[start, end]``, and replaces exactly those date partitions of each table, atomically (see
 :mod:`features.partitioned_write`).
@@ -20,22 +20,25 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from features.customer_features import CUSTOMER_LOOKBACK_DAYS, customer_profile, customer_txn_agg
+from examples.fraud.customer_features import CUSTOMER_LOOKBACK_DAYS, customer_profile, customer_txn_agg
+from examples.fraud.merchant_features import MERCHANT_LOOKBACK_DAYS, merchant_stats
 from features.errors import ConfigError, DataNotFoundError
-from features.merchant_features import MERCHANT_LOOKBACK_DAYS, merchant_stats
 from features.partitioned_write import PARTITION_COLUMN, write_partitions
 from features.spark_conf import scoped_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from tidemark.settings import Settings
+
 __all__ = [
     "RAW_SCHEMAS",
     "TABLE_SORT",
     "BuildSummary",
     "build_features",
+    "build_job",
     "customer_profile",
     "customer_txn_agg",
     "feature_frames",
@@ -90,6 +93,20 @@ class BuildSummary:
         lines += [f"{n:<{width}}  {self.tables[n]:>12,}  {self.partitions.get(n, 0):>10}" for n in self.tables]
         return "\n".join(lines)
 
+    def record(self) -> dict[str, Any]:
+        """The run as plain JSON values (what the ``feature_pipeline`` DAG's task returns)."""
+        return {"tables": self.tables, "partitions": self.partitions, "start": str(self.start),
+                "end": str(self.end), "seconds": round(self.seconds, 1)}
+
+
+def build_job(settings: Settings, first: date | None, last: date | None, *, checks: bool = True) -> BuildSummary:
+    """The example's ``feature_jobs.build`` (``feature_repo/tidemark.yaml``): :func:`build_features`
+    on tidemark's Spark session, from ``settings.raw_dir`` to ``settings.offline_dir``."""
+    from features.spark import spark_session
+
+    return build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir,
+                          start=first, end=last, checks=checks)
+
 
 def build_features(
     spark: SparkSession,
@@ -111,7 +128,7 @@ def build_features(
     a raw table is missing and :class:`ConfigError` when ``start > end``.
 
     ``checks``: first check the raw payments of the range and every table's new rows
-    (:mod:`features.data_checks`: schema, nulls, ranges) and raise :class:`DataCheckError`,
+    (:mod:`examples.fraud.data_checks`: schema, nulls, ranges) and raise :class:`DataCheckError`,
     listing every failure, before any table is written. The checked rows are kept (memory, then
     disk) so that they are computed once.
     """
@@ -141,7 +158,8 @@ def _checked(spark: SparkSession, raw_dir: Path, frames: dict[str, DataFrame],
     """``frames`` persisted, once the range's raw payments and every frame passed their checks."""
     from pyspark import StorageLevel
 
-    from features.data_checks import RAW_TRANSACTIONS, TABLE_CHECKS, check_frame, raise_failures
+    from examples.fraud.data_checks import RAW_TRANSACTIONS, TABLE_CHECKS
+    from features.data_checks import check_frame, raise_failures
 
     first, last = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
     results = [check_frame(read_raw(spark, raw_dir, "transactions", first, last), RAW_TRANSACTIONS,

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.feature_views import DEFAULT_FEATURES
+from examples.fraud.feature_views import DEFAULT_FEATURES
+from examples.fraud.model import FraudModel, ModelSpec, build_module
 from pipelines.errors import EmptyFrameError, ImmatureLabelsError, NoLabelsError, SingleClassError, TrainingError
 from pipelines.model_metrics import score_metrics
 from pipelines.training_data import frame_sha256, utc_timestamp
-from serving.fraud_model import FraudModel, ModelSpec, build_module
 
 if TYPE_CHECKING:
     import torch
@@ -178,7 +178,7 @@ class TrainResult:
 def prepare(client: FeatureClient, config: TrainConfig) -> TrainingData:
     """Label set, point-in-time frame and time split for ``config``; raises a :class:`TrainingError`
     (or the feature store's ``UnknownFeatureError``) before anything is trained."""
-    from pipelines.training_data import first_event_time, labelled_transactions, last_event_time
+    from examples.fraud.training_data import first_event_time, labelled_transactions, last_event_time
 
     raw = client.settings.raw_dir
     lineage = client.lineage(config.features)  # raises UnknownFeatureError before any data is read
@@ -238,7 +238,7 @@ def _check_labels(entities: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
 def _label_coverage(raw: Any, entities: pd.DataFrame, window: DataWindow, config: TrainConfig) -> dict[str, float]:
     """Labelled share of the payments in the training rows and in the validation rows; raises
     :class:`ImmatureLabelsError` below ``min_label_coverage`` (labels would be biased to fraud)."""
-    from pipelines.training_data import count_transactions
+    from examples.fraud.training_data import count_transactions
 
     when = entities["event_timestamp"]
     parts = {"training": (window.start, window.fit_end - pd.Timedelta(microseconds=1), when < window.fit_end),

@@ -1,4 +1,4 @@
-"""Unit tests for the fraud model (serving/fraud_model.py) and its pyfunc wrapper: pure, CPU only."""
+"""Unit tests for the fraud model (examples/fraud/model.py) and its pyfunc wrapper: pure, CPU only."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from examples.fraud.model import CategoricalInput, FraudModel, ModelSpec, NumericInput, build_module
+from examples.fraud.pyfunc import FraudPyfunc, unwrap
 from serving.errors import ModelFormatError, ModelInputError
-from serving.fraud_model import CategoricalInput, FraudModel, ModelSpec, NumericInput, build_module
-from serving.fraud_pyfunc import FraudPyfunc, unwrap
 
 NUMERIC = ["amount", "hour"]
 CATEGORICAL = ["channel", "country"]

@@ -10,8 +10,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from pipelines import datagen_catalog as cat
-from pipelines.datagen_entities import Customers, GroupedSampler, MerchantPicker
+from examples.fraud.datagen import catalog as cat
+from examples.fraud.datagen.entities import Customers, GroupedSampler, MerchantPicker
 
 LATE_SHARE = 0.03  # records that reach the platform minutes to hours after the card was used
 MAX_LATE_US = 48 * cat.HOUR_US

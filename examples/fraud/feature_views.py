@@ -1,7 +1,7 @@
 """tidemark's Feast definitions: entities, Spark sources and feature views.
 
 Built by a function so the offline location is an argument, not read from the environment at
-import; ``features/repo/definitions.py`` calls it for the ``feast`` CLI.
+import; ``examples/fraud/feature_repo/definitions.py`` calls it for the ``feast`` CLI.
 """
 
 from __future__ import annotations

@@ -87,8 +87,8 @@ class _Story:
 
 def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, Any]:
     """Run the loop end to end on ``settings.home``; returns the story it printed."""
+    from examples.fraud.replay import drift_hour
     from pipelines.dag_runs import load_dags, use_airflow_home
-    from pipelines.replay import drift_hour
 
     config = config or DemoConfig()
     # the libraries' deprecation and experimental-API warnings are not part of the story
@@ -200,7 +200,7 @@ def _reset_home(settings: Settings) -> None:
 
 def _generate(settings: Settings, config: DemoConfig, first_day: date, scenario: str,
               drift_start: date | None = None) -> Any:
-    from pipelines.datagen import DatagenConfig, Scenario, generate
+    from examples.fraud.datagen import DatagenConfig, Scenario, generate
 
     return generate(settings.raw_dir, DatagenConfig(rows=config.rows, seed=config.seed, start=first_day,
                                                     days=config.days, scenario=Scenario(scenario),
@@ -209,10 +209,11 @@ def _generate(settings: Settings, config: DemoConfig, first_day: date, scenario:
 
 def _history(settings: Settings, first_day: date, end: date) -> None:
     """The partitions that earlier daily runs would have built."""
-    from features.feature_jobs import build_features
-    from features.spark import spark_session
+    from pipelines.project import settings_project
 
-    build_features(spark_session(settings.spark), settings.raw_dir, settings.offline_dir, start=first_day, end=end)
+    build = settings_project(settings).hook("build")
+    assert build is not None  # the bundled example declares its feature jobs
+    build(settings, first_day, end, checks=False)
 
 
 def _load_today(settings: Settings, now: datetime) -> None:
@@ -237,11 +238,12 @@ def _rebuild_and_reload(settings: Settings, shift: date) -> None:
 
 def _first_champion(settings: Settings, config: DemoConfig, now: datetime) -> str:
     from pipelines import model_registry
-    from pipelines.train_job import train_and_register
-    from pipelines.training import TrainConfig
+    from pipelines.project import project_model
+    from pipelines.project_training import TrainRequest, train_model
 
-    outcome = train_and_register(settings, TrainConfig(label_cutoff=now, seed=config.seed, epochs=config.epochs,
-                                                       max_rows=config.max_rows), progress=False)
+    outcome = train_model(settings, project_model(settings, settings.model_name),
+                          TrainRequest(cutoff=now, seed=config.seed, epochs=config.epochs, max_rows=config.max_rows,
+                                       progress=False))
     print("  " + outcome.summary().replace("\n", "\n  "))
     version = str(outcome.version.version)
     model_registry.promote(model_registry.connect(settings), settings.model_name, version, first=True)
@@ -281,14 +283,14 @@ def _serving(settings: Settings) -> Iterator[tuple[Server, Any]]:
 
 
 def _traffic(settings: Settings, now: datetime, rows: int) -> pd.DataFrame:
-    from pipelines.replay import upcoming_payments
+    from examples.fraud.replay import upcoming_payments
 
     return upcoming_payments(settings.raw_dir, now, at_least=min(rows, 500)).head(rows)
 
 
 def _post(server: Server, http: Any, payments: pd.DataFrame, batch: int = 50) -> None:
     """Payments through the server; its prediction log and canary counts written out after."""
-    from pipelines.replay import post_payments
+    from examples.fraud.replay import post_payments
 
     started = time.perf_counter()
     n = post_payments(http, payments, batch=batch)

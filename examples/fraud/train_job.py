@@ -18,6 +18,7 @@ with nothing registered; registration itself is all or nothing (:func:`model_reg
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -28,19 +29,20 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from examples.fraud.training import LABEL, SCORE, TrainConfig, TrainingData, TrainResult, fit, prepare
 from pipelines import model_registry
 from pipelines.model_registration import CONTRACT_ARTIFACT, PROFILE_ARTIFACT
-from pipelines.training import LABEL, SCORE, TrainConfig, TrainingData, TrainResult, fit, prepare
 from serving.model_contract import LabelSource, ModelContract
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
     from features.sdk import FeatureClient
+    from pipelines.project import ProjectModel
+    from pipelines.project_training import TrainRequest
     from tidemark.settings import Settings
 
-__all__ = ["PROFILE_ARTIFACT", "TrainOutcome", "fraud_contract", "train_and_register"]
+__all__ = ["PROFILE_ARTIFACT", "TrainOutcome", "fraud_contract", "train_and_register", "train_job"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,15 @@ def train_and_register(settings: Settings, config: TrainConfig | None = None, *,
     return TrainOutcome(version, run_id, data, result)
 
 
+def train_job(settings: Settings, model: ProjectModel, request: TrainRequest) -> TrainOutcome:
+    """The fraud model's ``train_job`` (``examples/fraud/feature_repo/tidemark.yaml``): what
+    ``tidemark train`` and the retrain DAG run for it. The request's options replace
+    :class:`TrainConfig`'s defaults; the model is registered under ``model.name``."""
+    config = dataclasses.replace(TrainConfig(label_cutoff=request.cutoff), **request.given())
+    return train_and_register(settings, config, model_name=model.name, progress=request.progress,
+                              run_name=request.run_name)
+
+
 def fraud_contract(fc: FeatureClient, features: Sequence[str], inputs: Sequence[str],
                    categorical: Sequence[str]) -> ModelContract:
     """The fraud model's contract: its features and their join keys from Feast, its ``inputs``
@@ -164,7 +175,7 @@ def _log_profile(result: TrainResult) -> None:
 def _log_model(result: TrainResult, data: TrainingData) -> Any:
     import mlflow
 
-    from serving.fraud_pyfunc import MODEL_CODE
+    from examples.fraud.pyfunc import MODEL_CODE
 
     example = _example(data.frame[data.feature_columns].tail(5), data.categorical)
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +214,7 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     # Public versions only: "+cpu" would pin a GPU serving node to the CPU build. The model's code
-    # (serving.fraud_pyfunc) comes with tidemark, which the serving image installs.
+    # (examples.fraud.pyfunc) comes with tidemark, which the serving image installs.
     return [f"{pkg}=={version(pkg).split('+', 1)[0]}" for pkg in ("mlflow", "torch", "numpy", "pandas", "tidemark")]
 
 
@@ -222,18 +233,3 @@ def _description(data: TrainingData, result: TrainResult) -> str:
             f"Validation PR-AUC {m['pr_auc']:.4f}, ROC-AUC {m['roc_auc']:.4f}. "
             f"Inputs: {', '.join(data.feature_columns)}. Output column: fraud_probability; "
             f"the drift reference profile (inputs and {SCORE!r}) is the run artifact {PROFILE_ARTIFACT}.")
-
-
-def load_profile(client: MlflowClient, run_id: str) -> Any:
-    """The reference profile logged with a training run (``monitoring.drift.ReferenceProfile``)."""
-    from monitoring.profile import ReferenceProfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, PROFILE_ARTIFACT, tmp)
-        return ReferenceProfile.from_bytes(Path(path).read_bytes())
-
-
-def lineage_of(client: MlflowClient, run_id: str) -> dict[str, Any]:
-    """The ``lineage.json`` artifact of a training run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return dict(json.loads(Path(client.download_artifacts(run_id, "lineage.json", tmp)).read_text()))

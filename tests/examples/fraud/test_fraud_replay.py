@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines.replay import ReplayError, drift_hour, post_payments
+from examples.fraud.replay import ReplayError, drift_hour, post_payments
 
 
 @dataclass

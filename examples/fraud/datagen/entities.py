@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines import datagen_catalog as cat
+from examples.fraud.datagen import catalog as cat
 
 NO_UPDATE_US = np.iinfo(np.int64).max
 PROFILE_UPDATE_SHARE = 0.10  # customers with one later income update inside the window

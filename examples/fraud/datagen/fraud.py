@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines import datagen_catalog as cat
-from pipelines.datagen_entities import Customers, MerchantPicker
-from pipelines.datagen_events import Transactions, Window, sample_event_times, ticket_eur
+from examples.fraud.datagen import catalog as cat
+from examples.fraud.datagen.entities import Customers, MerchantPicker
+from examples.fraud.datagen.events import Transactions, Window, sample_event_times, ticket_eur
 
 BURST_ROW_SHARE = 0.004  # share of all transactions that belong to compromised-card bursts
 BURST_MIN_SIZE, BURST_MAX_SIZE = 3, 8

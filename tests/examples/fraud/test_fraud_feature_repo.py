@@ -1,0 +1,33 @@
+"""The fraud example's project folder: what the platform reads from it, without importing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tidemark.settings import BUNDLED_PROJECT, Settings, SparkSettings
+
+
+def test_the_repo_holds_its_files_beside_the_package() -> None:
+    import examples.fraud
+
+    assert BUNDLED_PROJECT == Path(examples.fraud.__file__).resolve().parent / "feature_repo"
+    assert {p.name for p in BUNDLED_PROJECT.iterdir()} >= {"feature_store.yaml", "definitions.py", "tidemark.yaml"}
+
+
+def test_its_definitions_follow_the_clients_home(tmp_path: Path) -> None:
+    from features.sdk import repo_objects
+
+    settings = Settings(home=tmp_path / "home", spark=SparkSettings())
+    found = repo_objects(BUNDLED_PROJECT, settings)
+    names = [o.name for o in found]
+    assert len(names) == len(set(names)) and {"customer", "merchant", "customer_profile", "merchant_stats"} <= set(names)
+    paths = [o.batch_source.path for o in found if getattr(o, "batch_source", None) is not None]
+    assert paths and all(p.startswith(str(settings.offline_dir)) for p in paths)
+
+
+def test_its_project_file_names_its_entry_points(tmp_path: Path) -> None:
+    from pipelines.project import settings_project
+
+    project = settings_project(Settings(home=tmp_path / "home", spark=SparkSettings()))
+    assert callable(project.hook("build")) and callable(project.hook("sample_entities"))
+    assert [m.name for m in project.models] == ["fraud-detector"]
