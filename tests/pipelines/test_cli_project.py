@@ -8,22 +8,11 @@ import pytest
 
 from pipelines.cli import main
 
-PROJECT = """\
-models:
-  - name: m
-    features: [v:f]
-    task: binary
-    label_source: {table: labels, label: y}
-    train: examples.driver.training:fit_completion
-"""
 
-
-def test_a_project_without_the_command_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_project_without_the_command_says_so(minimal_project: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "feature_store.yaml").write_text("project: p\n")
-    (tmp_path / "tidemark.yaml").write_text(PROJECT)
-    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path / "home"))
-    assert main(["--repo", str(tmp_path), "demo", "--rows", "5"]) == 2
+    monkeypatch.setenv("TIDEMARK_HOME", str(minimal_project / "home"))
+    assert main(["--repo", str(minimal_project), "demo", "--rows", "5"]) == 2
     assert "declares no demo entry point" in capsys.readouterr().err
 
 
