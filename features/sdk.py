@@ -70,7 +70,7 @@ class FeatureClient:
 
     def apply(self) -> None:
         """Register the repo's definitions in its Feast registry: a team's repo's Python files (else
-        the bundled example's, ``features.settings.BUNDLED_PROJECT``), as ``feast apply`` reads them
+        the bundled example's, ``tidemark.settings.BUNDLED_PROJECT``), as ``feast apply`` reads them
         (objects it no longer defines are kept: ``feast apply`` deletes them)."""
         self.store.apply(repo_objects(Path(self._repo_path or BUNDLED_PROJECT), self.settings))
         self._reader = None

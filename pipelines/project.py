@@ -38,7 +38,7 @@ returns the entity rows (join keys; an optional boolean ``pending`` column marks
 data arrived after ``end``) on which online values are compared with the offline store's.
 
 Without ``--repo`` the project is the bundled example's (``examples/fraud/feature_repo``; see
-:attr:`features.settings.Settings.project_repo`), with ``${TIDEMARK_HOME}`` read as the
+:attr:`tidemark.settings.Settings.project_repo`), with ``${TIDEMARK_HOME}`` read as the
 settings' home.
 
 ``${VAR}`` is replaced from the environment (as Feast does in ``feature_store.yaml``) and a relative
@@ -153,7 +153,7 @@ class Project:
 
 
 def settings_project(settings: Settings) -> Project:
-    """The project ``settings`` select (:attr:`~features.settings.Settings.project_repo`: ``--repo``,
+    """The project ``settings`` select (:attr:`~tidemark.settings.Settings.project_repo`: ``--repo``,
     else the bundled example), with ``${TIDEMARK_HOME}`` the settings' home."""
     return load_project(settings.project_repo, env={**os.environ, "TIDEMARK_HOME": str(settings.home)})
 
