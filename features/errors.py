@@ -9,6 +9,8 @@
         ├── EntityFrameError            the entity dataframe is unusable
         │   ├── MissingColumnError      a join key or the timestamp column is absent
         │   └── TimestampTypeError      a timestamp column holds something else
+        ├── EventError                  a pushed event is unusable (names the row and column)
+        ├── UnknownPushSourceError      a push names a push source no stream view reads
         ├── UnknownFeatureError         a feature reference is not registered
         ├── UnknownFeatureServiceError  a FeatureService name is not registered
         ├── PartitionCommitError        a partitioned write could not be committed
@@ -28,10 +30,10 @@ from collections.abc import Iterable
 from tidemark import errors as kernel
 from tidemark.errors import TidemarkError
 
-__all__ = ["ConfigError", "CorruptValueError", "DataCheckError", "DataNotFoundError", "EntityFrameError",
+__all__ = ["ConfigError", "CorruptValueError", "DataCheckError", "DataNotFoundError", "EntityFrameError", "EventError",
            "FeatureStoreError", "MissingColumnError", "OnlineStoreError", "OnlineStoreUnavailable",
            "PartitionCommitError", "TidemarkError", "TimestampTypeError", "UnknownFeatureError",
-           "UnknownFeatureServiceError"]
+           "UnknownFeatureServiceError", "UnknownPushSourceError"]
 
 
 class FeatureStoreError(TidemarkError):
@@ -59,6 +61,20 @@ class MissingColumnError(EntityFrameError):
 
 class TimestampTypeError(EntityFrameError):
     """A column that must hold timestamps holds something else."""
+
+
+class EventError(FeatureStoreError):
+    """A pushed event cannot be stored: a join key, the event time or an aggregated value is
+    missing, of the wrong type, NaN, or too far in the future. Nothing of the push was stored;
+    ``row`` and ``column`` say where (row: position in the pushed rows)."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        where = f"row {row}, column {column!r}: " if row is not None and column else (
+            f"column {column!r}: " if column else "")
+        super().__init__(f"{where}{message}. Nothing of this push was stored; fix the rows and push again "
+                         "(a retry is safe: events count once per event id)")
+        self.row = row
+        self.column = column
 
 
 class DataCheckError(FeatureStoreError):
@@ -98,6 +114,18 @@ class UnknownFeatureServiceError(FeatureStoreError):
                          "or pass 'view:feature' references instead")
         self.name = name
         self.near_matches = near
+
+
+class UnknownPushSourceError(FeatureStoreError):
+    """A push names a push source that no registered stream feature view reads."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        super().__init__(f"no stream feature view reads push source {name!r}; {hint}known: "
+                         f"{', '.join(known) or 'none'}. Declare a StreamFeatureView over it and apply it")
+        self.name = name
 
 
 class PartitionCommitError(FeatureStoreError):

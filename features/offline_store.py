@@ -23,6 +23,8 @@ from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from features.asof_join import ViewSpec, prune_source, quote
 from features.errors import FeatureStoreError
 from features.retrieval_job import SparkAsofRetrievalJob, SparkFrameJob
+from features.stream_views import StreamView, is_stream_view
+from features.window_join import WindowViewSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,8 +74,10 @@ class SparkAsofOfflineStore(OfflineStore):
         spark = _spark(store_config)
         filter_created = store_config.filter_by_created_timestamp or bool(kwargs.get("filter_by_created_timestamp"))
         requested = _requested_features(feature_refs)
-        plans = [_ViewPlan(fv, requested.get(fv.projection.name_to_use(), []), full_feature_names)
-                 for fv in feature_views if fv.projection.name_to_use() in requested]
+        plans: list[_ViewPlan | _WindowPlan] = [
+            (_WindowPlan if is_stream_view(fv) else _ViewPlan)(
+                fv, requested.get(fv.projection.name_to_use(), []), full_feature_names)
+            for fv in feature_views if fv.projection.name_to_use() in requested]
         if entity_df is None:
             entity_df = _entities_from_sources(spark, plans, kwargs.get("start_date"), kwargs.get("end_date"))
         elif isinstance(entity_df, str):
@@ -184,6 +188,36 @@ class _ViewPlan:
                         self.created_timestamp_column, self.features, self.ttl)
 
 
+class _WindowPlan:
+    """What the window join needs from one stream feature view (its push source's batch source)."""
+
+    def __init__(self, fv: FeatureView, features: list[str], full_names: bool) -> None:
+        self.view = StreamView.from_feast(fv)
+        source = fv.batch_source
+        if not isinstance(source, SparkSource):
+            raise FeatureStoreError(
+                f"stream feature view {fv.name!r} keeps its event history in a {type(source).__name__}; "
+                "SparkAsofOfflineStore reads SparkSource: give its PushSource a SparkSource batch_source")
+        if source.field_mapping:
+            raise FeatureStoreError(f"stream feature view {fv.name!r}: its batch source maps fields "
+                                    f"{source.field_mapping}; name the columns as the pushed events do")
+        self.name = fv.projection.name_to_use()
+        self.source = source
+        self.join_keys = tuple(fv.projection.join_key_map.get(e.name, e.name) for e in fv.entity_columns)
+        self.source_keys = tuple(e.name for e in fv.entity_columns)
+        self.date_partition_column = source.date_partition_column or None
+        self.date_format = source.date_partition_column_format or "%Y-%m-%d"
+        index = {name: i for i, name in enumerate(self.view.output_names)}
+        self.outputs = tuple((index[f], f"{self.name}__{f}" if full_names else f) for f in features)
+
+    def spec(self, spark: SparkSession, min_t: datetime | None, max_t: datetime | None) -> WindowViewSpec:
+        """The events that can fall in a window of an entity row in ``[min_t, max_t]``."""
+        lower = None if min_t is None else min_t - timedelta(microseconds=self.view.horizon_us)
+        src = prune_source(load_source(spark, self.source), self.view.timestamp_field, min_t=lower, max_t=max_t,
+                           date_partition_column=self.date_partition_column, date_format=self.date_format)
+        return WindowViewSpec(self.view, src, self.join_keys, self.source_keys, self.outputs)
+
+
 def latest_per_entity(src: DataFrame, join_keys: list[str], features: list[str], timestamp_field: str,
                       created_column: str | None) -> DataFrame:
     """The row with the greatest (event, created) time per entity of ``src``: join keys, features,
@@ -243,7 +277,7 @@ def _bounded(
 
 
 def _entities_from_sources(
-    spark: SparkSession, plans: list[_ViewPlan], start: datetime | None, end: datetime | None
+    spark: SparkSession, plans: list[_ViewPlan | _WindowPlan], start: datetime | None, end: datetime | None
 ) -> DataFrame:
     """Entity rows for Feast's entity-less mode: every entity seen in ``[start, end]``, at ``end``."""
     from pyspark.sql import functions as F
@@ -253,7 +287,8 @@ def _entities_from_sources(
     keys = sorted({k for p in plans for k in p.join_keys})
     frames = []
     for plan in plans:
-        src = _bounded(spark, plan.source, plan.timestamp_field, None, start, end, filter_created=False)
+        timestamp = plan.view.timestamp_field if isinstance(plan, _WindowPlan) else plan.timestamp_field
+        src = _bounded(spark, plan.source, timestamp, None, start, end, filter_created=False)
         cols = [F.col(quote(s)).alias(k) for s, k in zip(plan.source_keys, plan.join_keys)]
         cols += [F.lit(None).alias(k) for k in keys if k not in plan.join_keys]
         frames.append(src.select(*cols).select(*keys))

@@ -21,8 +21,9 @@ from features.corrupt_values import CORRUPT_VALUES
 from features.errors import ConfigError, MissingColumnError, UnknownFeatureError
 from features.online_keys import entity_ids, key_prefix
 from features.online_views import DUMMY_JOIN_KEY, OnlineView, now_us
-from features.packed_layout import VARIABLE_KINDS, UnpackedBatch, unpack_rows
+from features.packed_layout import NO_TIME, VARIABLE_KINDS, UnpackedBatch, unpack_rows
 from features.redis_client import RedisOnline
+from features.window_state import aggregate
 
 __all__ = ["OnlineMatrix", "OnlineReader", "ReadPlan"]
 
@@ -65,6 +66,11 @@ class OnlineReader:
         self._redis = redis_online
         self._project = key_prefix(project)
         self._views = dict(views)
+
+    @property
+    def views(self) -> Mapping[str, OnlineView]:
+        """The views this reader knows, by name."""
+        return self._views
 
     @property
     def redis(self) -> RedisOnline:
@@ -156,6 +162,12 @@ class OnlineReader:
         at = now_us()
         batches = []
         for view, (lo, hi) in zip(plan.views, spans, strict=True):
+            if view.stream is not None:  # windows: computed for "now" from the events stored
+                w = aggregate(view.stream, values[lo:hi], keys[lo:hi], at_us=at)
+                CORRUPT_VALUES.record(w.corrupt)
+                batches.append(UnpackedBatch(view.schema, w.found, w.latest_us, np.full(n, NO_TIME),
+                                             w.slots, w.valid, {}, w.corrupt))
+                continue
             batch = unpack_rows(view.schema, values[lo:hi], keys[lo:hi])
             CORRUPT_VALUES.record(batch.corrupt)  # served as missing, never silently
             stale = batch.found & view.stale(batch.event_us, at)

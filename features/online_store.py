@@ -31,10 +31,12 @@ from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import NonNegativeInt, PositiveInt, StrictStr
 
 from features.corrupt_values import CORRUPT_VALUES
+from features.errors import ConfigError
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
 from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, write_rows
-from features.packed_layout import NO_TIME, unpack_rows
+from features.packed_layout import NO_TIME, UnpackedBatch, unpack_rows
 from features.redis_client import RedisOnline
+from features.window_state import aggregate, state_header
 from tidemark.settings import Settings
 
 __all__ = ["PackedRedisOnlineStore", "PackedRedisOnlineStoreConfig", "connect", "redis_url_for"]
@@ -126,6 +128,11 @@ class PackedRedisOnlineStore(OnlineStore):
     ) -> None:
         """Write Feast rows (protos) for one view, newest wins."""
         view = OnlineView.from_feast(table)
+        if view.stream is not None:
+            raise ConfigError(
+                f"{view.name} is a stream feature view: its online state is built from events, not from "
+                "aggregated rows. Push events (FeatureClient.push, POST /v1/push) and backfill it with "
+                "`tidemark features materialize`")
         store_config: PackedRedisOnlineStoreConfig = config.online_store
         ids = [entity_id_from_proto(row[0]) for row in data]
         event = np.array([epoch_us(row[2]) for row in data], dtype=np.int64)
@@ -149,9 +156,16 @@ class PackedRedisOnlineStore(OnlineStore):
         view = OnlineView.from_feast(table)
         keys = view_keys(key_prefix(config.project), view.name,
                          [entity_id_from_proto(k) for k in entity_keys])
-        batch = unpack_rows(view.schema, connect(config.online_store).get_many(keys), keys)
+        at = now_us()
+        stored = connect(config.online_store).get_many(keys)
+        if view.stream is not None:  # windows: computed for "now" from the stored events
+            windows = aggregate(view.stream, stored, keys, at_us=at)
+            batch = UnpackedBatch(view.schema, windows.found, np.full(len(keys), at), np.full(len(keys), NO_TIME),
+                                  windows.slots, windows.valid, {}, windows.corrupt)
+        else:
+            batch = unpack_rows(view.schema, stored, keys)
         CORRUPT_VALUES.record(batch.corrupt)  # a corrupt value reads as missing, reported once per key
-        live = batch.found & ~view.stale(batch.event_us, now_us())
+        live = batch.found & ~view.stale(batch.event_us, at)
         wanted = [i for i, n in enumerate(view.schema.names)
                   if requested_features is None or n in requested_features]
         columns = batch.columns
@@ -185,7 +199,7 @@ class PackedRedisOnlineStore(OnlineStore):
                 _delete_view(redis_online, project, table.name)
                 writer.hdel(schemas_key, table.name)
             for table in tables_to_keep:
-                fingerprint = str(OnlineView.from_feast(table).schema.fingerprint).encode()
+                fingerprint = _fingerprint(OnlineView.from_feast(table))
                 stored = writer.hget(schemas_key, table.name)
                 if stored is not None and stored != fingerprint:
                     deleted = _delete_view(redis_online, project, table.name)
@@ -203,6 +217,15 @@ class PackedRedisOnlineStore(OnlineStore):
             for table in tables:
                 _delete_view(redis_online, project, table.name)
                 writer.hdel(project + _SCHEMAS_KEY, table.name)
+
+
+def _fingerprint(view: OnlineView) -> bytes:
+    """What must not change under stored values: the packed schema, and a stream view's state
+    layout and windows (state kept under other windows would be dropped at another horizon)."""
+    text = str(view.schema.fingerprint)
+    if view.stream is not None:
+        text += f":{state_header(view.stream).hex()}:{view.stream.horizon_us}"
+    return text.encode()
 
 
 def _delete_view(redis_online: RedisOnline, project: bytes, view: str) -> int:

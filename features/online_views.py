@@ -18,6 +18,7 @@ from features.errors import ConfigError, OnlineStoreError
 from features.online_keys import INT_KEY, STR_KEY, view_keys
 from features.packed_layout import PackedSchema, pack_rows
 from features.redis_client import RedisOnline
+from features.stream_views import StreamView, is_stream_view
 
 __all__ = ["OnlineView", "WriteCounts", "expiry_ms", "write_rows"]
 
@@ -40,12 +41,15 @@ class OnlineView:
     key_kinds: tuple[str, ...]
     schema: PackedSchema
     ttl_us: int  # 0: values never go stale
+    stream: StreamView | None = None  # windowed aggregations, computed at read time from events
 
     @classmethod
     def from_feast(cls, view: Any) -> OnlineView:
         """Build from a registered Feast ``FeatureView`` (its entity columns must be resolved)."""
-        names, kinds = [], []
-        for feature in view.features:
+        stream = StreamView.from_feast(view) if is_stream_view(view) else None
+        names: list[str] = list(stream.output_names) if stream else []
+        kinds: list[str] = list(stream.output_kinds) if stream else []
+        for feature in [] if stream else view.features:
             kind = _KIND_OF.get(feature.dtype.to_value_type().name)
             if kind is None:
                 raise ConfigError(f"feature {view.name}:{feature.name} has type {feature.dtype}, which "
@@ -65,9 +69,9 @@ class OnlineView:
                 raise ConfigError(f"feature view {view.name!r} has no resolved join keys; apply it to "
                                   "the registry first (`feast apply` or FeatureClient.apply())")
             join_keys, key_kinds = [DUMMY_JOIN_KEY], [STR_KEY]  # Feast keys these by ""
-        ttl_us = micros(view.ttl) if view.ttl else 0
+        ttl_us = micros(view.ttl) if view.ttl and stream is None else 0
         return cls(view.name, tuple(join_keys), tuple(key_kinds),
-                   PackedSchema(tuple(names), tuple(kinds)), ttl_us)
+                   PackedSchema(tuple(names), tuple(kinds)), ttl_us, stream)
 
     def stale(self, event_us: np.ndarray, now_us: int) -> np.ndarray:
         """True where a value is older than the TTL at ``now_us`` (the offline join's rule)."""

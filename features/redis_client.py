@@ -70,6 +70,62 @@ end
 return out
 """
 
+# Window state of stream feature views (features.window_state): per key, a header then fixed-size
+# records (event µs int64 LE, 8-byte event id, values). ARGV: now µs, horizon µs (longest window),
+# header, record size, expiry margin in ms, then per key its new records. Records with event time
+# at or before now - horizon are in no window from now on: dropped from the state, and not added.
+# A record whose id is already stored is a replay: not added. The key expires when its newest
+# event leaves the longest window (plus the margin), or is deleted when nothing is left.
+# Reply per key: {added, duplicates, expired}, or {-1, 0, 0} when the key holds something else.
+_PUSH_SCRIPT: Final = """
+local now, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
+local header, size, margin = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local hlen, lo = #header, now - horizon
+local out = {}
+for i, key in ipairs(KEYS) do
+  local ok, cur = pcall(redis.call, 'GET', key)
+  if not ok or (cur and (string.sub(cur, 1, hlen) ~= header or (#cur - hlen) % size ~= 0)) then
+    out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0
+  else
+    local kept, seen, newest = {}, {}, lo
+    local added, dup, old = 0, 0, 0
+    if cur then
+      for p = hlen + 1, #cur, size do
+        local e = struct.unpack('<l', cur, p)
+        if e > lo then
+          kept[#kept + 1] = string.sub(cur, p, p + size - 1)
+          seen[string.sub(cur, p + 8, p + 15)] = true
+          if e > newest then newest = e end
+        end
+      end
+    end
+    local new = ARGV[5 + i]
+    for p = 1, #new, size do
+      local e = struct.unpack('<l', new, p)
+      local id = string.sub(new, p + 8, p + 15)
+      if e <= lo then
+        old = old + 1
+      elseif seen[id] then
+        dup = dup + 1
+      else
+        seen[id] = true
+        kept[#kept + 1] = string.sub(new, p, p + size - 1)
+        added = added + 1
+        if e > newest then newest = e end
+      end
+    end
+    if #kept == 0 then
+      redis.call('DEL', key)
+    elseif added > 0 or cur == false or #kept * size ~= #cur - hlen then
+      local px = math.floor((newest + horizon - now) / 1000) + 1 + margin
+      redis.call('SET', key, header .. table.concat(kept), 'PX', px)
+    end
+    out[#out + 1] = added; out[#out + 1] = dup; out[#out + 1] = old
+  end
+end
+return out
+"""
+
 WRITE_STATUS: Final = {1: "written", 0: "unchanged", 2: "skipped_older", -1: "refused"}
 _WRITE_CHUNK: Final = 512
 
@@ -96,7 +152,7 @@ class RedisOnline:
         self._cluster_hint = cluster
         self._reader: redis.Redis | RedisCluster | None = None
         self._writer: redis.Redis | RedisCluster | None = None
-        self._script_sha: str | None = None
+        self._script_shas: dict[str, str] = {}  # script source -> its SHA1 on the server
         self._lock = threading.Lock()  # materialization shares one instance across threads
         self._stale_topology = False   # a cluster node failed: refresh the slot map first
         self.breaker: CircuitBreaker | None = None  # see use_breaker()
@@ -255,13 +311,36 @@ class RedisOnline:
                 status[positions] = reply
         return status
 
-    def _load_script(self) -> str:
-        if self._script_sha is None:
+    def push_events(self, keys: Sequence[bytes], payloads: Sequence[bytes], *, now_us: int, horizon_us: int,
+                    header: bytes, record_size: int, margin_ms: int) -> np.ndarray:
+        """Merge each key's new event records into its window state (see
+        :mod:`features.window_state`), atomically and idempotently. Returns int64[n, 3] per key:
+        (added, duplicates, expired); (-1, 0, 0) where the key holds something else.
+
+        On a single Redis the whole batch is one EVALSHA: it is written entirely or not at all.
+        On a cluster it is one per slot; a retry after a failure re-adds nothing already added."""
+        out = np.zeros((len(keys), 3), dtype=np.int64)
+        if not keys:
+            return out
+        head = [int(now_us), int(horizon_us), header, int(record_size), int(margin_ms)]
+
+        def command(ks: list[bytes], positions: list[int]) -> tuple[Any, ...]:
+            return ("EVALSHA", self._load_script(_PUSH_SCRIPT), len(ks), *ks, *head,
+                    *[payloads[p] for p in positions])
+
+        for batch, replies in self._cluster_round_trip(self.writer, keys, command, "push", script=_PUSH_SCRIPT):
+            for positions, reply in zip(batch.positions, replies, strict=True):
+                out[positions] = np.asarray(reply, dtype=np.int64).reshape(len(positions), 3)
+        return out
+
+    def _load_script(self, source: str = _WRITE_SCRIPT) -> str:
+        sha = self._script_shas.get(source)
+        if sha is None:
             with self.translated("write"):
-                shas: Any = self.writer.script_load(_WRITE_SCRIPT)  # a cluster loads it on every primary
-                self._script_sha = str(shas if isinstance(shas, str | bytes) else next(iter(shas.values())))
-        assert self._script_sha is not None
-        return self._script_sha
+                shas: Any = self.writer.script_load(source)  # a cluster loads it on every primary
+                sha = str(shas if isinstance(shas, str | bytes) else next(iter(shas.values())))
+            self._script_shas[source] = sha
+        return sha
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -303,6 +382,7 @@ class RedisOnline:
     def _cluster_round_trip(
         self, client: redis.Redis | RedisCluster, keys: Sequence[bytes],
         command: Callable[[list[bytes], list[int]], tuple[Any, ...]], what: str, *, chunk: int = 0,
+        script: str = _WRITE_SCRIPT,
     ) -> list[tuple[_Batch, list[Any]]]:
         """Group keys by node (and by slot on a cluster), send every node's commands, then read."""
         batches = self._batches(client, keys, command, chunk)
@@ -313,9 +393,9 @@ class RedisOnline:
             self._stale_topology = isinstance(client, RedisCluster)
             raise
         except NoScriptError:  # a restarted or failed-over node lost the script: load it, once
-            log.info("reloading the write script after NOSCRIPT")
-            self._script_sha = None
-            batches = self._batches(client, keys, _with_sha(command, self._load_script()), chunk)
+            log.info("reloading the %s script after NOSCRIPT", what)
+            self._script_shas.pop(script, None)
+            batches = self._batches(client, keys, _with_sha(command, self._load_script(script)), chunk)
             with self.translated(what):
                 return _send_then_read(batches)
         except (AskError, TryAgainError) as exc:  # slots moving (MovedError is an AskError)

@@ -21,6 +21,7 @@ from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMeta
 
 from features import entity_frame as ef
 from features.asof_join import ROW_ID, asof_join
+from features.window_join import WindowViewSpec, window_join
 
 if TYPE_CHECKING:
     from feast.on_demand_feature_view import OnDemandFeatureView
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from feast.saved_dataset import SavedDatasetStorage
     from pyspark.sql import DataFrame, SparkSession
 
-    from features.offline_store import _ViewPlan
+    from features.offline_store import _ViewPlan, _WindowPlan
 
 
 class SparkAsofRetrievalJob(RetrievalJob):
@@ -39,7 +40,7 @@ class SparkAsofRetrievalJob(RetrievalJob):
         *,
         spark: SparkSession,
         entity_df: Any,
-        plans: list[_ViewPlan],
+        plans: list[_ViewPlan | _WindowPlan],
         filter_by_created: bool,
         full_feature_names: bool,
         feature_refs: list[str],
@@ -87,8 +88,7 @@ class SparkAsofRetrievalJob(RetrievalJob):
     def to_spark_df(self) -> DataFrame:
         """The joined frame on Spark, sorted in the entity frame's order."""
         entities = ef.full_spark_frame(self._spark, self._entities)
-        joined = asof_join(entities, self._specs(), timestamp_col=self._entities.timestamp_col,
-                           filter_by_created=self._filter_by_created)
+        joined = self._join(entities, self._entities.timestamp_col)
         return joined.orderBy(ROW_ID).drop(ROW_ID)
 
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
@@ -96,8 +96,7 @@ class SparkAsofRetrievalJob(RetrievalJob):
             return self.to_spark_df().toPandas()
         with _staging_dir(self._spark, self._staging_location) as staging:
             slim = ef.slim_spark_frame(self._spark, self._entities, self._join_keys, staging)
-            joined = asof_join(slim, self._specs(), timestamp_col=ef.MICROS_COL,
-                               filter_by_created=self._filter_by_created)
+            joined = self._join(slim, ef.MICROS_COL)
             features: pd.DataFrame = joined.drop(*self._join_keys, ef.MICROS_COL).toPandas()
         features = features.sort_values(ROW_ID, kind="stable").drop(columns=ROW_ID).reset_index(drop=True)
         entity_df: pd.DataFrame = self._entities.original
@@ -113,8 +112,13 @@ class SparkAsofRetrievalJob(RetrievalJob):
         """Write the result where a ``SavedDatasetSparkStorage`` points (path or table)."""
         persist_spark_df(self.to_spark_df(), storage, allow_overwrite=bool(allow_overwrite))
 
-    def _specs(self) -> list[Any]:
-        return [p.spec(self._spark, self._entities.min_t, self._entities.max_t) for p in self._plans]
+    def _join(self, entities: DataFrame, timestamp_col: str) -> DataFrame:
+        """The as-of join of the plain views, then the window join of the stream views."""
+        specs = [p.spec(self._spark, self._entities.min_t, self._entities.max_t) for p in self._plans]
+        windows = [s for s in specs if isinstance(s, WindowViewSpec)]
+        joined = asof_join(entities, [s for s in specs if not isinstance(s, WindowViewSpec)],
+                           timestamp_col=timestamp_col, filter_by_created=self._filter_by_created)
+        return window_join(joined, windows, timestamp_col=timestamp_col) if windows else joined
 
 
 class SparkFrameJob(RetrievalJob):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from features.materialize import MaterializeResult
     from features.online_reader import OnlineReader, ReadPlan
+    from features.push import EventPusher
 
 __all__ = ["FeatureClient", "OnlineFeatures", "repo_objects"]
 
@@ -53,6 +54,7 @@ class FeatureClient:
         self._store: FeatureStore | None = None
         self._reader: OnlineReader | None = None
         self._plans: dict[tuple[tuple[str, ...], bool], ReadPlan] = {}  # per reader
+        self._pusher: EventPusher | None = None
 
     @property
     def store(self) -> FeatureStore:
@@ -74,15 +76,52 @@ class FeatureClient:
         (objects it no longer defines are kept: ``feast apply`` deletes them)."""
         self.store.apply(repo_objects(Path(self._repo_path or BUNDLED_PROJECT), self.settings))
         self._reader = None
+        self._pusher = None
         self._plans.clear()
 
     def feature_references(self) -> list[str]:
         """Every registered ``view:feature`` reference."""
         return sorted(
             f"{fv.name}:{feature.name}"
-            for fv in self.store.list_feature_views()
+            for fv in self.feature_views()
             for feature in fv.features
         )
+
+    def feature_views(self) -> list[Any]:
+        """Every registered feature view, stream feature views included."""
+        views = {fv.name: fv for fv in self.store.list_feature_views()}
+        for fv in self.store.list_stream_feature_views():
+            views.setdefault(fv.name, fv)
+        return [views[name] for name in sorted(views)]
+
+    def feature_view(self, name: str) -> Any:
+        """The registered feature view (or stream feature view) called ``name``."""
+        from feast.errors import FeatureViewNotFoundException
+
+        try:
+            return self.store.get_feature_view(name)
+        except FeatureViewNotFoundException:
+            return self.store.get_stream_feature_view(name)
+
+    def push(self, push_source: str, rows: pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any], *,
+             at: datetime | None = None) -> dict[str, Any]:
+        """Push events (a DataFrame, dicts, or a dict of columns) to every stream feature view that
+        reads ``push_source``, as of ``at`` (default now): each event once per event id, however
+        often it is pushed. Returns per view how many events were added, were replays, or had
+        already left every window. Raises EventError (nothing stored) for a bad row."""
+        from features.online_views import epoch_us
+
+        counts = self.event_pusher().push(push_source, rows, at_us=None if at is None else epoch_us(at))
+        return {view: c.as_dict() for view, c in counts.items()}
+
+    def event_pusher(self) -> EventPusher:
+        """The push path ``serving/`` and the stream job use (one per client)."""
+        if self._pusher is None:
+            from features.push import EventPusher
+
+            reader = self.online_reader()
+            self._pusher = EventPusher(reader.redis, self.store.project, reader.views.values())
+        return self._pusher
 
     def resolve_features(self, features: str | Sequence[str]) -> tuple[list[str], str | None]:
         """``view:feature`` references for a Feast ``FeatureService`` name or a list of references,
@@ -110,7 +149,7 @@ class FeatureClient:
 
         keys: dict[str, str] = {}
         for view in sorted({ref.split(":", 1)[0] for ref in features}):
-            online = OnlineView.from_feast(self.store.get_feature_view(view))
+            online = OnlineView.from_feast(self.feature_view(view))
             keys.update((k, kind) for k, kind in zip(online.join_keys, online.key_kinds, strict=True)
                         if k != DUMMY_JOIN_KEY)
         return sorted(keys.items())
@@ -129,7 +168,7 @@ class FeatureClient:
             used.setdefault(view, []).append(name)
         out: dict[str, dict[str, Any]] = {}
         for view, names in sorted(used.items()):
-            fv = self.store.get_feature_view(view)
+            fv = self.feature_view(view)
             # The active version: a view pinned back to an older one is not at the newest number.
             number = fv.current_version_number
             if number is None:
@@ -198,7 +237,7 @@ class FeatureClient:
             from features.online_store import connect
             from features.online_views import OnlineView
 
-            views = {fv.name: OnlineView.from_feast(fv) for fv in self.store.list_feature_views()}
+            views = {fv.name: OnlineView.from_feast(fv) for fv in self.feature_views()}
             self._reader = OnlineReader(connect(self.store.config.online_store), self.store.project, views)
         return self._reader
 
@@ -211,7 +250,7 @@ class FeatureClient:
         """
         from features.materialize import Window
 
-        return self._materialize(views, lambda fv: Window(start, end), progress, partitions)
+        return self._materialize(views, lambda fv: Window(start, end), progress, partitions, stream_end=end)
 
     def materialize_incremental(self, end: datetime, *, views: Sequence[str] | None = None,
                                 progress: bool = True, partitions: int | None = None) -> list[MaterializeResult]:
@@ -226,20 +265,42 @@ class FeatureClient:
         resumed = self._materialize(views, lambda fv: incremental_window(fv, end, redis_online, project),
                                     progress, partitions, only=lambda w: w.end != end)
         rest = self._materialize(views, lambda fv: incremental_window(fv, end, redis_online, project),
-                                 progress, partitions)
+                                 progress, partitions, stream_end=end)
         return resumed + rest
 
     def _materialize(self, names: Sequence[str] | None, window_of: Any, progress: bool,
-                     partitions: int | None, only: Any = None) -> list[MaterializeResult]:
+                     partitions: int | None, only: Any = None, stream_end: datetime | None = None
+                     ) -> list[MaterializeResult]:
         from features.materialize import materialize_views
+        from features.stream_views import is_stream_view
 
         store = self.store
-        fvs = [store.get_feature_view(n) for n in names] if names else store.list_feature_views()
+        fvs = [self.feature_view(n) for n in names] if names else self.feature_views()
+        streams = [fv for fv in fvs if is_stream_view(fv)]
+        fvs = [fv for fv in fvs if not is_stream_view(fv)]
+        results = [self._backfill(fv, stream_end, progress) for fv in streams] if stream_end else []
         work = [(fv, window_of(fv)) for fv in fvs]
         work = [(fv, w) for fv, w in work if only is None or only(w)]
         if not work:
-            return []
-        return materialize_views(self.spark, store, work, partitions=partitions, progress=progress)
+            return results
+        return results + materialize_views(self.spark, store, work, partitions=partitions, progress=progress)
+
+    def _backfill(self, fv: Any, end: datetime, progress: bool) -> MaterializeResult:
+        """A stream view's "materialization": its window state rebuilt from the event history."""
+        import time
+
+        from features.materialize import MaterializeResult, Window
+        from features.online_views import WriteCounts
+        from features.push import backfill
+
+        started = time.perf_counter()
+        done = backfill(self.spark, fv, self.online_reader().redis, self.store.project, at=end)
+        if progress:
+            print(f"{fv.name}: window state rebuilt as of {end.isoformat()} from {done.events:,} events "
+                  f"({done.counts.added:,} added, {done.counts.duplicates:,} already there) "
+                  f"in {time.perf_counter() - started:.1f} s")
+        counts = WriteCounts(written=done.counts.added, unchanged=done.counts.duplicates, expired=done.counts.expired)
+        return MaterializeResult(fv.name, Window(end, end), counts, partitions=0, resumed_partitions=0)
 
     def _check_references(self, features: list[str]) -> None:
         if not features:
