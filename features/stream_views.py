@@ -142,7 +142,8 @@ def _aggregation(view: str, agg: Any, columns: list[str]) -> WindowAggregation:
 
 def _check_schema(view: Any, aggs: list[WindowAggregation]) -> None:
     """The view's schema (its features) must be exactly the aggregations' outputs, typed."""
-    declared = {f.name: f.dtype.to_value_type().name for f in view.features}
+    keys = {c.name for c in getattr(view, "entity_columns", [])}  # Feast's inference may list them too
+    declared = {f.name: f.dtype.to_value_type().name for f in view.features if f.name not in keys}
     wanted = {a.name: _OUTPUT_TYPE[a.function] for a in aggs}
     if set(declared) != set(wanted):
         raise ConfigError(
