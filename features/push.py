@@ -23,7 +23,15 @@ from features.errors import UnknownPushSourceError
 from features.online_keys import entity_ids, key_prefix
 from features.online_views import OnlineView, epoch_us, now_us
 from features.redis_client import RedisOnline
-from features.window_state import PreparedEvents, PushCounts, make_records, prepare_events, push_events
+from features.window_state import (
+    PreparedEvents,
+    PushCounts,
+    event_id_hashes,
+    make_records,
+    prepare_events,
+    push_events,
+    push_to_views,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -58,14 +66,14 @@ class EventPusher:
     def push(self, push_source: str, rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
              at_us: int | None = None) -> dict[str, PushCounts]:
         """Add ``rows`` (one event each) to every stream view of ``push_source``, as arrived at
-        ``at_us`` (default: now). Per view: one round trip, atomic on a single Redis, and
+        ``at_us`` (default: now): one round trip for all of them, atomic on a single Redis, and
         idempotent by event id. Returns what each view did."""
         at = now_us() if at_us is None else at_us
         views = self.views_of(push_source)
         prepared = [(view, prepare_events(view.stream, view.join_keys, view.key_kinds, rows, at_us=at))
                     for view in views if view.stream is not None]
-        return {view.name: push_events(self._redis, self._project, view.stream, events, at_us=at)
-                for view, events in prepared if view.stream is not None}
+        return push_to_views(self._redis, self._project, [(v.stream, e) for v, e in prepared if v.stream is not None],
+                             at_us=at)
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ def backfill(spark: SparkSession, feature_view: Any, redis_online: RedisOnline, 
         values = np.column_stack([frame[f"v{j}"].to_numpy(dtype=np.float64, na_value=np.nan)
                                   for j in range(len(stream.columns))])
         records = make_records(stream, ids, frame["e"].to_numpy(dtype=np.int64), values,
-                               frame["id"] if stream.event_id else None)
+                               event_id_hashes(frame["id"].to_numpy(), stream.event_id) if stream.event_id else None)
         counts = counts.add(push_events(redis_online, prefix, stream, PreparedEvents(ids, records), at_us=at_us))
         total += len(frame)
     return BackfillResult(view.name, total, counts)

@@ -71,18 +71,20 @@ return out
 """
 
 # Window state of stream feature views (features.window_state): per key, a header then fixed-size
-# records (event µs int64 LE, 8-byte event id, values). ARGV: now µs, horizon µs (longest window),
-# header, record size, expiry margin in ms, then per key its new records. Records with event time
-# at or before now - horizon are in no window from now on: dropped from the state, and not added.
-# A record whose id is already stored is a replay: not added. The key expires when its newest
-# event leaves the longest window (plus the margin), or is deleted when nothing is left.
-# Reply per key: {added, duplicates, expired}, or {-1, 0, 0} when the key holds something else.
+# records (event µs int64 LE, 8-byte event id, values). ARGV: now µs, expiry margin in ms, then per
+# key its view's horizon µs (longest window), state header, record size, and its new records.
+# Records with event time at or before now - horizon are in no window from now on: dropped from
+# the state, and not added. A record whose id is already stored is a replay: not added. The key
+# expires when its newest event leaves the longest window (plus the margin), or is deleted when
+# nothing is left. Reply per key: added, duplicates, expired; or -1, 0, 0 when the key holds
+# something else (another view definition, or a foreign value), which is left untouched.
 _PUSH_SCRIPT: Final = """
-local now, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
-local header, size, margin = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local hlen, lo = #header, now - horizon
+local now, margin = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for i, key in ipairs(KEYS) do
+  local base = 4 * i - 1
+  local horizon, header, size = tonumber(ARGV[base]), ARGV[base + 1], tonumber(ARGV[base + 2])
+  local hlen, lo = #header, now - horizon
   local ok, cur = pcall(redis.call, 'GET', key)
   if not ok or (cur and (string.sub(cur, 1, hlen) ~= header or (#cur - hlen) % size ~= 0)) then
     out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0
@@ -99,7 +101,7 @@ for i, key in ipairs(KEYS) do
         end
       end
     end
-    local new = ARGV[5 + i]
+    local new = ARGV[base + 3]
     for p = 1, #new, size do
       local e = struct.unpack('<l', new, p)
       local id = string.sub(new, p + 8, p + 15)
@@ -115,8 +117,8 @@ for i, key in ipairs(KEYS) do
       end
     end
     if #kept == 0 then
-      redis.call('DEL', key)
-    elseif added > 0 or cur == false or #kept * size ~= #cur - hlen then
+      if cur then redis.call('DEL', key) end
+    elseif added > 0 or #kept * size ~= #cur - hlen then
       local px = math.floor((newest + horizon - now) / 1000) + 1 + margin
       redis.call('SET', key, header .. table.concat(kept), 'PX', px)
     end
@@ -311,22 +313,26 @@ class RedisOnline:
                 status[positions] = reply
         return status
 
-    def push_events(self, keys: Sequence[bytes], payloads: Sequence[bytes], *, now_us: int, horizon_us: int,
-                    header: bytes, record_size: int, margin_ms: int) -> np.ndarray:
+    def push_events(self, keys: Sequence[bytes], payloads: Sequence[bytes], states: Sequence[tuple[int, bytes, int]],
+                    *, now_us: int, margin_ms: int) -> np.ndarray:
         """Merge each key's new event records into its window state (see
-        :mod:`features.window_state`), atomically and idempotently. Returns int64[n, 3] per key:
-        (added, duplicates, expired); (-1, 0, 0) where the key holds something else.
+        :mod:`features.window_state`), atomically and idempotently. ``states[i]`` is key i's
+        (horizon µs, state header, record size): keys of several views go in one call. Returns
+        int64[n, 3] per key: (added, duplicates, expired); (-1, 0, 0) where the key holds
+        something else.
 
-        On a single Redis the whole batch is one EVALSHA: it is written entirely or not at all.
-        On a cluster it is one per slot; a retry after a failure re-adds nothing already added."""
+        On a single Redis the whole call is one EVALSHA: written entirely or not at all. On a
+        cluster it is one per slot; a retry after a failure re-adds nothing already added."""
         out = np.zeros((len(keys), 3), dtype=np.int64)
         if not keys:
             return out
-        head = [int(now_us), int(horizon_us), header, int(record_size), int(margin_ms)]
 
         def command(ks: list[bytes], positions: list[int]) -> tuple[Any, ...]:
-            return ("EVALSHA", self._load_script(_PUSH_SCRIPT), len(ks), *ks, *head,
-                    *[payloads[p] for p in positions])
+            args: list[Any] = [int(now_us), int(margin_ms)]
+            for p in positions:
+                horizon, header, size = states[p]
+                args += [int(horizon), header, int(size), payloads[p]]
+            return ("EVALSHA", self._load_script(_PUSH_SCRIPT), len(ks), *ks, *args)
 
         for batch, replies in self._cluster_round_trip(self.writer, keys, command, "push", script=_PUSH_SCRIPT):
             for positions, reply in zip(batch.positions, replies, strict=True):

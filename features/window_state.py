@@ -22,6 +22,7 @@ when its newest event has left the longest window.
 from __future__ import annotations
 
 import hashlib
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,8 @@ from features.online_keys import entity_ids, view_keys
 from features.redis_client import RedisOnline
 from features.stream_views import StreamView
 
-__all__ = ["MAX_FUTURE_US", "PushCounts", "WindowValues", "aggregate", "make_records", "prepare_events", "push_events",
-           "record_dtype", "state_header"]
+__all__ = ["MAX_FUTURE_US", "PushCounts", "WindowValues", "aggregate", "event_id_hashes", "make_records",
+           "prepare_events", "push_events", "push_to_views", "record_dtype", "state_header"]
 
 MAX_FUTURE_US: Final = 5 * 60 * 1_000_000
 """How far past the pusher's clock an event time may lie (clock skew); later ones are refused."""
@@ -83,67 +84,87 @@ def prepare_events(view: StreamView, join_keys: Sequence[str], key_kinds: Sequen
                    rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
                    at_us: int, max_future_us: int = MAX_FUTURE_US) -> PreparedEvents:
     """Check pushed rows and turn them into records; raises :class:`EventError` naming the first
-    bad row and column. Extra columns are ignored (a Feast push frame carries them)."""
-    frame = _frame(rows)
-    n = len(frame)
-    for column in (*join_keys, view.timestamp_field, *view.columns, *([view.event_id] if view.event_id else [])):
-        if column not in frame.columns:
-            raise EventError(f"the rows have no column {column!r} (they have {list(frame.columns)}); "
+    bad row and column. Extra columns are ignored (a Feast push frame carries them). Rows are
+    a DataFrame, a mapping of columns (or of one row's values), or a sequence of row mappings;
+    no DataFrame is built for the latter two (a one-event push costs microseconds here)."""
+    needed = [*join_keys, view.timestamp_field, *view.columns, *([view.event_id] if view.event_id else [])]
+    columns, have = _columns(rows, needed)
+    for column in needed:
+        if column not in columns:
+            raise EventError(f"the rows have no column {column!r} (they have {have}); "
                              f"a push to {view.push_source!r} needs the join keys, {view.timestamp_field!r}"
                              f"{', the event id ' + repr(view.event_id) if view.event_id else ''} and the "
                              f"aggregated columns {list(view.columns)}", column=column)
     try:
-        ids = entity_ids(join_keys, key_kinds, [frame[k].to_numpy() for k in join_keys])
+        ids = entity_ids(join_keys, key_kinds, [columns[k] for k in join_keys])
     except EntityFrameError as exc:
-        key = next((k for k in join_keys if k in str(exc)), join_keys[0])
-        raise EventError(str(exc), row=_first_bad_key(frame[key], key_kinds[list(join_keys).index(key)]),
+        key = next((k for k in join_keys if repr(k) in str(exc)), join_keys[0])
+        raise EventError(str(exc), row=_first_bad_key(columns[key], key_kinds[list(join_keys).index(key)]),
                          column=key) from None
-    event_us = _event_micros(frame[view.timestamp_field], view.timestamp_field)
+    event_us = _event_micros(columns[view.timestamp_field], view.timestamp_field)
     late = np.flatnonzero(event_us > at_us + max_future_us)
     if len(late):
         raise EventError(f"event time {pd.Timestamp(int(event_us[late[0]]), unit='us', tz='UTC')} is more than "
                          f"{max_future_us // 60_000_000} minutes ahead of this clock; check the pusher's clock "
                          "and time zone", row=int(late[0]), column=view.timestamp_field)
-    values = np.column_stack([_values(frame[c], c) for c in view.columns]) if n else np.zeros((0, len(view.columns)))
-    return PreparedEvents(ids, make_records(view, ids, event_us, values,
-                                            frame[view.event_id] if view.event_id else None))
+    values = np.empty((len(ids), len(view.columns)))
+    for j, column in enumerate(view.columns):
+        values[:, j] = _values(columns[column], column)
+    event_ids = _id_hashes(columns[view.event_id], view.event_id) if view.event_id else None
+    return PreparedEvents(ids, make_records(view, ids, event_us, values, event_ids))
 
 
 def make_records(view: StreamView, ids: Sequence[bytes], event_us: np.ndarray, values: np.ndarray,
-                 event_ids: pd.Series | None) -> np.ndarray:
-    """Records of already checked events (NaN values are nulls: counted in no aggregation)."""
+                 event_ids: np.ndarray | None) -> np.ndarray:
+    """Records of already checked events (NaN values are nulls: counted in no aggregation);
+    ``event_ids``: 8-byte hashes (:func:`event_id_hashes`), None for views without an id column."""
     records = np.zeros(len(ids), dtype=record_dtype(view))
     records["e"] = event_us
     records["v"] = values
-    records["id"] = (_id_hashes(event_ids, view.event_id or "") if event_ids is not None
-                     else _content_hashes(ids, records))
+    records["id"] = event_ids if event_ids is not None else _content_hashes(ids, records)
     return records
+
+
+def event_id_hashes(values: Any, column: str) -> np.ndarray:
+    """The 8-byte id of each event id value, as a push computes it (the backfill uses it too)."""
+    return _id_hashes(np.asarray(values), column)
 
 
 def push_events(redis_online: RedisOnline, project: bytes, view: StreamView, events: PreparedEvents, *,
                 at_us: int) -> PushCounts:
-    """Merge ``events`` into the online state, one round trip (one Lua call per Redis node)."""
-    if not events.entity_ids:
-        return PushCounts()
-    order = np.argsort(np.asarray(events.entity_ids, dtype=object), kind="stable")
-    grouped: dict[bytes, list[int]] = {}
-    for i in order.tolist():
-        grouped.setdefault(events.entity_ids[i], []).append(i)
-    ids = list(grouped)
-    payloads = [events.records[np.asarray(rows)].tobytes() for rows in grouped.values()]
-    keys = view_keys(project, view.name, ids)
-    reply = redis_online.push_events(keys, payloads, now_us=at_us, horizon_us=view.horizon_us,
-                                     header=state_header(view), record_size=record_dtype(view).itemsize,
-                                     margin_ms=EXPIRY_MARGIN_MS)
+    """Merge ``events`` into one view's online state (see :func:`push_to_views`)."""
+    return push_to_views(redis_online, project, [(view, events)], at_us=at_us)[view.name]
+
+
+def push_to_views(redis_online: RedisOnline, project: bytes, pushes: Sequence[tuple[StreamView, PreparedEvents]],
+                  *, at_us: int) -> dict[str, PushCounts]:
+    """Merge events into the online state of several views in one round trip (one Lua call per
+    Redis node, so on a single Redis every view gets the events or none does)."""
+    keys: list[bytes] = []
+    payloads: list[bytes] = []
+    states: list[tuple[int, bytes, int]] = []
+    spans: list[tuple[StreamView, int, int]] = []
+    for view, events in pushes:
+        grouped: dict[bytes, list[int]] = {}
+        for i, entity in enumerate(events.entity_ids):
+            grouped.setdefault(entity, []).append(i)
+        start = len(keys)
+        keys += view_keys(project, view.name, list(grouped))
+        payloads += [events.records[rows].tobytes() if len(rows) > 1 else events.records[rows[0]].tobytes()
+                     for rows in grouped.values()]
+        states += [(view.horizon_us, state_header(view), record_dtype(view).itemsize)] * len(grouped)
+        spans.append((view, start, len(keys)))
+    reply = redis_online.push_events(keys, payloads, states, now_us=at_us, margin_ms=EXPIRY_MARGIN_MS)
     refused = np.flatnonzero(reply[:, 0] < 0)
     if len(refused):
         shown = ", ".join(repr(keys[i].decode(errors="backslashreplace")) for i in refused[:3])
         raise OnlineStoreError(
-            f"{len(refused)} key(s) of stream view {view.name!r} hold something other than its window state "
-            f"(e.g. {shown}): another definition of the view, or a foreign value. The other keys of this "
-            "push were stored. Apply the view (`feast apply` clears a redefined view's state), backfill "
-            "it with `tidemark features materialize`, and push again")
-    return PushCounts(int(reply[:, 0].sum()), int(reply[:, 1].sum()), int(reply[:, 2].sum()))
+            f"{len(refused)} key(s) hold something other than their stream view's window state (e.g. {shown}): "
+            "another definition of the view, or a foreign value; they were left untouched and the other keys "
+            "of this push were stored. Apply the view (`feast apply` clears a redefined view's state), "
+            "backfill it with `tidemark features materialize`, and push again")
+    return {view.name: PushCounts(int(reply[lo:hi, 0].sum()), int(reply[lo:hi, 1].sum()), int(reply[lo:hi, 2].sum()))
+            for view, lo, hi in spans}
 
 
 @dataclass(frozen=True)
@@ -205,66 +226,103 @@ def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *, 
     return WindowValues(slots, valid, latest, ~bad, corrupt)
 
 
-def _frame(rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def _columns(rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]], needed: Sequence[str]
+             ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The ``needed`` columns that ``rows`` has, as numpy arrays of one length; and every column
+    it has (for messages). Time-zone-aware pandas columns come back as UTC datetime64."""
     if isinstance(rows, pd.DataFrame):
-        return rows.reset_index(drop=True)
+        out = {}
+        for c in needed:
+            if c in rows.columns:
+                series = rows[c]
+                if isinstance(series.dtype, pd.DatetimeTZDtype):
+                    series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+                out[c] = series.to_numpy()
+        return out, [str(c) for c in rows.columns]
     if isinstance(rows, Mapping):
-        try:
-            return pd.DataFrame({k: (v if isinstance(v, list | tuple | np.ndarray | pd.Series) else [v])
-                                 for k, v in rows.items()})
-        except ValueError as exc:
-            raise EventError(f"the columns have different lengths ({exc})") from None
-    return pd.DataFrame(list(rows))
+        out = {c: _array(rows[c] if isinstance(rows[c], list | tuple | np.ndarray | pd.Series) else [rows[c]])
+               for c in needed if c in rows}
+        lengths = {len(v) for v in out.values()}
+        if len(lengths) > 1:
+            raise EventError(f"the columns have different lengths {sorted(lengths)}; give one value per event "
+                             "in every column")
+        return out, list(rows)
+    listed = list(rows)
+    have = list(dict.fromkeys(k for r in listed for k in r))
+    return {c: _array([r.get(c) for r in listed]) for c in needed if c in have}, have
 
 
-def _event_micros(series: pd.Series, column: str) -> np.ndarray:
-    """Event times as UTC microseconds: tz-aware or naive (UTC) datetimes, ISO strings, or
+def _array(values: Any) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.to_numpy()
+    array = np.asarray(values)
+    return array if array.dtype.kind not in "US" else np.asarray(values, dtype=object)
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or value is pd.NaT or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _event_micros(array: np.ndarray, column: str) -> np.ndarray:
+    """Event times as UTC microseconds: datetimes (naive ones are UTC), ISO 8601 strings, or
     integer microseconds since the epoch."""
-    if series.isna().any():
-        raise EventError("the event time is missing", row=int(np.flatnonzero(series.isna().to_numpy())[0]),
-                         column=column)
-    if pd.api.types.is_integer_dtype(series.dtype):
-        return series.to_numpy(dtype=np.int64)
-    try:
-        stamps = pd.to_datetime(series, utc=True, format="ISO8601" if series.dtype == object else None)
-    except (ValueError, TypeError, OverflowError):
-        for i, value in enumerate(series.tolist()):
-            try:
-                pd.Timestamp(value)
-            except (ValueError, TypeError, OverflowError):
-                raise EventError(f"{value!r} is not a timestamp (give a datetime, an ISO 8601 string or "
-                                 "integer microseconds since the epoch)", row=i, column=column) from None
-        raise EventError("the column does not hold timestamps", column=column) from None
-    return stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]").astype(np.int64)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    if array.dtype.kind == "M":
+        missing = np.isnat(array)
+        if missing.any():
+            raise EventError("the event time is missing", row=int(np.flatnonzero(missing)[0]), column=column)
+        return array.astype("datetime64[us]").astype(np.int64)
+    out = np.empty(len(array), dtype=np.int64)
+    for i, value in enumerate(array.tolist()):
+        if _is_null(value):
+            raise EventError("the event time is missing", row=i, column=column)
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[i] = value
+            continue
+        try:
+            stamp = pd.Timestamp(value)
+        except (ValueError, TypeError, OverflowError):
+            stamp = None
+        if stamp is None or stamp is pd.NaT or isinstance(value, float | bool):
+            raise EventError(f"{value!r} is not a timestamp (give a datetime, an ISO 8601 string or integer "
+                             "microseconds since the epoch)", row=i, column=column)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        out[i] = stamp.value // 1000
+    return out
 
 
-def _values(series: pd.Series, column: str) -> np.ndarray:
+def _values(array: np.ndarray, column: str) -> np.ndarray:
     """An aggregated column as float64; refuses text, nulls, NaN and infinities."""
-    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
-        out = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    if array.dtype.kind in "biuf":
+        out = array.astype(np.float64)
     else:
-        out = np.empty(len(series))
-        for i, value in enumerate(series.tolist()):
+        out = np.empty(len(array))
+        for i, value in enumerate(array.tolist()):
             if not isinstance(value, int | float | np.number) or isinstance(value, complex | np.complexfloating):
                 raise EventError(f"{value!r} is not a number", row=i, column=column)
             out[i] = float(value)
     bad = np.flatnonzero(~np.isfinite(out))
     if len(bad):
-        raise EventError(f"{series.iloc[int(bad[0])]!r} is not a finite number (nulls, NaN and infinities "
-                         "cannot be aggregated; drop the event or send the value)", row=int(bad[0]), column=column)
+        raise EventError(f"{array[int(bad[0])]!r} is not a finite number (nulls, NaN and infinities cannot be "
+                         "aggregated; drop the event or send the value)", row=int(bad[0]), column=column)
     return out
 
 
-def _id_hashes(series: pd.Series, column: str) -> np.ndarray:
-    """8-byte ids: integers through splitmix64 (a bijection: distinct ids never collide), anything
-    else through BLAKE2b."""
-    if series.isna().any():
-        raise EventError("the event id is missing", row=int(np.flatnonzero(series.isna().to_numpy())[0]),
-                         column=column)
-    if pd.api.types.is_integer_dtype(series.dtype):
-        return _splitmix(series.to_numpy(dtype=np.int64).view(np.uint64)).view("V8")
-    return np.array([hashlib.blake2b(str(v).encode(), digest_size=8).digest() for v in series.tolist()],
-                    dtype="V8")
+def _id_hashes(array: np.ndarray, column: str) -> np.ndarray:
+    """8-byte ids: whole numbers through splitmix64 (a bijection: distinct ids never collide),
+    anything else through BLAKE2b of its text."""
+    if array.dtype.kind in "iu":
+        return _splitmix(array.astype(np.int64).view(np.uint64)).view("V8")
+    items = array.tolist()
+    missing = next((i for i, v in enumerate(items) if _is_null(v)), None)
+    if missing is not None:
+        raise EventError("the event id is missing", row=missing, column=column)
+    if all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer() for v in items):
+        return _splitmix(np.array([int(v) for v in items], dtype=np.int64).view(np.uint64)).view("V8")
+    return np.array([hashlib.blake2b(str(v).encode(), digest_size=8).digest() for v in items], dtype="V8")
 
 
 def _content_hashes(ids: Sequence[bytes], records: np.ndarray) -> np.ndarray:
@@ -283,8 +341,8 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(z ^ (z >> np.uint64(31)))
 
 
-def _first_bad_key(series: pd.Series, kind: str) -> int:
-    for i, value in enumerate(series.tolist()):
+def _first_bad_key(array: np.ndarray, kind: str) -> int:
+    for i, value in enumerate(array.tolist()):
         try:
             entity_ids(["k"], [kind], [[value]])
         except EntityFrameError:
