@@ -18,7 +18,7 @@ The push source's ``batch_source`` holds the raw event history (a ``SparkSource`
 
 **The definition.** The value of an aggregation ``(column, function, window w)`` for an entity at
 time ``t`` is ``function`` over the events of that entity with event time in ``(t - w, t]`` that
-had arrived by ``t``, each event id counted once (its earliest arrival wins). An event that
+had arrived by ``t``, each event id counted once per entity (its earliest arrival wins). An event that
 arrives late counts from its arrival on, never before. Functions follow SQL over the column's
 non-null values: ``count`` counts them, ``sum`` is 0 over none, ``mean``, ``min`` and ``max`` are
 null over none. Offline (:mod:`features.window_join`) and online (:mod:`features.window_state`)

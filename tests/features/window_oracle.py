@@ -1,8 +1,8 @@
 """The definition of a windowed aggregation, row by row, for tests to compare against.
 
 Value of ``function(column)`` over window ``w`` for an entity at ``t``: over the entity's events
-with event time in ``(t - w, t]`` that had arrived by ``t``, one per event id (earliest arrival
-wins, ties to the smaller event time and value), non-null values only; count 0 and sum 0.0 over
+with event time in ``(t - w, t]`` that had arrived by ``t``, one per (entity, event id) (earliest
+arrival wins, ties to the smaller event time and value), non-null values only; count 0 and sum 0.0 over
 none, mean/min/max None over none.
 """
 
@@ -23,13 +23,13 @@ class Event:
 
 
 def dedupe(events: Sequence[Event]) -> list[Event]:
-    """One event per id: the earliest arrival, ties to the smaller (event time, key, value)."""
-    best: dict[int, Event] = {}
+    """One event per (entity, id): the earliest arrival, ties to the smaller (event time, value)."""
+    best: dict[tuple[str, int], Event] = {}
     for ev in events:
-        cur = best.get(ev.event_id)
-        rank = (ev.arrival_us, ev.event_us, ev.key, _order(ev.value))
-        if cur is None or rank < (cur.arrival_us, cur.event_us, cur.key, _order(cur.value)):
-            best[ev.event_id] = ev
+        cur = best.get((ev.key, ev.event_id))
+        rank = (ev.arrival_us, ev.event_us, _order(ev.value))
+        if cur is None or rank < (cur.arrival_us, cur.event_us, _order(cur.value)):
+            best[(ev.key, ev.event_id)] = ev
     return list(best.values())
 
 
