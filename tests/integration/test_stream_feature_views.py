@@ -221,3 +221,21 @@ def test_redis_down_during_a_push_is_a_typed_error_within_the_timeout(repo, redi
     finally:
         redis_proc.resume()
     assert pusher.push("txn_push", {**event, "txn_id": 2})["cust_windows"].added in (0, 1)
+
+
+def test_pushes_and_reads_on_a_redis_cluster(repo, redis_cluster):
+    """Entities spread over the cluster's slots: one push reaches every node, reads gather them."""
+    store = repo["store"]
+    redis_online = RedisOnline(redis_cluster.url, timeout_ms=2_000)
+    view = OnlineView.from_feast(store.get_stream_feature_view("cust_windows"))
+    pusher = EventPusher(redis_online, store.project, [view])
+    now = pd.Timestamp.now(tz="UTC")
+    customers = list(range(100, 160))
+    rows = pd.DataFrame({"customer_id": customers * 2, "event_timestamp": [now - pd.Timedelta(minutes=5)] * 120,
+                         "amount": [1.0] * 60 + [2.0] * 60, "txn_id": range(9 * 10**9, 9 * 10**9 + 120)})
+    assert pusher.push("txn_push", rows)["cust_windows"].added == 120
+    assert pusher.push("txn_push", rows)["cust_windows"].duplicates == 120
+    reader = OnlineReader(redis_online, store.project, {view.name: view})
+    frame, _ = reader.read_frame(reader.plan(["cust_windows:amt_count_1h", "cust_windows:amt_sum_1h"]),
+                                 {"customer_id": customers})
+    assert frame["amt_count_1h"].tolist() == [2] * 60 and frame["amt_sum_1h"].tolist() == [3.0] * 60
