@@ -42,6 +42,7 @@ __all__ = ["MAX_FUTURE_US", "PushCounts", "WindowValues", "aggregate", "event_id
 MAX_FUTURE_US: Final = 5 * 60 * 1_000_000
 """How far past the pusher's clock an event time may lie (clock skew); later ones are refused."""
 EXPIRY_MARGIN_MS: Final = 60_000
+_NO_EVENT: Final = np.iinfo(np.int64).min
 _MAGIC: Final = b"TMW\x01"
 _SPLITMIX: Final = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 
@@ -179,51 +180,113 @@ class WindowValues:
 
 
 def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *, at_us: int) -> WindowValues:
-    """Every aggregation of ``view`` at ``at_us`` for each entity's stored state (None: no events)."""
-    n, outputs = len(blobs), len(view.aggregations)
-    header, dtype = state_header(view), record_dtype(view)
+    """Every aggregation of ``view`` at ``at_us`` for each entity's stored state (None: no events).
+
+    All entities' records are decoded as one array. Per aggregated column, one boolean matrix
+    (window × record) says which records each window holds, and each function is one segmented
+    reduction (``ufunc.reduceat``) of it per entity: a fixed number of numpy calls per column,
+    whatever the number of entities, events and windows."""
+    plan = _plan(view)
+    n = len(blobs)
     counts = np.zeros(n, dtype=np.int64)
     bodies: list[bytes] = []
     corrupt: list[CorruptValueError] = []
     bad = np.zeros(n, dtype=bool)
+    skip, size = len(plan.header), plan.dtype.itemsize
     for i, blob in enumerate(blobs):
         if blob is None:
             continue
-        if not isinstance(blob, bytes) or blob[:len(header)] != header or (len(blob) - len(header)) % dtype.itemsize:
+        if not isinstance(blob, bytes) or blob[:skip] != plan.header or (len(blob) - skip) % size:
             bad[i] = True
             corrupt.append(CorruptValueError(keys[i], f"not the window state of {view.name!r} as defined now"))
             continue
-        counts[i] = (len(blob) - len(header)) // dtype.itemsize
-        bodies.append(blob[len(header):])
-    records = np.frombuffer(b"".join(bodies), dtype=dtype)
-    owner = np.repeat(np.arange(n), counts)
-    times, values = records["e"], records["v"]
-    latest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(latest, owner, times)
-    slots = np.zeros((n, outputs), dtype=np.int64)
-    valid = np.ones((n, outputs), dtype=bool)
-    cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for a, agg in enumerate(view.aggregations):
-        key = (agg.column, agg.window_us)
-        if key not in cache:
-            column = values[:, agg.column]
-            inside = (times > at_us - agg.window_us) & (times <= at_us) & ~np.isnan(column)
-            cache[key] = (owner[inside], column[inside], np.bincount(owner[inside], minlength=n))
-        who, vals, count = cache[key]
-        if agg.function == "count":
-            slots[:, a] = count
-            continue
-        if agg.function in ("sum", "mean"):
-            total = np.bincount(who, weights=vals, minlength=n)
-            result = total if agg.function == "sum" else np.divide(total, count, out=np.zeros(n), where=count > 0)
-            valid[:, a] = agg.function == "sum" or count > 0  # type: ignore[assignment]
-        else:
-            result = np.full(n, np.inf if agg.function == "min" else -np.inf)
-            (np.minimum if agg.function == "min" else np.maximum).at(result, who, vals)
-            valid[:, a] = count > 0
-        slots[:, a] = np.where(valid[:, a], result, 0.0).view(np.int64)
+        counts[i] = (len(blob) - skip) // size
+        bodies.append(blob[skip:])
+    records = np.frombuffer(b"".join(bodies), dtype=plan.dtype)
+    result = np.zeros((n, len(view.aggregations)))
+    valid = np.ones((n, len(view.aggregations)), dtype=bool)
+    number = np.zeros((n, len(view.aggregations)), dtype=np.int64)
+    latest = np.full(n, _NO_EVENT, dtype=np.int64)
+    has = np.flatnonzero(counts)
+    starts = np.zeros(len(has), dtype=np.intp)
+    np.cumsum(counts[has][:-1], out=starts[1:])
+    times = records["e"]
+    if len(records):
+        latest[has] = np.maximum.reduceat(times, starts)
+    for column in plan.columns:
+        w = len(column.windows)
+        count = np.zeros((w, n), dtype=np.int64)
+        reduced: dict[str, np.ndarray] = {}
+        if len(records):
+            x = records["v"][:, column.index]
+            inside = (times > at_us - column.windows[:, None]) & ((times <= at_us) & ~np.isnan(x))
+            count[:, has] = np.add.reduceat(inside, starts, axis=1, dtype=np.int64)
+            for name, (ufunc, empty) in column.reductions.items():
+                out = reduced[name] = np.zeros((w, n))
+                out[:, has] = ufunc.reduceat(np.where(inside, x, empty), starts, axis=1)
+        for a, row, function in column.members:
+            if function == "count":
+                number[:, a] = count[row]
+            elif function == "sum":
+                result[:, a] = reduced["sum"][row] if reduced else 0.0
+            elif function == "mean":
+                if reduced:
+                    np.divide(reduced["sum"][row], count[row], out=result[:, a], where=count[row] > 0)
+                valid[:, a] = count[row] > 0
+            else:
+                if reduced:
+                    result[:, a] = reduced[function][row]
+                valid[:, a] = count[row] > 0
+    slots = np.where(valid, result, 0.0).view(np.int64)
+    slots[:, plan.counts] = number[:, plan.counts]
     valid[bad] = False
     return WindowValues(slots, valid, latest, ~bad, corrupt)
+
+
+@dataclass(frozen=True)
+class _Column:
+    index: int
+    windows: np.ndarray                              # int64[w]: this column's distinct windows
+    members: tuple[tuple[int, int, str], ...]        # (output position, window row, function)
+    reductions: dict[str, tuple[np.ufunc, float]]    # what to reduce: sum, min, max as needed
+
+
+@dataclass(frozen=True)
+class _Plan:
+    header: bytes
+    dtype: np.dtype
+    columns: tuple[_Column, ...]
+    counts: np.ndarray                               # output positions of counts
+
+
+_PLANS: dict[int, tuple[StreamView, _Plan]] = {}
+
+
+def _plan(view: StreamView) -> _Plan:
+    """The view's read plan, built once per view object (hashing a view costs more than a read)."""
+    cached = _PLANS.get(id(view))
+    if cached is not None and cached[0] is view:
+        return cached[1]
+    columns = []
+    for index in range(len(view.columns)):
+        aggs = [(a, agg) for a, agg in enumerate(view.aggregations) if agg.column == index]
+        windows = sorted({agg.window_us for _, agg in aggs})
+        functions = {agg.function for _, agg in aggs}
+        reductions: dict[str, tuple[np.ufunc, float]] = {}
+        if functions & {"sum", "mean"}:
+            reductions["sum"] = (np.add, 0.0)
+        if "min" in functions:
+            reductions["min"] = (np.minimum, np.inf)
+        if "max" in functions:
+            reductions["max"] = (np.maximum, -np.inf)
+        members = tuple((a, windows.index(agg.window_us), agg.function) for a, agg in aggs)
+        columns.append(_Column(index, np.array(windows, dtype=np.int64), members, reductions))
+    counts = np.array([a for a, agg in enumerate(view.aggregations) if agg.function == "count"], dtype=np.intp)
+    plan = _Plan(state_header(view), record_dtype(view), tuple(columns), counts)
+    if len(_PLANS) > 1024:
+        _PLANS.clear()
+    _PLANS[id(view)] = (view, plan)
+    return plan
 
 
 def _columns(rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]], needed: Sequence[str]
