@@ -147,6 +147,8 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
     models' latencies, so both must be timed on one path (behind its batcher, a CPU challenger of
     the champion's own architecture measured twice its p99 and was rolled back). Neither call has
     a timeout then. Otherwise requests run in worker threads and both models batch across them.
+
+    ``POST /v1/push`` writes events through the feature client's :class:`features.push.EventPusher`.
     """
     import torch
     from mlflow import MlflowClient
@@ -157,6 +159,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
 
     fc = feature_client or FeatureClient(settings)
     reader = fc.online_reader()
+    pusher = fc.event_pusher()
     redis_online = reader.redis
     # fail fast while Redis is down, and say when it is slow (requests then leave the event loop)
     breaker = redis_online.use_breaker(BreakerPolicy(probe_interval_s=0.05))
@@ -208,7 +211,8 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
     closers: list[Server] = []
     app = create_app({name: model.scorer for name, model in served.items()}, limits=limits, ready=ready,
                      metrics=metrics.render, on_shutdown=lambda: closers[0].close(), admin=admin,
-                     admin_token=settings.admin_token, inline=inline, on_predict=metrics.request, store=breaker)
+                     admin_token=settings.admin_token, inline=inline, on_predict=metrics.request, store=breaker,
+                     pusher=pusher)
     server = Server(app, served, settings, refresh_s)
     closers.append(server)
     return server
