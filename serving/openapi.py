@@ -4,7 +4,7 @@ metrics and canary endpoints, and their error answers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from serving.request_rows import RowSchema
@@ -17,10 +17,11 @@ __all__ = ["openapi_spec"]
 
 
 def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], limits: ApiLimits, *,
-                 push_sources: Sequence[str] = ()) -> dict[str, Any]:
+                 push_sources: Sequence[str] = (), pushing: Collection[str] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API: for each served model (by name; the first is the
     default, ``/v1/predict``), request rows and predictions as its champion's model contract has
-    them (join keys, request fields, optional label row ids; the task's prediction); ``POST /v1/push``
+    them (join keys, request fields, optional label row ids; the task's prediction), with
+    ``pushed`` for the models in ``pushing`` (they push their scored events); ``POST /v1/push``
     for ``push_sources``."""
     failures = _failures((400, "not JSON"), (404, "no such model on this server"),
                          (408, "the body did not arrive within the deadline"),
@@ -42,7 +43,7 @@ def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], l
                     "type": "array", "minItems": 1, "maxItems": limits.max_rows, "items": row}}}}}},
             "responses": {"200": _ok({"type": "object", "properties": {
                 "request_id": {"type": "string"}, "model": {"type": "string", "const": name},
-                "predictions": {"type": "array", "items": prediction}}}), **failures}}}
+                "predictions": {"type": "array", "items": prediction}, **_pushed(name in pushing)}}), **failures}}}
 
     names = list(models)
     return {
@@ -87,6 +88,17 @@ def _prediction_schema(contract: ModelContract | None) -> dict[str, Any]:
     return {"type": "object", "properties": {
         **answer, "variant": {"type": "string", "enum": ["champion", "challenger"]},
         "model_version": {"type": "string"}, "features_found": {"type": "boolean"}}}
+
+
+def _pushed(pushes: bool) -> dict[str, Any]:
+    """The ``pushed`` field of a model that pushes its scored events (``push_scored_events``)."""
+    if not pushes:
+        return {}
+    return {"pushed": {"type": "boolean", "description": (
+        "whether the request's rows were pushed as events to the model's push source before this answer "
+        "(the entity's next request sees them). false: the push failed (online store down, or a row "
+        "lacking what the stream views need); the predictions are valid, the failure is logged and counted "
+        "in tidemark_push_errors_total{model,reason}")}}
 
 
 #: ``POST /v1/push``'s error answers.

@@ -1,6 +1,6 @@
 """A team's project with a stream feature view, served: a Feast repo (a StreamFeatureView of a
 count and a sum over the last hour of ``amount`` per account, fed by the push source
-``acct_push``), its ``tidemark.yaml``, and a regressor
+``acct_push``), its ``tidemark.yaml`` whose model pushes its scored events there, and a regressor
 whose prediction is the account's event count over the last hour (so a response shows what the
 server read). Real Redis, real MLflow (SQLite), real Spark for the training frame's check.
 
@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 
 from features.sdk import FeatureClient
 from pipelines import model_registry
+from pipelines.cli_serving import push_scored
 from pipelines.model_registry import register_model
 from serving.server import Server, build_server
 from tests.integration.redis_servers import RedisProc
@@ -63,6 +64,7 @@ models:
     label_source: {table: labels, label: y}
     request_columns: [amount]
     train: tests.integration.stream_project:unused
+    push_scored_events: acct_push
 """
 
 
@@ -82,6 +84,20 @@ def write_project(root: Path, redis_url: str) -> None:
     (root / "tidemark.yaml").write_text(PROJECT)
 
 
+def register_count_model(settings: Settings, fc: FeatureClient) -> None:
+    """Register and promote ``MODEL``: a regressor whose prediction is the account's event count
+    over the last hour (its weight on ``amount`` is 0)."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"account_id": np.arange(200, dtype=np.int64), "amt_count_1h": rng.integers(0, 9, 200),
+                          "amount": rng.gamma(2.0, 20.0, 200),
+                          "event_timestamp": pd.Timestamp.now(tz="UTC").floor("s")})
+    frame["y"] = frame["amt_count_1h"].astype(float)
+    model = LinearRegression().fit(frame[["amt_count_1h", "amount"]], frame["y"])
+    version = register_model(model, MODEL, features=FEATURES, frame=frame, label="y", task="regression",
+                             feature_client=fc, label_source={"table": str(settings.home / "labels"), "label": "y"})
+    model_registry.promote(model_registry.connect(settings), MODEL, version.version, first=True)
+
+
 @pytest.fixture(scope="module")
 def stream_settings(tmp_path_factory: pytest.TempPathFactory, module_redis: RedisProc) -> Settings:
     home = tmp_path_factory.mktemp("stream-serving-home")
@@ -95,20 +111,12 @@ def stream_settings(tmp_path_factory: pytest.TempPathFactory, module_redis: Redi
 
 @pytest.fixture(scope="module")
 def stream_server(stream_settings: Settings) -> Iterator[Server]:
-    """The model registered (prediction = events of the account in the last hour), promoted and
-    served as `tidemark serve` serves the project."""
-    rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"account_id": np.arange(200, dtype=np.int64), "amt_count_1h": rng.integers(0, 9, 200),
-                          "amount": rng.gamma(2.0, 20.0, 200),
-                          "event_timestamp": pd.Timestamp.now(tz="UTC").floor("s")})
-    frame["y"] = frame["amt_count_1h"].astype(float)
-    model = LinearRegression().fit(frame[["amt_count_1h", "amount"]], frame["y"])
+    """The model registered, promoted and served as `tidemark serve` serves the project
+    (push_scored_events from tidemark.yaml)."""
     fc = FeatureClient(stream_settings)
-    version = register_model(model, MODEL, features=FEATURES, frame=frame, label="y", task="regression",
-                             feature_client=fc, label_source={"table": str(stream_settings.home / "labels"),
-                                                              "label": "y"})
-    model_registry.promote(model_registry.connect(stream_settings), MODEL, version.version, first=True)
-    server = build_server(stream_settings, models=[MODEL], feature_client=fc, refresh_s=3600, prediction_log=False)
+    register_count_model(stream_settings, fc)
+    server = build_server(stream_settings, models=[MODEL], feature_client=fc, refresh_s=3600, prediction_log=False,
+                          push_scored=push_scored(stream_settings, [MODEL]))
     try:
         yield server
     finally:
