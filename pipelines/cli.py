@@ -4,6 +4,7 @@
     tidemark features build [--start 2026-01-01 --end 2026-01-31]
     tidemark features list
     tidemark features materialize [--start 2026-11-01T00:00] [--end 2026-11-21T12:00] [--views a,b]
+    tidemark features stream --push-source S --landing DIR --checkpoint DIR [--once] [--format parquet|json]
     tidemark redis start|stop|status
     tidemark train | gate | promote [--first] | rollback | models | mlflow-ui   (pipelines/cli_models.py)
     tidemark serve                                                             (pipelines/cli_serving.py)
@@ -88,6 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     mat.add_argument("--views", type=lambda s: [v for v in s.split(",") if v], default=None,
                      help="comma-separated feature views (default: all)")
     mat.set_defaults(run=_features_materialize)
+    stream = feat_cmds.add_parser("stream", help="push a push source's landing files into its stream views' "
+                                  "online state (Spark Structured Streaming; resumes from its checkpoint)")
+    stream.add_argument("--push-source", required=True, help="the Feast PushSource whose stream views get the events")
+    stream.add_argument("--landing", required=True, help="the folder (or URI) where event files land")
+    stream.add_argument("--checkpoint", required=True,
+                        help="Spark's checkpoint folder: a restart resumes after the last committed batch; "
+                             "refused events go to its rejected/ folder")
+    stream.add_argument("--format", dest="file_format", choices=("parquet", "json"), default="parquet",
+                        help="the landing files' format (JSON: one event object per line)")
+    stream.add_argument("--once", action="store_true",
+                        help="process the files there now and stop (Spark's availableNow trigger)")
+    stream.add_argument("--max-files-per-trigger", type=int, default=1_000, help="files per micro-batch at most")
+    stream.add_argument("--trigger-s", type=float, default=2.0, help="seconds between micro-batches (without --once)")
+    stream.set_defaults(run=_features_stream)
 
     red = commands.add_parser("redis", help="the embedded online store (a redis-server under $TIDEMARK_HOME)")
     red_cmds = red.add_subparsers(required=True, metavar="ACTION")
@@ -145,6 +160,26 @@ def _features_materialize(settings: Settings, args: argparse.Namespace) -> int:
     for r in results:
         resumed = f", {r.resumed_partitions} of {r.partitions} partitions resumed" if r.resumed_partitions else ""
         print(f"{r.view:<20} {r.window.start:%Y-%m-%d %H:%M} → {r.window.end:%Y-%m-%d %H:%M}: {r.counts}{resumed}")
+    return 0
+
+
+def _features_stream(settings: Settings, args: argparse.Namespace) -> int:
+    from features.sdk import FeatureClient
+    from features.stream_job import StreamTotals, run_stream
+
+    client = FeatureClient(settings)
+
+    def progress(batch_id: int, totals: StreamTotals) -> None:
+        print(f"batch {batch_id}: {totals.rows:,} events so far; added {sum(totals.added.values()):,}, replays "
+              f"{sum(totals.duplicates.values()):,}, already out of every window {sum(totals.expired.values()):,}, "
+              f"refused {totals.rejected:,}", flush=True)
+
+    totals = run_stream(client.spark, client.event_pusher(), args.push_source, args.landing, args.checkpoint,
+                        file_format=args.file_format, once=args.once, max_files_per_trigger=args.max_files_per_trigger,
+                        trigger_s=args.trigger_s, on_batch=progress)
+    for view in sorted(totals.added):
+        print(f"{view:<20} added {totals.added[view]:,}, replays {totals.duplicates[view]:,}, "
+              f"expired {totals.expired[view]:,}")
     return 0
 
 

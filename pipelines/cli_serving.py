@@ -69,6 +69,16 @@ def _served_models(settings: Settings, requested: list[str] | None) -> list[str]
     return list(dict.fromkeys(requested))
 
 
+def push_scored(settings: Settings, names: list[str]) -> dict[str, str]:
+    """The push source of each of ``names`` whose project entry declares ``push_scored_events``."""
+    from pipelines.project import settings_project
+
+    if settings.feast_repo is None:
+        return {}
+    return {m.name: m.push_scored_events for m in settings_project(settings).models
+            if m.push_scored_events and m.name in names}
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import dataclasses
     import gc
@@ -86,7 +96,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     limits = ApiLimits(max_rows=args.max_rows, body_timeout_s=args.body_timeout_s, max_in_flight=args.max_in_flight)
     admins = {name: CanaryAdmin(dataclasses.replace(settings, model_name=name)) for name in names}
     server = build_server(settings, models=names, refresh_s=args.refresh_s, limits=limits, admin=admins,
-                          torch_threads=args.torch_threads or (None if torch.cuda.is_available() else 1))
+                          torch_threads=args.torch_threads or (None if torch.cuda.is_available() else 1),
+                          push_scored=push_scored(settings, names))
     # What start-up loaded (MLflow, Feast, torch) lives as long as the process: keep it out of the
     # collector's full passes, which otherwise stall requests for tens of milliseconds.
     gc.collect()

@@ -21,6 +21,9 @@
         label_maturity_days: 2               # a label is final this long after its prediction
         drift: {psi: 0.2}                    # monitoring.drift.DriftThresholds fields
         canary: {min_dwell_s: 600}           # monitoring.rollout.CanaryPolicy fields, over the defaults
+        push_scored_events: trips_push       # optional: push each scored request's rows as events to
+                                             # this Feast PushSource before answering (its stream
+                                             # views then count it for the entity's next request)
 
     feature_jobs:                            # optional: the feature_pipeline DAG's project jobs
       build: my_team.jobs:build_features     # (settings, first, last, *, checks) -> report (table(), record())
@@ -71,7 +74,8 @@ __all__ = ["PROJECT_FILE", "Project", "ProjectModel", "declared_model", "import_
 
 PROJECT_FILE = "tidemark.yaml"
 _MODEL_KEYS = ("name", "features", "task", "label_source", "request_columns", "entity_columns", "routing_key",
-               "train", "train_job", "window_days", "label_maturity_days", "validation_share", "drift", "canary")
+               "train", "train_job", "window_days", "label_maturity_days", "validation_share", "drift", "canary",
+               "push_scored_events")
 _PROJECT_KEYS = ("models", "feature_jobs", "datagen", "demo")
 _FEATURE_JOBS = ("build", "sample_entities")
 
@@ -108,6 +112,7 @@ class ProjectModel:
     validation_share: float = 0.2
     drift: DriftThresholds = field(default_factory=DriftThresholds)
     canary: Mapping[str, Any] = field(default_factory=dict)
+    push_scored_events: str | None = None  # a push source: scored rows are pushed to it (checked at `serve`)
 
     def entry_point(self) -> Callable[..., Any]:
         """The ``train`` function, imported (``module:function``)."""
@@ -259,7 +264,8 @@ def _model(item: Any, loc: tuple[Any, ...], where: _Where, repo: Path) -> Projec
         label_maturity_days=_number(item, "label_maturity_days", 0.0, loc, where, zero=True),
         validation_share=_number(item, "validation_share", 0.2, loc, where, below=1.0),
         drift=_policy(DriftThresholds, item.get("drift") or {}, (*loc, "drift"), where),
-        canary=_canary(item.get("canary") or {}, (*loc, "canary"), where))
+        canary=_canary(item.get("canary") or {}, (*loc, "canary"), where),
+        push_scored_events=text("push_scored_events") if item.get("push_scored_events") is not None else None)
 
 
 def _located(table: str, repo: Path) -> str:

@@ -8,11 +8,17 @@
                            "variant": "champion", "model_version": "3", "features_found": true}]}
                        a prediction by the model contract's task: "score" (binary: P(positive)),
                        "value" (regression), "probabilities" + "predicted_class" (multiclass)
+                       with ``"pushed": true|false`` added for a model that pushes its scored
+                       events (``push_scored_events``; :mod:`serving.scored_events`)
     GET  /healthz      the process is alive
     GET  /readyz       a champion is loaded and warmed, and the online store answers (503 if not)
     GET  /metrics      Prometheus text format
     GET  /openapi.json
-    GET  /v1/canary, POST /v1/canary/{start,step,rollback,promote}
+    POST /v1/push      {"push_source": "...", "rows": [{<join keys>, <event time>, <event id>,
+                       <aggregated columns>}, ...]} -> {"views": {view: {"added": n, "duplicates": n,
+                       "expired": n}}}: events into the stream feature views that read the push source
+                       (422 names the bad row and column, and nothing was stored; 404 unknown source)
+    GET  /v1/canary, POST /v1/canary/{start,step,rollback,promote}, and POST /v1/push
                        need ``Authorization: Bearer $TIDEMARK_ADMIN_TOKEN``; with no token configured
                        the POSTs are disabled (403) and the GET is open (read-only status)
 
@@ -57,11 +63,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from features.errors import FeatureStoreError, OnlineStoreError
+from features.errors import EventError, FeatureStoreError, OnlineStoreError, UnknownPushSourceError
+from features.online_views import now_us
 from features.redaction import redact
 from serving.errors import NotReadyError, OverloadedError
+from serving.event_push import EventSink, event_error_detail, push_request
 from serving.openapi import openapi_spec
 from serving.request_rows import unicode_text, validate_rows
+from serving.scored_events import ScoredEvents
 from tidemark.errors import TidemarkError
 
 if TYPE_CHECKING:
@@ -110,7 +119,8 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
                metrics: Any = None, on_shutdown: Callable[[], None] | None = None,
                admin: CanaryAdmin | Mapping[str, CanaryAdmin] | None = None, admin_token: str | None = None,
                inline: bool = False, on_predict: Callable[[str, int, float], None] | None = None,
-               store: StoreHealth | None = None) -> Starlette:
+               store: StoreHealth | None = None, pusher: EventSink | None = None,
+               scored_events: Mapping[str, ScoredEvents] | None = None) -> Starlette:
     """The ASGI app over ``scorers`` (one per served model, by name; the first is the default,
     which ``/v1/predict`` and ``/v1/canary`` mean). ``ready()`` -> (bool, reasons) backs
     ``/readyz`` (it must not block: it runs on the event loop); ``store`` says when the online
@@ -120,7 +130,9 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
     score on the event loop's thread rather than in a worker thread (see
     :func:`serving.server.build_server`). ``on_predict(model, status, seconds)`` is called once per
     predict request with its HTTP status and its time in the handler (body read to response built;
-    500 when the handler raised; 499 when the client went away mid-body)."""
+    500 when the handler raised; 499 when the client went away mid-body). ``pusher``: the
+    events' write path behind ``POST /v1/push`` (None: that route answers 404);
+    ``scored_events``: per model whose scored rows are pushed, its :class:`ScoredEvents`."""
     served: dict[str, Scorer] = dict(scorers) if isinstance(scorers, Mapping) else {scorers.name: scorers}
     if not served:
         raise ValueError("create_app needs at least one scorer")
@@ -128,6 +140,7 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
     admins: dict[str, CanaryAdmin] = (dict(admin) if isinstance(admin, Mapping)
                                       else {default: admin} if admin is not None else {})
     limits = limits or ApiLimits()
+    pushes = dict(scored_events or {})
     workers = _Workers(limits.max_in_flight)
     unavailable = _Unavailable()
 
@@ -152,7 +165,7 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         return response
 
     async def score(request: Request, scorer: Scorer) -> Response:
-        started = time.perf_counter()
+        started, received_us = time.perf_counter(), now_us()
         refused = _content_type_problem(request) or _request_id_problem(request, limits.max_request_id)
         if refused is not None:
             return refused
@@ -166,11 +179,17 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         if errors:
             return JSONResponse({"detail": errors}, status_code=422)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        events = pushes.get(scorer.name)
+
+        def work() -> tuple[Any, bool | None]:  # scored, then pushed before the answer: read after write
+            scored = scorer.score(rows, request_id)
+            return scored, (events.push(body["rows"], received_us) if events is not None else None)
+
         try:
             if inline and not (store is not None and store.slow):  # ~1 ms of CPU: cheaper than two thread hops
-                scored = scorer.score(rows, request_id)
+                scored, pushed = work()
             else:  # worker threads: concurrent requests overlap their Redis waits, and the loop stays free
-                scored = await workers.run(scorer.score, rows, request_id)
+                scored, pushed = await workers.run(work)
         except (NotReadyError, OverloadedError, FeatureStoreError) as exc:  # store down, no model, at capacity
             return unavailable.answer(exc, request_id)
         predictions = [{**p, "variant": v, "model_version": m, "features_found": bool(f)}
@@ -178,8 +197,35 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
                                              scored.features_found, strict=True)]
         log.debug("request %s: %d rows in %.2f ms", request_id, len(predictions),
                   (time.perf_counter() - started) * 1e3)
-        return JSONResponse({"request_id": request_id, "model": scorer.name, "predictions": predictions},
-                            headers={"x-request-id": request_id})
+        answer: dict[str, Any] = {"request_id": request_id, "model": scorer.name, "predictions": predictions}
+        if pushed is not None:
+            answer["pushed"] = pushed
+        return JSONResponse(answer, headers={"x-request-id": request_id})
+
+    async def push(request: Request) -> Response:
+        denied = _authorize(request, admin_token, write=True, what="POST /v1/push is")
+        if denied is not None:
+            return denied
+        refused = _content_type_problem(request)
+        if refused is not None:
+            return refused
+        body = await _body(request, limits, hint='send {"push_source": "...", "rows": [{...}]}')
+        if isinstance(body, Response):
+            return body
+        source, rows, errors = push_request(body, limits.max_rows)
+        if errors:
+            return JSONResponse({"detail": errors}, status_code=422)
+        if pusher is None:
+            return _error(404, ["push_source"], "this server has no push path for events (no online store attached)")
+        try:  # one Redis round trip per view: off the event loop, within the worker bound
+            counts = await workers.run(pusher.push, source, rows)
+        except EventError as exc:  # nothing of the push was stored
+            return JSONResponse({"detail": event_error_detail(exc)}, status_code=422)
+        except UnknownPushSourceError as exc:
+            return _error(404, ["push_source"], str(exc))
+        except (OverloadedError, FeatureStoreError) as exc:  # the store is down, or the server at capacity
+            return unavailable.answer(exc, request.headers.get("x-request-id") or uuid.uuid4().hex)
+        return JSONResponse({"views": {view: c.as_dict() for view, c in counts.items()}})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
@@ -195,7 +241,9 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         return Response(text, media_type=content_type)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_spec({n: (s.row_schema(), s.contract()) for n, s in served.items()}, limits))
+        return JSONResponse(openapi_spec({n: (s.row_schema(), s.contract()) for n, s in served.items()}, limits,
+                                         push_sources=pusher.push_sources if pusher is not None else (),
+                                         pushing=frozenset(pushes)))
 
     async def canary(request: Request) -> Response:
         name = request.path_params.get("name", default)
@@ -245,6 +293,7 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/push", push, methods=["POST"]),
         Route("/v1/canary", canary, methods=["GET"]),
         Route("/v1/canary/{action}", canary, methods=["POST"]),
         Route("/v1/models/{name}/canary", canary, methods=["GET"]),
@@ -252,11 +301,12 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
     ])
 
 
-def _authorize(request: Request, token: str | None, *, write: bool) -> Response | None:
+def _authorize(request: Request, token: str | None, *, write: bool,
+               what: str = "canary write endpoints are") -> Response | None:
     """None when allowed; otherwise the 401/403 to send."""
     if not token:
         if write:
-            return _error(403, [], "canary write endpoints are disabled: set TIDEMARK_ADMIN_TOKEN on the server")
+            return _error(403, [], f"{what} disabled: set TIDEMARK_ADMIN_TOKEN on the server")
         return None
     given = request.headers.get("authorization", "")
     scheme, _, value = given.partition(" ")

@@ -1,10 +1,10 @@
 """The OpenAPI 3.1 document of the serving API (:mod:`serving.app`): every served model's request
-rows and predictions as its champion's model contract has them, the health, metrics and canary
-endpoints, and their error answers."""
+rows and predictions as its champion's model contract has them, the push of events, the health,
+metrics and canary endpoints, and their error answers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from serving.request_rows import RowSchema
@@ -16,10 +16,13 @@ if TYPE_CHECKING:
 __all__ = ["openapi_spec"]
 
 
-def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], limits: ApiLimits) -> dict[str, Any]:
+def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], limits: ApiLimits, *,
+                 push_sources: Sequence[str] = (), pushing: Collection[str] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API: for each served model (by name; the first is the
     default, ``/v1/predict``), request rows and predictions as its champion's model contract has
-    them (join keys, request fields, optional label row ids; the task's prediction)."""
+    them (join keys, request fields, optional label row ids; the task's prediction), with
+    ``pushed`` for the models in ``pushing`` (they push their scored events); ``POST /v1/push``
+    for ``push_sources``."""
     failures = _failures((400, "not JSON"), (404, "no such model on this server"),
                          (408, "the body did not arrive within the deadline"),
                          (413, "body too large"), (415, "the body is not declared as application/json"),
@@ -40,7 +43,7 @@ def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], l
                     "type": "array", "minItems": 1, "maxItems": limits.max_rows, "items": row}}}}}},
             "responses": {"200": _ok({"type": "object", "properties": {
                 "request_id": {"type": "string"}, "model": {"type": "string", "const": name},
-                "predictions": {"type": "array", "items": prediction}}}), **failures}}}
+                "predictions": {"type": "array", "items": prediction}, **_pushed(name in pushing)}}), **failures}}}
 
     names = list(models)
     return {
@@ -54,11 +57,13 @@ def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], l
                 "200": _ok({"type": "object"}), "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus text"}}}},
             "/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _ok({"type": "object"})}}},
+            "/v1/push": _push_path(push_sources, limits.max_rows),
             **_canary_paths(names),
         },
         "components": {"securitySchemes": {"bearerAuth": {
             "type": "http", "scheme": "bearer",
-            "description": "the server's TIDEMARK_ADMIN_TOKEN; with none configured, canary writes are off (403)"}}},
+            "description": "the server's TIDEMARK_ADMIN_TOKEN; with none configured, canary writes and "
+                           "pushes are off (403)"}}},
     }
 
 
@@ -83,6 +88,52 @@ def _prediction_schema(contract: ModelContract | None) -> dict[str, Any]:
     return {"type": "object", "properties": {
         **answer, "variant": {"type": "string", "enum": ["champion", "challenger"]},
         "model_version": {"type": "string"}, "features_found": {"type": "boolean"}}}
+
+
+def _pushed(pushes: bool) -> dict[str, Any]:
+    """The ``pushed`` field of a model that pushes its scored events (``push_scored_events``)."""
+    if not pushes:
+        return {}
+    return {"pushed": {"type": "boolean", "description": (
+        "whether the request's rows were pushed as events to the model's push source before this answer "
+        "(the entity's next request sees them). false: the push failed (online store down, or a row "
+        "lacking what the stream views need); the predictions are valid, the failure is logged and counted "
+        "in tidemark_push_errors_total{model,reason}")}}
+
+
+#: ``POST /v1/push``'s error answers.
+_PUSH_FAILURES = ((400, "not JSON"), (401, "no or wrong bearer token"),
+                  (403, "pushes are disabled: the server has no TIDEMARK_ADMIN_TOKEN"),
+                  (404, "no stream feature view reads this push source"),
+                  (408, "the body did not arrive within the deadline"), (413, "body too large"),
+                  (415, "the body is not declared as application/json"),
+                  (422, "a bad row (its loc names the row and the column); nothing of the push was stored"),
+                  (503, "the online store is unavailable, or the server is at capacity"))
+
+
+def _push_path(push_sources: Sequence[str], max_rows: int) -> dict[str, Any]:
+    """``POST /v1/push``: events into the stream feature views that read a push source."""
+    source: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200,
+                              "description": "a Feast PushSource that stream feature views read"}
+    if push_sources:
+        source["enum"] = list(push_sources)
+    value = {"type": ["number", "string", "boolean", "null"]}
+    row = {"type": "object", "additionalProperties": value, "description": (
+        "one event: the views' join keys, event time (ISO 8601 text or integer microseconds since the "
+        "epoch, UTC), event id (the view's tidemark.event_id tag) and aggregated columns")}
+    counts = {"type": "object", "properties": {k: {"type": "integer", "minimum": 0}
+                                               for k in ("added", "duplicates", "expired")}}
+    return {"post": {
+        "operationId": "push", "security": [{"bearerAuth": []}],
+        "summary": "push events to every stream feature view that reads a push source (idempotent by event id)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["push_source", "rows"], "properties": {
+                "push_source": source, "rows": {"type": "array", "minItems": 1, "maxItems": max_rows,
+                                                "items": row}}}}}},
+        "responses": {"200": _ok({"type": "object", "properties": {"views": {
+            "type": "object", "additionalProperties": counts,
+            "description": "per stream view: events added, replays of stored ids, events already out of "
+                           "every window"}}}), **_failures(*_PUSH_FAILURES)}}}
 
 
 def _operation_suffix(name: str) -> str:

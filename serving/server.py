@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,15 +24,18 @@ import numpy as np
 
 from features.circuit_breaker import BreakerPolicy
 from features.corrupt_values import CORRUPT_VALUES
-from features.errors import OnlineStoreUnavailable
+from features.errors import OnlineStoreUnavailable, UnknownPushSourceError
 from features.redaction import redact
 from serving.app import ApiLimits, CanaryAdmin, create_app
 from serving.model_slots import ModelSlots
+from serving.scored_events import PUSH_ERROR_REASONS, ScoredEvents
 from serving.scorer import CHALLENGER, CHAMPION, Scorer
+from tidemark.errors import ConfigError
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from features.push import EventPusher
     from features.sdk import FeatureClient
     from tidemark.settings import Settings
 
@@ -132,7 +135,8 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
                  feature_client: FeatureClient | None = None, refresh_s: float = 10.0,
                  limits: ApiLimits | None = None, prediction_log: bool = True,
                  batching: dict[str, int] | None = None, admin: CanaryAdmin | Mapping[str, CanaryAdmin] | None = None,
-                 inline: bool | None = None, torch_threads: int | None = None) -> Server:
+                 inline: bool | None = None, torch_threads: int | None = None,
+                 push_scored: Mapping[str, str] | None = None) -> Server:
     """Everything ``tidemark serve`` runs, for ``settings``; models are loaded before it returns.
 
     ``models``: the registered models to serve, in one process over one online store (default:
@@ -147,6 +151,11 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
     models' latencies, so both must be timed on one path (behind its batcher, a CPU challenger of
     the champion's own architecture measured twice its p99 and was rolled back). Neither call has
     a timeout then. Otherwise requests run in worker threads and both models batch across them.
+
+    ``POST /v1/push`` writes events through the feature client's :class:`features.push.EventPusher`.
+    ``push_scored``: per model, the push source its scored rows are pushed to (a project's
+    ``push_scored_events``; :mod:`serving.scored_events`); a source that no stream feature view
+    reads is a :class:`tidemark.errors.ConfigError` here, before anything is served.
     """
     import torch
     from mlflow import MlflowClient
@@ -157,6 +166,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
 
     fc = feature_client or FeatureClient(settings)
     reader = fc.online_reader()
+    pusher = fc.event_pusher()
     redis_online = reader.redis
     # fail fast while Redis is down, and say when it is slow (requests then leave the event loop)
     breaker = redis_online.use_breaker(BreakerPolicy(probe_interval_s=0.05))
@@ -174,6 +184,8 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
         torch.set_num_threads(torch_threads)
     names = list(dict.fromkeys(models or (settings.model_name,)))  # in order, each once
     metrics = _Metrics()
+    scored_events = {name: _scored_events(name, source, pusher, metrics.push_error)  # checked before loading
+                     for name, source in (push_scored or {}).items() if name in names}
     served: dict[str, ServedModel] = {}
     for name in names:
         slots = ModelSlots(client, name, batching=batching or {},
@@ -190,6 +202,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
                         evidence=EvidenceRecorder(redis_online.writer, name))
         served[name] = ServedModel(scorer, slots)
     metrics.watch(served)
+    metrics.watch_pushes(list(scored_events))
 
     def ready() -> tuple[bool, list[str]]:  # no I/O: the store-watch thread and the breaker keep the state
         reasons: list[str] = []
@@ -208,10 +221,20 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
     closers: list[Server] = []
     app = create_app({name: model.scorer for name, model in served.items()}, limits=limits, ready=ready,
                      metrics=metrics.render, on_shutdown=lambda: closers[0].close(), admin=admin,
-                     admin_token=settings.admin_token, inline=inline, on_predict=metrics.request, store=breaker)
+                     admin_token=settings.admin_token, inline=inline, on_predict=metrics.request, store=breaker,
+                     pusher=pusher, scored_events=scored_events)
     server = Server(app, served, settings, refresh_s)
     closers.append(server)
     return server
+
+
+def _scored_events(model: str, source: str, pusher: EventPusher, on_error: Callable[[str, str], None]) -> ScoredEvents:
+    try:
+        return ScoredEvents(model, source, pusher, on_error)
+    except UnknownPushSourceError as exc:
+        raise ConfigError(f"model {model!r} declares push_scored_events: {source!r} in tidemark.yaml, but {exc}; "
+                          "name a push source that a stream feature view reads (or drop the key), and "
+                          "apply the repo") from None
 
 
 class _Metrics:
@@ -235,6 +258,9 @@ class _Metrics:
             "HTTP status class", ["model", "status"], buckets=(5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
                                                                0.25, 1.0), registry=self.registry)
         self._latency: dict[tuple[str, int], Any] = {}  # (model, status class) -> child: no lookup per request
+        self._push_errors = Counter("tidemark_push_errors", "Scored requests whose events were not pushed (the "
+                                    "predictions were answered), by reason", ["model", "reason"],
+                                    registry=self.registry)
         self.disconnects = Counter("tidemark_client_disconnects", "POST predict clients gone before their body "
                                    "arrived (not an error of the server)", ["model"], registry=self.registry)
 
@@ -244,6 +270,16 @@ class _Metrics:
         histogram = self.scores.labels(model, variant)
         for s in scores[:64]:  # a sample per call keeps big batches cheap
             histogram.observe(float(s))
+
+    def watch_pushes(self, models: Sequence[str]) -> None:
+        """Show the push error series of every model that pushes its scored events from the first scrape."""
+        for model in models:
+            for reason in PUSH_ERROR_REASONS:
+                self._push_errors.labels(model, reason)
+
+    def push_error(self, model: str, reason: str) -> None:
+        """A scored request of ``model`` whose events could not be pushed, for ``reason``."""
+        self._push_errors.labels(model, reason).inc()
 
     def request(self, model: str, status: int, seconds: float) -> None:
         """One predict request of ``model`` answered with ``status`` after ``seconds`` (499: the client left)."""

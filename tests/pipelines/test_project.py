@@ -145,3 +145,14 @@ def test_the_bundled_example_is_the_default_project(tmp_path: Path) -> None:
     assert model.label_source.table == str(tmp_path / "home" / "raw" / "labels")
     assert callable(model.job())
     assert project_model(settings, "fraud-renamed").name == "fraud-renamed"  # TIDEMARK_MODEL_NAME, as before
+
+
+def test_a_model_may_push_its_scored_events(tmp_path: Path) -> None:
+    pushing = GOOD.replace("    window_days: 14\n", "    window_days: 14\n    push_scored_events: trips_push\n", 1)
+    first, second = load_project(_repo(tmp_path, pushing), env={"DATA": "/d"}).models
+    assert first.push_scored_events == "trips_push" and second.push_scored_events is None
+    for bad in ("[trips_push]", '""'):
+        with pytest.raises(ProjectError, match=r"line 12: models\[0\]\.push_scored_events: must be non-empty text"):
+            load_project(_repo(tmp_path, pushing.replace("trips_push", bad)), env={"DATA": "/d"})
+    with pytest.raises(ProjectError, match="did you mean 'push_scored_events'"):
+        load_project(_repo(tmp_path, pushing.replace("push_scored_events", "push_scored_event")), env={"DATA": "/d"})
