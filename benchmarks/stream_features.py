@@ -121,9 +121,10 @@ def load_world(root: Path, url: str, port: int, args: argparse.Namespace, now_us
     (root / "history").mkdir(parents=True)
     history.to_parquet(root / "history" / "part-0.parquet")
     plugin = {"type": "features.online_store.PackedRedisOnlineStore", "url": url, "timeout_ms": 1000}
-    ours = open_store(root, "bench_ours", plugin, definitions(root / "history", root / "packed"))
-    feast = open_store(root, "bench_feast", {"type": "redis", "connection_string": f"127.0.0.1:{port}"},
-                       definitions(root / "history", feast_peer=True))
+    with quiet():  # Feast's alpha notices
+        ours_defs, feast_defs = definitions(root / "history", root / "packed"), definitions(root / "history", feast_peer=True)
+    ours = open_store(root, "bench_ours", plugin, ours_defs)
+    feast = open_store(root, "bench_feast", {"type": "redis", "connection_string": f"127.0.0.1:{port}"}, feast_defs)
     online = RedisOnline(url, timeout_ms=1000, write_timeout_ms=30_000)
     view = OnlineView.from_feast(ours.get_stream_feature_view("cust_windows"))
     pusher = EventPusher(online, ours.config.project, [view])
@@ -353,6 +354,44 @@ def state_sizes(world: World, now_us: int) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass
+class Online:
+    """Everything measured against the redis-server: state, push, reads, sizes and checks."""
+
+    world: World
+    pushes: list[PushResult]
+    finding: str
+    stats: dict[int, dict[str, dict[str, float]]]
+    paths: list[ReadPath]
+    sizes: list[dict[str, Any]]
+    checks: dict[str, tuple[bool, str]]
+
+
+def run_online(root: Path, server: Any, args: argparse.Namespace) -> Online:
+    """Load the state, check the windows, then reads (before any push changes the state), state
+    sizes, Feast's aggregated push, and the push rounds."""
+    from features.online_views import now_us
+    from features.sdk import FeatureClient
+    from tidemark.settings import Settings, SparkSettings
+
+    loaded_at = now_us()
+    world = load_world(root, server.url, server.port, args, loaded_at)
+    log.info("window state of %d customers loaded in %.1f s", args.customers, world.loaded_s)
+    client = FeatureClient(Settings(home=root / "home", spark=SparkSettings()), repo_path=root / "bench_ours")
+    paths = read_paths(world)
+    checks = {f"online ({k}) windows": v for k, v in check_online(paths, world, args, loaded_at).items()}
+    gc.collect()
+    gc.freeze()
+    lat = measure_reads(paths, world, args)
+    stats = {b: {k: {"p50": float(np.percentile(v, 50)) / 1e6, "p99": float(np.percentile(v, 99)) / 1e6,
+                     "n": len(v)} for k, v in per.items()} for b, per in lat.items()}
+    sizes = state_sizes(world, now_us())
+    finding = feast_stream_push_finding(world, now_us())
+    pushes, replay = measure_pushes(world, client, args, now_us())
+    checks["replay of pushed batches"] = replay
+    return Online(world, pushes, finding, stats, paths, sizes, checks)
+
+
 # --- offline ------------------------------------------------------------------------------------
 
 
@@ -370,7 +409,9 @@ def run_offline(size: OfflineSize, args: argparse.Namespace, workdir: Path, url:
     folder = offline_dataset(workdir, size, args.seed)
     plugin = {"type": "features.online_store.PackedRedisOnlineStore", "url": url}
     project = f"bench_off_{size.entity_rows}_{size.events}"
-    store = open_store(workdir / "repos", project, plugin, definitions(folder / "events"))
+    with quiet():
+        defs = definitions(folder / "events")
+    store = open_store(workdir / "repos", project, plugin, defs)
     entities = pd.read_parquet(folder / "entities.parquet")
     entities[TS] = entities[TS].astype("datetime64[ns, UTC]")
     queries = {"windows": WINDOW_REFS, "as-of": ["txn_asof:amount"]}
@@ -456,23 +497,9 @@ def offline_table(results: list[OfflineResult]) -> str:
     return render(rows)
 
 
-def goals(pushes: list[PushResult], stats: dict[int, dict[str, dict[str, float]]], offline: list[OfflineResult],
-          checks: dict[str, tuple[bool, str]]) -> list[tuple[str, str, str]]:
+def goals(online: Online | None, offline: list[OfflineResult]) -> list[tuple[str, str, str]]:
     """(status, goal, detail) per goal of the issue and per correctness check."""
-    by = {(r.name, r.batch): r.median for r in pushes}
-    out = []
-    for batch, floor in ((100, 50_000), (1, 5_000)):
-        rate = by[("ours", batch)]
-        out.append(("PASS" if rate >= floor else "FAIL", f"push at least {floor:,} events/s in batches of {batch}",
-                    f"EventPusher.push {rate:,.0f}/s; FeatureClient.push {by[('client', batch)]:,.0f}/s"))
-        ratio = rate / by[("feast", batch)]
-        out.append(("PASS" if ratio >= 10 else "FAIL", f"push at least 10x Feast's at batch {batch}",
-                    f"ours {rate:,.0f}/s, Feast {by[('feast', batch)]:,.0f}/s: {ratio:.1f}x"))
-    for batch, per in stats.items():
-        for ours, base, label in (("w", "p", "fast path"), ("wf", "pf", "Feast get_online_features")):
-            r50, r99 = per[ours]["p50"] / per[base]["p50"], per[ours]["p99"] / per[base]["p99"]
-            out.append(("PASS" if r50 <= 2 else "FAIL", f"12 windows within 2x of 12 packed features, {label}, batch {batch}",
-                        f"p50 {per[ours]['p50']:.3f} vs {per[base]['p50']:.3f} ms: {r50:.2f}x (p99 {r99:.2f}x)"))
+    out = [("NOT RUN", "push and online reads", "--skip-online")] if online is None else online_goals(online)
     for res in offline:
         w, a = statistics.median(res.seconds["windows"]), statistics.median(res.seconds["as-of"])
         out.append(("PASS" if w <= 2 * a else "FAIL", f"offline windows within 2x of the as-of join at {res.size.label}",
@@ -481,7 +508,26 @@ def goals(pushes: list[PushResult], stats: dict[int, dict[str, dict[str, float]]
                     res.check))
     if not any(r.size == OfflineSize(1_000_000, 10_000_000) for r in offline):
         out.append(("NOT RUN", "offline windows within 2x of the as-of join at 1M x 10M", "size not run"))
-    for name, (ok, verdict) in checks.items():
+    return out
+
+
+def online_goals(online: Online) -> list[tuple[str, str, str]]:
+    """Push rate against the floors and Feast, window reads against packed reads, the checks."""
+    by = {(r.name, r.batch): r.median for r in online.pushes}
+    out = []
+    for batch, floor in ((100, 50_000), (1, 5_000)):
+        rate = by[("ours", batch)]
+        out.append(("PASS" if rate >= floor else "FAIL", f"push at least {floor:,} events/s in batches of {batch}",
+                    f"EventPusher.push {rate:,.0f}/s; FeatureClient.push {by[('client', batch)]:,.0f}/s"))
+        ratio = rate / by[("feast", batch)]
+        out.append(("PASS" if ratio >= 10 else "FAIL", f"push at least 10x Feast's at batch {batch}",
+                    f"ours {rate:,.0f}/s, Feast {by[('feast', batch)]:,.0f}/s: {ratio:.1f}x"))
+    for batch, per in online.stats.items():
+        for ours, base, label in (("w", "p", "fast path"), ("wf", "pf", "Feast get_online_features")):
+            r50, r99 = per[ours]["p50"] / per[base]["p50"], per[ours]["p99"] / per[base]["p99"]
+            out.append(("PASS" if r50 <= 2 else "FAIL", f"12 windows within 2x of 12 packed features, {label}, batch {batch}",
+                        f"p50 {per[ours]['p50']:.3f} vs {per[base]['p50']:.3f} ms: {r50:.2f}x (p99 {r99:.2f}x)"))
+    for name, (ok, verdict) in online.checks.items():
         out.append(("PASS" if ok else "FAIL", f"check: {name}", verdict))
     return out
 
@@ -493,9 +539,8 @@ def environment(raw: Any, args: argparse.Namespace) -> dict[str, str]:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {
-        "machine": f"{len(os.sched_getaffinity(0))} cores (nproc), {cpu}; load average at start "
-                   + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+    env = {
+        "machine": f"{len(os.sched_getaffinity(0))} cores (nproc), {cpu}",
         "versions": f"Redis {raw.info('server')['redis_version']} (local, loopback), redis-py {redis.__version__}, "
                     f"Feast {feast.__version__}, pyspark {pyspark.__version__}, pandas {pd.__version__}, "
                     f"numpy {np.__version__}, Python {platform.python_version()}",
@@ -503,6 +548,9 @@ def environment(raw: Any, args: argparse.Namespace) -> dict[str, str]:
                  "with 1,000; windows 1h/24h/7d x count/sum/mean/max of amount",
         "command": shlex.join([os.path.relpath(sys.executable), *sys.argv]),
     }
+    if args.skip_online:
+        del env["state"]
+    return env
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -524,6 +572,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tidemark-bench-stream",
                    help="offline data (cached by size and seed) and repos")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--skip-online", action="store_true", help="only the offline part")
     p.add_argument("--quick", action="store_true", help="smoke test: small sizes, few rounds")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here")
     args = p.parse_args(argv)
@@ -542,46 +591,35 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("feast").setLevel(logging.WARNING)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from features.online_views import now_us
-    from features.sdk import FeatureClient
+    import redis
+
     from tests.integration.redis_servers import start_redis
-    from tidemark.settings import Settings, SparkSettings
+    from tidemark.settings import SparkSettings
 
     began = time.perf_counter()
+    load_at_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     workdir = args.workdir.resolve()
     root = Path(tempfile.mkdtemp(prefix="tidemark-bench-stream-"))
     server = start_redis(root / "redis")
     spark = None
     try:
-        loaded_at = now_us()
-        world = load_world(root, server.url, server.port, args, loaded_at)
-        log.info("window state of %d customers loaded in %.1f s", args.customers, world.loaded_s)
-        client = FeatureClient(Settings(home=root / "home", spark=SparkSettings()), repo_path=root / "bench_ours")
-        paths = read_paths(world)
-        checks = {f"online ({k}) windows": v for k, v in check_online(paths, world, args, loaded_at).items()}
-        gc.collect()
-        gc.freeze()
-        lat = measure_reads(paths, world, args)
-        stats = {b: {k: {"p50": float(np.percentile(v, 50)) / 1e6, "p99": float(np.percentile(v, 99)) / 1e6,
-                         "n": len(v)} for k, v in per.items()} for b, per in lat.items()}
-        sizes = state_sizes(world, now_us())
-        finding = feast_stream_push_finding(world, now_us())
-        pushes, replay = measure_pushes(world, client, args, now_us())
-        checks["replay of pushed batches"] = replay
+        online = None if args.skip_online else run_online(root, server, args)
         offline = []
         if args.offline_sizes:
             from features.spark import spark_session
             spark = spark_session(SparkSettings(master="local[*]", driver_memory=args.driver_memory, shuffle_partitions=8,
                                                 extra_conf={"spark.sql.warehouse.dir": str(root / "warehouse")}))
             offline = [run_offline(size, args, workdir, server.url) for size in args.offline_sizes]
-        env = environment(world.raw, args)
-        env["load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-        verdicts = goals(pushes, stats, offline, checks)
-        report(env, world, pushes, finding, stats, paths, sizes, offline, verdicts)
+        env = environment(redis.Redis(host="127.0.0.1", port=server.port), args)
+        env["load average"] = f"{load_at_start} at start, " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + " at end"
+        verdicts = goals(online, offline)
+        report(env, online, offline, verdicts)
         print(f"\ntotal wall time {time.perf_counter() - began:.0f} s")
         if args.json:
-            args.json.write_text(json.dumps({**env, "push": [vars(r) for r in pushes], "reads_ms": stats,
-                                             "state_bytes": sizes, "feast_stream_push": finding,
+            figures = {} if online is None else {
+                "push": [vars(r) for r in online.pushes], "reads_ms": online.stats, "state_bytes": online.sizes,
+                "feast_stream_push": online.finding}
+            args.json.write_text(json.dumps({**env, **figures,
                                              "offline": [{"size": r.size.label, "seconds": r.seconds, "rows": r.rows,
                                                           "check": r.check} for r in offline],
                                              "goals": verdicts}, indent=1, default=str) + "\n")
@@ -593,22 +631,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(env: dict[str, str], world: World, pushes: list[PushResult], finding: str,
-           stats: dict[int, dict[str, dict[str, float]]], paths: list[ReadPath], sizes: list[dict[str, Any]],
-           offline: list[OfflineResult], verdicts: list[tuple[str, str, str]]) -> None:
+def report(env: dict[str, str], online: Online | None, offline: list[OfflineResult],
+           verdicts: list[tuple[str, str, str]]) -> None:
     for key, value in env.items():
         print(f"{key}: {value}")
-    print(f"setup: window state pushed in {world.loaded_s:.1f} s ({len(world.history):,} events + heavy)")
-    print("\npush (fresh events: distinct ids, customers drawn uniformly; events/s per round, frames built outside"
-          " the timer)")
-    print(push_table(pushes))
-    print(f"\nFeast's own push of raw events into its aggregated StreamFeatureView: {finding}")
-    print("\nonline reads (latency per call; 12 features; Feast paths end in .to_dict())")
-    print(read_table(stats, paths))
-    print("\nRedis state per key (STRLEN of the value; MEMORY USAGE includes the key and Redis' overhead)")
-    rows = [["state", "value bytes", "MEMORY USAGE bytes"]]
-    rows += [[s["state"], f"{s['value']:,}", f"{s['memory']:,}"] for s in sizes]
-    print(render(rows))
+    if online is not None:
+        print(f"setup: window state pushed in {online.world.loaded_s:.1f} s ({len(online.world.history):,} events "
+              f"+ {online.world.heavy:,} x 1,000 heavy)")
+        print("\npush (fresh events: distinct ids, customers drawn uniformly; events/s per round, frames built outside"
+              " the timer)")
+        print(push_table(online.pushes))
+        print(f"\nFeast's own push of raw events into its aggregated StreamFeatureView: {online.finding}")
+        print("\nonline reads (latency per call; 12 features; Feast paths end in .to_dict())")
+        print(read_table(online.stats, online.paths))
+        print("\nRedis state per key (STRLEN of the value; MEMORY USAGE includes the key and Redis' overhead)")
+        rows = [["state", "value bytes", "MEMORY USAGE bytes"]]
+        rows += [[s["state"], f"{s['value']:,}", f"{s['memory']:,}"] for s in online.sizes]
+        print(render(rows))
     if offline:
         print("\noffline (get_historical_features(...).to_df(), pandas in and out, warm Spark; 12 windows vs "
               "the as-of join of amount from a plain view over the same events)")
