@@ -70,57 +70,88 @@ end
 return out
 """
 
-# Window state of stream feature views (features.window_state): per key, a header then fixed-size
-# records (event µs int64 LE, 8-byte event id, values). ARGV: now µs, expiry margin in ms, then per
-# key its view's horizon µs (longest window), state header, record size, and its new records.
-# Records with event time at or before now - horizon are in no window from now on: dropped from
-# the state, and not added. A record whose id is already stored is a replay: not added. The key
-# expires when its newest event leaves the longest window (plus the margin), or is deleted when
-# nothing is left. Reply per key: added, duplicates, expired; or -1, 0, 0 when the key holds
-# something else (another view definition, or a foreign value), which is left untouched.
+# Window state of stream feature views (features.window_state): per key, a 16-byte header (an
+# 8-byte prefix naming the format and the view's columns, then the oldest stored event time, µs
+# int64 LE) and fixed-size records (event µs int64 LE, 8-byte event id, values). ARGV: now µs,
+# expiry margin ms, then per key its view's horizon µs (longest window), header prefix, record
+# size, and its new records. A push costs time in the new events, not in the stored ones: a
+# replay is found with a plain substring search (at a record's id position), new records are
+# APPENDed, and the stored events are rewritten only when the oldest has been out of every window
+# for a quarter of the horizon (so state holds at most 1.25 horizons of events; reads filter by
+# window, so the stale ones are never counted). Records with event time at or before
+# now - horizon are in no window from now on and are not added. The key expires when its newest
+# event leaves the longest window (plus the margin).
+# Reply per key: added, duplicates, expired; or -1, 0, 0 when the key holds something else
+# (another view definition, or a foreign value), which is left untouched.
 _PUSH_SCRIPT: Final = """
 local now, margin = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
+local function stored(s, id, first, size)
+  local from = first
+  while true do
+    local p = string.find(s, id, from, true)
+    if not p then return false end
+    if (p - first) % size == 0 then return true end
+    from = p + 1
+  end
+end
 for i, key in ipairs(KEYS) do
   local base = 4 * i - 1
-  local horizon, header, size = tonumber(ARGV[base]), ARGV[base + 1], tonumber(ARGV[base + 2])
-  local hlen, lo = #header, now - horizon
+  local horizon, prefix, size = tonumber(ARGV[base]), ARGV[base + 1], tonumber(ARGV[base + 2])
+  local new = ARGV[base + 3]
+  local lo = now - horizon
   local ok, cur = pcall(redis.call, 'GET', key)
-  if not ok or (cur and (string.sub(cur, 1, hlen) ~= header or (#cur - hlen) % size ~= 0)) then
+  if not ok or (cur and (#cur < 16 or string.sub(cur, 1, 8) ~= prefix or (#cur - 16) % size ~= 0)) then
     out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0
   else
-    local kept, seen, newest = {}, {}, lo
-    local added, dup, old = 0, 0, 0
-    if cur then
-      for p = hlen + 1, #cur, size do
-        local e = struct.unpack('<l', cur, p)
-        if e > lo then
-          kept[#kept + 1] = string.sub(cur, p, p + size - 1)
-          seen[string.sub(cur, p + 8, p + 15)] = true
-          if e > newest then newest = e end
-        end
-      end
-    end
-    local new = ARGV[base + 3]
+    local oldest = cur and struct.unpack('<l', cur, 9) or nil
+    local rewrite = cur and oldest <= lo - math.floor(horizon / 4)
+    local kept, batch = {}, {}
+    local added, dup, old, newest, first_new = 0, 0, 0, nil, nil
     for p = 1, #new, size do
       local e = struct.unpack('<l', new, p)
       local id = string.sub(new, p + 8, p + 15)
       if e <= lo then
         old = old + 1
-      elseif seen[id] then
+      elseif batch[id] or (cur and stored(cur, id, 25, size)) then
         dup = dup + 1
       else
-        seen[id] = true
+        batch[id] = true
         kept[#kept + 1] = string.sub(new, p, p + size - 1)
         added = added + 1
-        if e > newest then newest = e end
+        if not newest or e > newest then newest = e end
+        if not first_new or e < first_new then first_new = e end
       end
     end
-    if #kept == 0 then
-      if cur then redis.call('DEL', key) end
-    elseif added > 0 or #kept * size ~= #cur - hlen then
+    if rewrite then
+      -- the oldest events left every window a while ago: keep only those still in one
+      local body, least, latest = {}, nil, nil
+      for p = 17, #cur, size do
+        local e = struct.unpack('<l', cur, p)
+        if e > lo then
+          body[#body + 1] = string.sub(cur, p, p + size - 1)
+          if not least or e < least then least = e end
+          if not latest or e > latest then latest = e end
+        end
+      end
+      for _, rec in ipairs(kept) do body[#body + 1] = rec end
+      if first_new and (not least or first_new < least) then least = first_new end
+      if newest and (not latest or newest > latest) then latest = newest end
+      if #body == 0 then
+        redis.call('DEL', key)
+      else
+        local px = math.floor((latest + horizon - now) / 1000) + 1 + margin
+        redis.call('SET', key, prefix .. struct.pack('<l', least) .. table.concat(body), 'PX', px)
+      end
+    elseif added > 0 then
       local px = math.floor((newest + horizon - now) / 1000) + 1 + margin
-      redis.call('SET', key, header .. table.concat(kept), 'PX', px)
+      if not cur then
+        redis.call('SET', key, prefix .. struct.pack('<l', first_new) .. table.concat(kept), 'PX', px)
+      else
+        redis.call('APPEND', key, table.concat(kept))
+        if first_new < oldest then redis.call('SETRANGE', key, 8, struct.pack('<l', first_new)) end
+        if redis.call('PTTL', key) < px then redis.call('PEXPIRE', key, px) end
+      end
     end
     out[#out + 1] = added; out[#out + 1] = dup; out[#out + 1] = old
   end
@@ -317,7 +348,7 @@ class RedisOnline:
                     *, now_us: int, margin_ms: int) -> np.ndarray:
         """Merge each key's new event records into its window state (see
         :mod:`features.window_state`), atomically and idempotently. ``states[i]`` is key i's
-        (horizon µs, state header, record size): keys of several views go in one call. Returns
+        (horizon µs, state header prefix, record size): keys of several views go in one call. Returns
         int64[n, 3] per key: (added, duplicates, expired); (-1, 0, 0) where the key holds
         something else.
 

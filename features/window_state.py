@@ -43,7 +43,10 @@ MAX_FUTURE_US: Final = 5 * 60 * 1_000_000
 """How far past the pusher's clock an event time may lie (clock skew); later ones are refused."""
 EXPIRY_MARGIN_MS: Final = 60_000
 _NO_EVENT: Final = np.iinfo(np.int64).min
-_MAGIC: Final = b"TMW\x01"
+_MAGIC: Final = b"TMW\x02"
+HEADER_SIZE: Final = 16
+"""Bytes before the first record: the 8-byte prefix (:func:`state_header`), then the oldest
+stored event time (µs, int64 LE), which lets a push skip trimming until it matters."""
 _SPLITMIX: Final = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 
 
@@ -53,7 +56,8 @@ def record_dtype(view: StreamView) -> np.dtype:
 
 
 def state_header(view: StreamView) -> bytes:
-    """Magic, version, and the CRC-32 of the column list: a redefined view never reads old state."""
+    """The state's 8-byte prefix: magic, version, and the CRC-32 of the column list (a redefined
+    view never reads old state). The full header adds the oldest stored event time (8 bytes)."""
     return _MAGIC + zlib.crc32("\x1f".join(view.columns).encode()).to_bytes(4, "little")
 
 
@@ -192,11 +196,12 @@ def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *, 
     bodies: list[bytes] = []
     corrupt: list[CorruptValueError] = []
     bad = np.zeros(n, dtype=bool)
-    skip, size = len(plan.header), plan.dtype.itemsize
+    skip, size = HEADER_SIZE, plan.dtype.itemsize
     for i, blob in enumerate(blobs):
         if blob is None:
             continue
-        if not isinstance(blob, bytes) or blob[:skip] != plan.header or (len(blob) - skip) % size:
+        if (not isinstance(blob, bytes) or len(blob) < skip or blob[:len(plan.header)] != plan.header
+                or (len(blob) - skip) % size):
             bad[i] = True
             corrupt.append(CorruptValueError(keys[i], f"not the window state of {view.name!r} as defined now"))
             continue

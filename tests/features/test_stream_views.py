@@ -80,8 +80,9 @@ def test_needs_a_push_source():
 
 def test_a_state_of_another_definition_reads_as_corrupt_not_as_values():
     view = StreamView.from_feast(_view())
-    good = state_header(view) + np.zeros(1, dtype=[("e", "<i8"), ("id", "V8"), ("v", "<f8", (2,))]).tobytes()
-    other = b"TMW\x01\x00\x00\x00\x00" + b"\x00" * 32
+    record = np.zeros(1, dtype=[("e", "<i8"), ("id", "V8"), ("v", "<f8", (2,))]).tobytes()
+    good = state_header(view) + bytes(8) + record
+    other = b"TMW\x02\x00\x00\x00\x00" + bytes(8) + record  # another column list
     values = aggregate(view, [good, other, b"garbage", None], [b"k0", b"k1", b"k2", b"k3"], at_us=1)
     assert values.found.tolist() == [True, False, False, True]
     assert not values.valid[1:3].any() and len(values.corrupt) == 2
