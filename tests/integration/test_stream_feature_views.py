@@ -92,9 +92,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> dict[str, 
 
 def _oracle(events: list[Event], customers: list[int], t_us: int) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
-    for name in WINDOWS:
+    for name, window in WINDOWS.items():
         for f in FUNCTIONS:
-            w = int(WINDOWS[name].total_seconds()) * 1_000_000
+            w = int(window.total_seconds()) * 1_000_000
             out[f"amt_{f}_{name}"] = [window_value(events, str(c), t_us, w, f) for c in customers]
     return out
 
