@@ -299,10 +299,11 @@ def _scored_push(settings: Settings) -> Callable[[pd.DataFrame], object]:
     return feature_push(settings)
 
 
-def _post(server: Server, http: Any, payments: pd.DataFrame, batch: int = 50,
+def _post(server: Server, http: Any, payments: pd.DataFrame, batch: int = 1,
           push: Callable[[pd.DataFrame], object] | None = None) -> None:
-    """Payments through the server, each batch pushed into the customer windows once scored
-    (``push``); its prediction log and canary counts written out after."""
+    """Payments through the server, one per request as payments are scored, each pushed into the
+    customer windows once scored (``push``), so the next one's windows hold it; its prediction log
+    and canary counts written out after."""
     from examples.fraud.replay import post_payments
 
     started = time.perf_counter()
