@@ -102,7 +102,7 @@ VOCABULARY: dict[str, tuple[str, ...]] = {
     "country": ("AT", "BE", "CH", "CZ", "DE", "DK", "ES", "FI", "FR", "GB", "GR", "HU", "IE", "IT", "LU",
                 "NL", "NO", "PL", "PT", "RO", "SE", "SK", "US"),
 }
-ACTIVE = {"1h": (0.25, 0.5), "24h": (0.7, 2.0), "7d": (0.95, 8.0)}  # window: (share of customers, mean count)
+PAYMENTS_PER_WEEK = 8  # per customer, on average: about 5 % of customers paid in the last hour, 68 % in a day
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -199,31 +199,26 @@ def register(settings: Settings, choice: ModelChoice) -> str:
 # --- data -------------------------------------------------------------------------------------
 
 
-def write_offline(offline: Path, vocab: dict[str, tuple[str, ...]], args: argparse.Namespace,
+def write_offline(offline: Path, raw: Path, vocab: dict[str, tuple[str, ...]], args: argparse.Namespace,
                   now: pd.Timestamp) -> int:
-    """tidemark's three offline tables: one row per customer (windows of 1 h, 24 h and 7 days,
-    null where the customer had no payment in the window) and per merchant, 5 minutes old, and
-    profiles 10 days old. Returns the rows written."""
+    """The customers' payments of the last 7 days (``PAYMENTS_PER_WEEK`` on average, the newest
+    5 minutes old: the raw history the customer windows are computed from), one offline row per
+    merchant, 5 minutes old, and profiles 10 days old. Returns the rows written."""
     import pandas as pd
 
-    from tests.integration.offline_tables import write_by_date
+    from tests.integration.offline_tables import write_by_date, write_transactions
 
     rng = np.random.default_rng(args.seed)
     n, m = args.customers, args.merchants
     t = now - pd.Timedelta("5min")
-    agg = pd.DataFrame({"customer_id": np.arange(1, n + 1, dtype=np.int64), "event_timestamp": [t] * n})
-    for w, (share, lam) in ACTIVE.items():
-        active = rng.random(n) < share
-        count = rng.poisson(lam, n) + 1
-        mean = np.round(rng.gamma(2.0, 25.0, n), 2)
-        agg[f"txn_count_{w}"] = pd.Series(count, dtype="Int64").where(active)
-        agg[f"amt_sum_{w}"] = np.where(active, count * mean, np.nan)
-        agg[f"amt_mean_{w}"] = np.where(active, mean, np.nan)
-        agg[f"amt_max_{w}"] = np.where(active, mean * (1 + rng.random(n)), np.nan)
-        agg[f"created_{w}"] = t
-    write_by_date(agg, offline / "customer_txn_agg")
+    per_customer = rng.poisson(PAYMENTS_PER_WEEK, n)
+    customer = np.repeat(np.arange(1, n + 1, dtype=np.int64), per_customer)
+    ago_us = rng.integers(0, 7 * 86_400_000_000 - 1, len(customer))
+    payments = write_transactions(pd.DataFrame({
+        "customer_id": customer, "event_timestamp": t - pd.to_timedelta(ago_us, unit="us"),
+        "amount": np.round(rng.gamma(2.0, 25.0, len(customer)), 2)}), raw)
     seen = now - pd.Timedelta("10D")
-    profile = pd.DataFrame({"customer_id": agg["customer_id"], "event_timestamp": [seen] * n,
+    profile = pd.DataFrame({"customer_id": np.arange(1, n + 1, dtype=np.int64), "event_timestamp": [seen] * n,
                             "created_timestamp": [seen] * n, "income": np.round(rng.lognormal(10.4, 0.5, n), -1),
                             "age_band": rng.choice(vocab["age_band"], n),
                             "home_country": rng.choice(vocab["home_country"], n)})
@@ -234,7 +229,7 @@ def write_offline(offline: Path, vocab: dict[str, tuple[str, ...]], args: argpar
                              "amt_mean_30d": np.round(rng.gamma(2.0, 30.0, m), 3),
                              "fraud_rate_30d": rng.beta(1.0, 150.0, m)})
     write_by_date(merchant, offline / "merchant_stats")
-    return 2 * n + m
+    return len(payments) + n + m
 
 
 @dataclass
@@ -1229,7 +1224,7 @@ def setup(args: argparse.Namespace, root: Path, redis_url: str) -> tuple[Any, ..
             raise SystemExit(f"no trained model under {args.train_home}; run benchmarks/train.py or pass --model built")
     vocab = choice.vocabulary if choice is not None else VOCABULARY
     now = pd.Timestamp.now(tz="UTC").floor("s")
-    rows = write_offline(settings.offline_dir, vocab, args, now)
+    rows = write_offline(settings.offline_dir, settings.raw_dir, vocab, args, now)
     fc = FeatureClient(settings)
     log.info("applying the Feast definitions and materializing %s offline rows (Spark)", f"{rows:,}")
     with quiet():

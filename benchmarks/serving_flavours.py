@@ -89,7 +89,7 @@ def setup(bench: Any, args: Any, root: Path, redis_url: str) -> tuple[Any, ...]:
     settings = Settings(home=root / "home", spark=SparkSettings(master="local[2]", driver_memory="2g",
                                                                 shuffle_partitions=4), redis_url=redis_url)
     now = pd.Timestamp.now(tz="UTC").floor("s")
-    rows = bench.write_offline(settings.offline_dir, bench.VOCABULARY, args, now)
+    rows = bench.write_offline(settings.offline_dir, settings.raw_dir, bench.VOCABULARY, args, now)
     fc = FeatureClient(settings)
     with quiet():
         fc.apply()

@@ -130,10 +130,12 @@ class OnlineReader:
                     out[plan.names[c]] = batch.column(f)
         return {name: out[name] for name in plan.names}, _found(plan, batches, n)
 
-    def read_frame(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame
+    def read_frame(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, *, at_us: int | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Join keys then features (nullable dtypes), in input order; and the found mask per view."""
-        batches, n = self._read(plan, entities)
+        """Join keys then features (nullable dtypes), in input order; and the found mask per view.
+        ``at_us`` (µs since the epoch, default now): the instant TTLs and windows are judged at,
+        so that a check can compare with the offline store at exactly that instant."""
+        batches, n = self._read(plan, entities, at_us)
         data: dict[str, Any] = {k: _column(entities, k) for k in plan.join_keys}
         for name, (v, f) in zip(plan.names, plan.columns, strict=True):
             view = plan.views[v]
@@ -142,7 +144,7 @@ class OnlineReader:
         found = pd.DataFrame(_found(plan, batches, n), columns=[v.name for v in plan.views])
         return frame, found
 
-    def _read(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame
+    def _read(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, at_us: int | None = None
               ) -> tuple[list[UnpackedBatch], int]:
         n = _length(entities, plan.join_keys)
         keys: list[bytes] = []
@@ -159,7 +161,7 @@ class OnlineReader:
             spans.append((len(keys), len(keys) + n))
             keys += [head + e + tail for e in ids]
         values = self._redis.get_many(keys)
-        at = now_us()
+        at = now_us() if at_us is None else at_us
         batches = []
         for view, (lo, hi) in zip(plan.views, spans, strict=True):
             if view.stream is not None:  # windows: computed for "now" from the events stored

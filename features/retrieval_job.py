@@ -20,7 +20,7 @@ import pyarrow as pa
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 
 from features import entity_frame as ef
-from features.asof_join import ROW_ID, asof_join
+from features.asof_join import ROW_ID, asof_join, quote
 from features.window_join import WindowViewSpec, window_join
 
 if TYPE_CHECKING:
@@ -118,7 +118,14 @@ class SparkAsofRetrievalJob(RetrievalJob):
         windows = [s for s in specs if isinstance(s, WindowViewSpec)]
         joined = asof_join(entities, [s for s in specs if not isinstance(s, WindowViewSpec)],
                            timestamp_col=timestamp_col, filter_by_created=self._filter_by_created)
-        return window_join(joined, windows, timestamp_col=timestamp_col) if windows else joined
+        if not windows:
+            return joined
+        # the window join appends its columns last: put every view's features back in plan order
+        outputs = [name for s in specs for name in (
+            [n for _, n in s.outputs] if isinstance(s, WindowViewSpec) else [n for _, n in s.features])]
+        joined = window_join(joined, windows, timestamp_col=timestamp_col)
+        first = [c for c in joined.columns if c not in set(outputs)]
+        return joined.select(*[quote(c) for c in (*first, *outputs)])
 
 
 class SparkFrameJob(RetrievalJob):

@@ -215,11 +215,14 @@ class FeatureClient:
         features: Sequence[str],
         *,
         full_feature_names: bool = False,
+        at: datetime | None = None,
     ) -> OnlineFeatures:
         """Latest online values for ``entities`` (dicts or a DataFrame of join keys).
 
         Missing entities and values older than their view's TTL come back as nulls with
         ``found`` false, never as an error. One Redis round trip per call (per cluster node).
+        ``at`` (default now): the instant TTLs and stream views' windows are judged at, for a
+        comparison with the offline store at one instant; the stored state is what it is now.
         """
         reader = self.online_reader()
         plan_key = (tuple(features), full_feature_names)
@@ -227,7 +230,9 @@ class FeatureClient:
         if plan is None:
             plan = self._plans[plan_key] = reader.plan(list(features), full_feature_names=full_feature_names)
         frame = entities if isinstance(entities, pd.DataFrame) else pd.DataFrame(list(entities))
-        values, found = reader.read_frame(plan, frame)
+        from features.online_views import epoch_us
+
+        values, found = reader.read_frame(plan, frame, at_us=None if at is None else epoch_us(at))
         return OnlineFeatures(values, found)
 
     def online_reader(self) -> OnlineReader:

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -131,13 +131,14 @@ def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, 
 
     step("4/9 serving it (the app of `tidemark serve`, on a local port) …")
     _load_today(settings, now)
+    push = _scored_push(settings)
     with _serving(settings) as (server, http):
         loaded = server.slots.get("champion")
         print(f"  {http.base_url} serving v{loaded.version if loaded else '? (not loaded: see the log above)'}")
         step("5/9 baseline traffic: the next hours' payments, then the drift_monitor DAG …")
         hour = drift_hour()
         traffic = _traffic(settings, now, config.live_rows)
-        _post(server, http, traffic)
+        _post(server, http, traffic, push=push)
         story.drift.append(_drift(dags, hour, "baseline"))
 
         step("6/9 the world moved a week ago (covariate_shift): the week rebuilt, loaded, its traffic served …")
@@ -146,7 +147,7 @@ def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, 
         _rebuild_and_reload(settings, shift)
         shifted = _traffic(settings, now, config.live_rows)
         for _ in range(3):  # the hour's traffic is now mostly shifted
-            _post(server, http, shifted)
+            _post(server, http, shifted, push=push)
         drifted = _drift(dags, hour, "shifted")
         story.drift.append(drifted)
         if drifted["decision"] != "drift":
@@ -157,7 +158,7 @@ def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, 
         story.versions["challenger"] = story.retrain["version"]
         if story.retrain["gate_passed"]:
             step("8/9 the canary: traffic, then a canary_rollout look, until promoted or rolled back …")
-            story.outcome = _canary(settings, dags, server, http, shifted, config, story)
+            story.outcome = _canary(settings, dags, server, http, shifted, config, story, push)
         else:
             story.outcome = f"v{story.retrain['version']} failed the gate; v{story.versions['champion']} stays champion"
     step("9/9 what happened")
@@ -288,12 +289,25 @@ def _traffic(settings: Settings, now: datetime, rows: int) -> pd.DataFrame:
     return upcoming_payments(settings.raw_dir, now, at_least=min(rows, 500)).head(rows)
 
 
-def _post(server: Server, http: Any, payments: pd.DataFrame, batch: int = 50) -> None:
-    """Payments through the server; its prediction log and canary counts written out after."""
+def _scored_push(settings: Settings) -> Callable[[pd.DataFrame], object]:
+    """Scored payments into the customer windows, as the server's ``push_scored_events`` would.
+
+    TODO(issue 17): once ``push_scored_events: transactions`` is set on the model (the server
+    pushes what it scored), drop this; pushing twice is harmless (one event per transaction id)."""
+    from examples.fraud.replay import feature_push
+
+    return feature_push(settings)
+
+
+def _post(server: Server, http: Any, payments: pd.DataFrame, batch: int = 1,
+          push: Callable[[pd.DataFrame], object] | None = None) -> None:
+    """Payments through the server, one per request as payments are scored, each pushed into the
+    customer windows once scored (``push``), so the next one's windows hold it; its prediction log
+    and canary counts written out after."""
     from examples.fraud.replay import post_payments
 
     started = time.perf_counter()
-    n = post_payments(http, payments, batch=batch)
+    n = post_payments(http, payments, batch=batch, push=push)
     if server.scorer.log_sink is not None:
         server.scorer.log_sink.flush()
     if server.scorer.evidence is not None:
@@ -336,7 +350,7 @@ def _retrain(dags: dict[str, Any], drift: dict[str, Any], config: DemoConfig) ->
 
 
 def _canary(settings: Settings, dags: dict[str, Any], server: Server, http: Any, traffic: pd.DataFrame,
-            config: DemoConfig, story: _Story) -> str:
+            config: DemoConfig, story: _Story, push: Callable[[pd.DataFrame], object] | None = None) -> str:
     """Serve traffic, then take a ``canary_rollout`` look at its next 5-minute tick, until done."""
     from pipelines import canary
 
@@ -350,7 +364,8 @@ def _canary(settings: Settings, dags: dict[str, Any], server: Server, http: Any,
         # one payment per request, as payment scoring is: the controller compares per-call times,
         # and with several rows per request each variant's calls would carry its share of them
         for i in range(2):
-            _post(server, http, traffic.sample(frac=1.0, random_state=10 * len(story.looks) + i), batch=1)
+            _post(server, http, traffic.sample(frac=1.0, random_state=10 * len(story.looks) + i), batch=1,
+                  push=push)
         look = dict(_dag(dags, "canary_rollout", tick).values["step"])
         look["at"] = tick.isoformat()
         story.looks.append(look)

@@ -1,16 +1,18 @@
 """The feature build: raw events (``raw/``) to the offline feature tables (``offline/``).
 
-:func:`build_features` computes ``customer_txn_agg``, ``customer_profile`` and ``merchant_stats``
-(see :mod:`examples.fraud.customer_features` and :mod:`examples.fraud.merchant_features`, and
+:func:`build_features` computes ``customer_profile`` and ``merchant_stats`` (see
+:mod:`examples.fraud.customer_features` and :mod:`examples.fraud.merchant_features`, and
 ``docs/data_model.md``) for the feature rows whose ``event_timestamp`` falls on a UTC date in
 ``[start, end]``, and replaces exactly those date partitions of each table, atomically (see
 :mod:`features.partitioned_write`).
 
 It reads only the raw date partitions it needs: ``[start - 30 days, end]`` of transactions and
-labels (the merchant window; the customer windows use the last 7 days of that), ``[start, end]``
-of customer profiles, and the small unpartitioned merchants table. Every value depends only on
+labels (the merchant window), ``[start, end]`` of customer profiles, and the small unpartitioned merchants table. Every value depends only on
 the raw data inside its own lookback, and every sum is exact, so building a range in one run
 or in any split of it (day by day, halves) writes identical tables.
+
+The customer spending windows are no table here: they are stream feature views that tidemark
+computes from the raw payments themselves (:mod:`examples.fraud.feature_views`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from examples.fraud.customer_features import CUSTOMER_LOOKBACK_DAYS, customer_profile, customer_txn_agg
+from examples.fraud.customer_features import customer_profile
 from examples.fraud.merchant_features import MERCHANT_LOOKBACK_DAYS, merchant_stats
 from features.errors import ConfigError, DataNotFoundError
 from features.partitioned_write import PARTITION_COLUMN, write_partitions
@@ -40,7 +42,6 @@ __all__ = [
     "build_features",
     "build_job",
     "customer_profile",
-    "customer_txn_agg",
     "feature_frames",
     "merchant_stats",
     "partition_dates",
@@ -62,7 +63,6 @@ RAW_SCHEMAS: dict[str, str] = {
 }
 #: Offline tables in build order, with the sort order of rows within each date partition.
 TABLE_SORT: dict[str, tuple[str, ...]] = {
-    "customer_txn_agg": ("customer_id", "event_timestamp"),
     "customer_profile": ("customer_id", "event_timestamp"),
     "merchant_stats": ("merchant_id", "event_timestamp"),
 }
@@ -120,7 +120,7 @@ def build_features(
     """Build the offline feature tables for the UTC dates ``[start, end]`` (inclusive).
 
     Without ``start``/``end``, each table covers its raw data's own span (transactions for the
-    transaction tables, profiles for the profile table). Each table lands in ``offline_dir/<table>/`` as Parquet partitioned by ``date``;
+    merchant table, profiles for the profile table). Each table lands in ``offline_dir/<table>/`` as Parquet partitioned by ``date``;
     the run replaces exactly the partitions ``start .. end`` (a date without rows loses its
     partition) and leaves all others alone. Tables are written one after the other, each
     atomically: if the run fails, the tables already written hold the new values, the others the
@@ -180,7 +180,7 @@ def _checked(spark: SparkSession, raw_dir: Path, frames: dict[str, DataFrame],
 def _table_ranges(raw_dir: Path, start: date | None, end: date | None) -> dict[str, tuple[date, date]]:
     """The dates each table is built for: the given range, or by default each table's own span.
 
-    By default the transaction-based tables cover the transactions' dates and the profile table
+    By default the transaction-based table covers the transactions' dates and the profile table
     the profiles' dates (sign-ups reach back long before the first transaction; building empty
     merchant snapshots for that year would only cost time).
     """
@@ -189,18 +189,16 @@ def _table_ranges(raw_dir: Path, start: date | None, end: date | None) -> dict[s
         return {name: (start, end) for name in TABLE_SORT}
     txn = _resolve_range(raw_dir, start, end, tables=("transactions",))
     profiles = _resolve_range(raw_dir, start, end, tables=("customer_profiles",))
-    return {"customer_txn_agg": txn, "customer_profile": profiles, "merchant_stats": txn}
+    return {"customer_profile": profiles, "merchant_stats": txn}
 
 
 def feature_frames(spark: SparkSession, raw_dir: Path, start: date, end: date) -> dict[str, DataFrame]:
-    """The three feature tables for the UTC dates ``[start, end]``, as lazy DataFrames by table name.
+    """The two feature tables for the UTC dates ``[start, end]``, as lazy DataFrames by table name.
 
     Each reads only the raw partitions its lookback needs; nothing is computed until acted on.
     """
-    customer_first = start - timedelta(days=CUSTOMER_LOOKBACK_DAYS)
     merchant_first = start - timedelta(days=MERCHANT_LOOKBACK_DAYS)
     return {
-        "customer_txn_agg": customer_txn_agg(read_raw(spark, raw_dir, "transactions", customer_first, end), start, end),
         "customer_profile": customer_profile(read_raw(spark, raw_dir, "customer_profiles", start, end), start, end),
         "merchant_stats": merchant_stats(
             read_raw(spark, raw_dir, "transactions", merchant_first, end),

@@ -1,7 +1,14 @@
-"""tidemark's Feast definitions: entities, Spark sources and feature views.
+"""The fraud example's Feast definitions: entities, sources and feature views.
 
-Built by a function so the offline location is an argument, not read from the environment at
+Built by a function so the data locations are arguments, not read from the environment at
 import; ``examples/fraud/feature_repo/definitions.py`` calls it for the ``feast`` CLI.
+
+The customer windows are stream feature views over one push source, ``transactions``: tidemark
+computes them exactly from the raw payments (offline, at each training row's time) and from the
+pushed payments (online, at the moment of the read), so training and serving see one definition.
+A window at time ``t`` holds the customer's payments with event time in ``(t - w, t]`` that had
+*arrived* by ``t``: a payment arrives after its authorisation round trip, so the payment scored
+at ``t`` is never in its own windows, offline as online (serving scores it, then pushes it).
 """
 
 from __future__ import annotations
@@ -11,11 +18,17 @@ from pathlib import Path
 from typing import Any
 
 WINDOWS = ("1h", "24h", "7d")
-_WINDOW_TTL = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+_WINDOW_LENGTH = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+#: The four aggregations of each window, over the payment's ``amount`` (EUR): feature name prefix
+#: and function.
+WINDOW_FUNCTIONS = (("txn_count", "count"), ("amt_sum", "sum"), ("amt_mean", "mean"), ("amt_max", "max"))
+PUSH_SOURCE = "transactions"
+"""The push source the served payments go to (``push_scored_events`` in ``tidemark.yaml``)."""
 
 
-def feature_definitions(offline_dir: Path) -> list[Any]:
-    """Every Feast object of the tidemark project, reading offline tables under ``offline_dir``."""
+def feature_definitions(offline_dir: Path, raw_dir: Path) -> list[Any]:
+    """Every Feast object of the fraud project: the customer windows over the raw payments under
+    ``raw_dir``, the other views over the offline tables under ``offline_dir``."""
     from feast import Entity, FeatureView, Field, ValueType
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
     from feast.types import Float64, Int64, String
@@ -30,18 +43,8 @@ def feature_definitions(offline_dir: Path) -> list[Any]:
                            timestamp_field="event_timestamp", created_timestamp_column=created,
                            date_partition_column="date")
 
-    views: list[Any] = []
-    for w in WINDOWS:
-        # A window's value is only computable once every transaction in it has arrived, so each
-        # window has its own created timestamp and is its own view over the shared table.
-        views.append(FeatureView(
-            name=f"customer_txn_{w}", entities=[customer], ttl=_WINDOW_TTL[w],
-            schema=[Field(name=f"txn_count_{w}", dtype=Int64), Field(name=f"amt_sum_{w}", dtype=Float64),
-                    Field(name=f"amt_mean_{w}", dtype=Float64), Field(name=f"amt_max_{w}", dtype=Float64)],
-            source=source("customer_txn_agg", f"created_{w}", name=f"customer_txn_agg_{w}"),
-            description=f"Customer spend over the trailing {w} (EUR), as of each transaction; "
-                        f"missing when the customer had no transaction in the last {w}",
-        ))
+    push, history = transactions_source(raw_dir)
+    views: list[Any] = [customer_window_view(w, customer, push) for w in WINDOWS]
     views.append(FeatureView(
         name="customer_profile", entities=[customer], ttl=timedelta(0),
         schema=[Field(name="income", dtype=Float64), Field(name="age_band", dtype=String),
@@ -57,11 +60,44 @@ def feature_definitions(offline_dir: Path) -> list[Any]:
         source=source("merchant_stats", "created_timestamp"),
         description="Daily merchant snapshot; fraud rate counts only labels known at the snapshot",
     ))
-    return [customer, merchant, *views]
+    return [customer, merchant, history, push, *views]
+
+
+def transactions_source(raw_dir: Path) -> tuple[Any, Any]:
+    """The ``transactions`` push source and its batch source: the raw payments (``raw_dir /
+    transactions``, partitioned by event date), event time ``event_timestamp``, arrival time
+    ``arrival_timestamp``."""
+    from feast import PushSource
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    history = SparkSource(name="transactions_history", path=str(raw_dir / "transactions"), file_format="parquet",
+                          timestamp_field="event_timestamp", created_timestamp_column="arrival_timestamp",
+                          date_partition_column="date")
+    return PushSource(name=PUSH_SOURCE, batch_source=history), history
+
+
+def customer_window_view(window: str, customer: Any, push: Any) -> Any:
+    """``customer_txn_<window>``: count, sum, mean and max of the customer's payment amounts (EUR)
+    over the trailing ``window``, payments that had arrived by then only. An empty window is
+    count 0 and sum 0.0, with a null mean and max."""
+    from feast import Field
+    from feast.aggregation import Aggregation
+    from feast.stream_feature_view import StreamFeatureView
+    from feast.types import Float64, Int64
+
+    aggregations = [Aggregation(column="amount", function=function, time_window=_WINDOW_LENGTH[window],
+                                name=f"{prefix}_{window}") for prefix, function in WINDOW_FUNCTIONS]
+    return StreamFeatureView(
+        name=f"customer_txn_{window}", entities=[customer], source=push, timestamp_field="event_timestamp",
+        schema=[Field(name=a.name, dtype=Int64 if a.function == "count" else Float64) for a in aggregations],
+        aggregations=aggregations, tags={"tidemark.event_id": "transaction_id"},
+        description=f"Customer spend over the trailing {window} (EUR) before each payment: the payments "
+                    f"that had arrived by then, the scored one not among them",
+    )
 
 
 DEFAULT_FEATURES: tuple[str, ...] = (
-    *[f"customer_txn_{w}:{f}_{w}" for w in WINDOWS for f in ("txn_count", "amt_sum", "amt_mean", "amt_max")],
+    *[f"customer_txn_{w}:{prefix}_{w}" for w in WINDOWS for prefix, _ in WINDOW_FUNCTIONS],
     "customer_profile:income",
     "customer_profile:age_band",
     "customer_profile:home_country",

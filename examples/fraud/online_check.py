@@ -3,17 +3,23 @@
 
     raw payments of the interval ──► distinct (customer_id, merchant_id) pairs, a seeded sample
     offline tables' created times ──► ``pending``: a pair with a feature row that arrived after
-                                      the interval's end (not materialized yet, rightly)
+    and raw payments' arrivals        the interval's end (not materialized yet, rightly), or a
+                                      customer with a payment that arrived after it (its windows
+                                      were rebuilt as of the interval's end; in production the
+                                      served payments are pushed as they come, in this example's
+                                      generated world the payments of the hours since are not)
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from examples.fraud.datagen.events import MAX_LATE_US
 from pipelines.feature_pipeline import interval_dates
 from pipelines.training_data import utc_timestamp
 
@@ -21,6 +27,8 @@ if TYPE_CHECKING:
     from tidemark.settings import Settings
 
 __all__ = ["sample_entities"]
+
+MAX_LATE = timedelta(microseconds=MAX_LATE_US)  # the latest a generated payment arrives after its event
 
 
 def sample_entities(settings: Settings, start: datetime, end: datetime, *, sample: int, seed: int,
@@ -56,25 +64,33 @@ def _entities(settings: Settings, start: datetime, end: datetime, sample: int, s
 
 
 def _arrived_after(settings: Settings, end: datetime, read_at: datetime, entities: pd.DataFrame) -> np.ndarray:
-    """Per entity row: does a customer or merchant feature row of it carry a created time in
-    ``(end, read_at]`` (known now, not yet materialized)? Reads the offline tables' created columns."""
-    import pyarrow.dataset as ds
-
-    created = {"customer_txn_agg": ("customer_id", ["created_1h", "created_24h", "created_7d"]),
-               "customer_profile": ("customer_id", ["created_timestamp"]),
-               "merchant_stats": ("merchant_id", ["created_timestamp"])}
+    """Per entity row: did a record of it arrive in ``(end, read_at]`` (known now, not loaded by a
+    run up to ``end``)? The offline tables' created columns, and the raw payments' arrivals (the
+    customer windows are computed from those)."""
     late: dict[str, set[int]] = {"customer_id": set(), "merchant_id": set()}
-    for table, (key, columns) in created.items():
-        root = settings.offline_dir / table
-        if not root.is_dir():
-            continue
-        arrived = None
-        for c in columns:
-            f = ds.field(c)
-            cond = (f > end) & (f <= read_at)
-            arrived = cond if arrived is None else arrived | cond
-        wanted = ds.field(key).isin(entities[key].unique().tolist()) & arrived
-        found = ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=[key], filter=wanted)
-        late[key].update(found[key].to_pylist())
+    for table, (key, column) in {"customer_profile": ("customer_id", "created_timestamp"),
+                                 "merchant_stats": ("merchant_id", "created_timestamp")}.items():
+        late[key] |= _keys_arrived(settings.offline_dir / table, key, column, end, read_at, entities)
+    # a payment arrives at most MAX_LATE after its event, in its event day's partition
+    late["customer_id"] |= _keys_arrived(settings.raw_dir / "transactions", "customer_id", "arrival_timestamp",
+                                         end, read_at, entities, since=(end - MAX_LATE).date())
     return (entities["customer_id"].isin(late["customer_id"]) | entities["merchant_id"].isin(late["merchant_id"])
             ).to_numpy()
+
+
+def _keys_arrived(root: Path, key: str, column: str, end: datetime, read_at: datetime, entities: pd.DataFrame,
+                  since: date | None = None) -> set[int]:
+    """The ``key`` values of ``entities`` with a row under ``root`` whose ``column`` is in ``(end, read_at]``,
+    reading the ``date=`` partitions from ``since`` on (all when None)."""
+    import pyarrow.dataset as ds
+
+    if not root.is_dir():
+        return set()
+    parts = sorted(p for p in root.glob("date=*") if since is None or p.name[len("date="):] >= since.isoformat())
+    files = [str(f) for p in parts for f in sorted(p.glob("*.parquet"))]
+    if not files:
+        return set()
+    when = ds.field(column)
+    wanted = ds.field(key).isin(entities[key].unique().tolist()) & (when > end) & (when <= read_at)
+    found = ds.dataset(files, format="parquet").to_table(columns=[key], filter=wanted)
+    return set(found[key].to_pylist())

@@ -3,27 +3,40 @@
 The generated data runs past "now"; the payments after now are what the server would be asked
 next. Posting them now (each request sees its customer's features as of now, as a live request
 would, and not itself) is live traffic without a client fleet.
+
+Each payment is sent as made at the moment of its request: its ``event_timestamp`` is the send
+time (the generated one lies hours ahead), beside its ``transaction_id``, which is what a scored
+payment needs to be pushed into the customer's windows (``push_scored_events``). A replay
+against a server that does not push passes ``push`` (e.g. ``FeatureClient.push`` of the
+``transactions`` source): each batch is pushed once it is scored, as a server would, so the
+windows of the next requests are as fresh as in production.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 import pyarrow.dataset as ds
 
+from examples.fraud.feature_views import PUSH_SOURCE
+
+if TYPE_CHECKING:
+    from tidemark.settings import Settings
+
 log = logging.getLogger(__name__)
 
-__all__ = ["REQUEST_COLUMNS", "ReplayError", "drift_hour", "payments_between", "post_payments",
+__all__ = ["REQUEST_COLUMNS", "ReplayError", "drift_hour", "feature_push", "payments_between", "post_payments",
            "upcoming_payments"]
 
 #: What a client sends per payment: the join keys, the request fields and the payment's id.
 REQUEST_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "amount", "channel")
+EVENT_TIME = "event_timestamp"  # set on each row when it is sent: when the payment was made
 
 
 class ReplayError(RuntimeError):
@@ -73,8 +86,13 @@ def drift_hour(settle: timedelta = timedelta(minutes=3)) -> datetime:
 
 
 def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, retries: int = 3,
-                  pause_s: float = 0.0) -> int:
+                  pause_s: float = 0.0, push: Callable[[pd.DataFrame], object] | None = None) -> int:
     """POST ``payments`` to ``/v1/predict``, ``batch`` per request; returns the rows scored.
+
+    Each row goes with ``event_timestamp`` = the time its request is sent (UTC, ISO 8601).
+    ``push``: called with each batch once it was scored (its rows, ``event_timestamp`` a UTC
+    timestamp), as a server with ``push_scored_events`` pushes them: never before the scoring, so
+    a payment is not in its own windows.
 
     A 503 (the server's answer when an online read timed out or a model is not ready) is retried
     after its ``Retry-After``, as a payment client would, at most ``retries`` times per request;
@@ -82,8 +100,10 @@ def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, ret
     ``pause_s`` spaces the requests (payments arrive spread out, not back to back)."""
     records = payments.astype(object).where(payments.notna(), None).to_dict("records")
     for i in range(0, len(records), batch):
+        sent = datetime.now(UTC)
+        rows = [{**r, EVENT_TIME: sent.isoformat()} for r in records[i:i + batch]]
         for attempt in range(retries + 1):
-            answer = http.post("/v1/predict", json={"rows": records[i:i + batch]})
+            answer = http.post("/v1/predict", json={"rows": rows})
             if answer.status_code != 503 or attempt == retries:
                 break
             wait = _retry_after(answer)
@@ -92,9 +112,20 @@ def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, ret
         if answer.status_code != 200:
             raise ReplayError(f"/v1/predict answered {answer.status_code}"
                               f"{f' after {retries} retries' if answer.status_code == 503 else ''}: {answer.text[:300]}")
+        if push is not None:
+            push(payments.iloc[i:i + batch].assign(**{EVENT_TIME: pd.Timestamp(sent)}))
         if pause_s:
             time.sleep(pause_s)
     return len(records)
+
+
+def feature_push(settings: Settings, source: str = PUSH_SOURCE) -> Callable[[pd.DataFrame], object]:
+    """:func:`post_payments`' ``push`` for a server that does not push the payments it scored:
+    ``FeatureClient.push`` of ``source`` (the customer windows' ``transactions``) on ``settings``."""
+    from features.sdk import FeatureClient
+
+    client = FeatureClient(settings)
+    return lambda rows: client.push(source, rows)
 
 
 def _retry_after(answer: Any, longest: float = 5.0) -> float:

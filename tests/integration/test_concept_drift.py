@@ -127,8 +127,8 @@ def test_the_offline_sample_keeps_every_fraud_and_weighs_the_rest_back():
 
 
 def test_without_feature_tables_the_label_check_says_so_and_the_job_goes_on(world: Settings):
-    table = world.offline_dir / "customer_txn_agg"
-    aside = table.with_name("customer_txn_agg.aside")
+    table = world.offline_dir / "merchant_stats"
+    aside = table.with_name("merchant_stats.aside")
     table.rename(aside)
     try:
         out = monitor(world, PRE_END - HOUR, PRE_END)

@@ -10,7 +10,7 @@ import pytest
 from features.embedded_redis import EmbeddedRedis
 from features.errors import MissingColumnError, TimestampTypeError, UnknownFeatureError
 from features.sdk import FeatureClient
-from tests.integration.offline_tables import write_by_date
+from tests.integration.offline_tables import write_by_date, write_transactions
 from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
@@ -23,15 +23,11 @@ def client(tmp_path_factory, spark) -> Iterator[FeatureClient]:
     home = tmp_path_factory.mktemp("home")
     offline = home / "offline"
     h = pd.Timedelta("1h")
-    agg = pd.DataFrame({"customer_id": [1, 1, 2], "event_timestamp": [T0, T0 + 2 * h, T0]})
-    for w in ("1h", "24h", "7d"):
-        agg[f"txn_count_{w}"] = pd.array([1, 2, 1], dtype="int64")
-        agg[f"amt_sum_{w}"] = [10.0, 30.0, 5.0]
-        agg[f"amt_mean_{w}"] = [10.0, 15.0, 5.0]
-        agg[f"amt_max_{w}"] = [10.0, 20.0, 5.0]
-        # the second row of customer 1 becomes known 3 hours late
-        agg[f"created_{w}"] = [T0, T0 + 5 * h, T0]
-    write_by_date(agg, offline / "customer_txn_agg")
+    # customer 1's payment of 2h becomes known 3 hours late
+    write_transactions(pd.DataFrame({"customer_id": [1, 1, 2], "event_timestamp": [T0, T0 + 2 * h, T0],
+                                     "amount": [10.0, 20.0, 5.0],
+                                     "arrival_timestamp": [T0 + pd.Timedelta("1s"), T0 + 5 * h, T0 + pd.Timedelta("1s")]}),
+                       home / "raw")
     profile = pd.DataFrame({"customer_id": [1, 2], "event_timestamp": [T0 - 30 * 24 * h] * 2,
                             "created_timestamp": [T0 - 30 * 24 * h] * 2, "income": [40_000.0, 55_000.0],
                             "age_band": ["25-34", "45-54"], "home_country": ["DE", "FR"]})
@@ -61,24 +57,29 @@ def test_training_frame_is_point_in_time_correct(client):
                                              "merchant_stats:fraud_rate_30d"])
     assert list(frame.columns) == ["customer_id", "merchant_id", "event_timestamp", "label",
                                    "amt_sum_24h", "age_band", "fraud_rate_30d"]
-    # 3h: the 2h row exists but only arrives at 5h -> the 0h row; 6h: the late row is visible.
-    assert frame["amt_sum_24h"].iloc[:2].tolist() == [10.0, 30.0]
-    assert pd.isna(frame["amt_sum_24h"].iloc[2])  # before any history
+    # 3h: the 2h payment exists but only arrives at 5h -> the 0h one; 6h: the late one counts too;
+    # before any payment, and for a customer without any, the sum is 0 (a count of none)
+    assert frame["amt_sum_24h"].tolist() == [10.0, 30.0, 0.0, 5.0, 0.0]
     assert frame["age_band"].tolist()[:4] == ["25-34", "25-34", "25-34", "45-54"]
     assert pd.isna(frame["age_band"].iloc[4])     # unknown customer
     assert frame["label"].tolist() == [0, 1, 0, 0, 1]
 
 
-def test_ttl_makes_stale_windows_missing(client):
-    entities = pd.DataFrame({"customer_id": [1, 1], "event_timestamp": [T0 + pd.Timedelta("30min"),
-                                                                        T0 + pd.Timedelta("90min")]})
-    frame = client.training_frame(entities, ["customer_txn_1h:txn_count_1h", "customer_txn_7d:txn_count_7d"])
-    assert frame["txn_count_1h"].iloc[0] == 1 and pd.isna(frame["txn_count_1h"].iloc[1])
-    assert frame["txn_count_7d"].tolist() == [1, 1]
+def test_windows_slide_and_a_payment_is_not_in_its_own_windows(client):
+    entities = pd.DataFrame({"customer_id": [1, 1, 1], "event_timestamp": [T0, T0 + pd.Timedelta("30min"),
+                                                                           T0 + pd.Timedelta("90min")]})
+    frame = client.training_frame(entities, ["customer_txn_1h:txn_count_1h", "customer_txn_1h:amt_mean_1h",
+                                             "customer_txn_7d:txn_count_7d"])
+    # at T0 the payment of T0 is being authorised (it arrives a second later): not in its windows
+    assert frame["txn_count_1h"].tolist() == [0, 1, 0]  # 90min: the payment left the 1-hour window
+    assert pd.isna(frame["amt_mean_1h"].iloc[0]) and frame["amt_mean_1h"].iloc[1] == 10.0
+    assert pd.isna(frame["amt_mean_1h"].iloc[2])  # a mean of none is null, its count 0
+    assert frame["txn_count_7d"].tolist() == [0, 1, 1]
 
 
 def test_spark_output(client):
-    entities = pd.DataFrame({"customer_id": [2, 1], "event_timestamp": [T0, T0 + pd.Timedelta("6h")]})
+    entities = pd.DataFrame({"customer_id": [2, 1], "event_timestamp": [T0 + pd.Timedelta("1min"),
+                                                                         T0 + pd.Timedelta("6h")]})
     sdf = client.training_frame(entities, ["customer_txn_7d:amt_max_7d"], as_spark=True)
     assert sdf.toPandas()["amt_max_7d"].tolist() == [5.0, 20.0]
 

@@ -30,7 +30,7 @@ from serving.canary_state import CanaryState, CanaryStateStore
 from serving.routing import to_challenger
 from serving.server import Server, build_server
 from tests.integration.model_contracts import fraud_contract_tags
-from tests.integration.offline_tables import write_by_date
+from tests.integration.offline_tables import write_by_date, write_transactions
 from tests.integration.redis_servers import RedisProc
 from tidemark.settings import Settings, SparkSettings
 
@@ -42,18 +42,14 @@ CUSTOMERS = np.arange(1, 201, dtype=np.int64)
 TOKEN = "s3cret-admin-token"
 
 
-def _offline_tables(offline: Path, now: pd.Timestamp) -> None:
-    """tidemark's three offline tables, recent enough for every view's TTL."""
+def _offline_tables(home: Path, now: pd.Timestamp) -> None:
+    """The raw payments the customer windows are computed from (one per customer, 30 minutes ago)
+    and the other two offline tables, recent enough for every view's TTL."""
     n = len(CUSTOMERS)
     t = now - pd.Timedelta("30min")
-    agg = pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": [t] * n})
-    for w in ("1h", "24h", "7d"):
-        agg[f"txn_count_{w}"] = np.arange(n, dtype=np.int64) % 7
-        agg[f"amt_sum_{w}"] = CUSTOMERS * 3.5
-        agg[f"amt_mean_{w}"] = 20.0
-        agg[f"amt_max_{w}"] = 40.0
-        agg[f"created_{w}"] = t
-    write_by_date(agg, offline / "customer_txn_agg")
+    write_transactions(pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": [t] * n,
+                                     "amount": CUSTOMERS * 3.5}), home / "raw")
+    offline = home / "offline"
     profile = pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": [now - pd.Timedelta("10D")] * n,
                             "created_timestamp": [now - pd.Timedelta("10D")] * n, "income": 40_000.0,
                             "age_band": np.where(CUSTOMERS % 2 == 0, "25-34", "45-54"), "home_country": "DE"})
@@ -89,7 +85,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: Redi
     s = Settings(home=home, spark=SparkSettings(master="local[2]", shuffle_partitions=4), redis_url=module_redis.url,
                  admin_token=TOKEN)
     now = pd.Timestamp.now(tz="UTC").floor("s")
-    _offline_tables(s.offline_dir, now)
+    _offline_tables(home, now)
     client = FeatureClient(s)
     client.apply()
     client.materialize_incremental(now.to_pydatetime(), progress=False)

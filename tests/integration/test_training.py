@@ -91,6 +91,31 @@ def test_frame_respects_the_cutoff_and_label_maturity(settings: Settings, outcom
     assert when.min() >= w.start
 
 
+def test_a_payment_is_never_in_its_own_training_windows(settings: Settings, outcome: TrainOutcome):
+    """Serving scores a payment, then pushes it: its windows at scoring time hold the payments
+    before it. Training agrees: the generator records each payment's arrival after its
+    authorisation round trip, so the row at the payment's own time does not see it. Checked
+    against the raw payments, brute force, on the busiest customers' rows."""
+    raw = pd.read_parquet(settings.raw_dir / "transactions",
+                          columns=["transaction_id", "customer_id", "amount", "event_timestamp", "arrival_timestamp"])
+    assert (raw["arrival_timestamp"] > raw["event_timestamp"]).all()  # every payment arrives after it is made
+    frame = outcome.data.frame
+    busiest = frame["customer_id"].value_counts().index[:5]
+    rows = frame[frame["customer_id"].isin(busiest)]
+    by_customer = {c: part for c, part in raw.groupby("customer_id")}
+    for row in rows.itertuples(index=False):
+        mine, t = by_customer[row.customer_id], row.event_timestamp
+        for name, width in (("1h", pd.Timedelta("1h")), ("24h", pd.Timedelta("24h"))):
+            seen = mine[(mine["event_timestamp"] > t - width) & (mine["event_timestamp"] <= t)
+                        & (mine["arrival_timestamp"] <= t)]
+            assert row.transaction_id not in set(seen["transaction_id"])
+            assert getattr(row, f"txn_count_{name}") == len(seen), (row, name)
+            assert getattr(row, f"amt_sum_{name}") == pytest.approx(seen["amount"].sum(), abs=1e-9), (row, name)
+    assert (rows["txn_count_24h"] == 0).any() and (rows["txn_count_24h"] > 0).any()  # both cases were met
+    empty = frame[frame["txn_count_1h"] == 0]  # an empty window: count 0, sum 0, no mean or max
+    assert len(empty) and (empty["amt_sum_1h"] == 0).all() and empty[["amt_mean_1h", "amt_max_1h"]].isna().all().all()
+
+
 def test_run_holds_params_metrics_lineage_profile_and_model(settings: Settings, outcome: TrainOutcome):
     ml = model_registry.connect(settings)
     run = ml.get_run(outcome.run_id)

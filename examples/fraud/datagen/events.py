@@ -149,7 +149,10 @@ def apply_new_category(
 
 
 def arrival_delays_us(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Seconds (us) from card use to arrival: ~2 s for most, minutes to 48 h for ~3% (heavy tail)."""
+    """Seconds (us) from card use to arrival: ~2 s for most, minutes to 48 h for ~3% (heavy tail).
+
+    Never under 50 ms, the authorisation round trip: a payment is scored before it is recorded,
+    so a training row at the payment's own time never has it in its windows, as serving doesn't."""
     late = rng.random(n) < LATE_SHARE
     fast_s = np.clip(rng.lognormal(np.log(2.0), 0.8, n), 0.05, 30.0)
     late_min = np.clip(rng.lognormal(np.log(20.0), 1.6, n), 2.0, MAX_LATE_US / cat.MINUTE_US)

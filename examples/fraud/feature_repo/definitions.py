@@ -15,8 +15,8 @@ from tidemark.settings import Settings
 
 
 def tidemark_definitions(settings: Settings) -> list[Any]:
-    """The example's Feast objects, reading the offline tables under ``settings.offline_dir``."""
-    return feature_definitions(settings.offline_dir)
+    """The example's Feast objects, reading the raw payments and offline tables under ``settings.raw_dir`` and ``settings.offline_dir``."""
+    return feature_definitions(settings.offline_dir, settings.raw_dir)
 
 
 for _obj in tidemark_definitions(Settings.from_env()):

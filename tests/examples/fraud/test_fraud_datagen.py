@@ -188,9 +188,11 @@ def test_transactions_are_complete_and_well_formed(raw: Raw) -> None:
     assert txn.event_timestamp.max() < start + pd.Timedelta(days=CONFIG.days)
 
 
-def test_arrival_is_never_before_the_event_and_about_three_percent_arrive_late(raw: Raw) -> None:
+def test_arrival_is_after_the_event_and_about_three_percent_arrive_late(raw: Raw) -> None:
     delay = raw.txn.arrival_timestamp - raw.txn.event_timestamp
-    assert (delay >= pd.Timedelta(0)).all()
+    # at least the authorisation round trip: a payment is scored before it is recorded, so a
+    # training row at its own time does not see it in its windows, as serving does not
+    assert delay.min() >= pd.Timedelta(milliseconds=50)
     late = delay > pd.Timedelta(seconds=60)
     assert 0.025 <= late.mean() <= 0.035
     assert delay.max() <= pd.Timedelta(hours=48)

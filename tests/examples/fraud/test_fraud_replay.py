@@ -42,6 +42,23 @@ def test_a_transient_503_is_retried_and_every_payment_is_posted_once_scored():
     assert server.bodies[0] == server.bodies[2] and server.bodies[0]["rows"][1]["amount"] is None
 
 
+def test_each_row_goes_with_its_send_time_and_is_pushed_only_once_scored():
+    server, pushed = _Server(503), []
+
+    def push(rows: pd.DataFrame) -> None:
+        pushed.append((len(server.bodies), rows))
+
+    before = datetime.now(UTC)
+    assert post_payments(server, PAYMENTS, batch=2, push=push) == 3
+    sent = [pd.Timestamp(r["event_timestamp"]) for b in server.bodies for r in b["rows"]]
+    assert all(before <= t <= datetime.now(UTC) for t in sent)
+    # after the retried first batch was answered 200 (2 posts), then after the second
+    assert [n for n, _ in pushed] == [2, 3]
+    first = pushed[0][1]
+    assert first["transaction_id"].tolist() == [1, 2] and first["amount"].tolist()[0] == 1.0
+    assert first["event_timestamp"].tolist() == [pd.Timestamp(server.bodies[1]["rows"][0]["event_timestamp"])] * 2
+
+
 def test_a_503_that_persists_raises_after_the_retries():
     server = _Server(*[503] * 10)
     with pytest.raises(ReplayError, match="answered 503 after 2 retries: why"):
