@@ -302,10 +302,7 @@ def _columns(rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]
         out = {}
         for c in needed:
             if c in rows.columns:
-                series = rows[c]
-                if isinstance(series.dtype, pd.DatetimeTZDtype):
-                    series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-                out[c] = series.to_numpy()
+                out[c] = _array(rows[c])
         return out, [str(c) for c in rows.columns]
     if isinstance(rows, Mapping):
         out = {c: _array(rows[c] if isinstance(rows[c], list | tuple | np.ndarray | pd.Series) else [rows[c]])
@@ -322,8 +319,8 @@ def _columns(rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]
 
 def _array(values: Any) -> np.ndarray:
     if isinstance(values, pd.Series):
-        if isinstance(values.dtype, pd.DatetimeTZDtype):
-            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        if isinstance(values.dtype, pd.DatetimeTZDtype):  # UTC nanoseconds as they are stored; NaT stays NaT
+            return np.asarray(values.array.asi8).view("M8[ns]")
         return values.to_numpy()
     array = np.asarray(values)
     return array if array.dtype.kind not in "US" else np.asarray(values, dtype=object)

@@ -236,6 +236,20 @@ def _asset_events(run_id: str) -> list[dict[str, Any]]:
 # --- drift_monitor: the baseline, then the world moves ----------------------------------------------
 
 
+def _live_traffic(upcoming: pd.DataFrame) -> pd.DataFrame:
+    """The next hours' payments as a minute of live traffic: each customer's first one only.
+
+    The replay posts hours of generated payments within a minute, each sent (and pushed into the
+    windows) as made now. A customer's second payment of those hours would then find the first in
+    its 1-hour window, where in production they lie hours apart: the compression, not the product,
+    would fill the 1-hour windows (measured: 15.5% of replayed payments saw a non-empty 1-hour
+    window against 4.8% at their real times). One payment per customer keeps every window what
+    production would serve at that moment: the customer's real history up to now."""
+    first = upcoming.drop_duplicates("customer_id", keep="first").head(1_000)
+    assert len(first) >= 600, f"only {len(first)} customers pay in the next hours; generate more data"
+    return first.reset_index(drop=True)
+
+
 @pytest.fixture(scope="module")
 def drift_runs(world: Settings, dags: dict[str, Any], server: Any, push: Any) -> dict[str, Any]:
     """The drift DAG over an hour of live traffic; then the ``covariate_shift`` scenario from a
@@ -245,7 +259,7 @@ def drift_runs(world: Settings, dags: dict[str, Any], server: Any, push: Any) ->
     from examples.fraud.datagen import DatagenConfig, generate
 
     now = datetime.now(UTC)
-    payments = upcoming_payments(world.raw_dir, now, at_least=600).head(1_000)
+    payments = _live_traffic(upcoming_payments(world.raw_dir, now, at_least=800))
     out: dict[str, Any] = {"live_rows": len(payments)}
     logical = drift_hour()
     _replay(server, payments, push)
