@@ -111,12 +111,13 @@ class OnlineReader:
             out[:, columns] = batch.floats(features)
         return OnlineMatrix(out, _found(plan, batches, n))
 
-    def read_columns(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame
-                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def read_columns(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, *,
+                     at_us: int | np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Features of ``plan`` as plain numpy columns in plan order, rows in input order: numbers
         (ints and bools too) as float64 with NaN where missing, text and bytes as objects with None
-        where missing; and ``found`` (bool[n, views]). The serving path: no pandas on the way."""
-        batches, n = self._read(plan, entities)
+        where missing; and ``found`` (bool[n, views]). The serving path: no pandas on the way.
+        ``at_us``: the instant (or one per row) TTLs and windows are judged at; default now."""
+        batches, n = self._read(plan, entities, at_us)
         out: dict[str, np.ndarray] = {}
         for v, (batch, (features, columns)) in enumerate(zip(batches, plan.by_view, strict=True)):
             kinds = plan.views[v].schema.kinds
@@ -130,8 +131,8 @@ class OnlineReader:
                     out[plan.names[c]] = batch.column(f)
         return {name: out[name] for name in plan.names}, _found(plan, batches, n)
 
-    def read_frame(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, *, at_us: int | None = None
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def read_frame(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, *,
+                   at_us: int | np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Join keys then features (nullable dtypes), in input order; and the found mask per view.
         ``at_us`` (µs since the epoch, default now): the instant TTLs and windows are judged at,
         so that a check can compare with the offline store at exactly that instant."""
@@ -144,7 +145,7 @@ class OnlineReader:
         found = pd.DataFrame(_found(plan, batches, n), columns=[v.name for v in plan.views])
         return frame, found
 
-    def _read(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, at_us: int | None = None
+    def _read(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, at_us: int | np.ndarray | None = None
               ) -> tuple[list[UnpackedBatch], int]:
         n = _length(entities, plan.join_keys)
         keys: list[bytes] = []

@@ -73,7 +73,7 @@ class OnlineView:
         return cls(view.name, tuple(join_keys), tuple(key_kinds),
                    PackedSchema(tuple(names), tuple(kinds)), ttl_us, stream)
 
-    def stale(self, event_us: np.ndarray, now_us: int) -> np.ndarray:
+    def stale(self, event_us: np.ndarray, now_us: int | np.ndarray) -> np.ndarray:
         """True where a value is older than the TTL at ``now_us`` (the offline join's rule)."""
         if not self.ttl_us:
             return np.zeros(len(event_us), dtype=bool)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from features.window_state import (
     prepare_events,
     push_events,
     push_to_views,
+    retention_us,
 )
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class BackfillResult:
 def backfill(spark: SparkSession, feature_view: Any, redis_online: RedisOnline, project: str, *,
              at: datetime | None = None) -> BackfillResult:
     """Rebuild ``feature_view``'s online state as of ``at`` (default now) from its batch source:
-    every event with event time in ``(at - longest window, at]`` that had arrived by ``at``, one
+    every event with event time in ``(at - 1.25 longest windows, at]`` that had arrived by ``at``, one
     per event id, merged like a push (what is already stored stays; nothing counts twice)."""
     from pyspark.sql import functions as F
 
@@ -98,9 +99,10 @@ def backfill(spark: SparkSession, feature_view: Any, redis_online: RedisOnline, 
     assert stream is not None, f"{feature_view.name} is not a stream feature view"
     at_us = now_us() if at is None else epoch_us(at)
     moment = pd.Timestamp(at_us, unit="us", tz="UTC").to_pydatetime()
-    spec = _WindowPlan(feature_view, [], False).spec(spark, moment, moment)
+    quarter = timedelta(microseconds=retention_us(stream) - stream.horizon_us)
+    spec = _WindowPlan(feature_view, [], False).spec(spark, moment - quarter, moment)
     events = dedupe_events(spec.source, stream, spec.source_keys)
-    events = events.where((F.col("a") <= F.lit(at_us)) & (F.col("e") > F.lit(at_us - stream.horizon_us))
+    events = events.where((F.col("a") <= F.lit(at_us)) & (F.col("e") > F.lit(at_us - retention_us(stream)))
                           & (F.col("e") <= F.lit(at_us)))
     total, counts = 0, PushCounts()
     prefix = key_prefix(project)

@@ -74,13 +74,13 @@ return out
 # 8-byte prefix naming the format and the view's columns, then the oldest stored event time, µs
 # int64 LE) and fixed-size records (event µs int64 LE, 8-byte event id, values). ARGV: now µs,
 # expiry margin ms, then per key its view's horizon µs (longest window), header prefix, record
-# size, and its new records. A push costs time in the new events, not in the stored ones: a
-# replay is found with a plain substring search (at a record's id position), new records are
-# APPENDed, and the stored events are rewritten only when the oldest has been out of every window
-# for a quarter of the horizon (so state holds at most 1.25 horizons of events; reads filter by
-# window, so the stale ones are never counted). Records with event time at or before
-# now - horizon are in no window from now on and are not added. The key expires when its newest
-# event leaves the longest window (plus the margin).
+# size, and its new records. The state keeps the events of the last 1.25 horizons (reads as of
+# any instant in the last quarter horizon are exact: a replay's). A push costs time in the new
+# events, not in the stored ones: a replay is found with a plain substring search (at a record's
+# id position), new records are APPENDed, and the stored events are rewritten only when the
+# oldest is a further quarter horizon older than that (state holds at most 1.5 horizons; reads
+# filter by window, so the old ones are never counted). Records older than 1.25 horizons are not
+# added ("expired"). The key expires when its newest event is 1.25 horizons old (plus the margin).
 # Reply per key: added, duplicates, expired; or -1, 0, 0 when the key holds something else
 # (another view definition, or a foreign value), which is left untouched.
 _PUSH_SCRIPT: Final = """
@@ -99,13 +99,14 @@ for i, key in ipairs(KEYS) do
   local base = 4 * i - 1
   local horizon, prefix, size = tonumber(ARGV[base]), ARGV[base + 1], tonumber(ARGV[base + 2])
   local new = ARGV[base + 3]
-  local lo = now - horizon
+  local quarter = math.floor(horizon / 4)
+  local lo = now - horizon - quarter
   local ok, cur = pcall(redis.call, 'GET', key)
   if not ok or (cur and (#cur < 16 or string.sub(cur, 1, 8) ~= prefix or (#cur - 16) % size ~= 0)) then
     out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0
   else
     local oldest = cur and struct.unpack('<l', cur, 9) or nil
-    local rewrite = cur and oldest <= lo - math.floor(horizon / 4)
+    local rewrite = cur and oldest <= lo - quarter
     local kept, batch = {}, {}
     local added, dup, old, newest, first_new = 0, 0, 0, nil, nil
     for p = 1, #new, size do
@@ -140,11 +141,11 @@ for i, key in ipairs(KEYS) do
       if #body == 0 then
         redis.call('DEL', key)
       else
-        local px = math.floor((latest + horizon - now) / 1000) + 1 + margin
+        local px = math.floor((latest + horizon + quarter - now) / 1000) + 1 + margin
         redis.call('SET', key, prefix .. struct.pack('<l', least) .. table.concat(body), 'PX', px)
       end
     elseif added > 0 then
-      local px = math.floor((newest + horizon - now) / 1000) + 1 + margin
+      local px = math.floor((newest + horizon + quarter - now) / 1000) + 1 + margin
       if not cur then
         redis.call('SET', key, prefix .. struct.pack('<l', first_new) .. table.concat(kept), 'PX', px)
       else

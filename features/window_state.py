@@ -36,8 +36,8 @@ from features.online_keys import entity_ids, view_keys
 from features.redis_client import RedisOnline
 from features.stream_views import StreamView
 
-__all__ = ["MAX_FUTURE_US", "PushCounts", "WindowValues", "aggregate", "event_id_hashes", "make_records",
-           "prepare_events", "push_events", "push_to_views", "record_dtype", "state_header"]
+__all__ = ["MAX_FUTURE_US", "PushCounts", "WindowValues", "aggregate", "event_id_hashes", "event_micros", "make_records",
+           "prepare_events", "push_events", "push_to_views", "record_dtype", "retention_us", "state_header"]
 
 MAX_FUTURE_US: Final = 5 * 60 * 1_000_000
 """How far past the pusher's clock an event time may lie (clock skew); later ones are refused."""
@@ -53,6 +53,12 @@ _SPLITMIX: Final = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
 def record_dtype(view: StreamView) -> np.dtype:
     """The record of one event: time, id, one float64 per aggregated column."""
     return np.dtype([("e", "<i8"), ("id", "V8"), ("v", "<f8", (len(view.columns),))])
+
+
+def retention_us(view: StreamView) -> int:
+    """How far back the state keeps events: 1.25 longest windows, so that a read as of any instant
+    in the last quarter window (a replay of recent traffic) is as exact as a read for now."""
+    return view.horizon_us + view.horizon_us // 4
 
 
 def state_header(view: StreamView) -> bytes:
@@ -130,6 +136,11 @@ def make_records(view: StreamView, ids: Sequence[bytes], event_us: np.ndarray, v
     return records
 
 
+def event_micros(values: Any, column: str) -> np.ndarray:
+    """Event times (datetimes, ISO 8601 strings, integer µs) as UTC µs; EventError for a bad one."""
+    return _event_micros(_array(values), column)
+
+
 def event_id_hashes(values: Any, column: str) -> np.ndarray:
     """The 8-byte id of each event id value, as a push computes it (the backfill uses it too)."""
     return _id_hashes(np.asarray(values), column)
@@ -183,8 +194,10 @@ class WindowValues:
     corrupt: list[CorruptValueError]
 
 
-def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *, at_us: int) -> WindowValues:
+def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *,
+              at_us: int | np.ndarray) -> WindowValues:
     """Every aggregation of ``view`` at ``at_us`` for each entity's stored state (None: no events).
+    ``at_us`` is one instant, or one per entity (a replay reading each request as of its time).
 
     All entities' records are decoded as one array. Per aggregated column, one boolean matrix
     (window × record) says which records each window holds, and each function is one segmented
@@ -203,7 +216,10 @@ def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *, 
         if (not isinstance(blob, bytes) or len(blob) < skip or blob[:len(plan.header)] != plan.header
                 or (len(blob) - skip) % size):
             bad[i] = True
-            corrupt.append(CorruptValueError(keys[i], f"not the window state of {view.name!r} as defined now"))
+            kind = getattr(blob, "type", None)  # redis_client.WrongType: a key of another Redis type
+            why = (f"the key holds a Redis {kind}, not a string value" if kind is not None
+                   else f"not the window state of {view.name!r} as defined now")
+            corrupt.append(CorruptValueError(keys[i], why))
             continue
         counts[i] = (len(blob) - skip) // size
         bodies.append(blob[skip:])
@@ -218,13 +234,14 @@ def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *, 
     times = records["e"]
     if len(records):
         latest[has] = np.maximum.reduceat(times, starts)
+    at = at_us if np.isscalar(at_us) else np.repeat(np.asarray(at_us, dtype=np.int64)[has], counts[has])
     for column in plan.columns:
         w = len(column.windows)
         count = np.zeros((w, n), dtype=np.int64)
         reduced: dict[str, np.ndarray] = {}
         if len(records):
             x = records["v"][:, column.index]
-            inside = (times > at_us - column.windows[:, None]) & ((times <= at_us) & ~np.isnan(x))
+            inside = (times > at - column.windows[:, None]) & ((times <= at) & ~np.isnan(x))
             count[:, has] = np.add.reduceat(inside, starts, axis=1, dtype=np.int64)
             for name, (ufunc, empty) in column.reductions.items():
                 out = reduced[name] = np.zeros((w, n))

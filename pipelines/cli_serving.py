@@ -37,6 +37,10 @@ def add_serving_commands(commands: Any) -> None:
     serve.add_argument("--torch-threads", type=int, default=None,
                        help="intra-op threads of a CPU model (default 1: requests are small and run side by "
                             "side; a thread pool per forward pass costs more than it saves)")
+    serve.add_argument("--replay", action="store_true",
+                       help="serve a replay of recorded traffic: a model that pushes its scored events reads each "
+                            "row's stream windows as of the row's own event time, not now (exact back to a "
+                            "quarter of the longest window); never for live traffic")
     serve.set_defaults(run=_serve)
 
     canary = commands.add_parser("canary", help="champion-challenger canary: start, step, status, rollback, promote")
@@ -97,7 +101,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     admins = {name: CanaryAdmin(dataclasses.replace(settings, model_name=name)) for name in names}
     server = build_server(settings, models=names, refresh_s=args.refresh_s, limits=limits, admin=admins,
                           torch_threads=args.torch_threads or (None if torch.cuda.is_available() else 1),
-                          push_scored=push_scored(settings, names))
+                          push_scored=push_scored(settings, names), replay=args.replay)
     # What start-up loaded (MLflow, Feast, torch) lives as long as the process: keep it out of the
     # collector's full passes, which otherwise stall requests for tens of milliseconds.
     gc.collect()

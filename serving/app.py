@@ -57,6 +57,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -74,8 +75,6 @@ from serving.scored_events import ScoredEvents
 from tidemark.errors import TidemarkError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from serving.model_contract import ModelContract
     from serving.scorer import Scorer
 
@@ -120,7 +119,7 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
                admin: CanaryAdmin | Mapping[str, CanaryAdmin] | None = None, admin_token: str | None = None,
                inline: bool = False, on_predict: Callable[[str, int, float], None] | None = None,
                store: StoreHealth | None = None, pusher: EventSink | None = None,
-               scored_events: Mapping[str, ScoredEvents] | None = None) -> Starlette:
+               scored_events: Mapping[str, ScoredEvents] | None = None, replay: bool = False) -> Starlette:
     """The ASGI app over ``scorers`` (one per served model, by name; the first is the default,
     which ``/v1/predict`` and ``/v1/canary`` mean). ``ready()`` -> (bool, reasons) backs
     ``/readyz`` (it must not block: it runs on the event loop); ``store`` says when the online
@@ -132,7 +131,11 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
     predict request with its HTTP status and its time in the handler (body read to response built;
     500 when the handler raised; 499 when the client went away mid-body). ``pusher``: the
     events' write path behind ``POST /v1/push`` (None: that route answers 404);
-    ``scored_events``: per model whose scored rows are pushed, its :class:`ScoredEvents`."""
+    ``scored_events``: per model whose scored rows are pushed, its :class:`ScoredEvents`.
+    ``replay``: a replay of recorded traffic (``tidemark serve --replay``): the features of a pushing
+    model's row are read as of just before the row's own event time, not now, so hours of recorded
+    events replayed in minutes see the windows production saw (exact back to a quarter of the
+    longest window, which the online state keeps); rows without an event time read as of now."""
     served: dict[str, Scorer] = dict(scorers) if isinstance(scorers, Mapping) else {scorers.name: scorers}
     if not served:
         raise ValueError("create_app needs at least one scorer")
@@ -181,8 +184,10 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         events = pushes.get(scorer.name)
 
+        at_us = _replay_instants(body["rows"], events, received_us) if replay and events is not None else None
+
         def work() -> tuple[Any, bool | None]:  # scored, then pushed before the answer: read after write
-            scored = scorer.score(rows, request_id)
+            scored = scorer.score(rows, request_id, at_us=at_us)
             return scored, (events.push(body["rows"], received_us) if events is not None else None)
 
         try:
@@ -440,3 +445,20 @@ def _predictions(contract: ModelContract, scores: np.ndarray) -> list[dict[str, 
     return [{"predicted_class": classes[max(range(len(p)), key=p.__getitem__)], "probabilities": dict(zip(classes, p,
                                                                                                        strict=True))}
             for p in scores.tolist()]
+
+
+def _replay_instants(rows: list[Any], events: ScoredEvents, received_us: int) -> np.ndarray:
+    """Per row, the instant a replay reads its features as of: 1 µs before its event time (the event
+    itself was not yet pushed when production scored it), never after the request arrived."""
+    from features.window_state import event_micros
+
+    field = events.timestamp_fields[0]
+    stamps = [row.get(field) if isinstance(row, dict) else None for row in rows]
+    known = [i for i, stamp in enumerate(stamps) if stamp is not None]
+    out = np.full(len(rows), received_us, dtype=np.int64)
+    if known:
+        try:
+            out[known] = event_micros([stamps[i] for i in known], field) - 1
+        except EventError:  # the push after scoring reports the bad row; read as of now
+            pass
+    return np.minimum(out, received_us)

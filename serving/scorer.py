@@ -132,10 +132,12 @@ class Scorer:
         self._schema = (contract, schema)
         return schema
 
-    def score(self, rows: Mapping[str, np.ndarray] | pd.DataFrame, request_id: str) -> Scored:
+    def score(self, rows: Mapping[str, np.ndarray] | pd.DataFrame, request_id: str, *,
+              at_us: np.ndarray | None = None) -> Scored:
         """Score validated ``rows``: join keys and request fields, one row per payment, as equal-length
         numpy columns (numbers as int64/float64 with NaN for unknown, text as objects with None), the
-        way :mod:`serving.app` builds them; a DataFrame is converted to that."""
+        way :mod:`serving.app` builds them; a DataFrame is converted to that. ``at_us``: per row, the
+        instant its features are read as of (a replay's; default now)."""
         request = _columns(rows)
         state = self._canary_state()
         champion = self._champion(state)
@@ -161,7 +163,7 @@ class Scorer:
             except (FeatureStoreError, NotReadyError) as exc:  # the challenger can't be served: champion only
                 log.error("challenger v%s can't be served: %s", challenger.version, exc)
                 broken = True
-        values, found = self.reader.read_columns(plan, request)
+        values, found = self.reader.read_columns(plan, request, at_us=at_us)
         inputs = dict(request)  # a request field wins over a stored feature of the same name
         for name, column in values.items():
             inputs.setdefault(name, column)

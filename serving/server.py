@@ -136,7 +136,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
                  limits: ApiLimits | None = None, prediction_log: bool = True,
                  batching: dict[str, int] | None = None, admin: CanaryAdmin | Mapping[str, CanaryAdmin] | None = None,
                  inline: bool | None = None, torch_threads: int | None = None,
-                 push_scored: Mapping[str, str] | None = None) -> Server:
+                 push_scored: Mapping[str, str] | None = None, replay: bool = False) -> Server:
     """Everything ``tidemark serve`` runs, for ``settings``; models are loaded before it returns.
 
     ``models``: the registered models to serve, in one process over one online store (default:
@@ -155,7 +155,9 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
     ``POST /v1/push`` writes events through the feature client's :class:`features.push.EventPusher`.
     ``push_scored``: per model, the push source its scored rows are pushed to (a project's
     ``push_scored_events``; :mod:`serving.scored_events`); a source that no stream feature view
-    reads is a :class:`tidemark.errors.ConfigError` here, before anything is served.
+    reads is a :class:`tidemark.errors.ConfigError` here, before anything is served. ``replay``: a
+    replay of recorded traffic reads each pushing model's rows as of their event times
+    (:func:`serving.app.create_app`).
     """
     import torch
     from mlflow import MlflowClient
@@ -222,7 +224,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
     app = create_app({name: model.scorer for name, model in served.items()}, limits=limits, ready=ready,
                      metrics=metrics.render, on_shutdown=lambda: closers[0].close(), admin=admin,
                      admin_token=settings.admin_token, inline=inline, on_predict=metrics.request, store=breaker,
-                     pusher=pusher, scored_events=scored_events)
+                     pusher=pusher, scored_events=scored_events, replay=replay)
     server = Server(app, served, settings, refresh_s)
     closers.append(server)
     return server

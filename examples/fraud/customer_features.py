@@ -3,8 +3,8 @@
 ``customer_profile``: one row per profile version, valid from ``valid_from`` and known from
 ``recorded_at``.
 
-The customer's spending windows (``customer_txn_1h``, ``_24h``, ``_7d``) have no table: they are
-stream feature views over the raw payments (:mod:`examples.fraud.feature_views`), computed by
+The customer's spending windows (``customer_txn``: 1 h, 24 h, 7 days) have no table: they are a
+stream feature view over the raw payments (:mod:`examples.fraud.feature_views`), computed by
 tidemark offline at each training row's time and online from the pushed payments.
 """
 

@@ -131,13 +131,13 @@ def run_demo(settings: Settings, config: DemoConfig | None = None) -> dict[str, 
 
     step("4/9 serving it (the app of `tidemark serve`, on a local port) …")
     _load_today(settings, now)
-    push = _scored_push(settings)
+    push = None  # the server pushes what it scores (push_scored_events)
     with _serving(settings) as (server, http):
         loaded = server.slots.get("champion")
         print(f"  {http.base_url} serving v{loaded.version if loaded else '? (not loaded: see the log above)'}")
-        step("5/9 baseline traffic: the next hours' payments, then the drift_monitor DAG …")
+        step("5/9 baseline traffic: the last hours' payments replayed at their times, then the drift_monitor DAG …")
         hour = drift_hour()
-        traffic = _traffic(settings, now, config.live_rows)
+        traffic = _recorded(settings, now, config.live_rows)
         _post(server, http, traffic, push=push)
         story.drift.append(_drift(dags, hour, "baseline"))
 
@@ -258,9 +258,13 @@ def _serving(settings: Settings) -> Iterator[tuple[Server, Any]]:
     import httpx
     import uvicorn
 
+    from pipelines.cli_serving import push_scored
     from serving.server import build_server
 
-    server = build_server(settings, refresh_s=1.0, torch_threads=1)  # as `tidemark serve` on a CPU node
+    # as `tidemark serve --replay` on a CPU node: the model pushes each payment it scores into the
+    # customer windows (push_scored_events), and recorded payments are read as of their own times
+    server = build_server(settings, refresh_s=1.0, torch_threads=1, replay=True,
+                          push_scored=push_scored(settings, [settings.model_name]))
     server.start_refresh()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -289,14 +293,12 @@ def _traffic(settings: Settings, now: datetime, rows: int) -> pd.DataFrame:
     return upcoming_payments(settings.raw_dir, now, at_least=min(rows, 500)).head(rows)
 
 
-def _scored_push(settings: Settings) -> Callable[[pd.DataFrame], object]:
-    """Scored payments into the customer windows, as the server's ``push_scored_events`` would.
+def _recorded(settings: Settings, now: datetime, rows: int) -> pd.DataFrame:
+    """The last hours' payments at their own times: replayed, they see the windows production
+    served (the server reads them as of those times), not hours squeezed into a minute."""
+    from examples.fraud.replay import recorded_payments
 
-    TODO(issue 17): once ``push_scored_events: transactions`` is set on the model (the server
-    pushes what it scored), drop this; pushing twice is harmless (one event per transaction id)."""
-    from examples.fraud.replay import feature_push
-
-    return feature_push(settings)
+    return recorded_payments(settings.raw_dir, now, at_least=min(rows, 500)).tail(rows)
 
 
 def _post(server: Server, http: Any, payments: pd.DataFrame, batch: int = 1,

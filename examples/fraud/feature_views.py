@@ -22,6 +22,7 @@ _WINDOW_LENGTH = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": ti
 #: The four aggregations of each window, over the payment's ``amount`` (EUR): feature name prefix
 #: and function.
 WINDOW_FUNCTIONS = (("txn_count", "count"), ("amt_sum", "sum"), ("amt_mean", "mean"), ("amt_max", "max"))
+WINDOW_VIEW = "customer_txn"
 PUSH_SOURCE = "transactions"
 """The push source the served payments go to (``push_scored_events`` in ``tidemark.yaml``)."""
 
@@ -44,7 +45,7 @@ def feature_definitions(offline_dir: Path, raw_dir: Path) -> list[Any]:
                            date_partition_column="date")
 
     push, history = transactions_source(raw_dir)
-    views: list[Any] = [customer_window_view(w, customer, push) for w in WINDOWS]
+    views: list[Any] = [customer_window_view(customer, push)]
     views.append(FeatureView(
         name="customer_profile", entities=[customer], ttl=timedelta(0),
         schema=[Field(name="income", dtype=Float64), Field(name="age_band", dtype=String),
@@ -76,28 +77,29 @@ def transactions_source(raw_dir: Path) -> tuple[Any, Any]:
     return PushSource(name=PUSH_SOURCE, batch_source=history), history
 
 
-def customer_window_view(window: str, customer: Any, push: Any) -> Any:
-    """``customer_txn_<window>``: count, sum, mean and max of the customer's payment amounts (EUR)
-    over the trailing ``window``, payments that had arrived by then only. An empty window is
-    count 0 and sum 0.0, with a null mean and max."""
+def customer_window_view(customer: Any, push: Any) -> Any:
+    """``customer_txn``: for each window of 1 hour, 24 hours and 7 days, the count, sum, mean and max
+    of the customer's payment amounts (EUR) over it, payments that had arrived by then only. An
+    empty window is count 0 and sum 0.0, with a null mean and max. One view, so one state per card
+    online: each payment is stored once for the three windows."""
     from feast import Field
     from feast.aggregation import Aggregation
     from feast.stream_feature_view import StreamFeatureView
     from feast.types import Float64, Int64
 
     aggregations = [Aggregation(column="amount", function=function, time_window=_WINDOW_LENGTH[window],
-                                name=f"{prefix}_{window}") for prefix, function in WINDOW_FUNCTIONS]
+                                name=f"{prefix}_{window}") for window in WINDOWS for prefix, function in WINDOW_FUNCTIONS]
     return StreamFeatureView(
-        name=f"customer_txn_{window}", entities=[customer], source=push, timestamp_field="event_timestamp",
+        name=WINDOW_VIEW, entities=[customer], source=push, timestamp_field="event_timestamp",
         schema=[Field(name=a.name, dtype=Int64 if a.function == "count" else Float64) for a in aggregations],
         aggregations=aggregations, tags={"tidemark.event_id": "transaction_id"},
-        description=f"Customer spend over the trailing {window} (EUR) before each payment: the payments "
-                    f"that had arrived by then, the scored one not among them",
+        description="Customer spend over the trailing 1 h, 24 h and 7 days (EUR) before each payment: the "
+                    "payments that had arrived by then, the scored one not among them",
     )
 
 
 DEFAULT_FEATURES: tuple[str, ...] = (
-    *[f"customer_txn_{w}:{prefix}_{w}" for w in WINDOWS for prefix, _ in WINDOW_FUNCTIONS],
+    *[f"{WINDOW_VIEW}:{prefix}_{w}" for w in WINDOWS for prefix, _ in WINDOW_FUNCTIONS],
     "customer_profile:income",
     "customer_profile:age_band",
     "customer_profile:home_country",

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["REQUEST_COLUMNS", "ReplayError", "drift_hour", "feature_push", "payments_between", "post_payments",
-           "upcoming_payments"]
+           "recorded_payments", "upcoming_payments"]
 
 #: What a client sends per payment: the join keys, the request fields and the payment's id.
 REQUEST_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "amount", "channel")
@@ -49,14 +49,15 @@ class _Poster(Protocol):  # an httpx.Client, or Starlette's TestClient
 
 def payments_between(raw_dir: Path, start: datetime, end: datetime,
                      columns: Sequence[str] = REQUEST_COLUMNS) -> pd.DataFrame:
-    """Generated payments made in ``[start, end)`` (UTC), in time order."""
+    """Generated payments made in ``[start, end)`` (UTC), in time order (``columns``; with
+    ``event_timestamp`` among them, each payment's own time comes along)."""
     days = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end), freq="D")
     files = [str(f) for d in days for f in sorted((raw_dir / "transactions" / f"date={d.date()}").glob("*.parquet"))]
     if not files:
         return pd.DataFrame(columns=list(columns))
     when = ds.field("event_timestamp")
     table = ds.dataset(files, format="parquet").to_table(
-        columns=[*columns, "event_timestamp"], filter=(when >= start) & (when < end))
+        columns=list(dict.fromkeys([*columns, "event_timestamp"])), filter=(when >= start) & (when < end))
     return table.to_pandas().sort_values("event_timestamp", kind="stable")[list(columns)].reset_index(drop=True)
 
 
@@ -71,6 +72,21 @@ def upcoming_payments(raw_dir: Path, now: datetime, *, at_least: int,
             return frame
     raise ReplayError(f"only {found} generated payments in the {hours[-1]} h after {now:%Y-%m-%d %H:%M} UTC "
                       f"(need {at_least}); generate data that runs past now (`tidemark generate` ends tomorrow)")
+
+
+def recorded_payments(raw_dir: Path, now: datetime, *, at_least: int,
+                      hours: Sequence[int] = (6, 9, 12, 18, 24)) -> pd.DataFrame:
+    """The payments of the hours before ``now`` (6, or more until there are ``at_least``), each
+    with its own ``event_timestamp``: recorded traffic, for a server that replays it
+    (``tidemark serve --replay`` reads each payment's features as of its time)."""
+    found = 0
+    for h in hours:
+        frame = payments_between(raw_dir, now - timedelta(hours=h), now, (*REQUEST_COLUMNS, EVENT_TIME))
+        found = len(frame)
+        if found >= at_least:
+            return frame
+    raise ReplayError(f"only {found} generated payments in the {hours[-1]} h before {now:%Y-%m-%d %H:%M} UTC "
+                      f"(need {at_least}); generate more data")
 
 
 def drift_hour(settle: timedelta = timedelta(minutes=3)) -> datetime:
@@ -89,7 +105,8 @@ def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, ret
                   pause_s: float = 0.0, push: Callable[[pd.DataFrame], object] | None = None) -> int:
     """POST ``payments`` to ``/v1/predict``, ``batch`` per request; returns the rows scored.
 
-    Each row goes with ``event_timestamp`` = the time its request is sent (UTC, ISO 8601).
+    Each row goes with ``event_timestamp`` = the time its request is sent (UTC, ISO 8601), unless
+    ``payments`` carry their own (recorded traffic: :func:`recorded_payments`).
     ``push``: called with each batch once it was scored (its rows, ``event_timestamp`` a UTC
     timestamp), as a server with ``push_scored_events`` pushes them: never before the scoring, so
     a payment is not in its own windows.
@@ -101,7 +118,7 @@ def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, ret
     records = payments.astype(object).where(payments.notna(), None).to_dict("records")
     for i in range(0, len(records), batch):
         sent = datetime.now(UTC)
-        rows = [{**r, EVENT_TIME: sent.isoformat()} for r in records[i:i + batch]]
+        rows = [{**r, EVENT_TIME: _iso(r.get(EVENT_TIME)) or sent.isoformat()} for r in records[i:i + batch]]
         for attempt in range(retries + 1):
             answer = http.post("/v1/predict", json={"rows": rows})
             if answer.status_code != 503 or attempt == retries:
@@ -113,10 +130,15 @@ def post_payments(http: _Poster, payments: pd.DataFrame, *, batch: int = 50, ret
             raise ReplayError(f"/v1/predict answered {answer.status_code}"
                               f"{f' after {retries} retries' if answer.status_code == 503 else ''}: {answer.text[:300]}")
         if push is not None:
-            push(payments.iloc[i:i + batch].assign(**{EVENT_TIME: pd.Timestamp(sent)}))
+            chunk = payments.iloc[i:i + batch]
+            push(chunk if EVENT_TIME in chunk else chunk.assign(**{EVENT_TIME: pd.Timestamp(sent)}))
         if pause_s:
             time.sleep(pause_s)
     return len(records)
+
+
+def _iso(moment: Any) -> str | None:
+    return None if moment is None else pd.Timestamp(moment).isoformat()
 
 
 def feature_push(settings: Settings, source: str = PUSH_SOURCE) -> Callable[[pd.DataFrame], object]:

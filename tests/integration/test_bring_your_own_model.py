@@ -114,7 +114,7 @@ def test_registration_stores_the_contract_lineage_profile_and_task_metrics(setti
     artifacts = {a.path for a in ml.list_artifacts(version.run_id)}
     assert {"lineage.json", "contract.json", "reference_profile"} <= artifacts
     lineage = json.loads(Path(ml.download_artifacts(version.run_id, "lineage.json", str(settings.home))).read_text())
-    assert set(lineage["views"]) == {"customer_txn_24h", "customer_profile", "merchant_stats"}
+    assert set(lineage["views"]) == {"customer_txn", "customer_profile", "merchant_stats"}
     assert len(lineage["frame_sha256"]) == 64
     flavors = mlflow.models.Model.load(f"models:/team-churn/{version.version}").flavors
     assert "sklearn" in flavors  # its own flavour, not a pickled pyfunc wrapper
@@ -157,7 +157,7 @@ def test_requests_are_checked_against_that_models_contract(binary: tuple[object,
 def test_a_regressor_is_served_values_and_judged_by_rmse(settings: Settings, frame: pd.DataFrame) -> None:  # noqa: F811
     model = make_pipeline(SimpleImputer(), Ridge()).fit(frame[NUMERIC], frame["spend"])
     half = len(frame) // 2
-    version = register_model(model, "team-spend", features=["customer_txn_24h:amt_sum_24h",
+    version = register_model(model, "team-spend", features=["customer_txn:amt_sum_24h",
                                                               "merchant_stats:fraud_rate_30d"],
                              frame=frame.iloc[:half], validation_frame=frame.iloc[half:], label="spend",
                              task="regression", feature_client=FeatureClient(settings))
@@ -179,7 +179,7 @@ def test_a_lightgbm_model_is_registered_in_the_scikit_learn_flavour_and_served_e
     from lightgbm import LGBMClassifier
 
     model = LGBMClassifier(n_estimators=40, num_leaves=8, verbose=-1).fit(frame[NUMERIC], frame["churned"])
-    version = register_model(model, "team-boost", features=["customer_txn_24h:amt_sum_24h",
+    version = register_model(model, "team-boost", features=["customer_txn:amt_sum_24h",
                                                               "merchant_stats:fraud_rate_30d"],
                              frame=frame, label="churned", task="binary", feature_client=FeatureClient(settings),
                              # skops loads only the types it is told to trust: the booster's own
@@ -207,8 +207,8 @@ def test_what_registration_refuses(settings: Settings, frame: pd.DataFrame) -> N
     with pytest.raises(UnknownFeatureServiceError, match="unknown feature service 'churn_feature'"):
         register_model(model, "team-bad", features="churn_feature", frame=frame, label="churned", task="binary",
                        feature_client=fc)
-    with pytest.raises(UnknownFeatureError, match="did you mean 'customer_txn_24h:amt_sum_24h'"):
-        register_model(model, "team-bad", features=["customer_txn_24h:amt_sum_42h"], frame=frame, label="churned",
+    with pytest.raises(UnknownFeatureError, match="did you mean 'customer_txn:amt_sum_24h'"):
+        register_model(model, "team-bad", features=["customer_txn:amt_sum_42h"], frame=frame, label="churned",
                        task="binary", feature_client=fc)
     with pytest.raises(ContractError, match=r"lacks columns \['churn'\]"):
         register_model(model, "team-bad", features=list(FEATURES), frame=frame, label="churn", task="binary",

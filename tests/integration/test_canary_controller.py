@@ -73,7 +73,7 @@ def settings(home: Path, module_redis: RedisProc, logged_models: list[tuple[str,
     s = Settings(home=home, spark=SparkSettings(), redis_url=module_redis.url,
                  model_name=f"fraud-{uuid.uuid4().hex[:6]}")
     ml = model_registry.connect(s)
-    tags = fraud_contract_tags(SPEC, ["customer_txn_24h:amt_sum_24h"], ["customer_id"], str(s.raw_dir / "labels"))
+    tags = fraud_contract_tags(SPEC, ["customer_txn:amt_sum_24h"], ["customer_id"], str(s.raw_dir / "labels"))
     versions = [str(model_registry.register(ml, s.model_name, uri, run_id=run, tags=tags, description="test").version)
                 for uri, run in logged_models]
     model_registry.promote(ml, s.model_name, versions[0], first=True)
@@ -183,7 +183,7 @@ def own_home(settings: Settings, tmp_path: Path) -> Settings:
     every test's model has versions 1 and 2, whose contracts are pointed at this home's labels."""
     mine = dataclasses.replace(settings, home=tmp_path, mlflow_tracking_uri=settings.tracking_uri)
     ml = model_registry.connect(mine)
-    tags = fraud_contract_tags(SPEC, ["customer_txn_24h:amt_sum_24h"], ["customer_id"], str(mine.raw_dir / "labels"))
+    tags = fraud_contract_tags(SPEC, ["customer_txn:amt_sum_24h"], ["customer_id"], str(mine.raw_dir / "labels"))
     for version in ("1", "2"):
         ml.set_model_version_tag(mine.model_name, version, "tidemark.contract", tags["tidemark.contract"])
     return mine

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pytest
 import redis
 
-from examples.fraud.replay import drift_hour, post_payments, upcoming_payments
+from examples.fraud.replay import drift_hour, post_payments, recorded_payments, upcoming_payments
 from pipelines import model_registry
 from pipelines.dag_runs import Ran, run_dag
 from tests.integration.notebook_runs import stdout
@@ -167,11 +167,15 @@ def server(world: Settings, champion: str) -> Iterator[Any]:
     import torch
     from starlette.testclient import TestClient
 
+    from pipelines.cli_serving import push_scored
     from serving.server import build_server
 
     _load_today(world, datetime.now(UTC))
     threads = torch.get_num_threads()
-    srv = build_server(world, refresh_s=1.0, torch_threads=1)  # as `tidemark serve` on a CPU node
+    # as `tidemark serve --replay` on a CPU node: the model pushes the payments it scores
+    # (push_scored_events), and recorded payments are read as of their own times
+    srv = build_server(world, refresh_s=1.0, torch_threads=1, replay=True,
+                       push_scored=push_scored(world, [world.model_name]))
     srv.start_refresh()
     try:
         with TestClient(srv.app) as http:
@@ -198,26 +202,14 @@ def _rebuild_and_reload(world: Settings, now: datetime) -> None:
     reload_online(world, now)
 
 
-def _replay(server: Any, payments: pd.DataFrame, push: Any, batch: int = 1, pause_s: float = 0.0) -> None:
-    """Post ``payments`` through the server, one per request as payments are scored, each pushed
-    into the customer windows once scored, as production's server does (``push_scored_events``):
-    a payment's windows hold the payments before it, its own session's among them (in batches of
-    50, a payment would not see the earlier ones of its batch, and the 1-hour windows would drift).
-    Its log and canary counts are written out after."""
+def _replay(server: Any, payments: pd.DataFrame, batch: int = 1, pause_s: float = 0.0) -> None:
+    """Post ``payments`` through the server, one per request; the server pushes each payment into
+    the customer windows once scored (``push_scored_events``), so a payment's windows hold the
+    payments before it, its own session's among them. Its log and canary counts are written out after."""
     srv, http = server
-    post_payments(http, payments, batch=batch, pause_s=pause_s, push=push)
+    post_payments(http, payments, batch=batch, pause_s=pause_s)
     srv.scorer.log_sink.flush()
     srv.scorer.evidence.flush()
-
-
-@pytest.fixture(scope="module")
-def push(world: Settings) -> Any:
-    """The replay's push of scored payments into the customer windows (``FeatureClient.push``).
-    TODO(issue 17): the server pushes what it scores once ``push_scored_events: transactions`` is
-    set on the model; this push then repeats the same event ids (counted once) and can go."""
-    from examples.fraud.replay import feature_push
-
-    return feature_push(world)
 
 
 def _asset_events(run_id: str) -> list[dict[str, Any]]:
@@ -236,22 +228,8 @@ def _asset_events(run_id: str) -> list[dict[str, Any]]:
 # --- drift_monitor: the baseline, then the world moves ----------------------------------------------
 
 
-def _live_traffic(upcoming: pd.DataFrame) -> pd.DataFrame:
-    """The next hours' payments as a minute of live traffic: each customer's first one only.
-
-    The replay posts hours of generated payments within a minute, each sent (and pushed into the
-    windows) as made now. A customer's second payment of those hours would then find the first in
-    its 1-hour window, where in production they lie hours apart: the compression, not the product,
-    would fill the 1-hour windows (measured: 15.5% of replayed payments saw a non-empty 1-hour
-    window against 4.8% at their real times). One payment per customer keeps every window what
-    production would serve at that moment: the customer's real history up to now."""
-    first = upcoming.drop_duplicates("customer_id", keep="first").head(1_000)
-    assert len(first) >= 600, f"only {len(first)} customers pay in the next hours; generate more data"
-    return first.reset_index(drop=True)
-
-
 @pytest.fixture(scope="module")
-def drift_runs(world: Settings, dags: dict[str, Any], server: Any, push: Any) -> dict[str, Any]:
+def drift_runs(world: Settings, dags: dict[str, Any], server: Any) -> dict[str, Any]:
     """The drift DAG over an hour of live traffic; then the ``covariate_shift`` scenario from a
     week ago on (the generator's scenarios leave everything before their start as it was), the
     week rebuilt and loaded, its next hours served three times over, and the drift DAG on the
@@ -259,10 +237,15 @@ def drift_runs(world: Settings, dags: dict[str, Any], server: Any, push: Any) ->
     from examples.fraud.datagen import DatagenConfig, generate
 
     now = datetime.now(UTC)
-    payments = _live_traffic(upcoming_payments(world.raw_dir, now, at_least=800))
+    # the last hours' payments, replayed at their recorded times (the server reads each one's
+    # features as of its time, `--replay`): healthy traffic with the windows production served.
+    # Replaying hours of payments as made now would squeeze them into a minute, and a customer's
+    # payments hours apart would share 1-hour windows (measured: 15.5% of replayed payments saw a
+    # non-empty 1-hour window, against 4.8% at their real times).
+    payments = recorded_payments(world.raw_dir, now, at_least=600).tail(1_000)
     out: dict[str, Any] = {"live_rows": len(payments)}
     logical = drift_hour()
-    _replay(server, payments, push)
+    _replay(server, payments)
     out["baseline"] = run_dag(dags["drift_monitor"], logical)
     generate(world.raw_dir, DatagenConfig(rows=ROWS, seed=SEED, start=FIRST_DAY, days=DAYS, scenario="covariate_shift",
                                           drift_start=SHIFT_START))
@@ -270,7 +253,7 @@ def drift_runs(world: Settings, dags: dict[str, Any], server: Any, push: Any) ->
     shifted = upcoming_payments(world.raw_dir, now, at_least=600).head(1_000)
     out["shifted_amount_ratio"] = shifted["amount"].median() / payments["amount"].median()
     for _ in range(3):
-        _replay(server, shifted, push)
+        _replay(server, shifted)
     out["drifted"] = run_dag(dags["drift_monitor"], logical)
     out["shifted"] = shifted
     return out
@@ -333,7 +316,7 @@ def test_retrain_registers_a_gated_challenger_and_starts_its_shadow_canary(
 
 @pytest.fixture(scope="module")
 def canary_looks(world: Settings, dags: dict[str, Any], server: Any, drift_runs: dict[str, Any],
-                 retrain_run: Ran, push: Any) -> list[dict[str, Any]]:
+                 retrain_run: Ran) -> list[dict[str, Any]]:
     """The canary DAG at its 5-minute ticks from now on, taken back to back (dwell is judged on the
     runs' interval ends), the shifted traffic served before each look; until it is over."""
     from pipelines import canary
@@ -355,7 +338,7 @@ def canary_looks(world: Settings, dags: dict[str, Any], server: Any, drift_runs:
         # beside the next request's work on this 2-core host, and a CI run under load measured
         # the same-architecture challenger 1.8x slower (Mann-Whitney z 11) and rolled it back
         shadow = canary.status(world).mode == "shadow"
-        _replay(server, drift_runs["shifted"].sample(frac=1.0, random_state=len(looks)), push, batch=1,
+        _replay(server, drift_runs["shifted"].sample(frac=1.0, random_state=len(looks)), batch=1,
                 pause_s=0.01 if shadow else 0.0)
         ran = run_dag(dags["canary_rollout"], tick)
         assert ran.state == "success", ran.states
@@ -475,7 +458,7 @@ def test_notebook_lists_the_registered_features_and_their_lineage(world: Setting
         view, name = ref.split(":")
         assert re.search(rf"\b{name}\b", lines[view]), (ref, lines[view])
     lineage = stdout(notebook["nb"], "lineage")
-    for view in ("customer_txn_24h", "customer_txn_7d", "customer_profile", "merchant_stats"):
+    for view in ("customer_txn", "customer_profile", "merchant_stats"):
         assert view in lineage
     # the windows' source is the raw payments; the merchant snapshots' TTL is 2 days
     assert "transactions" in lineage and "172800" in lineage
@@ -500,7 +483,7 @@ def test_notebook_materializes_and_reads_online_features(world: Settings, notebo
     found = dict(re.findall(r"(\w+) (\d)/5", online.splitlines()[0]))
     assert online.startswith("online features for 5 customers; found per view:"), online
     # every view answered (a customer may have no profile yet, or no payment in the last 24 h)
-    assert set(found) == {"customer_txn_24h", "customer_txn_7d", "customer_profile", "merchant_stats"}, online
+    assert set(found) == {"customer_txn", "customer_profile", "merchant_stats"}, online
     assert int(found["merchant_stats"]) >= 1 and int(found["customer_profile"]) >= 1, online
     for column in ("customer_id", "merchant_id", "amt_sum_24h", "age_band", "fraud_rate_30d"):
         assert column in online

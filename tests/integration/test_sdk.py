@@ -53,7 +53,7 @@ def test_training_frame_is_point_in_time_correct(client):
                             T0 + pd.Timedelta("30min"), T0],
         "label": [0, 1, 0, 0, 1],
     })
-    frame = client.training_frame(entities, ["customer_txn_24h:amt_sum_24h", "customer_profile:age_band",
+    frame = client.training_frame(entities, ["customer_txn:amt_sum_24h", "customer_profile:age_band",
                                              "merchant_stats:fraud_rate_30d"])
     assert list(frame.columns) == ["customer_id", "merchant_id", "event_timestamp", "label",
                                    "amt_sum_24h", "age_band", "fraud_rate_30d"]
@@ -68,8 +68,8 @@ def test_training_frame_is_point_in_time_correct(client):
 def test_windows_slide_and_a_payment_is_not_in_its_own_windows(client):
     entities = pd.DataFrame({"customer_id": [1, 1, 1], "event_timestamp": [T0, T0 + pd.Timedelta("30min"),
                                                                            T0 + pd.Timedelta("90min")]})
-    frame = client.training_frame(entities, ["customer_txn_1h:txn_count_1h", "customer_txn_1h:amt_mean_1h",
-                                             "customer_txn_7d:txn_count_7d"])
+    frame = client.training_frame(entities, ["customer_txn:txn_count_1h", "customer_txn:amt_mean_1h",
+                                             "customer_txn:txn_count_7d"])
     # at T0 the payment of T0 is being authorised (it arrives a second later): not in its windows
     assert frame["txn_count_1h"].tolist() == [0, 1, 0]  # 90min: the payment left the 1-hour window
     assert pd.isna(frame["amt_mean_1h"].iloc[0]) and frame["amt_mean_1h"].iloc[1] == 10.0
@@ -80,15 +80,15 @@ def test_windows_slide_and_a_payment_is_not_in_its_own_windows(client):
 def test_spark_output(client):
     entities = pd.DataFrame({"customer_id": [2, 1], "event_timestamp": [T0 + pd.Timedelta("1min"),
                                                                          T0 + pd.Timedelta("6h")]})
-    sdf = client.training_frame(entities, ["customer_txn_7d:amt_max_7d"], as_spark=True)
+    sdf = client.training_frame(entities, ["customer_txn:amt_max_7d"], as_spark=True)
     assert sdf.toPandas()["amt_max_7d"].tolist() == [5.0, 20.0]
 
 
 def test_unknown_feature_lists_near_matches(client):
     with pytest.raises(UnknownFeatureError) as err:
         client.training_frame(pd.DataFrame({"customer_id": [1], "event_timestamp": [T0]}),
-                              ["customer_txn_24h:amt_sum_42h"])
-    assert "customer_txn_24h:amt_sum_24h" in str(err.value)
+                              ["customer_txn:amt_sum_42h"])
+    assert "customer_txn:amt_sum_24h" in str(err.value)
     assert err.value.near_matches
 
 

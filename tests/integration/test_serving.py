@@ -36,7 +36,7 @@ from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 
-FEATURES = ("customer_txn_24h:amt_sum_24h", "customer_profile:age_band", "merchant_stats:fraud_rate_30d")
+FEATURES = ("customer_txn:amt_sum_24h", "customer_profile:age_band", "merchant_stats:fraud_rate_30d")
 MODEL = Settings.model_name  # the test world serves the default model name (a class default)
 CUSTOMERS = np.arange(1, 201, dtype=np.int64)
 TOKEN = "s3cret-admin-token"

@@ -310,14 +310,14 @@ def test_a_corrupt_or_wrong_type_value_is_missing_for_its_entity_only(live: Live
     status, healthy = live.predict(rows)
     assert status == 200 and all(p["features_found"] for p in healthy["predictions"])
     ids = entity_ids(["customer_id"], ["int"], [CUSTOMERS[:2]])
-    garbage, wrong = view_keys(key_prefix(settings.project), "customer_txn_24h", ids)
+    garbage, wrong = view_keys(key_prefix(settings.project), "customer_profile", ids)
     client = redis.Redis.from_url(module_redis.url)
     saved = {key: client.get(key) for key in (garbage, wrong)}
     before = live.metrics()[("tidemark_online_corrupt_values_total", ())]
     try:
         client.set(garbage, b"\x00garbage that is no packed value")
         client.delete(wrong)
-        client.hset(wrong, "amt_sum_24h", "12.5")
+        client.hset(wrong, "income", "12.5")
         status, answer = live.predict(rows)
     finally:
         client.delete(garbage, wrong)
@@ -330,7 +330,7 @@ def test_a_corrupt_or_wrong_type_value_is_missing_for_its_entity_only(live: Live
     assert "tidemark:{" not in json.dumps(answer)
     assert live.metrics()[("tidemark_online_corrupt_values_total", ())] - before == 2
     log = live.log()
-    assert log.count("customer_id=1}:customer_txn_24h") == 1 and "Redis hash" in log  # the key, once
+    assert log.count("customer_id=1}:customer_profile") == 1 and "Redis hash" in log  # the key, once
 
 
 # -- 2. no secret in a response or a log line ----------------------------------------------------

@@ -22,11 +22,10 @@ def test_its_definitions_follow_the_clients_home(tmp_path: Path) -> None:
     names = [o.name for o in found]
     assert len(names) == len(set(names)) and {"customer", "merchant", "customer_profile", "merchant_stats"} <= set(names)
     tables = {o.name: o.batch_source.path for o in found if getattr(o, "batch_source", None) is not None}
-    raw = {n for n in tables if n.startswith("customer_txn_") or n == "transactions"}
+    raw = {n for n in tables if n == "customer_txn" or n == "transactions"}
     assert all(p.startswith(str(settings.offline_dir)) for n, p in tables.items() if n not in raw)
-    # the customer windows are stream views over one push source, computed from the raw payments
-    assert {n for n in tables if n.startswith("customer_txn_")} == {"customer_txn_1h", "customer_txn_24h",
-                                                                   "customer_txn_7d"}
+    # the customer windows are one stream view over one push source, computed from the raw payments
+    assert "customer_txn" in tables and not any(n.startswith("customer_txn_") for n in tables)
     assert {tables[n] for n in raw} == {str(settings.raw_dir / "transactions")}
     (push,) = [o for o in found if type(o).__name__ == "PushSource"]
     assert push.name == "transactions" and push.batch_source.created_timestamp_column == "arrival_timestamp"
