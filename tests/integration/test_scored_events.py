@@ -69,3 +69,24 @@ def test_an_unknown_push_source_stops_the_server_at_start(stream_settings: Setti
     with pytest.raises(ConfigError, match=r"push_scored_events: 'acct_pushh'.*did you mean 'acct_push'"):
         build_server(stream_settings, models=[MODEL], refresh_s=3600, prediction_log=False,
                      push_scored={MODEL: "acct_pushh"})
+
+
+def test_a_replay_server_reads_each_row_as_of_its_recorded_time(stream_settings: Settings,  # noqa: F811
+                                                                stream_server: Server) -> None:  # noqa: F811
+    """A replay server reads each row as of just before its own recorded time: a later row's event,
+    already pushed, is not in an earlier row's window (a live server, reading as of now, counts
+    it). The state keeps 1.25 windows, so such reads are exact back to a quarter window."""
+    replay = build_server(stream_settings, models=[MODEL], refresh_s=3600, prediction_log=False,
+                          push_scored={MODEL: "acct_push"}, replay=True)
+    try:
+        with TestClient(replay.app) as http:
+            now = pd.Timestamp.now(tz="UTC")
+            seen = [_predict(http, account_id=931, event_id=500 + i,
+                             event_timestamp=(now - pd.Timedelta(minutes=m)).isoformat())["predictions"][0]["value"]
+                    for i, m in enumerate((10, 4, 12))]
+            # -10 min: nothing before it; -4 min: the -10 one; -12 min: both others are later
+            assert seen == pytest.approx([0.0, 1.0, 0.0], abs=1e-6)
+            live = _predict(http, account_id=931, event_id=600)  # no event time: as of now
+            assert live["predictions"][0]["value"] == pytest.approx(3.0, abs=1e-6)
+    finally:
+        replay.close()
