@@ -74,13 +74,20 @@ def _served_models(settings: Settings, requested: list[str] | None) -> list[str]
 
 
 def push_scored(settings: Settings, names: list[str]) -> dict[str, str]:
-    """The push source of each of ``names`` whose project entry declares ``push_scored_events``."""
-    from pipelines.project import settings_project
+    """The push source of each of ``names`` whose project entry declares ``push_scored_events``
+    (the project ``settings`` select: a team's ``--repo``, else the bundled example)."""
+    from pipelines.errors import ProjectError
+    from pipelines.project import project_model
 
-    if settings.feast_repo is None:
-        return {}
-    return {m.name: m.push_scored_events for m in settings_project(settings).models
-            if m.push_scored_events and m.name in names}
+    out = {}
+    for name in names:
+        try:
+            model = project_model(settings, name)
+        except ProjectError:  # a registered model the project does not declare: it pushes nothing
+            continue
+        if model.push_scored_events:
+            out[name] = model.push_scored_events
+    return out
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
