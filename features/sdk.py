@@ -85,6 +85,8 @@ class FeatureClient:
             f"{fv.name}:{feature.name}"
             for fv in self.feature_views()
             for feature in fv.features
+            # Feast's inference lists a stream view's join keys among its features: they are not
+            if feature.name not in {c.name for c in fv.entity_columns}
         )
 
     def feature_views(self) -> list[Any]:
