@@ -30,6 +30,7 @@ is its content (entity, event time and aggregated values): replaying an identica
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
@@ -37,6 +38,10 @@ from typing import Any, Final
 from features.errors import ConfigError
 
 __all__ = ["EVENT_ID_TAG", "FUNCTIONS", "StreamView", "WindowAggregation", "is_stream_view"]
+
+# Feast warns on every StreamFeatureView it builds, registry reads included: once per view and
+# call, hundreds of lines a run. tidemark computes these views itself; the warning says nothing here.
+warnings.filterwarnings("ignore", message="Stream feature views are experimental", category=RuntimeWarning)
 
 FUNCTIONS: Final = ("count", "sum", "mean", "min", "max")
 EVENT_ID_TAG: Final = "tidemark.event_id"
