@@ -57,6 +57,20 @@ class EventPusher:
     def push_sources(self) -> list[str]:
         return sorted(self._by_source)
 
+    def row_fields(self, push_source: str) -> dict[str, str]:
+        """What a row pushed to ``push_source`` must carry, by field: ``"int"`` or ``"str"`` (join
+        keys, by the entity's type), ``"time"`` (the event time), ``"id"`` (the event id) or
+        ``"number"`` (an aggregated column). Raises UnknownPushSourceError."""
+        fields: dict[str, str] = {}
+        for view in self.views_of(push_source):
+            assert view.stream is not None
+            fields.update(zip(view.join_keys, view.key_kinds, strict=True))
+            fields[view.stream.timestamp_field] = "time"
+            if view.stream.event_id:
+                fields[view.stream.event_id] = "id"
+            fields.update(dict.fromkeys(view.stream.columns, "number"))
+        return fields
+
     def views_of(self, push_source: str) -> list[OnlineView]:
         """The stream views that read ``push_source``; raises UnknownPushSourceError."""
         views = self._by_source.get(push_source)

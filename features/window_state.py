@@ -371,8 +371,11 @@ def _event_micros(array: np.ndarray, column: str) -> np.ndarray:
         if stamp is None or stamp is pd.NaT or isinstance(value, float | bool):
             raise EventError(f"{value!r} is not a timestamp (give a datetime, an ISO 8601 string or integer "
                              "microseconds since the epoch)", row=i, column=column)
-        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-        out[i] = stamp.value // 1000
+        naive = stamp if stamp.tzinfo is None else stamp.tz_convert("UTC").tz_localize(None)
+        try:  # in microseconds from the timestamp's own unit: years past 2262 overflow nanoseconds
+            out[i] = int(naive.asm8.astype("datetime64[us]").astype(np.int64))
+        except (OverflowError, ValueError):
+            raise EventError(f"{value!r} is out of the range of event times", row=i, column=column) from None
     return out
 
 

@@ -247,7 +247,8 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_spec({n: (s.row_schema(), s.contract()) for n, s in served.items()}, limits,
-                                         push_sources=pusher.push_sources if pusher is not None else (),
+                                         push_sources={s: pusher.row_fields(s) for s in pusher.push_sources}
+                                         if pusher is not None else {},
                                          pushing=frozenset(pushes)))
 
     async def canary(request: Request) -> Response:

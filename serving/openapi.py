@@ -4,8 +4,8 @@ metrics and canary endpoints, and their error answers."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from serving.request_rows import RowSchema
 
@@ -17,12 +17,13 @@ __all__ = ["openapi_spec"]
 
 
 def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], limits: ApiLimits, *,
-                 push_sources: Sequence[str] = (), pushing: Collection[str] = ()) -> dict[str, Any]:
+                 push_sources: Mapping[str, Mapping[str, str]] | None = None,
+                 pushing: Collection[str] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API: for each served model (by name; the first is the
     default, ``/v1/predict``), request rows and predictions as its champion's model contract has
     them (join keys, request fields, optional label row ids; the task's prediction), with
     ``pushed`` for the models in ``pushing`` (they push their scored events); ``POST /v1/push``
-    for ``push_sources``."""
+    for ``push_sources`` (each with the fields its rows must carry: ``EventPusher.row_fields``)."""
     failures = _failures((400, "not JSON"), (404, "no such model on this server"),
                          (408, "the body did not arrive within the deadline"),
                          (413, "body too large"), (415, "the body is not declared as application/json"),
@@ -57,7 +58,7 @@ def openapi_spec(models: Mapping[str, tuple[RowSchema, ModelContract | None]], l
                 "200": _ok({"type": "object"}), "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus text"}}}},
             "/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _ok({"type": "object"})}}},
-            "/v1/push": _push_path(push_sources, limits.max_rows),
+            "/v1/push": _push_path(push_sources or {}, limits.max_rows),
             **_canary_paths(names),
         },
         "components": {"securitySchemes": {"bearerAuth": {
@@ -111,25 +112,41 @@ _PUSH_FAILURES = ((400, "not JSON"), (401, "no or wrong bearer token"),
                   (503, "the online store is unavailable, or the server is at capacity"))
 
 
-def _push_path(push_sources: Sequence[str], max_rows: int) -> dict[str, Any]:
-    """``POST /v1/push``: events into the stream feature views that read a push source."""
-    source: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200,
-                              "description": "a Feast PushSource that stream feature views read"}
-    if push_sources:
-        source["enum"] = list(push_sources)
+_PUSH_FIELD: Final[dict[str, dict[str, Any]]] = {
+    "int": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+    "str": {"type": "string"},
+    "time": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
+             "description": "the event time: ISO 8601 text, or integer microseconds since the epoch (UTC); "
+                            "at most 5 minutes ahead of the server's clock"},
+    "id": {"type": ["integer", "string"], "description": "the event id: an event counts once per id"},
+    "number": {"type": "number"},
+}
+
+
+def _push_path(push_sources: Mapping[str, Mapping[str, str]], max_rows: int) -> dict[str, Any]:
+    """``POST /v1/push``: events into the stream feature views that read a push source; with the
+    sources known, one body schema per source, its rows' fields required and typed."""
     value = {"type": ["number", "string", "boolean", "null"]}
-    row = {"type": "object", "additionalProperties": value, "description": (
-        "one event: the views' join keys, event time (ISO 8601 text or integer microseconds since the "
-        "epoch, UTC), event id (the view's tidemark.event_id tag) and aggregated columns")}
+    description = ("one event: the views' join keys, event time (ISO 8601 text or integer microseconds since "
+                   "the epoch, UTC), event id (the view's tidemark.event_id tag) and aggregated columns")
+
+    def body(source: dict[str, Any], fields: Mapping[str, str] | None) -> dict[str, Any]:
+        row: dict[str, Any] = {"type": "object", "additionalProperties": value, "description": description}
+        if fields:
+            row |= {"required": list(fields), "properties": {f: _PUSH_FIELD[kind] for f, kind in fields.items()}}
+        return {"type": "object", "required": ["push_source", "rows"], "properties": {
+            "push_source": source, "rows": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": row}}}
+
+    named = {"type": "string", "minLength": 1, "maxLength": 200,
+             "description": "a Feast PushSource that stream feature views read"}
+    schema = ({"oneOf": [body({"type": "string", "const": s}, fields) for s, fields in push_sources.items()]}
+              if push_sources else body(named, None))
     counts = {"type": "object", "properties": {k: {"type": "integer", "minimum": 0}
                                                for k in ("added", "duplicates", "expired")}}
     return {"post": {
         "operationId": "push", "security": [{"bearerAuth": []}],
         "summary": "push events to every stream feature view that reads a push source (idempotent by event id)",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["push_source", "rows"], "properties": {
-                "push_source": source, "rows": {"type": "array", "minItems": 1, "maxItems": max_rows,
-                                                "items": row}}}}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
         "responses": {"200": _ok({"type": "object", "properties": {"views": {
             "type": "object", "additionalProperties": counts,
             "description": "per stream view: events added, replays of stored ids, events already out of "

@@ -106,5 +106,9 @@ def test_unknown_push_source_is_a_404_and_bad_bodies_are_4xx(stream_http: TestCl
 def test_the_openapi_document_lists_the_push_route(stream_http: TestClient) -> None:  # noqa: F811
     spec = stream_http.get("/openapi.json").json()
     body = spec["paths"]["/v1/push"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert body["properties"]["push_source"]["enum"] == [PUSH_SOURCE]
+    (source,) = body["oneOf"]  # one body schema per push source, its rows' fields required and typed
+    assert source["properties"]["push_source"]["const"] == PUSH_SOURCE
+    row = source["properties"]["rows"]["items"]
+    assert set(row["required"]) == {"account_id", "event_timestamp", "event_id", "amount"}, row
+    assert row["properties"]["amount"] == {"type": "number"}
     assert {"401", "403", "404", "422", "503"} <= set(spec["paths"]["/v1/push"]["post"]["responses"])

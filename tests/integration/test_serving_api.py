@@ -20,6 +20,7 @@ import pytest
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 
 from serving.app import ApiLimits, openapi_spec
@@ -57,6 +58,7 @@ def test_no_operation_answers_5xx(api: schemathesis.BaseSchema, path: str, metho
     operation = api[path][method]
     cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
     seen: Counter[int] = Counter()
+    excluded = [positive_data_acceptance] if path == "/v1/push" else None
 
     @hypothesis.settings(max_examples=40, deadline=None, derandomize=True, database=None,
                          suppress_health_check=list(hypothesis.HealthCheck))
@@ -66,12 +68,13 @@ def test_no_operation_answers_5xx(api: schemathesis.BaseSchema, path: str, metho
         seen[response.status_code] += 1
         assert response.status_code < 500, (f"{case.method} {case.formatted_path}: {response.status_code} "
                                             f"{response.text[:300]}")
-        case.validate_response(response, headers=AUTH)  # schemathesis' default checks
+        # schemathesis' default checks; for /v1/push all but "schema-valid data is accepted": an event
+        # time is refused more than 5 minutes past the server's clock, which no schema can say
+        case.validate_response(response, headers=AUTH, excluded_checks=excluded)
 
     fuzz()
     # the fuzzing reached past validation: rows were scored, the controller answered
-    # the fraud example has no stream feature views: every push source is unknown (404)
-    reached = {"/v1/canary/{action}": {200, 409}, "/v1/push": {404}}.get(path, {200})
+    reached = {"/v1/canary/{action}": {200, 409}}.get(path, {200})
     assert reached & set(seen), f"{method} {path}: only {dict(seen)}"
     assert seen.total() >= (20 if operation.body or operation.path_parameters else 1), dict(seen)
 
