@@ -72,6 +72,9 @@ def _as_list(values: Any) -> list[Any]:
 def _as_int64(name: str, values: Any) -> np.ndarray:
     array = np.asarray(values)
     if array.dtype.kind in "iu":
+        if array.dtype.kind == "u" and array.size and int(array.max()) > np.iinfo(np.int64).max:
+            raise EntityFrameError(f"join key {name!r} must hold whole numbers (int64); got "
+                                   f"{int(array.max())}, past the largest int64")  # never wrapped to another key
         return array.astype(np.int64, copy=False)
     if array.dtype.kind not in "fb":  # objects and strings: exact, one by one (no float rounding)
         return np.array([_exact_int(name, v) for v in _as_list(array)], dtype=np.int64)

@@ -43,6 +43,7 @@ MAX_FUTURE_US: Final = 5 * 60 * 1_000_000
 """How far past the pusher's clock an event time may lie (clock skew); later ones are refused."""
 EXPIRY_MARGIN_MS: Final = 60_000
 _NO_EVENT: Final = np.iinfo(np.int64).min
+_INT64_MAX: Final = int(np.iinfo(np.int64).max)
 _MAGIC: Final = b"TMW\x02"
 HEADER_SIZE: Final = 16
 """Bytes before the first record: the 8-byte prefix (:func:`state_header`), then the oldest
@@ -143,7 +144,7 @@ def event_micros(values: Any, column: str) -> np.ndarray:
 
 def event_id_hashes(values: Any, column: str) -> np.ndarray:
     """The 8-byte id of each event id value, as a push computes it (the backfill uses it too)."""
-    return _id_hashes(np.asarray(values), column)
+    return _id_hashes(_array(values), column)
 
 
 def push_events(redis_online: RedisOnline, project: bytes, view: StreamView, events: PreparedEvents, *,
@@ -351,6 +352,10 @@ def _event_micros(array: np.ndarray, column: str) -> np.ndarray:
     """Event times as UTC microseconds: datetimes (naive ones are UTC), ISO 8601 strings, or
     integer microseconds since the epoch."""
     if array.dtype.kind in "iu":
+        too_big = np.flatnonzero(array > _INT64_MAX) if array.dtype.kind == "u" else np.zeros(0, dtype=np.intp)
+        if len(too_big):
+            raise EventError(f"{array[int(too_big[0])]!r} is out of the range of event times", row=int(too_big[0]),
+                             column=column)
         return array.astype(np.int64)
     if array.dtype.kind == "M":
         missing = np.isnat(array)
@@ -362,6 +367,9 @@ def _event_micros(array: np.ndarray, column: str) -> np.ndarray:
         if _is_null(value):
             raise EventError("the event time is missing", row=i, column=column)
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+                raise EventError(f"{value!r} is out of the range of event times (integer microseconds since "
+                                 "the epoch)", row=i, column=column)
             out[i] = value
             continue
         try:
@@ -399,15 +407,24 @@ def _values(array: np.ndarray, column: str) -> np.ndarray:
 def _id_hashes(array: np.ndarray, column: str) -> np.ndarray:
     """8-byte ids: whole numbers through splitmix64 (a bijection: distinct ids never collide),
     anything else through BLAKE2b of its text."""
-    if array.dtype.kind in "iu":
+    if array.dtype.kind == "i":
         return _splitmix(array.astype(np.int64).view(np.uint64)).view("V8")
     items = array.tolist()
     missing = next((i for i, v in enumerate(items) if _is_null(v)), None)
     if missing is not None:
         raise EventError("the event id is missing", row=missing, column=column)
-    if all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer() for v in items):
-        return _splitmix(np.array([int(v) for v in items], dtype=np.int64).view(np.uint64)).view("V8")
-    return np.array([hashlib.blake2b(str(v).encode(), digest_size=8).digest() for v in items], dtype="V8")
+    whole = [int(v) if (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+             else None for v in items]
+    fits = [w is not None and -_INT64_MAX - 1 <= w <= _INT64_MAX for w in whole]
+    out = np.empty(len(items), dtype="V8")
+    numbers = [i for i, ok in enumerate(fits) if ok]
+    if numbers:
+        out[numbers] = _splitmix(np.array([whole[i] for i in numbers], dtype=np.int64).view(np.uint64)).view("V8")
+    for i, ok in enumerate(fits):  # text, or whole numbers past int64: by their text (a value is always one id)
+        if not ok:
+            w = whole[i]
+            out[i] = hashlib.blake2b(str(w if w is not None else items[i]).encode(), digest_size=8).digest()
+    return out
 
 
 def _content_hashes(ids: Sequence[bytes], records: np.ndarray) -> np.ndarray:

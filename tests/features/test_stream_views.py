@@ -93,3 +93,22 @@ def _float() -> Any:
     from feast.types import Float64
 
     return Float64
+
+
+def test_out_of_range_times_ids_and_keys_are_typed_errors_never_wrapped_or_500s():
+    """Found by the API fuzzer: integers past int64 overflowed (a 500) or would wrap silently."""
+    from features.errors import EntityFrameError, EventError
+    from features.online_keys import entity_ids
+    from features.window_state import event_id_hashes, event_micros
+
+    with pytest.raises(EventError) as caught:
+        event_micros([0, 2**63, "2000-01-01T00:00:00Z"], "t")
+    assert caught.value.row == 1
+    with pytest.raises(EventError):
+        event_micros(["2263-01-01T00:00:00Z", 2**70], "t")  # past nanoseconds: fine; past int64: refused
+    assert event_micros(["2263-01-01T00:00:00Z"], "t")[0] == 9_246_182_400_000_000
+    # one id value is one hash, whatever else is in the batch; past int64 an id is hashed as text
+    mixed = event_id_hashes([0, 2**63, "x"], "id")
+    assert mixed[0] == event_id_hashes(np.asarray([0]), "id")[0] and mixed[2] == event_id_hashes(["x"], "id")[0]
+    with pytest.raises(EntityFrameError, match="past the largest int64"):
+        entity_ids(["k"], ["int"], [np.asarray([2**63], dtype=np.uint64)])
