@@ -245,9 +245,20 @@ class _Metrics:
     and the rows and shadow batches dropped (:class:`_ScorerCollector`)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import (
+            GC_COLLECTOR,
+            PLATFORM_COLLECTOR,
+            PROCESS_COLLECTOR,
+            CollectorRegistry,
+            Counter,
+            Histogram,
+        )
 
         self.registry = CollectorRegistry()
+        # the process's own CPU, memory, open files, GC and Python version, as every Prometheus
+        # client exports them (a private registry has none of them unless they are added)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         self.rows = Counter("tidemark_scored_rows", "Rows scored", ["model", "variant"], registry=self.registry)
         self.seconds = Histogram("tidemark_model_seconds", "Model time per call", ["model", "variant"],
                                  buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1),
@@ -328,6 +339,9 @@ class _ScorerCollector:
                                      "Shadow batches dropped: the shadow queue was full", labels=["model"])
         missing = GaugeMetricFamily("tidemark_model_alias_missing", "1 when the alias is gone from the registry and "
                                     "the last loaded model still serves", labels=["model", "alias"])
+        version = GaugeMetricFamily("tidemark_model_version_info", "1 for the registered version each alias serves "
+                                    "now (join on it to tell variants' versions apart)",
+                                    labels=["model", "alias", "version"])
         for model, scorer in self.scorers.items():
             for variant, stats in list(scorer.stats.items()):
                 errors.add_metric([model, variant], stats.errors)
@@ -337,7 +351,10 @@ class _ScorerCollector:
             shadow.add_metric([model], scorer.shadow_dropped)
             for alias in scorer.slots.aliases:
                 missing.add_metric([model, alias], 1 if alias in scorer.slots.missing else 0)
-        yield from (errors, dropped, shadow, missing)
+                loaded = scorer.slots.get(alias)
+                if loaded is not None:
+                    version.add_metric([model, alias, str(loaded.version)], 1)
+        yield from (errors, dropped, shadow, missing, version)
         yield CounterMetricFamily("tidemark_online_corrupt_values", "Corrupt online values read (served as missing)",
                                   value=CORRUPT_VALUES.count)
         breaker = next(iter(self.scorers.values())).reader.redis.breaker  # one online store for every model

@@ -284,6 +284,13 @@ def test_health_readiness_metrics_and_openapi(server: Server, http: TestClient):
     assert after[("tidemark_model_alias_missing", (("alias", "champion"), ("model", MODEL)))] == 0
     assert ("tidemark_online_corrupt_values_total", ()) in after
     assert ("tidemark_client_disconnects_total", (("model", MODEL),)) in after
+    # which version each alias serves, and the process's own metrics (CPU, memory, GC)
+    champion = server.slots.get("champion")
+    assert champion is not None
+    assert after[("tidemark_model_version_info", (("alias", "champion"), ("model", MODEL),
+                                                  ("version", str(champion.version))))] == 1
+    assert after[("process_cpu_seconds_total", ())] > 0 and after[("process_resident_memory_bytes", ())] > 0
+    assert any(name == "python_gc_collections_total" for name, _ in after)
 
     spec = http.get("/openapi.json").json()
     row = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
