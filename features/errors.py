@@ -86,13 +86,18 @@ class DataCheckError(FeatureStoreError):
         self.failures = list(failures or [])
 
 
+def _near(name: str, known: Iterable[str]) -> tuple[list[str], list[str], str]:
+    """Known names sorted, the up to 3 close to ``name``, and the "did you mean" hint for them."""
+    ordered = sorted(known)
+    near = difflib.get_close_matches(name, ordered, n=3, cutoff=0.5)
+    return ordered, near, (f"did you mean {', '.join(repr(n) for n in near)}? " if near else "")
+
+
 class UnknownFeatureError(FeatureStoreError):
     """A feature reference names a feature view or feature that is not registered."""
 
     def __init__(self, reference: str, known: Iterable[str]) -> None:
-        known = sorted(known)
-        near = difflib.get_close_matches(reference, known, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        known, near, hint = _near(reference, known)
         shown = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
         super().__init__(
             f"unknown feature {reference!r}; {hint}known: {shown}. "
@@ -106,9 +111,7 @@ class UnknownFeatureServiceError(FeatureStoreError):
     """A FeatureService name is not registered in the Feast repo."""
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
-        known = sorted(known)
-        near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        known, near, hint = _near(name, known)
         super().__init__(f"unknown feature service {name!r}; {hint}known: {', '.join(known) or 'none'}. "
                          "Define it in the Feast repo (FeatureService(name=..., features=[...])) and apply it, "
                          "or pass 'view:feature' references instead")
@@ -120,12 +123,11 @@ class UnknownPushSourceError(FeatureStoreError):
     """A push names a push source that no registered stream feature view reads."""
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
-        known = sorted(known)
-        near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        known, near, hint = _near(name, known)
         super().__init__(f"no stream feature view reads push source {name!r}; {hint}known: "
                          f"{', '.join(known) or 'none'}. Declare a StreamFeatureView over it and apply it")
         self.name = name
+        self.near_matches = near
 
 
 class PartitionCommitError(FeatureStoreError):
