@@ -17,13 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.corrupt_values import CORRUPT_VALUES
 from features.errors import ConfigError, MissingColumnError, UnknownFeatureError
 from features.online_keys import entity_ids, key_prefix
-from features.online_views import DUMMY_JOIN_KEY, OnlineView, now_us
-from features.packed_layout import NO_TIME, VARIABLE_KINDS, UnpackedBatch, unpack_rows
+from features.online_views import DUMMY_JOIN_KEY, OnlineView, now_us, read_batch
+from features.packed_layout import VARIABLE_KINDS, UnpackedBatch
 from features.redis_client import RedisOnline
-from features.window_state import aggregate
 
 __all__ = ["OnlineMatrix", "OnlineReader", "ReadPlan"]
 
@@ -163,20 +161,8 @@ class OnlineReader:
             keys += [head + e + tail for e in ids]
         values = self._redis.get_many(keys)
         at = now_us() if at_us is None else at_us
-        batches = []
-        for view, (lo, hi) in zip(plan.views, spans, strict=True):
-            if view.stream is not None:  # windows: computed for "now" from the events stored
-                w = aggregate(view.stream, values[lo:hi], keys[lo:hi], at_us=at)
-                CORRUPT_VALUES.record(w.corrupt)
-                batches.append(UnpackedBatch(view.schema, w.found, w.latest_us, np.full(n, NO_TIME),
-                                             w.slots, w.valid, {}, w.corrupt))
-                continue
-            batch = unpack_rows(view.schema, values[lo:hi], keys[lo:hi])
-            CORRUPT_VALUES.record(batch.corrupt)  # served as missing, never silently
-            stale = batch.found & view.stale(batch.event_us, at)
-            if stale.any():
-                batch.hide(stale)
-            batches.append(batch)
+        batches = [read_batch(view, values[lo:hi], keys[lo:hi], at)
+                   for view, (lo, hi) in zip(plan.views, spans, strict=True)]
         return batches, n
 
 

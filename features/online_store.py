@@ -30,13 +30,12 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import NonNegativeInt, PositiveInt, StrictStr
 
-from features.corrupt_values import CORRUPT_VALUES
 from features.errors import ConfigError
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
-from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, write_rows
-from features.packed_layout import NO_TIME, UnpackedBatch, unpack_rows
+from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, read_batch, write_rows
+from features.packed_layout import NO_TIME
 from features.redis_client import RedisOnline
-from features.window_state import aggregate, state_header
+from features.window_state import state_header
 from tidemark.settings import Settings
 
 __all__ = ["PackedRedisOnlineStore", "PackedRedisOnlineStoreConfig", "connect", "redis_url_for"]
@@ -156,16 +155,8 @@ class PackedRedisOnlineStore(OnlineStore):
         view = OnlineView.from_feast(table)
         keys = view_keys(key_prefix(config.project), view.name,
                          [entity_id_from_proto(k) for k in entity_keys])
-        at = now_us()
-        stored = connect(config.online_store).get_many(keys)
-        if view.stream is not None:  # windows: computed for "now" from the stored events
-            windows = aggregate(view.stream, stored, keys, at_us=at)
-            batch = UnpackedBatch(view.schema, windows.found, np.full(len(keys), at), np.full(len(keys), NO_TIME),
-                                  windows.slots, windows.valid, {}, windows.corrupt)
-        else:
-            batch = unpack_rows(view.schema, stored, keys)
-        CORRUPT_VALUES.record(batch.corrupt)  # a corrupt value reads as missing, reported once per key
-        live = batch.found & ~view.stale(batch.event_us, at)
+        batch = read_batch(view, connect(config.online_store).get_many(keys), keys, now_us())
+        live = batch.found
         wanted = [i for i, n in enumerate(view.schema.names)
                   if requested_features is None or n in requested_features]
         columns = batch.columns

@@ -14,13 +14,15 @@ from typing import Any, Final
 
 import numpy as np
 
+from features.corrupt_values import CORRUPT_VALUES
 from features.errors import ConfigError, OnlineStoreError
 from features.online_keys import INT_KEY, STR_KEY, view_keys
-from features.packed_layout import PackedSchema, pack_rows
+from features.packed_layout import NO_TIME, PackedSchema, UnpackedBatch, pack_rows, unpack_rows
 from features.redis_client import RedisOnline
 from features.stream_views import StreamView, is_stream_view
+from features.window_state import aggregate
 
-__all__ = ["OnlineView", "WriteCounts", "expiry_ms", "write_rows"]
+__all__ = ["OnlineView", "WriteCounts", "expiry_ms", "read_batch", "write_rows"]
 
 # Feast value type name -> packed kind. Lists, maps and timestamps are not stored online.
 _KIND_OF: Final = {"DOUBLE": "float64", "FLOAT": "float32", "INT64": "int64", "INT32": "int32",
@@ -78,6 +80,26 @@ class OnlineView:
         if not self.ttl_us:
             return np.zeros(len(event_us), dtype=bool)
         return event_us < now_us - self.ttl_us
+
+
+def read_batch(view: OnlineView, values: Sequence[Any], keys: Sequence[bytes],
+               at_us: int | np.ndarray) -> UnpackedBatch:
+    """``view``'s values as read from Redis, decoded as of ``at_us`` (one instant, or one per key):
+    a packed view's rows with those past the TTL hidden, or a stream view's aggregations computed
+    from its stored events (its "event time" is the instant read at). Corrupt values read as
+    missing and are reported (:data:`~features.corrupt_values.CORRUPT_VALUES`)."""
+    n = len(keys)
+    if view.stream is not None:
+        windows = aggregate(view.stream, values, keys, at_us=at_us)
+        batch = UnpackedBatch(view.schema, windows.found, np.broadcast_to(np.asarray(at_us, dtype=np.int64), n).copy(),
+                              np.full(n, NO_TIME), windows.slots, windows.valid, {}, windows.corrupt)
+    else:
+        batch = unpack_rows(view.schema, values, keys)
+    CORRUPT_VALUES.record(batch.corrupt)  # served as missing, never silently
+    stale = batch.found & view.stale(batch.event_us, at_us)
+    if stale.any():
+        batch.hide(stale)
+    return batch
 
 
 @dataclass

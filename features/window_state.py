@@ -169,7 +169,8 @@ def push_to_views(redis_online: RedisOnline, project: bytes, pushes: Sequence[tu
         keys += view_keys(project, view.name, list(grouped))
         payloads += [events.records[rows].tobytes() if len(rows) > 1 else events.records[rows[0]].tobytes()
                      for rows in grouped.values()]
-        states += [(view.horizon_us, state_header(view), record_dtype(view).itemsize)] * len(grouped)
+        plan = _plan(view)  # header and record size, computed once per view object
+        states += [(view.horizon_us, plan.header, plan.dtype.itemsize)] * len(grouped)
         spans.append((view, start, len(keys)))
     reply = redis_online.push_events(keys, payloads, states, now_us=at_us, margin_ms=EXPIRY_MARGIN_MS)
     refused = np.flatnonzero(reply[:, 0] < 0)
