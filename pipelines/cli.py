@@ -32,6 +32,15 @@ from tidemark.errors import TidemarkError
 from tidemark.settings import Settings
 
 
+def configure_logging(*, verbose: bool) -> None:
+    """The CLI's log format and level, and no password of a URL in any log line, whoever logs it
+    (also in ``tidemark serve``'s worker processes, which start as fresh interpreters)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (2 for a tidemark error, with its message)."""
     parser = _parser()
@@ -39,10 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # no password of a URL in any log line, whoever logs it
-        handler.addFilter(RedactingFilter())
+    configure_logging(verbose=args.verbose)
     settings = Settings.from_env()
     if args.repo is not None:
         settings = dataclasses.replace(settings, feast_repo=args.repo.expanduser().resolve())

@@ -1,14 +1,23 @@
 """``tidemark serve``: the scoring HTTP server of a project's models (serving/app.py) on uvicorn,
-all in one process over one online store.
+over one online store, in ``--workers`` processes on one port.
 
-    tidemark serve [--model NAME ...] [--host 127.0.0.1] [--port 8080] [--refresh-s 10] [--max-connections 512]
-                   [--body-timeout-s 5] [--max-in-flight 32]
+    tidemark serve [--model NAME ...] [--host 127.0.0.1] [--port 8080] [--workers N] [--refresh-s 10]
+                   [--max-connections 512] [--body-timeout-s 5] [--max-in-flight 32]
+
+With one worker the server runs in this process. With more, uvicorn's supervisor (this process)
+binds the port and starts the workers as fresh interpreters that share the listening socket; each
+loads the models, follows alias moves and the canary state by itself (the state and the canary's
+evidence live in Redis, so every worker counts towards the same decision) and writes its own
+prediction-log files. A worker that dies is replaced; SIGTERM or Ctrl-C stops them all, each
+finishing its requests and flushing its log. ``/metrics`` answers for every worker
+(:mod:`serving.metrics`).
     tidemark canary [--model NAME] start [--no-shadow] | step | status | rollback --reason "..." | promote
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from tidemark.settings import Settings
@@ -23,12 +32,15 @@ def add_serving_commands(commands: Any) -> None:
                             "fraud-detector)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="server processes on the port (default: the CPU cores this process may use); "
+                            "each loads the models, so memory grows with N")
     serve.add_argument("--refresh-s", type=float, default=10.0,
                        help="how often to check the registry's aliases for a new version")
     serve.add_argument("--max-rows", type=int, default=1_000, help="rows per request at most")
     serve.add_argument("--max-connections", type=int, default=512,
-                       help="open connections at most: past it requests get a 503 at once, and 64 more "
-                            "connections are closed unanswered")
+                       help="open connections per worker at most: past it requests get a 503 at once, and 64 "
+                            "more connections are closed unanswered")
     serve.add_argument("--body-timeout-s", type=float, default=5.0,
                        help="seconds a request's head, and then its body, may take to arrive (408 after)")
     serve.add_argument("--max-in-flight", type=int, default=32,
@@ -90,25 +102,88 @@ def push_scored(settings: Settings, names: list[str]) -> dict[str, str]:
     return out
 
 
+#: The environment variable that hands ``tidemark serve``'s options to its worker processes.
+WORKER_ENV = "TIDEMARK_SERVE_WORKER"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    import uvicorn
+
+    names = _served_models(settings, args.model_names)
+    options = {"models": names, "refresh_s": args.refresh_s, "max_rows": args.max_rows,
+               "body_timeout_s": args.body_timeout_s, "max_in_flight": args.max_in_flight,
+               "max_connections": args.max_connections, "torch_threads": args.torch_threads, "replay": args.replay}
+    workers = args.workers or len(os.sched_getaffinity(0))
+    # log_config=None: uvicorn's loggers go through the root handlers, whose filter redacts credentials
+    common = {"host": args.host, "port": args.port, "log_level": "warning", "access_log": False, "log_config": None,
+              "limit_concurrency": args.max_connections, "timeout_keep_alive": 5}
+    if workers == 1:
+        from serving.http_protocol import guarded_protocol
+
+        server = _start_server(settings, options)
+        print(f"on http://{args.host}:{args.port} (OpenAPI at /openapi.json)", flush=True)
+        uvicorn.run(server.app, http=guarded_protocol(head_timeout_s=args.body_timeout_s,
+                                                      max_connections=args.max_connections), **common)
+        return 0
+    from serving.metrics import use_multiprocess_dir
+
+    use_multiprocess_dir(settings.home / "serve" / f"metrics-{args.port}")  # the spawned workers inherit it
+    os.environ[WORKER_ENV] = json.dumps({**options, "repo": str(settings.feast_repo or ""), "verbose": args.verbose})
+    print(f"on http://{args.host}:{args.port} with {workers} workers (OpenAPI at /openapi.json)", flush=True)
+    uvicorn.run("pipelines.cli_serving:worker_app", factory=True, workers=workers,
+                http="serving.http_protocol:GuardedHttpToolsProtocol", **common)
+    return 0
+
+
+def worker_app() -> Any:
+    """The ASGI app of one ``tidemark serve`` worker process (uvicorn's factory), from the options
+    the supervisor left in ``$TIDEMARK_SERVE_WORKER``."""
+    import dataclasses
+    import json
+    import os
+
+    from pipelines.cli import configure_logging
+    from serving.http_protocol import GuardedHttpToolsProtocol
+
+    options = json.loads(os.environ[WORKER_ENV])
+    configure_logging(verbose=options.pop("verbose"))
+    settings = Settings.from_env()
+    if options["repo"]:
+        settings = dataclasses.replace(settings, feast_repo=Path(options["repo"]))
+    settings.secure_home(process_umask=True)
+    GuardedHttpToolsProtocol.limit(head_timeout_s=options["body_timeout_s"], max_connections=options["max_connections"])
+    return _start_server(settings, options, worker=f"worker {os.getpid()}: ").app
+
+
+def _start_server(settings: Settings, options: dict[str, Any], worker: str = "") -> Any:
+    """Load ``options["models"]`` and start their refresh: one process's :class:`serving.server.Server`."""
     import dataclasses
     import gc
 
     import torch
-    import uvicorn
 
     from pipelines.canary import CanaryAdmin
     from serving.app import ApiLimits
-    from serving.http_protocol import guarded_protocol
     from serving.server import build_server
 
-    names = _served_models(settings, args.model_names)
+    names = options["models"]
     settings = dataclasses.replace(settings, model_name=names[0])
-    limits = ApiLimits(max_rows=args.max_rows, body_timeout_s=args.body_timeout_s, max_in_flight=args.max_in_flight)
+    limits = ApiLimits(max_rows=options["max_rows"], body_timeout_s=options["body_timeout_s"],
+                       max_in_flight=options["max_in_flight"])
     admins = {name: CanaryAdmin(dataclasses.replace(settings, model_name=name)) for name in names}
-    server = build_server(settings, models=names, refresh_s=args.refresh_s, limits=limits, admin=admins,
-                          torch_threads=args.torch_threads or (None if torch.cuda.is_available() else 1),
-                          push_scored=push_scored(settings, names), replay=args.replay)
+    server = build_server(settings, models=names, refresh_s=options["refresh_s"], limits=limits, admin=admins,
+                          torch_threads=options["torch_threads"] or (None if torch.cuda.is_available() else 1),
+                          push_scored=push_scored(settings, names), replay=options["replay"])
     # What start-up loaded (MLflow, Feast, torch) lives as long as the process: keep it out of the
     # collector's full passes, which otherwise stall requests for tens of milliseconds.
     gc.collect()
@@ -116,14 +191,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     server.start_refresh()
     for name, served in server.models.items():
         champion = served.slots.get("champion")
-        print(f"serving {name} {'v' + champion.version if champion else '(no champion yet: /readyz is false)'} "
-              f"at POST /v1/models/{name}/predict{' and /v1/predict' if name == server.default else ''}")
-    print(f"on http://{args.host}:{args.port} (OpenAPI at /openapi.json)")
-    # log_config=None: uvicorn's loggers go through the root handlers, whose filter redacts credentials
-    uvicorn.run(server.app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None,
-                http=guarded_protocol(head_timeout_s=args.body_timeout_s, max_connections=args.max_connections),
-                limit_concurrency=args.max_connections, timeout_keep_alive=5)
-    return 0
+        print(f"{worker}serving {name} {'v' + champion.version if champion else '(no champion yet: /readyz is false)'} "
+              f"at POST /v1/models/{name}/predict{' and /v1/predict' if name == server.default else ''}", flush=True)
+    return server
 
 
 def _show(state: Any) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["guarded_protocol"]
+__all__ = ["GuardedHttpToolsProtocol", "guarded_protocol"]
 
 _TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                 b"content-length: 41\r\nconnection: close\r\n\r\nthe request head did not arrive in time\r\n")
@@ -71,9 +71,25 @@ class _GuardedProtocol(HttpToolsProtocol):
 
 
 
+class GuardedHttpToolsProtocol(_GuardedProtocol):
+    """The protocol of ``tidemark serve --workers N``'s worker processes, which uvicorn names by
+    import string (``serving.http_protocol:GuardedHttpToolsProtocol``: a spawned worker can't be
+    handed a class made at run time); each worker sets its limits with :meth:`limit` at start."""
+
+    @classmethod
+    def limit(cls, *, head_timeout_s: float, max_connections: int) -> None:
+        """This process's limits (per worker: ``max_connections`` counts one worker's connections)."""
+        _check_limits(head_timeout_s, max_connections)
+        cls.head_timeout_s, cls.max_connections = head_timeout_s, max_connections
+
+
 def guarded_protocol(*, head_timeout_s: float, max_connections: int) -> type[Any]:
     """A protocol class for ``uvicorn.run(http=...)`` with these limits."""
-    if not head_timeout_s > 0 or max_connections < 1:
-        raise ValueError(f"head_timeout_s ({head_timeout_s}) and max_connections ({max_connections}) must be positive")
+    _check_limits(head_timeout_s, max_connections)
     return type("GuardedHttpToolsProtocol", (_GuardedProtocol,),
                 {"head_timeout_s": head_timeout_s, "max_connections": max_connections})
+
+
+def _check_limits(head_timeout_s: float, max_connections: int) -> None:
+    if not head_timeout_s > 0 or max_connections < 1:
+        raise ValueError(f"head_timeout_s ({head_timeout_s}) and max_connections ({max_connections}) must be positive")

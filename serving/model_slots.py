@@ -95,6 +95,7 @@ class ModelSlots:
         self.base_backoff_s, self.max_backoff_s = base_backoff_s, max_backoff_s
         self._failed: dict[str, tuple[str, int, float]] = {}  # alias -> (version, failures, next try: monotonic)
         self._lock = threading.Lock()  # one refresh at a time; reads don't take it
+        self.refreshed_at: float | None = None  # time.time() of the last refresh that resolved every alias
 
     def get(self, alias: str) -> LoadedModel | None:
         """The model serving ``alias`` now (None if the alias is unset or never loaded)."""
@@ -105,6 +106,7 @@ class ModelSlots:
         e.g. ``["champion: v3 -> v4"]``. Never raises for one bad version: see :attr:`errors`."""
         changes: list[str] = []
         with self._lock:
+            resolved = True
             for alias in self.aliases:
                 current = self._slots[alias]
                 try:
@@ -112,6 +114,7 @@ class ModelSlots:
                 except Exception as exc:  # noqa: BLE001  (registry unreachable: keep serving what we have)
                     self.errors[alias] = f"could not resolve {self.name}@{alias}: {redact(str(exc))}"
                     log.warning(self.errors[alias])
+                    resolved = False
                     continue
                 if version is None:
                     changes += self._alias_gone(alias, current)
@@ -138,6 +141,8 @@ class ModelSlots:
                 self.errors.pop(alias, None)
                 changes.append(f"{alias}: v{current.version if current else None} -> v{version}")
                 log.info("%s@%s now serves v%s", self.name, alias, version)
+            if resolved:
+                self.refreshed_at = time.time()
         return changes
 
     def _alias_gone(self, alias: str, current: LoadedModel | None) -> list[str]:

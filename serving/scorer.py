@@ -76,6 +76,7 @@ class Scorer:
     log_sink: Any = None      # serving.prediction_log.PredictionLog, or None
     on_scored: Callable[[str, int, float, np.ndarray], None] | None = None  # metrics hook
     evidence: Any = None      # serving.canary_evidence.EvidenceRecorder: counts for the canary controller
+    on_read: Callable[[float, bool], None] | None = None  # metrics hook: an online read's seconds, and ok
     stats: dict[str, VariantStats] = field(default_factory=lambda: {v: VariantStats() for v in
                                                                      (CHAMPION, CHALLENGER, SHADOW)})
     _plans: dict[tuple[str, ...], ReadPlan] = field(default_factory=dict)
@@ -163,7 +164,7 @@ class Scorer:
             except (FeatureStoreError, NotReadyError) as exc:  # the challenger can't be served: champion only
                 log.error("challenger v%s can't be served: %s", challenger.version, exc)
                 broken = True
-        values, found = self.reader.read_columns(plan, request, at_us=at_us)
+        values, found = self._read(plan, request, at_us)
         inputs = dict(request)  # a request field wins over a stored feature of the same name
         for name, column in values.items():
             inputs.setdefault(name, column)
@@ -200,6 +201,18 @@ class Scorer:
         if challenger is not None and state.mode == "shadow":
             self._submit_shadow(challenger, inputs, request_id, state)
         return scored
+
+    def _read(self, plan: ReadPlan, request: Columns, at_us: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        if self.on_read is None:
+            return self.reader.read_columns(plan, request, at_us=at_us)
+        started = time.perf_counter()
+        try:
+            out = self.reader.read_columns(plan, request, at_us=at_us)
+        except FeatureStoreError:
+            self.on_read(time.perf_counter() - started, False)
+            raise
+        self.on_read(time.perf_counter() - started, True)
+        return out
 
     def _submit_shadow(self, challenger: LoadedModel, inputs: Columns, request_id: str, state: Any) -> None:
         with self._lock:

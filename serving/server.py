@@ -18,17 +18,15 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from features.circuit_breaker import BreakerPolicy
-from features.corrupt_values import CORRUPT_VALUES
 from features.errors import OnlineStoreUnavailable, UnknownPushSourceError
 from features.redaction import redact
 from serving.app import ApiLimits, CanaryAdmin, create_app
+from serving.metrics import ServingMetrics
 from serving.model_slots import ModelSlots
-from serving.scored_events import PUSH_ERROR_REASONS, ScoredEvents
+from serving.scored_events import ScoredEvents
 from serving.scorer import CHALLENGER, CHAMPION, Scorer
 from tidemark.errors import ConfigError
 
@@ -61,6 +59,7 @@ class Server:
     models: dict[str, ServedModel]
     settings: Settings
     refresh_s: float = 10.0
+    metrics: ServingMetrics | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _wake: threading.Event = field(default_factory=threading.Event)
 
@@ -94,11 +93,13 @@ class Server:
         for served in self.models.values():
             served.scorer.on_stale = self._wake.set
 
-        def evidence() -> None:
+        def evidence() -> None:  # and the metrics: a worker that is not scraped shows its state within a second
             while not self._stop.wait(1.0):
                 for served in self.models.values():
                     if served.scorer.evidence is not None:
                         served.scorer.evidence.flush()
+                if self.metrics is not None:
+                    self.metrics.sync()
 
         def watch_store() -> None:
             redis_online, missed = self.scorer.reader.redis, 0
@@ -185,7 +186,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
         # time on its own thread, which a pool would split and inflate with spin-waits.
         torch.set_num_threads(torch_threads)
     names = list(dict.fromkeys(models or (settings.model_name,)))  # in order, each once
-    metrics = _Metrics()
+    metrics = ServingMetrics()
     scored_events = {name: _scored_events(name, source, pusher, metrics.push_error)  # checked before loading
                      for name, source in (push_scored or {}).items() if name in names}
     served: dict[str, ServedModel] = {}
@@ -201,10 +202,9 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
             sink = PredictionLog(model_log_root(settings.offline_dir, name))
         canary = CanaryStateStore(redis_online.reader, name, available=lambda: not breaker.open)
         scorer = Scorer(slots, reader, canary, sink, on_scored=functools.partial(metrics.observe, name),
-                        evidence=EvidenceRecorder(redis_online.writer, name))
+                        evidence=EvidenceRecorder(redis_online.writer, name), on_read=functools.partial(metrics.read, name))
         served[name] = ServedModel(scorer, slots)
-    metrics.watch(served)
-    metrics.watch_pushes(list(scored_events))
+    metrics.watch(served, pushing=list(scored_events), breaker=breaker)
 
     def ready() -> tuple[bool, list[str]]:  # no I/O: the store-watch thread and the breaker keep the state
         reasons: list[str] = []
@@ -225,7 +225,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
                      metrics=metrics.render, on_shutdown=lambda: closers[0].close(), admin=admin,
                      admin_token=settings.admin_token, inline=inline, on_predict=metrics.request, store=breaker,
                      pusher=pusher, scored_events=scored_events, replay=replay)
-    server = Server(app, served, settings, refresh_s)
+    server = Server(app, served, settings, refresh_s, metrics)
     closers.append(server)
     return server
 
@@ -237,131 +237,3 @@ def _scored_events(model: str, source: str, pusher: EventPusher, on_error: Calla
         raise ConfigError(f"model {model!r} declares push_scored_events: {source!r} in tidemark.yaml, but {exc}; "
                           "name a push source that a stream feature view reads (or drop the key), and "
                           "apply the repo") from None
-
-
-class _Metrics:
-    """Prometheus metrics of one process, by model: request latency by status class; rows, model
-    time and scores per variant; and, read from the scorers when scraped, failed rows per variant
-    and the rows and shadow batches dropped (:class:`_ScorerCollector`)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import (
-            GC_COLLECTOR,
-            PLATFORM_COLLECTOR,
-            PROCESS_COLLECTOR,
-            CollectorRegistry,
-            Counter,
-            Histogram,
-        )
-
-        self.registry = CollectorRegistry()
-        # the process's own CPU, memory, open files, GC and Python version, as every Prometheus
-        # client exports them (a private registry has none of them unless they are added)
-        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-            self.registry.register(collector)
-        self.rows = Counter("tidemark_scored_rows", "Rows scored", ["model", "variant"], registry=self.registry)
-        self.seconds = Histogram("tidemark_model_seconds", "Model time per call", ["model", "variant"],
-                                 buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1),
-                                 registry=self.registry)
-        self.scores = Histogram("tidemark_score", "Scores (binary: P(positive); multiclass: the top class's "
-                                "probability; regression: the value)", ["model", "variant"],
-                                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9), registry=self.registry)
-        self._request_latency = Histogram(
-            "tidemark_predict_request_seconds", "POST predict: body read to response built, seconds, by model and "
-            "HTTP status class", ["model", "status"], buckets=(5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
-                                                               0.25, 1.0), registry=self.registry)
-        self._latency: dict[tuple[str, int], Any] = {}  # (model, status class) -> child: no lookup per request
-        self._push_errors = Counter("tidemark_push_errors", "Scored requests whose events were not pushed (the "
-                                    "predictions were answered), by reason", ["model", "reason"],
-                                    registry=self.registry)
-        self.disconnects = Counter("tidemark_client_disconnects", "POST predict clients gone before their body "
-                                   "arrived (not an error of the server)", ["model"], registry=self.registry)
-
-    def observe(self, model: str, variant: str, rows: int, seconds: float, scores: np.ndarray) -> None:
-        self.rows.labels(model, variant).inc(rows)
-        self.seconds.labels(model, variant).observe(seconds)
-        histogram = self.scores.labels(model, variant)
-        for s in scores[:64]:  # a sample per call keeps big batches cheap
-            histogram.observe(float(s))
-
-    def watch_pushes(self, models: Sequence[str]) -> None:
-        """Show the push error series of every model that pushes its scored events from the first scrape."""
-        for model in models:
-            for reason in PUSH_ERROR_REASONS:
-                self._push_errors.labels(model, reason)
-
-    def push_error(self, model: str, reason: str) -> None:
-        """A scored request of ``model`` whose events could not be pushed, for ``reason``."""
-        self._push_errors.labels(model, reason).inc()
-
-    def request(self, model: str, status: int, seconds: float) -> None:
-        """One predict request of ``model`` answered with ``status`` after ``seconds`` (499: the client left)."""
-        if status == 499:
-            self.disconnects.labels(model).inc()
-            return
-        child = self._latency.get((model, status // 100))
-        if child is not None:
-            child.observe(seconds)
-
-    def watch(self, served: Mapping[str, ServedModel]) -> None:
-        """Show every model's series from the first scrape, and export its scorer's error and drop
-        counts, read at scrape time (they live on the scorers)."""
-        for model in served:
-            self._latency.update({(model, c): self._request_latency.labels(model, f"{c}xx") for c in (2, 4, 5)})
-            self.disconnects.labels(model)
-        self.registry.register(_ScorerCollector({name: m.scorer for name, m in served.items()}))
-
-    def render(self) -> tuple[bytes, Any]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-class _ScorerCollector:
-    """Counts the scorers keep themselves, as Prometheus counters by model: rows each variant
-    failed on (the champion answered them, or the request got a 503), prediction-log rows dropped,
-    and shadow batches dropped because the shadow queue was full; and the online store's state."""
-
-    def __init__(self, scorers: Mapping[str, Scorer]) -> None:
-        self.scorers = scorers
-
-    def describe(self) -> list[Any]:
-        return list(self.collect())
-
-    def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        errors = CounterMetricFamily("tidemark_variant_errors", "Rows a variant failed to score",
-                                     labels=["model", "variant"])
-        dropped = CounterMetricFamily("tidemark_prediction_log_dropped_rows", "Rows the prediction log dropped, "
-                                      "by reason", labels=["model", "reason"])
-        shadow = CounterMetricFamily("tidemark_shadow_dropped_batches",
-                                     "Shadow batches dropped: the shadow queue was full", labels=["model"])
-        missing = GaugeMetricFamily("tidemark_model_alias_missing", "1 when the alias is gone from the registry and "
-                                    "the last loaded model still serves", labels=["model", "alias"])
-        version = GaugeMetricFamily("tidemark_model_version_info", "1 for the registered version each alias serves "
-                                    "now (join on it to tell variants' versions apart)",
-                                    labels=["model", "alias", "version"])
-        for model, scorer in self.scorers.items():
-            for variant, stats in list(scorer.stats.items()):
-                errors.add_metric([model, variant], stats.errors)
-            sink = scorer.log_sink
-            for reason, rows in (sink.dropped_by_reason if sink is not None else {}).items():
-                dropped.add_metric([model, reason], rows)
-            shadow.add_metric([model], scorer.shadow_dropped)
-            for alias in scorer.slots.aliases:
-                missing.add_metric([model, alias], 1 if alias in scorer.slots.missing else 0)
-                loaded = scorer.slots.get(alias)
-                if loaded is not None:
-                    version.add_metric([model, alias, str(loaded.version)], 1)
-        yield from (errors, dropped, shadow, missing, version)
-        yield CounterMetricFamily("tidemark_online_corrupt_values", "Corrupt online values read (served as missing)",
-                                  value=CORRUPT_VALUES.count)
-        breaker = next(iter(self.scorers.values())).reader.redis.breaker  # one online store for every model
-        if breaker is not None:
-            yield GaugeMetricFamily("tidemark_online_store_up", "1 while the online store's circuit breaker is "
-                                    "closed, 0 while it is open (reads fail at once)", value=0 if breaker.open else 1)
-            yield GaugeMetricFamily("tidemark_online_store_slow", "1 while online reads are slow (scoring runs on "
-                                    "worker threads)", value=1 if breaker.slow else 0)
-            yield CounterMetricFamily("tidemark_online_store_breaker_opens", "Times the online store's circuit "
-                                      "breaker opened", value=breaker.times_opened)

@@ -82,14 +82,15 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:  # noqa: F811
-    """``tidemark serve`` on the module's world, started as a user starts it (the CLI, its own process)."""
+    """``tidemark serve`` on the module's world, started as a user starts it (the CLI, its own process),
+    with one worker: the guards tested here are each worker's (test_serving_workers runs several)."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("live") / "serve.log"
     env = {**os.environ, "TIDEMARK_HOME": str(settings.home), "TIDEMARK_REDIS_URL": str(settings.redis_url),
            "MLFLOW_TRACKING_URI": settings.tracking_uri, "TIDEMARK_ADMIN_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port),
-                                 "--refresh-s", "1", "--body-timeout-s", str(DEADLINE_S),
+                                 "--workers", "1", "--refresh-s", "1", "--body-timeout-s", str(DEADLINE_S),
                                  "--max-connections", str(MAX_CONNECTIONS)],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = Live(port, proc, log_path)
