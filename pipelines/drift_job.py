@@ -11,6 +11,8 @@
     decision: "drift" (retrain), "no_drift", or "insufficient_data"; one MLflow run in the
     experiment "<model>-monitoring" with the report (metrics, report.json, drift.png,
     Evidently report.html), the same files under $TIDEMARK_HOME/reports/drift/<model>/<interval end>/
+    and, for Prometheus, the share, decision and column statistics in a node_exporter textfile
+    ($TIDEMARK_HOME/reports/prometheus/tidemark_drift_<model>.prom) and, if set, the Pushgateway
 
 Everything is a function of the interval and of what was known at its end: a re-run of a past
 interval gives the same decision (labels that arrived later are not used).
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -198,8 +201,20 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
         mlflow.log_dict(outcome.summary(), "decision.json")
     if outcome.report_dir is not None:
         (folder / "decision.json").write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
+    _export_metrics(settings, outcome, report, policy)
     log.info("drift %s .. %s for v%s: %s (%s)", lo, hi, version, outcome.decision, "; ".join(outcome.reasons))
     return outcome
+
+
+def _export_metrics(settings: Settings, outcome: DriftOutcome, report: DriftReport | None,
+                    policy: DriftPolicy) -> None:
+    """The run's share, decision and per-column statistics for Prometheus: the textfile under
+    ``settings.textfile_dir``, and a push when ``TIDEMARK_PUSHGATEWAY_URL`` is set. A failure is a
+    logged warning, never a failed run (the decision and MLflow run above stand)."""
+    from monitoring.prometheus_export import DriftRun, publish
+
+    run = DriftRun(settings.model_name, outcome.decision, outcome.rows, policy.drift_share, time.time(), report)
+    publish(run, textfile_dir=settings.textfile_dir, pushgateway_url=settings.pushgateway_url)
 
 
 def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timestamp, end: pd.Timestamp,

@@ -55,6 +55,10 @@ class Settings:
     # TIDEMARK_UMASK (octal): what tidemark's processes create under home is private by default
     # (files 0600, folders 0700); 027 lets the owner's group read, 022 everyone
     umask: int = 0o077
+    # TIDEMARK_PROMETHEUS_TEXTFILE_DIR: where drift runs write their node_exporter textfile
+    # (None: $TIDEMARK_HOME/reports/prometheus); TIDEMARK_PUSHGATEWAY_URL: also push them there
+    prometheus_textfile_dir: Path | None = None
+    pushgateway_url: str | None = field(default=None, repr=False)  # may carry credentials
 
     def secure_home(self, *, process_umask: bool = False) -> Path:
         """Create the home folder with the mode :attr:`umask` allows, and narrow an existing one that
@@ -88,6 +92,12 @@ class Settings:
         """Run artifacts and models when the tracking store is a database (SQLite, PostgreSQL …)
         rather than an MLflow server, which keeps artifacts itself."""
         return self.home / "mlartifacts"
+
+    @property
+    def textfile_dir(self) -> Path:
+        """Where drift runs write ``tidemark_drift_<model>.prom`` for node_exporter's textfile collector:
+        :attr:`prometheus_textfile_dir`, else ``$TIDEMARK_HOME/reports/prometheus``."""
+        return self.prometheus_textfile_dir or self.home / "reports" / "prometheus"
 
     @property
     def redis_dir(self) -> Path:
@@ -135,7 +145,14 @@ class Settings:
             canary_min_samples=_positive_int(env, "CANARY_MIN_SAMPLES", cls.canary_min_samples),
             canary_max_p99_ratio=_ratio(env, "CANARY_MAX_P99_RATIO", cls.canary_max_p99_ratio),
             umask=_umask(env.get(_PREFIX + "UMASK")),
+            prometheus_textfile_dir=_path(env, "PROMETHEUS_TEXTFILE_DIR"),
+            pushgateway_url=env.get(_PREFIX + "PUSHGATEWAY_URL") or None,
         )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(_PREFIX + name)
+    return Path(raw).expanduser().resolve() if raw else None
 
 
 def _spark_conf(raw: str | None) -> dict[str, str]:

@@ -215,6 +215,12 @@ def test_drift_reads_this_models_log_and_judges_its_labels_by_its_task(settings:
     assert prauc["scored"] == prauc["labelled"] >= prauc["positives"] >= 20 and prauc["upper"] >= prauc["pr_auc"], prauc
     assert prauc["pr_auc"] > prauc["positives"] / prauc["scored"], prauc  # it ranks: better than the base rate
     assert out.decision in ("drift", "no_drift") and (settings.home / "reports" / "drift" / "driver-completion").is_dir()
+    # and for Prometheus: node_exporter's textfile under the home's reports, with the run's share
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (settings.textfile_dir / "tidemark_drift_driver-completion.prom").read_text()
+    shares = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "tidemark_drift_share"]
+    assert shares == [pytest.approx(out.drift_share)], text
 
 
 def test_the_drift_dag_checks_each_model_of_the_project(settings: Settings, completion: Server,

@@ -86,3 +86,14 @@ def test_spark_settings_travel_through_the_offline_store_config():
     assert conf["spark.master"] == "local[3]" and conf["spark.sql.shuffle.partitions"] == "6"
     assert conf_settings(conf) == settings
     assert conf_settings({}) == SparkSettings()
+
+
+def test_drift_metrics_go_under_home_unless_set(tmp_path):
+    default = Settings.from_env({"TIDEMARK_HOME": str(tmp_path)})
+    assert default.textfile_dir == tmp_path.resolve() / "reports" / "prometheus"
+    assert default.pushgateway_url is None
+    chosen = Settings.from_env({"TIDEMARK_HOME": str(tmp_path), "TIDEMARK_PROMETHEUS_TEXTFILE_DIR": "/var/lib/ne",
+                                "TIDEMARK_PUSHGATEWAY_URL": "http://user:secret@pgw:9091"})
+    assert chosen.textfile_dir == Path("/var/lib/ne")
+    assert chosen.pushgateway_url == "http://user:secret@pgw:9091"
+    assert "secret" not in repr(chosen)  # a URL may carry credentials
