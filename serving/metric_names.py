@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-__all__ = ["EXPORTED_METRICS", "ExportedMetric", "MetricType", "series_names"]
+__all__ = ["EXPORTED_METRICS", "ExportedMetric", "MetricType", "missing_from", "series_names"]
 
 MetricType = Literal["counter", "gauge", "histogram"]
 
@@ -56,3 +56,23 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {"counter": ("_total",), "gauge": ("",),
 def series_names(metric: ExportedMetric) -> tuple[str, ...]:
     """The sample names a scrape shows for ``metric`` (a counter's ``_created`` left out)."""
     return tuple(metric.name + suffix for suffix in _SUFFIXES[metric.type])
+
+
+def missing_from(scrape: str) -> list[str]:
+    """What of :data:`EXPORTED_METRICS` the Prometheus text ``scrape`` lacks or shows otherwise:
+    a metric absent, of another type, or with other label names (empty when the scrape has it all)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(scrape)}
+    problems = []
+    for metric in EXPORTED_METRICS:
+        family = families.get(metric.name)
+        if family is None:
+            problems.append(f"{metric.name}: not exported")
+            continue
+        if family.type != metric.type:
+            problems.append(f"{metric.name}: a {family.type}, not a {metric.type}")
+        shown = {frozenset(k for k in s.labels if k != "le") for s in family.samples}
+        if shown and shown != {frozenset(metric.labels)}:
+            problems.append(f"{metric.name}: labels {sorted(map(sorted, shown))}, not {sorted(metric.labels)}")
+    return problems

@@ -27,6 +27,7 @@ from serving import scorer as scorer_module
 from serving.app import create_app
 from serving.canary_evidence import read_step
 from serving.canary_state import CanaryState, CanaryStateStore
+from serving.metric_names import missing_from
 from serving.routing import to_challenger
 from serving.server import Server, build_server
 from tests.integration.model_contracts import fraud_contract_tags
@@ -259,6 +260,7 @@ def test_health_readiness_metrics_and_openapi(server: Server, http: TestClient):
         assert http.post("/v1/predict", json={"rows": _rows(CUSTOMERS[:4])}).status_code == 200
     assert http.post("/v1/predict", json={"rows": []}).status_code == 422
     after = samples()
+    assert not missing_from(http.get("/metrics").text)  # every metric the alerts and the dashboard read
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted({"model": MODEL, **labels}.items())))

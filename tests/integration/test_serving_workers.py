@@ -27,6 +27,7 @@ import pyarrow.dataset as ds
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from serving.metric_names import missing_from
 from serving.prediction_log_schema import model_log_root
 from tests.integration.redis_servers import free_port
 
@@ -61,15 +62,17 @@ class Fleet:
                     pids.add(pid)
         return pids
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def scrape(self) -> str:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
+            return conn.getresponse().read().decode()
         finally:
             conn.close()
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+                for family in text_string_to_metric_families(self.scrape()) for s in family.samples}
 
     def metric_pids(self, name: str) -> set[int]:
         return {int(dict(labels)["pid"]) for (n, labels) in self.metrics() if n == name}
@@ -165,6 +168,7 @@ def test_two_workers_answer_a_burst_and_one_scrape_counts_them_all(fleet: Fleet)
     for _ in range(4):  # whichever worker answers the scrape, it counts both workers' rows
         rows = fleet.metrics()[("tidemark_scored_rows_total", (("model", "fraud-detector"), ("variant", "champion")))]
         assert rows - before == 400
+    assert not missing_from(fleet.scrape()), missing_from(fleet.scrape())
     gauges = fleet.metrics()
     assert gauges[("tidemark_model_loaded", (("alias", "champion"), ("model", "fraud-detector")))] == 1
     assert gauges[("tidemark_online_store_up", ())] == 1
