@@ -241,8 +241,7 @@ class ServingMetrics:
             self.alias_missing.labels(model, alias).set(1 if alias in slots.missing else 0)
             self.loaded.labels(model, alias).set(0 if loaded is None else 1)
             self._show_version(model, alias, None if loaded is None else str(loaded.version))
-        if slots.refreshed_at is not None:
-            self.refreshed.labels(model).set(slots.refreshed_at)
+        self.refreshed.labels(model).set(slots.refreshed_at or 0.0)  # 0: never (an alert's "stale")
         if scorer.canary is not None:
             state, _degraded = scorer.canary.read()  # cached by the store: no Redis call per scrape
             self.canary_weight.labels(model).set(state.weight_pct if state.mode == "canary" else 0.0)
