@@ -9,15 +9,17 @@ in a SQLite MLflow registry), then measures in one run:
   ``torch.cuda`` is available, on the GPU;
 * the floor of a one-row request: one ``MGET`` of the keys the request reads plus one forward of
   one row; and, in process, the stages of ``Scorer.score`` (online read, model, the rest);
-* end to end: ``tidemark serve`` (uvicorn, one process) on loopback, driven by an open-loop load
-  generator at a fixed rate (latency counted from each request's scheduled send time, so a stall
-  is not hidden by coordinated omission), plus ``/healthz`` at the same rate (HTTP alone) and a
-  closed-loop capacity run;
-* the peer: ``mlflow models serve`` of the same registered version, given the same rows with the
-  feature values already in the request (``dataframe_split``), under the same loads.
+* end to end: ``tidemark serve --workers N`` for each of ``--workers`` (2 and 1) on loopback,
+  driven by an open-loop load generator at a fixed rate (latency counted from each request's
+  scheduled send time, so a stall is not hidden by coordinated omission), plus ``/healthz`` at the
+  same rate (HTTP alone) and a closed-loop capacity run; server CPU from the whole process tree;
+* the peer: ``mlflow models serve -w N`` (the first count) of the same registered version, given
+  the same rows with the feature values already in the request (``dataframe_split``), under the
+  same loads.
 
-Prints the tables, and PASS/FAIL lines for issue 6's goal (p99 under 5 ms for a one-row request at
-500 requests/s with zero errors, on 2 CPU cores) and for the checks behind the comparison.
+Prints the tables, and PASS/FAIL lines for issue 18's goals (p99 under 5 ms for a one-row request
+at 500 requests/s with zero errors, on 2 CPU cores; at most 1 ms of server CPU per request; 10x
+the peer's capacity) and for the checks behind the comparison.
 
     .venv/bin/python benchmarks/serving.py                          # 500 requests/s for 20 s
     .venv/bin/python benchmarks/serving.py --rate 300 --seconds 60 --json /tmp/serving.json
@@ -90,6 +92,7 @@ REPO = Path(__file__).resolve().parent.parent
 TRAIN_HOME = Path(tempfile.gettempdir()) / "tidemark-bench-train" / "r1000000-d120-s7"  # benchmarks/train.py's
 BATCHES = (1, 8, 64, 256, 1024)
 GOAL_P99_MS, GOAL_RATE = 5.0, 500.0
+GOAL_CPU_MS, GOAL_PEER_RATIO = 1.0, 10.0  # server CPU per one-row request; capacity against mlflow serve
 REQUEST_FIELDS = ("amount", "channel")  # what a request carries besides the join keys
 UNKNOWN_SHARE = 0.03                    # request rows whose customer has no online values
 # Category values for a model built here (a trained model brings its own vocabularies).
@@ -612,18 +615,18 @@ def server_env(settings: Settings) -> dict[str, str]:
             "MLFLOW_TRACKING_URI": settings.tracking_uri, "PYTHONUNBUFFERED": "1"}
 
 
-def tidemark_cmd(port: int) -> list[str]:
-    """``tidemark serve`` on loopback (the console script's entry point, on this interpreter)."""
+def tidemark_cmd(port: int, workers: int) -> list[str]:
+    """``tidemark serve --workers N`` on loopback (the console script's entry point, on this interpreter)."""
     return [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))",
-            "serve", "--host", "127.0.0.1", "--port", str(port)]
+            "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
 
 
-def mlflow_cmd(settings: Settings, version: str, port: int) -> list[str]:
-    """``mlflow models serve`` of the registered version, one uvicorn worker, this environment."""
+def mlflow_cmd(settings: Settings, version: str, port: int, workers: int) -> list[str]:
+    """``mlflow models serve`` of the registered version, ``workers`` uvicorn workers, this environment."""
     script = Path(sys.executable).with_name("mlflow")
     head = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
     return [*head, "models", "serve", "-m", f"models:/{settings.model_name}/{version}", "--env-manager", "local",
-            "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+            "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
 
 
 def http_call(port: int, method: str, path: str, body: bytes | None = None, timeout_s: float = 30.0
@@ -914,28 +917,35 @@ class Target:
     http_expect: bytes
 
 
-def targets(settings: Settings, version: str, pool: RequestPool, columns: list[str], n: int) -> list[Target]:
-    """``tidemark serve`` (join keys and request fields in, features from Redis) and ``mlflow models
-    serve`` of the same version (request fields and the same feature values in the request)."""
+def targets(settings: Settings, version: str, pool: RequestPool, columns: list[str], n: int,
+            args: argparse.Namespace) -> list[Target]:
+    """``tidemark serve`` with each ``--workers`` count (join keys and request fields in, features
+    from Redis), then ``mlflow models serve`` of the same version with the first count of workers
+    (request fields and the same feature values in the request)."""
     from tests.integration.redis_servers import free_port
 
-    port, peer = free_port(), free_port()
     rows = range(len(pool.rows))
-    return [
-        Target("tidemark", tidemark_cmd(port), port, "/readyz", "/v1/predict", [pool.tidemark_body(i) for i in rows],
-               json.dumps({"rows": pool.rows[:n]}).encode(), "one-row predict", "/healthz", b"alive"),
-        Target("mlflow", mlflow_cmd(settings, version, peer), peer, "/ping", "/invocations",
-               [pool.peer_body(i, columns) for i in rows], dataframe_split(pool.inputs.iloc[:n], columns),
-               "one-row invocations, features in the request", "/ping", b""),
-    ]
+    ours = [Target(f"tidemark w{w}", tidemark_cmd(port, w), port, "/readyz", "/v1/predict",
+                   [pool.tidemark_body(i) for i in rows], json.dumps({"rows": pool.rows[:n]}).encode(),
+                   "one-row predict", "/healthz", b"alive") for w, port in ((w, free_port()) for w in args.workers)]
+    if args.no_peer:
+        return ours
+    peer, workers = free_port(), args.workers[0]
+    return [*ours, Target(f"mlflow w{workers}", mlflow_cmd(settings, version, peer, workers), peer, "/ping",
+                          "/invocations", [pool.peer_body(i, columns) for i in rows],
+                          dataframe_split(pool.inputs.iloc[:n], columns),
+                          "one-row invocations, features in the request", "/ping", b"")]
 
 
 def run_server(target: Target, settings: Settings, expected: np.ndarray, root: Path, args: argparse.Namespace
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Start ``target``, check its scores, then the load runs: one-row requests at ``--rate``, the
     HTTP-only endpoint at the same rate, and the closed-loop capacity run; stop it."""
-    server = start_server(target.name, target.cmd, server_env(settings), target.port, target.ready_path, root,
-                          args.start_timeout)
+    ours = target.name.startswith("tidemark")
+    logged_before = logged_rows(settings.offline_dir / "prediction_log") if ours else 0
+    server = start_server(target.name.replace(" ", "-"), target.cmd, server_env(settings), target.port,
+                          target.ready_path, root, args.start_timeout)
+    server.name = target.name
     answered: Counter[str] = Counter()
     info: dict[str, Any] = {}
     runs = []
@@ -956,8 +966,8 @@ def run_server(target: Target, settings: Settings, expected: np.ndarray, root: P
         server.stop()
     info["answered_rows"] = answered[target.path]
     info["unsure_rows"] = answered[f"{target.path} sent, no good answer"]
-    if target.name == "tidemark":
-        info["logged_rows"] = logged_rows(settings.offline_dir / "prediction_log")
+    if ours:
+        info["logged_rows"] = logged_rows(settings.offline_dir / "prediction_log") - logged_before
     return runs, info
 
 
@@ -1020,25 +1030,30 @@ def load_table(runs: list[dict[str, Any]]) -> str:
 
 def goals(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str, dict[str, float]],
           checks: dict[str, Any]) -> list[dict[str, str]]:
-    """Issue 6's goal and the checks behind the comparison, each PASS / FAIL / NOT RUN."""
+    """Issue 18's goals and the checks behind the comparison, each PASS / FAIL / NOT RUN (INFO: the
+    same measure for another worker count, for comparison)."""
     out = []
     cores = len(os.sched_getaffinity(0))
-    main = next(r for r in runs if r["server"] == "tidemark" and r["path"] == "/v1/predict" and r["target_rps"] > 0)
-    lat, f = main["latency_ms"], floor["floor"]
-    name = f"one-row request p99 under {GOAL_P99_MS:g} ms at {GOAL_RATE:g} requests/s with zero errors (2 CPU cores)"
-    detail = (f"p99 {lat['p99']:.2f} ms ({main['from_send_ms']['p99']:.2f} ms from the actual send), p50 "
-              f"{lat['p50']:.2f} ms, {main['error_count']} errors, "
-              f"{main['achieved_rps']:.0f} ok/s of {main['target_rps']:g}/s over {main['seconds']:g} s; "
-              f"floor p50 {f['p50']:.3f} ms / p99 {f['p99']:.3f} ms: p50 {lat['p50'] / f['p50']:.1f}x, "
-              f"p99 {lat['p99'] / f['p99']:.1f}x the floor")
-    if cores != 2:
-        detail += f" (this machine has {cores} cores)"
-    if main["target_rps"] < GOAL_RATE or main["seconds"] < 20:
-        out.append({"goal": name, "status": "NOT RUN", "detail": detail + f" (rate {main['target_rps']:g}/s, "
-                    f"{main['seconds']:g} s: run without --quick)"})
-    else:
-        ok = lat["p99"] < GOAL_P99_MS and main["error_count"] == 0
-        out.append({"goal": name, "status": "PASS" if ok else "FAIL", "detail": detail})
+    ours = [name for name in checks if name.startswith("tidemark")]
+    for name in ours:
+        run = _run_of(runs, name, open_loop=True)
+        lat, f = run["latency_ms"], floor["floor"]
+        goal = (f"{name}: one-row request p99 under {GOAL_P99_MS:g} ms at {GOAL_RATE:g} requests/s with zero errors "
+                "(2 CPU cores)")
+        detail = (f"p99 {lat['p99']:.2f} ms ({run['from_send_ms']['p99']:.2f} ms from the actual send), p50 "
+                  f"{lat['p50']:.2f} ms, {run['error_count']} errors, "
+                  f"{run['achieved_rps']:.0f} ok/s of {run['target_rps']:g}/s over {run['seconds']:g} s; "
+                  f"floor p50 {f['p50']:.3f} ms / p99 {f['p99']:.3f} ms: p50 {lat['p50'] / f['p50']:.1f}x, "
+                  f"p99 {lat['p99'] / f['p99']:.1f}x the floor")
+        if cores != 2:
+            detail += f" (this machine has {cores} cores)"
+        if run["target_rps"] < GOAL_RATE or run["seconds"] < 20:
+            status = "NOT RUN"
+            detail += f" (rate {run['target_rps']:g}/s, {run['seconds']:g} s: run without --quick)"
+        else:
+            status = _verdict(lat["p99"] < GOAL_P99_MS and run["error_count"] == 0, name == ours[0])
+        out.append({"goal": goal, "status": status, "detail": detail})
+    main = _run_of(runs, ours[0], open_loop=True)
     lag = main["dispatch_lag_ms"]
     kept_up = main["launched_rps"] >= 0.99 * main["target_rps"] and lag["p99"] < 1.0
     out.append({"goal": "the load generator kept up (issued at least 99% of the rate, dispatch lag p99 under 1 ms)",
@@ -1049,36 +1064,65 @@ def goals(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str,
                           + f", dispatch lag p50 "
                           f"{lag['p50']:.3f} ms, p99 {lag['p99']:.3f} ms, max {lag['max']:.2f} ms, "
                           f"{main['generator_cpu_share']:.0%} of a core"})
-    for server in ("tidemark", "mlflow"):
-        if server in checks:
-            verdict = checks[server]["scores"]
-            out.append({"goal": f"{server} answers the in-process model's scores for {args.check_rows} rows",
-                        "status": "PASS" if verdict == "same" else "FAIL", "detail": verdict})
-    info = checks["tidemark"]
-    logged, answered, unsure = info["logged_rows"], info["answered_rows"], info["unsure_rows"]
-    out.append({"goal": "the prediction log holds every row tidemark answered",
-                "status": "PASS" if answered <= logged <= answered + unsure else "FAIL",
-                "detail": f"{logged:,} rows logged, {answered:,} answered"
-                          + (f", {unsure:,} more sent without a good answer (they may be logged)" if unsure else "")})
+    for name in ours:
+        cpu = {loop: _run_of(runs, name, open_loop=loop) for loop in (True, False)}
+        shown = "; ".join(f"{r['mode']}: {r['server_cpu_ms_per_request']:.2f} ms" for r in cpu.values() if r)
+        best = min(r["server_cpu_ms_per_request"] for r in cpu.values() if r)
+        out.append({"goal": f"{name}: server CPU per one-row request at most {GOAL_CPU_MS:g} ms (process tree)",
+                    "status": _verdict(best <= GOAL_CPU_MS, name == ours[0]), "detail": shown})
+    peer_name = next((name for name in checks if name.startswith("mlflow")), None)
+    if peer_name is not None:
+        capacity, peer = _run_of(runs, ours[0], open_loop=False), _run_of(runs, peer_name, open_loop=False)
+        if capacity and peer:
+            ratio = capacity["achieved_rps"] / max(peer["achieved_rps"], 1e-9)
+            out.append({"goal": f"{ours[0]} at least {GOAL_PEER_RATIO:g}x the throughput of {peer_name} "
+                                "(closed-loop capacity, same workers)",
+                        "status": "PASS" if ratio >= GOAL_PEER_RATIO else "FAIL",
+                        "detail": f"{capacity['achieved_rps']:.0f} against {peer['achieved_rps']:.0f} ok/s: "
+                                  f"{ratio:.1f}x"})
+    for name, info in checks.items():
+        verdict = info["scores"]
+        out.append({"goal": f"{name} answers the in-process model's scores for {args.check_rows} rows",
+                    "status": "PASS" if verdict == "same" else "FAIL", "detail": verdict})
+    for name in ours:
+        info = checks[name]
+        logged, answered, unsure = info["logged_rows"], info["answered_rows"], info["unsure_rows"]
+        out.append({"goal": f"the prediction log holds every row {name} answered",
+                    "status": "PASS" if answered <= logged <= answered + unsure else "FAIL",
+                    "detail": f"{logged:,} rows logged, {answered:,} answered"
+                              + (f", {unsure:,} more sent without a good answer (they may be logged)"
+                                 if unsure else "")})
     return out
 
 
+def _verdict(ok: bool, main: bool) -> str:
+    return ("PASS" if ok else "FAIL") if main else ("INFO ok" if ok else "INFO no")
+
+
+def _run_of(runs: list[dict[str, Any]], server: str, *, open_loop: bool) -> dict[str, Any]:
+    """``server``'s scoring run, open loop (at ``--rate``) or closed (capacity); {} if not run."""
+    return next((r for r in runs if r["server"] == server and r["path"] in ("/v1/predict", "/invocations")
+                 and (r["target_rps"] > 0) == open_loop), {})
+
+
 def comparison(runs: list[dict[str, Any]]) -> list[str]:
-    """tidemark against mlflow serve, run by run."""
+    """Each tidemark server against mlflow serve, run by run."""
     lines = []
-    by = {(r["server"], r["path"] in ("/v1/predict", "/invocations"), r["target_rps"] > 0): r for r in runs}
-    for open_loop in (True, False):
-        ours, peer = by.get(("tidemark", True, open_loop)), by.get(("mlflow", True, open_loop))
-        if ours is None or peer is None:
-            continue
-        o, p = ours["latency_ms"], peer["latency_ms"]
-        lines.append(f"{ours['mode']}: tidemark p50 {o['p50']:.2f} / p99 {o['p99']:.2f} ms at "
-                     f"{ours['achieved_rps']:.0f} ok/s; mlflow serve p50 {p['p50']:.2f} / p99 {p['p99']:.2f} ms at "
-                     f"{peer['achieved_rps']:.0f} ok/s "
-                     f"({peer['error_count']} errors): p50 {p['p50'] / o['p50']:.1f}x, p99 {p['p99'] / o['p99']:.1f}x, "
-                     f"throughput {ours['achieved_rps'] / max(peer['achieved_rps'], 1e-9):.2f}x; server CPU "
-                     f"{ours['server_cpu_ms_per_request']:.2f} vs {peer['server_cpu_ms_per_request']:.2f} ms "
-                     "per answered request")
+    servers = list(dict.fromkeys(r["server"] for r in runs))
+    peer_name = next((s for s in servers if s.startswith("mlflow")), None)
+    for name in (s for s in servers if s.startswith("tidemark") and peer_name):
+        for open_loop in (True, False):
+            ours, peer = _run_of(runs, name, open_loop=open_loop), _run_of(runs, str(peer_name), open_loop=open_loop)
+            if not ours or not peer:
+                continue
+            o, p = ours["latency_ms"], peer["latency_ms"]
+            lines.append(f"{ours['mode']}: {name} p50 {o['p50']:.2f} / p99 {o['p99']:.2f} ms at "
+                         f"{ours['achieved_rps']:.0f} ok/s; {peer_name} p50 {p['p50']:.2f} / p99 {p['p99']:.2f} ms at "
+                         f"{peer['achieved_rps']:.0f} ok/s ({peer['error_count']} errors): p50 "
+                         f"{p['p50'] / o['p50']:.1f}x, p99 {p['p99'] / o['p99']:.1f}x, throughput "
+                         f"{ours['achieved_rps'] / max(peer['achieved_rps'], 1e-9):.2f}x; server CPU "
+                         f"{ours['server_cpu_ms_per_request']:.2f} vs {peer['server_cpu_ms_per_request']:.2f} ms "
+                         "per answered request")
     return lines
 
 
@@ -1184,6 +1228,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "preprocessing, untrained weights; auto: trained if there is one")
     p.add_argument("--train-home", type=Path, default=TRAIN_HOME, help="benchmarks/train.py's home (only read)")
     p.add_argument("--no-peer", action="store_true", help="leave mlflow models serve out")
+    p.add_argument("--workers", type=lambda text: [int(w) for w in text.split(",")], default=[2, 1],
+                   help="tidemark serve --workers counts to run, comma-separated; the first is judged against "
+                        "the goals, and mlflow serve gets as many workers")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch threads here and OMP_NUM_THREADS for both servers (default: torch's, one per core)")
     p.add_argument("--generator-nice", type=int, default=0,
@@ -1269,7 +1316,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = measure_stages(settings, fc, pool, root, args)
         columns = list(choice.signature.inputs.input_names()) if choice.signature else choice.model.spec.columns
         runs, checks = [], {}
-        for target in targets(settings, version, pool, columns, len(expected))[:1 if args.no_peer else 2]:
+        for target in targets(settings, version, pool, columns, len(expected), args):
             target_runs, checks[target.name] = run_server(target, settings, expected, root, args)
             runs += target_runs
         server_device = devices()[-1]
