@@ -70,7 +70,8 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -140,7 +141,7 @@ class PredictionLog:
         self.column_types = dict(column_types or {})
         self._cond = threading.Condition()
         # Guarded by _cond: the queue, the row and file counters, the flush handshake.
-        self._queue: list[Batch] = []
+        self._queue: list[Batch | _Later] = []
         self._queued_rows = 0
         self._held_rows = 0  # taken by the writer: being written, or kept after a failed write
         self._written_rows = self._files_written = self._write_errors = 0
@@ -176,8 +177,19 @@ class PredictionLog:
         most every 10 s).
         """
         batch, rows = _checked_batch(columns)
-        if rows == 0:
-            return
+        if rows:
+            self._enqueue(batch, rows)
+
+    def append_later(self, rows: int, build: Callable[[], Mapping[str, np.ndarray | list[Any]]]) -> None:
+        """Queue ``rows`` scored rows whose columns ``build()`` returns (as :meth:`append` takes
+        them), called on the writer thread: the request thread only queues a reference, and the
+        columns' conversions and checks cost it nothing. Whatever ``build`` references must not
+        change afterwards. A batch that ``build`` fails to make, or makes malformed, is logged and
+        dropped (``unconvertible``); full or closed, as :meth:`append`."""
+        if rows > 0:
+            self._enqueue(_Later(rows, build), rows)
+
+    def _enqueue(self, batch: Batch | _Later, rows: int) -> None:
         with self._cond:
             if self._closing:
                 warning = self._drop_locked(rows, "closed", "the log is closed")
@@ -334,12 +346,13 @@ class PredictionLog:
                 self._due = now + self.flush_interval_s
             self._cond.wait(self._due - now)
 
-    def _write_round(self, batches: Sequence[Batch]) -> Exception | None:
-        """Write the retained pieces and ``batches``; return the error that stopped it, if any.
+    def _write_round(self, queued: Sequence[Batch | _Later]) -> Exception | None:
+        """Write the retained pieces and ``queued``; return the error that stopped it, if any.
 
-        A batch that can't be converted, or rows that Parquet refuses, are dropped alone (counted
-        by reason); everything else of the round is written. Only a failing disk (an ``OSError``)
-        stops the round: its rows are kept and retried."""
+        A batch that can't be made or converted, or rows that Parquet refuses, are dropped alone
+        (counted by reason); everything else of the round is written. Only a failing disk (an
+        ``OSError``) stops the round: its rows are kept and retried."""
+        batches = [b for b in (self._made(item) for item in queued) if b is not None]
         tables, bad = arrow_tables(batches, self.column_types)
         for rows, exc in bad:
             log.error("prediction log dropped a batch of %d rows that Arrow cannot convert: %s", rows, exc)
@@ -362,6 +375,21 @@ class PredictionLog:
                 self._files_written += written
         return None
 
+    def _made(self, item: Batch | _Later) -> Batch | None:
+        """A queued batch as columns: an :meth:`append_later` one built and checked now (None,
+        logged and counted, when that fails)."""
+        if not isinstance(item, _Later):
+            return item
+        try:
+            batch, rows = _checked_batch(item.build())
+            if rows != item.rows:
+                raise PredictionLogError(f"{rows} rows where {item.rows} were announced")
+        except Exception:  # a bug in the caller's columns: drop this batch, not the round
+            log.exception("prediction log dropped a batch of %d rows that could not be made", item.rows)
+            self._forget(item.rows, "unconvertible")
+            return None
+        return batch
+
     def _forget(self, rows: int, reason: str) -> None:
         with self._cond:
             self._held_rows -= rows
@@ -375,6 +403,14 @@ class PredictionLog:
             log.error("prediction log could not write under %s (%s); %d rows kept, retried every %s s "
                       "(%d similar errors since the last report)", self.root, exc, rows, self.flush_interval_s,
                       suppressed)
+
+
+@dataclass(frozen=True)
+class _Later:
+    """A batch queued by :meth:`PredictionLog.append_later`: its row count and how to make it."""
+
+    rows: int
+    build: Callable[[], Mapping[str, np.ndarray | list[Any]]]
 
 
 class _Throttle:

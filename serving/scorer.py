@@ -16,13 +16,14 @@ HTTP lives in :mod:`serving.app`; this module knows nothing about it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -330,20 +331,33 @@ class Scorer:
     def _log(self, request_id: str, inputs: Columns, scored: Scored, contract: ModelContract) -> None:
         if self.log_sink is None:
             return
-        n = len(scored.scores)
-        ids = {k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"}
-        columns: dict[str, Any] = {c: _log_column(v, c in ids) for c, v in inputs.items()}
-        columns.update({
-            "event_timestamp": np.full(n, np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")),
-            "request_id": np.full(n, request_id, dtype=object),
-            "variant": np.asarray(scored.variants, dtype=object),
-            "model_version": np.asarray(scored.versions, dtype=object),
-        })
-        columns.update(prediction_columns(contract, scored.scores))
+        # The request thread takes the time and hands over references; the columns are built on
+        # the log's writer thread (a sink without append_later gets them built here).
+        build = functools.partial(_log_columns, request_id, inputs, scored, contract, time.time_ns() // 1000)
         try:
-            self.log_sink.append(columns)
+            later = getattr(self.log_sink, "append_later", None)
+            if later is not None:
+                later(len(scored.scores), build)
+            else:
+                self.log_sink.append(build())
         except Exception:  # logging must never fail a response
             log.exception("prediction log append failed for request %s", request_id)
+
+
+def _log_columns(request_id: str, inputs: Columns, scored: Scored, contract: ModelContract,
+                 at_us: int) -> dict[str, Any]:
+    """A scored request as the prediction log's columns, scored at ``at_us`` (µs since the epoch, UTC)."""
+    n = len(scored.scores)
+    ids = {k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"}
+    columns: dict[str, Any] = {c: _log_column(v, c in ids) for c, v in inputs.items()}
+    columns.update({
+        "event_timestamp": np.full(n, np.datetime64(at_us, "us")),
+        "request_id": np.full(n, request_id, dtype=object),
+        "variant": np.asarray(scored.variants, dtype=object),
+        "model_version": np.asarray(scored.versions, dtype=object),
+    })
+    columns.update(prediction_columns(contract, scored.scores))
+    return columns
 
 
 Columns = Mapping[str, np.ndarray]  # equal-length numpy columns, one row per payment

@@ -265,6 +265,30 @@ def test_a_batch_arrow_cannot_convert_is_dropped_and_the_others_written(tmp_path
     assert plog.dropped_by_reason["unconvertible"] == 2
 
 
+def test_append_later_builds_the_columns_on_the_writer_thread(tmp_path: Path) -> None:
+    threads: list[str] = []
+
+    def build(start: int) -> Callable[[], dict[str, Any]]:
+        def make() -> dict[str, Any]:
+            threads.append(threading.current_thread().name)
+            return scored(3, start=start)
+        return make
+
+    def broken() -> dict[str, Any]:
+        raise ValueError("a bug in the caller's columns")
+
+    with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
+        plog.append_later(3, build(0))
+        plog.append_later(2, broken)                   # dropped alone, as unconvertible
+        plog.append_later(2, build(3))                 # 3 rows where 2 were announced: dropped too
+        plog.append(scored(3, start=6))                # mixes with eager batches
+        plog.append_later(3, build(9))
+        assert threads == [] and plog.pending_rows == 13
+    assert read_log(tmp_path)["customer_id"].to_pylist() == [0, 1, 2, 6, 7, 8, 9, 10, 11]
+    assert set(threads) == {"prediction-log-writer"}
+    assert (plog.written_rows, plog.dropped_by_reason["unconvertible"], plog.pending_rows) == (9, 4, 0)
+
+
 def test_text_that_is_not_unicode_loses_its_own_batch_only(tmp_path: Path) -> None:
     """Issue 15: a lone surrogate in one request's text made Arrow raise UnicodeEncodeError, which
     the writer did not expect, and the whole round (every client's rows) was dropped."""
