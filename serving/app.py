@@ -39,7 +39,9 @@ microseconds. ``/healthz`` and ``/readyz`` do no I/O.
 
 Starlette rather than FastAPI: the request body is validated by hand into field-level messages
 (``{"detail": [{"loc": ["rows", 3, "amount"], "msg": "..."}]}``) at a fraction of pydantic's
-per-request cost, and the OpenAPI document is written out below, so it stays the contract.
+per-request cost, and the OpenAPI document is written out below, so it stays the contract. ``POST``
+predict is answered before Starlette's middleware and router (:class:`_ServingApp`), by the same
+handler, with the same messages, status codes and headers.
 Bad input is always a 4xx; an unavailable online store or an unloaded model is a 503.
 """
 
