@@ -70,7 +70,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -180,14 +180,17 @@ class PredictionLog:
         if rows:
             self._enqueue(batch, rows)
 
-    def append_later(self, rows: int, build: Callable[[], Mapping[str, np.ndarray | list[Any]]]) -> None:
-        """Queue ``rows`` scored rows whose columns ``build()`` returns (as :meth:`append` takes
-        them), called on the writer thread: the request thread only queues a reference, and the
-        columns' conversions and checks cost it nothing. Whatever ``build`` references must not
-        change afterwards. A batch that ``build`` fails to make, or makes malformed, is logged and
+    def append_later(self, rows: int, part: Any, build: Callable[[list[Any]], Mapping[str, np.ndarray | list[Any]]],
+                     key: Hashable = None) -> None:
+        """Queue ``rows`` scored rows as ``part``, whatever the caller needs to make their columns
+        later: on the writer thread, ``build(parts)`` makes one batch (columns as :meth:`append`
+        takes them) of all the parts queued with the same ``build`` and ``key`` since the last write.
+        The request thread only queues a reference, and the columns' conversions and checks are
+        paid once per write rather than once per request. Whatever ``part`` references must not
+        change afterwards. A group that ``build`` fails to make, or makes malformed, is logged and
         dropped (``unconvertible``); full or closed, as :meth:`append`."""
         if rows > 0:
-            self._enqueue(_Later(rows, build), rows)
+            self._enqueue(_Later(rows, part, build, key), rows)
 
     def _enqueue(self, batch: Batch | _Later, rows: int) -> None:
         with self._cond:
@@ -352,7 +355,7 @@ class PredictionLog:
         A batch that can't be made or converted, or rows that Parquet refuses, are dropped alone
         (counted by reason); everything else of the round is written. Only a failing disk (an
         ``OSError``) stops the round: its rows are kept and retried."""
-        batches = [b for b in (self._made(item) for item in queued) if b is not None]
+        batches = self._made(queued)
         tables, bad = arrow_tables(batches, self.column_types)
         for rows, exc in bad:
             log.error("prediction log dropped a batch of %d rows that Arrow cannot convert: %s", rows, exc)
@@ -375,20 +378,28 @@ class PredictionLog:
                 self._files_written += written
         return None
 
-    def _made(self, item: Batch | _Later) -> Batch | None:
-        """A queued batch as columns: an :meth:`append_later` one built and checked now (None,
-        logged and counted, when that fails)."""
-        if not isinstance(item, _Later):
-            return item
-        try:
-            batch, rows = _checked_batch(item.build())
-            if rows != item.rows:
-                raise PredictionLogError(f"{rows} rows where {item.rows} were announced")
-        except Exception:  # a bug in the caller's columns: drop this batch, not the round
-            log.exception("prediction log dropped a batch of %d rows that could not be made", item.rows)
-            self._forget(item.rows, "unconvertible")
-            return None
-        return batch
+    def _made(self, queued: Sequence[Batch | _Later]) -> list[Batch]:
+        """The queued batches as columns: the :meth:`append_later` parts built and checked now, one
+        batch per (build, key) group (a group that fails is logged, counted and left out)."""
+        batches: list[Batch] = []
+        groups: dict[tuple[Any, Hashable], list[_Later]] = {}
+        for item in queued:
+            if isinstance(item, _Later):
+                groups.setdefault((item.build, item.key), []).append(item)
+            else:
+                batches.append(item)
+        for (build, _), items in groups.items():
+            announced = sum(item.rows for item in items)
+            try:
+                batch, rows = _checked_batch(build([item.part for item in items]))
+                if rows != announced:
+                    raise PredictionLogError(f"{rows} rows where {announced} were announced")
+            except Exception:  # a bug in the caller's columns: drop this group, not the round
+                log.exception("prediction log dropped %d rows that could not be made", announced)
+                self._forget(announced, "unconvertible")
+                continue
+            batches.append(batch)
+        return batches
 
     def _forget(self, rows: int, reason: str) -> None:
         with self._cond:
@@ -407,10 +418,12 @@ class PredictionLog:
 
 @dataclass(frozen=True)
 class _Later:
-    """A batch queued by :meth:`PredictionLog.append_later`: its row count and how to make it."""
+    """Rows queued by :meth:`PredictionLog.append_later`: their count, their part, how to make them."""
 
     rows: int
-    build: Callable[[], Mapping[str, np.ndarray | list[Any]]]
+    part: Any
+    build: Callable[[list[Any]], Mapping[str, np.ndarray | list[Any]]]
+    key: Hashable
 
 
 class _Throttle:

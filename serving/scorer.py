@@ -16,7 +16,6 @@ HTTP lives in :mod:`serving.app`; this module knows nothing about it.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -331,32 +330,36 @@ class Scorer:
     def _log(self, request_id: str, inputs: Columns, scored: Scored, contract: ModelContract) -> None:
         if self.log_sink is None:
             return
-        # The request thread takes the time and hands over references; the columns are built on
-        # the log's writer thread (a sink without append_later gets them built here).
-        build = functools.partial(_log_columns, request_id, inputs, scored, contract, time.time_ns() // 1000)
+        # The request thread takes the time and hands over references; the log's writer thread
+        # builds the columns of many requests at once (a sink without append_later: here, one by one).
+        part = (request_id, inputs, scored, contract, time.time_ns() // 1000)
         try:
             later = getattr(self.log_sink, "append_later", None)
             if later is not None:
-                later(len(scored.scores), build)
+                later(len(scored.scores), part, _log_columns, (id(contract), *inputs))
             else:
-                self.log_sink.append(build())
+                self.log_sink.append(_log_columns([part]))
         except Exception:  # logging must never fail a response
             log.exception("prediction log append failed for request %s", request_id)
 
 
-def _log_columns(request_id: str, inputs: Columns, scored: Scored, contract: ModelContract,
-                 at_us: int) -> dict[str, Any]:
-    """A scored request as the prediction log's columns, scored at ``at_us`` (µs since the epoch, UTC)."""
-    n = len(scored.scores)
+_LogPart = tuple[str, "Columns", Scored, ModelContract, int]  # request id, inputs, scored, contract, µs since the epoch
+
+
+def _log_columns(parts: list[_LogPart]) -> dict[str, Any]:
+    """Scored requests of one contract and one input layout as the prediction log's columns, each
+    stamped with the instant it was scored (µs since the epoch, UTC)."""
+    contract = parts[0][3]
+    rows = [len(p[2].scores) for p in parts]
     ids = {k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"}
-    columns: dict[str, Any] = {c: _log_column(v, c in ids) for c, v in inputs.items()}
+    columns: dict[str, Any] = {c: _log_column(np.concatenate([p[1][c] for p in parts]), c in ids) for c in parts[0][1]}
     columns.update({
-        "event_timestamp": np.full(n, np.datetime64(at_us, "us")),
-        "request_id": np.full(n, request_id, dtype=object),
-        "variant": np.asarray(scored.variants, dtype=object),
-        "model_version": np.asarray(scored.versions, dtype=object),
+        "event_timestamp": np.repeat(np.array([p[4] for p in parts], dtype="datetime64[us]"), rows),
+        "request_id": np.repeat(np.array([p[0] for p in parts], dtype=object), rows),
+        "variant": np.array([v for p in parts for v in p[2].variants], dtype=object),
+        "model_version": np.array([v for p in parts for v in p[2].versions], dtype=object),
     })
-    columns.update(prediction_columns(contract, scored.scores))
+    columns.update(prediction_columns(contract, np.concatenate([p[2].scores for p in parts])))
     return columns
 
 
