@@ -18,6 +18,8 @@ How a row travels::
     append(columns)      request thread: a few checks, then a list append under a lock (no disk,
       │                  no Arrow); a batch that would take the pending rows past max_pending_rows
       │                  is dropped and counted in dropped_rows, never waited for
+      │                  (append_later(rows, part, build): only the list append; the writer
+      │                  builds the columns of all parts queued with one builder at once)
       ▼
     in-memory queue      written every flush_interval_s, as soon as max_rows rows are queued, and
       │                  on flush() / close()
