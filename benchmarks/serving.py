@@ -411,10 +411,11 @@ def measure_floor(settings: Settings, fc: FeatureClient, choice: ModelChoice, po
 
 def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, root: Path,
                    args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """A one-row request in this process, no socket: the ASGI app called directly (Starlette: body,
-    validation, ``Scorer.score`` in a worker thread, JSON), ``Scorer.score`` alone (prediction log
-    on), and parts of it: ``OnlineReader.read_columns``, the champion's ``predict_proba`` (encoding
-    and the micro-batcher's forward) and ``FraudModel.encode``."""
+    """A one-row request in this process, no socket: the ASGI app called directly (body,
+    validation, ``Scorer.score``, JSON), ``Scorer.score`` alone (prediction log on), and parts of it:
+    ``OnlineReader.read_columns``, the champion's ``predict`` (encoding and forward) and
+    ``FraudModel.encode``; then the HTTP layer alone against a raw ASGI app (:func:`layer_stages`).
+    Wall time per call and this process's CPU time per call."""
     import pandas as pd
 
     from serving.prediction_log import PredictionLog
@@ -453,10 +454,76 @@ def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, roo
             "  LoadedModel.predict (encode + batcher)": lambda: champion.predict(inputs[next(counter) % n]),
             "    FraudModel.encode": lambda: champion.model.encode(inputs[next(counter) % n]),
         }
-        return {name: stats_ms(time_calls(fn, args.inprocess_calls, 60.0)) for name, fn in parts.items()}
+        parts.update(layer_stages(server, loop, bodies, frames[0]))
+        return {name: timed_stage(fn, args.inprocess_calls) for name, fn in parts.items()}
     finally:
         server.close()
         loop.close()
+
+
+RAW_ASGI = "raw ASGI app: body read, fixed JSON answer"
+LAYER = "tidemark app, scoring stubbed (HTTP layer)"
+
+
+def timed_stage(fn: Callable[[], Any], calls: int) -> dict[str, float]:
+    """``stats_ms`` of ``fn``'s wall time per call, plus ``cpu``: this process's CPU ms per call
+    (every thread: the prediction log's writer counts, as in the server)."""
+    started = time.process_time()
+    ns = time_calls(fn, calls, 60.0)
+    return stats_ms(ns) | {"cpu": (time.process_time() - started) * 1e3 / (len(ns) + 3)}
+
+
+class FixedScorer:
+    """The served scorer's name, request schema and contract, and one fixed answer to every
+    request: the app around it is the HTTP layer alone (validation, JSON, headers). Benchmark only."""
+
+    def __init__(self, scorer: Any, scored: Any) -> None:
+        self._scorer, self._scored = scorer, scored
+
+    @property
+    def name(self) -> str:
+        return str(self._scorer.name)
+
+    def row_schema(self) -> Any:
+        return self._scorer.row_schema()
+
+    def contract(self) -> Any:
+        return self._scorer.contract()
+
+    def score(self, rows: Any, request_id: str, *, at_us: Any = None) -> Any:
+        return self._scored
+
+
+def layer_stages(server: Any, loop: asyncio.AbstractEventLoop, bodies: list[bytes],
+                 row: dict[str, np.ndarray]) -> dict[str, Callable[[], None]]:
+    """The HTTP layer alone against the floor of any ASGI app: a raw ASGI app that reads the body
+    and answers a fixed JSON, and tidemark's app (on the event loop, as on a CPU node) over a
+    scorer that returns one fixed answer, for the same bodies."""
+    from serving.app import create_app
+
+    answer = json.dumps({"request_id": "x" * 32, "model": server.scorer.name, "predictions": [
+        {"score": 0.5, "variant": "champion", "model_version": "1", "features_found": True}]}).encode()
+
+    async def raw(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
+
+    layer = create_app(FixedScorer(server.scorer, server.scorer.score(row, "bench-layer")), inline=True)  # type: ignore[arg-type]
+    n, counter = len(bodies), iter(range(10**12))
+
+    def post(app: Any) -> Callable[[], None]:
+        def call() -> None:
+            status = loop.run_until_complete(asgi_post(app, "/v1/predict", bodies[next(counter) % n]))
+            if status != 200:
+                raise RuntimeError(f"the app answered {status}")
+        return call
+
+    return {RAW_ASGI: post(raw), LAYER: post(layer)}
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -1009,8 +1076,12 @@ def stage_table(floors: dict[str, dict[str, dict[str, float]]], stages: dict[str
                  [f"floor: MGET + forward ({device})", f"{f['floor']['p50']:.3f}", f"{f['floor']['p99']:.3f}",
                   str(f["floor"]["n"])]]
     for name, s in stages.items():
-        body.append([name, f"{s['p50']:.3f}", f"{s['p99']:.3f}", str(s["n"])])
-    return _aligned([header, *body], right={1, 2, 3})
+        body.append([name, f"{s['p50']:.3f}", f"{s['p99']:.3f}", str(s["n"]), f"{s['cpu']:.3f}"])
+    table = _aligned([[*header, "CPU ms/call"], *(r + [""] * (5 - len(r)) for r in body)], right={1, 2, 3, 4})
+    if RAW_ASGI in stages and LAYER in stages:
+        table += (f"\nthe HTTP layer alone: {stages[LAYER]['cpu'] - stages[RAW_ASGI]['cpu']:.3f} ms of CPU per request "
+                  f"over a raw ASGI app ({stages[LAYER]['p50'] - stages[RAW_ASGI]['p50']:.3f} ms at p50)")
+    return table
 
 
 def load_table(runs: list[dict[str, Any]]) -> str:

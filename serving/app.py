@@ -39,7 +39,9 @@ microseconds. ``/healthz`` and ``/readyz`` do no I/O.
 
 Starlette rather than FastAPI: the request body is validated by hand into field-level messages
 (``{"detail": [{"loc": ["rows", 3, "amount"], "msg": "..."}]}``) at a fraction of pydantic's
-per-request cost, and the OpenAPI document is written out below, so it stays the contract.
+per-request cost, and the OpenAPI document is written out below, so it stays the contract. ``POST``
+predict is answered before Starlette's middleware and router (:class:`_ServingApp`), by the same
+handler, with the same messages, status codes and headers.
 Bad input is always a 4xx; an unavailable online store or an unloaded model is a 503.
 """
 
@@ -51,11 +53,12 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 from starlette.applications import Starlette
@@ -63,6 +66,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from features.errors import EventError, FeatureStoreError, OnlineStoreError, UnknownPushSourceError
 from features.online_views import now_us
@@ -152,27 +156,32 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
                                              f"{', '.join(map(repr, served))}")
 
     async def predict(request: Request) -> Response:
-        name = request.path_params.get("name", default)
+        # The routes stay for what the raw path leaves to Starlette (another method: 405 with Allow);
+        # a _JSON is an ASGI response like any other.
+        return cast(Response, await answer(request.path_params.get("name", default), request.headers,
+                                           request.stream()))
+
+    async def answer(name: str, headers: Mapping[str, str], stream: AsyncIterator[bytes]) -> _Answer:
         scorer = served.get(name)
         if scorer is None:
             return unknown(name)
         if on_predict is None:
-            return await score(request, scorer)
+            return await score(headers, stream, scorer)
         started = time.perf_counter()
         try:
-            response = await score(request, scorer)
-        except BaseException:  # Starlette answers 500; count it before it does
+            response = await score(headers, stream, scorer)
+        except BaseException:  # Starlette (or the raw path) answers 500; count it before it does
             on_predict(name, 500, time.perf_counter() - started)
             raise
         on_predict(name, response.status_code, time.perf_counter() - started)
         return response
 
-    async def score(request: Request, scorer: Scorer) -> Response:
+    async def score(headers: Mapping[str, str], stream: AsyncIterator[bytes], scorer: Scorer) -> _Answer:
         started, received_us = time.perf_counter(), now_us()
-        refused = _content_type_problem(request) or _request_id_problem(request, limits.max_request_id)
+        refused = _content_type_problem(headers) or _request_id_problem(headers, limits.max_request_id)
         if refused is not None:
             return refused
-        body = await _body(request, limits)
+        body = await _body(headers, stream, limits)
         if isinstance(body, Response):
             return body
         schema, contract = scorer.row_schema(), scorer.contract()
@@ -181,7 +190,7 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         rows, errors = validate_rows(body, schema, limits.max_rows)
         if errors:
             return JSONResponse({"detail": errors}, status_code=422)
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
         events = pushes.get(scorer.name)
 
         at_us = _replay_instants(body["rows"], events, received_us) if replay and events is not None else None
@@ -205,16 +214,17 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         answer: dict[str, Any] = {"request_id": request_id, "model": scorer.name, "predictions": predictions}
         if pushed is not None:
             answer["pushed"] = pushed
-        return JSONResponse(answer, headers={"x-request-id": request_id})
+        return _JSON(answer, request_id)
 
     async def push(request: Request) -> Response:
         denied = _authorize(request, admin_token, write=True, what="POST /v1/push is")
         if denied is not None:
             return denied
-        refused = _content_type_problem(request)
+        refused = _content_type_problem(request.headers)
         if refused is not None:
             return refused
-        body = await _body(request, limits, hint='send {"push_source": "...", "rows": [{...}]}')
+        body = await _body(request.headers, request.stream(), limits,
+                           hint='send {"push_source": "...", "rows": [{...}]}')
         if isinstance(body, Response):
             return body
         source, rows, errors = push_request(body, limits.max_rows)
@@ -264,7 +274,8 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
             return _error(404, [], f"this server has no canary controller attached for {name!r:.80}")
         body: Any = {}
         if request.method == "POST":
-            body = await _body(request, limits, empty={}, hint='send {}, {"shadow": true} or {"reason": "..."}')
+            body = await _body(request.headers, request.stream(), limits, empty={},
+                               hint='send {}, {"shadow": true} or {"reason": "..."}')
             if isinstance(body, Response):
                 return body
             problem = _canary_problem(body)
@@ -292,7 +303,7 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         if on_shutdown is not None:
             on_shutdown()
 
-    return Starlette(lifespan=lifespan, routes=[
+    return _ServingApp(answer, default, lifespan=lifespan, routes=[
         Route("/v1/predict", predict, methods=["POST"]),
         Route("/v1/models/{name}/predict", predict, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -305,6 +316,78 @@ def create_app(scorers: Scorer | Mapping[str, Scorer], *, limits: ApiLimits | No
         Route("/v1/models/{name}/canary", canary, methods=["GET"]),
         Route("/v1/models/{name}/canary/{action}", canary, methods=["POST"]),
     ])
+
+
+def _route_path(scope: Scope) -> str:
+    """The path Starlette's router matches: ``path`` less ``root_path`` (as ``starlette._utils.get_route_path``)."""
+    path: str = scope["path"]
+    root_path = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return ""
+    return path[len(root_path):] if path[len(root_path)] == "/" else path
+
+
+_PREDICT_PATH = re.compile(r"/v1/models/(?P<name>[^/]+)/predict")  # Starlette's ``{name}``: one path segment
+_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode  # JSONResponse's
+
+
+class _JSON:
+    """A predict answer (200, JSON, ``x-request-id``): the bytes and headers ``JSONResponse`` sends,
+    without building a Starlette response object per request."""
+
+    __slots__ = ("body", "request_id")
+    status_code = 200
+
+    def __init__(self, content: Any, request_id: str) -> None:
+        self.body = _ENCODE_JSON(content).encode()
+        self.request_id = request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"x-request-id", self.request_id.encode("latin-1")),
+            (b"content-length", str(len(self.body)).encode("latin-1")), (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+_Answer = Response | _JSON
+
+
+class _ServingApp(Starlette):
+    """Starlette, with ``POST /v1/predict`` and ``POST /v1/models/{name}/predict`` answered before
+    its middleware and router, which cost a one-row request about as much CPU as reading its
+    features (``docs/benchmarks.md``, issue 18). The same handler runs as the routes would run it
+    (same checks, messages, status codes and headers); an exception is answered as Starlette's
+    error middleware answers it (500, ``Internal Server Error``) and re-raised to the server. Every
+    other request, and a predict path with another method (405), goes through Starlette."""
+
+    def __init__(self, answer: Callable[[str, Mapping[str, str], AsyncIterator[bytes]], Awaitable[_Answer]],
+                 default: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._answer, self._default = answer, default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            name = self._model(_route_path(scope))
+            if name is not None:
+                request = Request(scope, receive)
+                try:
+                    response = await self._answer(name, request.headers, request.stream())
+                except Exception:
+                    await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+                    raise
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def _model(self, path: str) -> str | None:
+        """The model a predict path names (``/v1/predict``: the default), else None."""
+        if path == "/v1/predict":
+            return self._default
+        if path.startswith("/v1/models/") and (match := _PREDICT_PATH.fullmatch(path)) is not None:
+            return match["name"]
+        return None
 
 
 def _authorize(request: Request, token: str | None, *, write: bool,
@@ -335,22 +418,21 @@ def _canary_problem(body: Any) -> Response | None:
     return None
 
 
-async def _body(request: Request, limits: ApiLimits, *, empty: Any = None,
+async def _body(headers: Mapping[str, str], stream: AsyncIterator[bytes], limits: ApiLimits, *, empty: Any = None,
                 hint: str = 'send {"rows": [{...}]}') -> Any:
     """The parsed JSON body, or the response to send: 400 (not JSON), 413 (too large), 415 (not
     declared JSON), 408 (not all there within ``body_timeout_s``), 499 (the client went away; never
     sent). An empty body is ``empty`` when that is not None."""
-    too_large = f"the body may hold at most {limits.max_body_bytes:,} bytes; send fewer rows per request"
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limits.max_body_bytes):
-        return _error(413, [], too_large)
+        return _too_large(limits)
     raw = b""
     try:
         async with asyncio.timeout(limits.body_timeout_s):
-            async for chunk in request.stream():
+            async for chunk in stream:
                 raw += chunk
                 if len(raw) > limits.max_body_bytes:
-                    return _error(413, [], too_large)
+                    return _too_large(limits)
     except TimeoutError:  # a slow or stalled client must not hold a connection and a task forever
         return JSONResponse({"detail": [{"loc": [], "msg": f"the body did not arrive within "
                                                            f"{limits.body_timeout_s:g} s; send it at once"}]},
@@ -359,7 +441,7 @@ async def _body(request: Request, limits: ApiLimits, *, empty: Any = None,
         return Response(status_code=499)
     if empty is not None and not raw.strip():
         return empty
-    if empty is not None and (refused := _content_type_problem(request)) is not None:
+    if empty is not None and (refused := _content_type_problem(headers)) is not None:
         return refused
     try:
         return json.loads(raw)
@@ -367,9 +449,13 @@ async def _body(request: Request, limits: ApiLimits, *, empty: Any = None,
         return _error(400, [], f"the body is not usable JSON ({str(exc)[:120]}); {hint}")
 
 
-def _content_type_problem(request: Request) -> Response | None:
+def _too_large(limits: ApiLimits) -> JSONResponse:
+    return _error(413, [], f"the body may hold at most {limits.max_body_bytes:,} bytes; send fewer rows per request")
+
+
+def _content_type_problem(headers: Mapping[str, str]) -> Response | None:
     """The 415 for a body not declared as JSON, else None."""
-    declared = request.headers.get("content-type", "")
+    declared = headers.get("content-type", "")
     media = declared.partition(";")[0].strip().lower()
     if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
         return None
@@ -377,10 +463,10 @@ def _content_type_problem(request: Request) -> Response | None:
                                                    f"(got {declared[:60]!r})")
 
 
-def _request_id_problem(request: Request, max_length: int) -> Response | None:
+def _request_id_problem(headers: Mapping[str, str], max_length: int) -> Response | None:
     """The 422 for an ``x-request-id`` that is not 1 to ``max_length`` printable ASCII characters:
     it is echoed and stored with every logged row, so it is bounded like any other field."""
-    given = request.headers.get("x-request-id")
+    given = headers.get("x-request-id")
     if given is None or (0 < len(given) <= max_length and given.isascii() and given.isprintable()
                          and " " not in given):
         return None

@@ -18,6 +18,8 @@ How a row travels::
     append(columns)      request thread: a few checks, then a list append under a lock (no disk,
       │                  no Arrow); a batch that would take the pending rows past max_pending_rows
       │                  is dropped and counted in dropped_rows, never waited for
+      │                  (append_later(rows, part, build): only the list append; the writer
+      │                  builds the columns of all parts queued with one builder at once)
       ▼
     in-memory queue      written every flush_interval_s, as soon as max_rows rows are queued, and
       │                  on flush() / close()
@@ -70,7 +72,8 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -140,7 +143,7 @@ class PredictionLog:
         self.column_types = dict(column_types or {})
         self._cond = threading.Condition()
         # Guarded by _cond: the queue, the row and file counters, the flush handshake.
-        self._queue: list[Batch] = []
+        self._queue: list[Batch | _Later] = []
         self._queued_rows = 0
         self._held_rows = 0  # taken by the writer: being written, or kept after a failed write
         self._written_rows = self._files_written = self._write_errors = 0
@@ -176,8 +179,22 @@ class PredictionLog:
         most every 10 s).
         """
         batch, rows = _checked_batch(columns)
-        if rows == 0:
-            return
+        if rows:
+            self._enqueue(batch, rows)
+
+    def append_later(self, rows: int, part: Any, build: Callable[[list[Any]], Mapping[str, np.ndarray | list[Any]]],
+                     key: Hashable = None) -> None:
+        """Queue ``rows`` scored rows as ``part``, whatever the caller needs to make their columns
+        later: on the writer thread, ``build(parts)`` makes one batch (columns as :meth:`append`
+        takes them) of all the parts queued with the same ``build`` and ``key`` since the last write.
+        The request thread only queues a reference, and the columns' conversions and checks are
+        paid once per write rather than once per request. Whatever ``part`` references must not
+        change afterwards. A group that ``build`` fails to make, or makes malformed, is logged and
+        dropped (``unconvertible``); full or closed, as :meth:`append`."""
+        if rows > 0:
+            self._enqueue(_Later(rows, part, build, key), rows)
+
+    def _enqueue(self, batch: Batch | _Later, rows: int) -> None:
         with self._cond:
             if self._closing:
                 warning = self._drop_locked(rows, "closed", "the log is closed")
@@ -334,12 +351,13 @@ class PredictionLog:
                 self._due = now + self.flush_interval_s
             self._cond.wait(self._due - now)
 
-    def _write_round(self, batches: Sequence[Batch]) -> Exception | None:
-        """Write the retained pieces and ``batches``; return the error that stopped it, if any.
+    def _write_round(self, queued: Sequence[Batch | _Later]) -> Exception | None:
+        """Write the retained pieces and ``queued``; return the error that stopped it, if any.
 
-        A batch that can't be converted, or rows that Parquet refuses, are dropped alone (counted
-        by reason); everything else of the round is written. Only a failing disk (an ``OSError``)
-        stops the round: its rows are kept and retried."""
+        A batch that can't be made or converted, or rows that Parquet refuses, are dropped alone
+        (counted by reason); everything else of the round is written. Only a failing disk (an
+        ``OSError``) stops the round: its rows are kept and retried."""
+        batches = self._made(queued)
         tables, bad = arrow_tables(batches, self.column_types)
         for rows, exc in bad:
             log.error("prediction log dropped a batch of %d rows that Arrow cannot convert: %s", rows, exc)
@@ -362,6 +380,29 @@ class PredictionLog:
                 self._files_written += written
         return None
 
+    def _made(self, queued: Sequence[Batch | _Later]) -> list[Batch]:
+        """The queued batches as columns: the :meth:`append_later` parts built and checked now, one
+        batch per (build, key) group (a group that fails is logged, counted and left out)."""
+        batches: list[Batch] = []
+        groups: dict[tuple[Any, Hashable], list[_Later]] = {}
+        for item in queued:
+            if isinstance(item, _Later):
+                groups.setdefault((item.build, item.key), []).append(item)
+            else:
+                batches.append(item)
+        for (build, _), items in groups.items():
+            announced = sum(item.rows for item in items)
+            try:
+                batch, rows = _checked_batch(build([item.part for item in items]))
+                if rows != announced:
+                    raise PredictionLogError(f"{rows} rows where {announced} were announced")
+            except Exception:  # a bug in the caller's columns: drop this group, not the round
+                log.exception("prediction log dropped %d rows that could not be made", announced)
+                self._forget(announced, "unconvertible")
+                continue
+            batches.append(batch)
+        return batches
+
     def _forget(self, rows: int, reason: str) -> None:
         with self._cond:
             self._held_rows -= rows
@@ -375,6 +416,16 @@ class PredictionLog:
             log.error("prediction log could not write under %s (%s); %d rows kept, retried every %s s "
                       "(%d similar errors since the last report)", self.root, exc, rows, self.flush_interval_s,
                       suppressed)
+
+
+@dataclass(frozen=True)
+class _Later:
+    """Rows queued by :meth:`PredictionLog.append_later`: their count, their part, how to make them."""
+
+    rows: int
+    part: Any
+    build: Callable[[list[Any]], Mapping[str, np.ndarray | list[Any]]]
+    key: Hashable
 
 
 class _Throttle:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -343,20 +343,37 @@ class Scorer:
     def _log(self, request_id: str, inputs: Columns, scored: Scored, contract: ModelContract) -> None:
         if self.log_sink is None:
             return
-        n = len(scored.scores)
-        ids = {k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"}
-        columns: dict[str, Any] = {c: _log_column(v, c in ids) for c, v in inputs.items()}
-        columns.update({
-            "event_timestamp": np.full(n, np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")),
-            "request_id": np.full(n, request_id, dtype=object),
-            "variant": np.asarray(scored.variants, dtype=object),
-            "model_version": np.asarray(scored.versions, dtype=object),
-        })
-        columns.update(prediction_columns(contract, scored.scores))
+        # The request thread takes the time and hands over references; the log's writer thread
+        # builds the columns of many requests at once (a sink without append_later: here, one by one).
+        part = (request_id, inputs, scored, contract, time.time_ns() // 1000)
         try:
-            self.log_sink.append(columns)
+            later = getattr(self.log_sink, "append_later", None)
+            if later is not None:
+                later(len(scored.scores), part, _log_columns, (id(contract), *inputs))
+            else:
+                self.log_sink.append(_log_columns([part]))
         except Exception:  # logging must never fail a response
             log.exception("prediction log append failed for request %s", request_id)
+
+
+_LogPart = tuple[str, "Columns", Scored, ModelContract, int]  # request id, inputs, scored, contract, µs since the epoch
+
+
+def _log_columns(parts: list[_LogPart]) -> dict[str, Any]:
+    """Scored requests of one contract and one input layout as the prediction log's columns, each
+    stamped with the instant it was scored (µs since the epoch, UTC)."""
+    contract = parts[0][3]
+    rows = [len(p[2].scores) for p in parts]
+    ids = {k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"}
+    columns: dict[str, Any] = {c: _log_column(np.concatenate([p[1][c] for p in parts]), c in ids) for c in parts[0][1]}
+    columns.update({
+        "event_timestamp": np.repeat(np.array([p[4] for p in parts], dtype="datetime64[us]"), rows),
+        "request_id": np.repeat(np.array([p[0] for p in parts], dtype=object), rows),
+        "variant": np.array([v for p in parts for v in p[2].variants], dtype=object),
+        "model_version": np.array([v for p in parts for v in p[2].versions], dtype=object),
+    })
+    columns.update(prediction_columns(contract, np.concatenate([p[2].scores for p in parts])))
+    return columns
 
 
 Columns = Mapping[str, np.ndarray]  # equal-length numpy columns, one row per payment

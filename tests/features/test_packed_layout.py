@@ -431,3 +431,42 @@ def test_the_worked_example_in_the_docs_is_exact() -> None:
     dumped = bytes.fromhex("".join(line.split("|")[0].split(":", 1)[1] for line in block.splitlines()
                                    if ":" in line))
     assert dumped == example_value(), "regenerate the hex dump in docs/online_format.md"
+
+
+# -- the two decoders --------------------------------------------------------------------------
+
+
+def _same_batch(a: UnpackedBatch, b: UnpackedBatch) -> None:
+    np.testing.assert_array_equal(a.found, b.found)
+    np.testing.assert_array_equal(a.event_us, b.event_us)
+    np.testing.assert_array_equal(a.created_us, b.created_us)
+    np.testing.assert_array_equal(a.valid, b.valid)
+    for i, kind in enumerate(a.schema.kinds):
+        x, y = a.column(i), b.column(i)
+        assert x.dtype == y.dtype
+        if kind in VARIABLE_KINDS:
+            assert x.tolist() == y.tolist()
+        else:
+            np.testing.assert_array_equal(x.view(np.int64), y.view(np.int64))  # bit for bit, NaN and -0.0 too
+
+
+@PROPERTY
+@given(b=batches(), data=st.data())
+def test_the_per_value_decoder_of_a_few_values_matches_the_vectorised_one(b: dict[str, Any],
+                                                                          data: st.DataObject) -> None:
+    from features.packed_layout import _FEW, _unpack_few, _unpack_vectorised
+
+    values: list[bytes | None] = list(pack(b))
+    values = [None if data.draw(st.booleans()) else v for v in values][:_FEW]
+    keys = [b"k%d" % j for j in range(len(values))]
+    few = _unpack_few(b["schema"], values)
+    assert few is not None
+    _same_batch(few, _unpack_vectorised(b["schema"], values, keys))
+
+
+def test_a_few_values_with_a_corrupt_one_take_the_vectorised_path_and_say_why() -> None:
+    schema = PackedSchema(("n", "s"), ("int64", "string"))
+    good = one_value(schema, values=[3, "pos"])
+    bad = good[:-1] + b"\xff"  # not UTF-8
+    out = read_as_corrupt(schema, [good, bad], [b"a", b"b"], b"b", "UTF-8")
+    assert out.found.tolist() == [True, False] and out.column(1).tolist() == ["pos", None]

@@ -265,6 +265,29 @@ def test_a_batch_arrow_cannot_convert_is_dropped_and_the_others_written(tmp_path
     assert plog.dropped_by_reason["unconvertible"] == 2
 
 
+def test_append_later_builds_each_group_once_on_the_writer_thread(tmp_path: Path) -> None:
+    calls: list[tuple[str, list[int]]] = []
+
+    def build(starts: list[int]) -> dict[str, Any]:
+        calls.append((threading.current_thread().name, starts))
+        parts = [scored(3, start=s) for s in starts]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def broken(parts: list[Any]) -> dict[str, Any]:
+        raise ValueError("a bug in the caller's columns")
+
+    with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
+        plog.append_later(3, 0, build)
+        plog.append_later(2, None, broken)             # its group is dropped alone, as unconvertible
+        plog.append(scored(3, start=6))                # mixes with eager batches
+        plog.append_later(3, 9, build)
+        plog.append_later(2, 20, build, key="other")   # 3 rows where 2 were announced: dropped too
+        assert calls == [] and plog.pending_rows == 13
+    assert read_log(tmp_path)["customer_id"].to_pylist() == [0, 1, 2, 6, 7, 8, 9, 10, 11]
+    assert calls == [("prediction-log-writer", [0, 9]), ("prediction-log-writer", [20])]
+    assert (plog.written_rows, plog.dropped_by_reason["unconvertible"], plog.pending_rows) == (9, 4, 0)
+
+
 def test_text_that_is_not_unicode_loses_its_own_batch_only(tmp_path: Path) -> None:
     """Issue 15: a lone surrogate in one request's text made Arrow raise UnicodeEncodeError, which
     the writer did not expect, and the whole round (every client's rows) was dropped."""
