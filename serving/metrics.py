@@ -108,6 +108,8 @@ class ServingMetrics:
             "HTTP status class", ["model", "status"], buckets=(5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
                                                                0.25, 1.0), registry=self.registry)
         self._latency: dict[tuple[str, int], Any] = {}  # (model, status class) -> child: no lookup per request
+        self._variant_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._read_children: dict[str, Any] = {}
         self._push_errors = counter("tidemark_push_errors", "Scored requests whose events were not pushed (the "
                                     "predictions were answered), by reason", ["model", "reason"])
         self.disconnects = counter("tidemark_client_disconnects", "POST predict clients gone before their body "
@@ -162,15 +164,23 @@ class ServingMetrics:
     # -- the request path
 
     def observe(self, model: str, variant: str, rows: int, seconds: float, scores: np.ndarray) -> None:
-        self.rows.labels(model, variant).inc(rows)
-        self.seconds.labels(model, variant).observe(seconds)
-        histogram = self.scores.labels(model, variant)
+        children = self._variant_children.get((model, variant))
+        if children is None:  # labels() costs microseconds: once per (model, variant)
+            children = self._variant_children[(model, variant)] = (
+                self.rows.labels(model, variant), self.seconds.labels(model, variant),
+                self.scores.labels(model, variant))
+        counted, timed, histogram = children
+        counted.inc(rows)
+        timed.observe(seconds)
         for s in scores[:64]:  # a sample per call keeps big batches cheap
             histogram.observe(float(s))
 
     def read(self, model: str, seconds: float, ok: bool) -> None:
         """One online store read of a ``model``'s request, ``ok`` or failed, after ``seconds``."""
-        self._read_seconds.labels(model).observe(seconds)
+        child = self._read_children.get(model)
+        if child is None:
+            child = self._read_children[model] = self._read_seconds.labels(model)
+        child.observe(seconds)
         if not ok:
             self._read_errors.labels(model).inc()
 
