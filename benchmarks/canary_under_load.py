@@ -205,6 +205,7 @@ def walk(name: str, settings: Any, policy: Any, port: int, bodies: list[bytes], 
                       "critical_z": ev.get("latency.critical_z", float("nan")),
                       "p99_ratio": ev.get("latency.p99_ratio", float("nan")),
                       "latency_reject": bool(ev.get("latency.reject", 0.0)),
+                      "latency_compared": bool(ev.get("latency.compared", 1.0)),
                       "latency_hold": any(r.startswith("latency") for r in outcome.reasons) and outcome.action != "rollback",
                       "ok_rps": load["achieved_rps"], "p99_request_ms": load["latency_ms"]["p99"],
                       "errors": load["error_count"]})
@@ -239,10 +240,11 @@ def verdicts(identical: list[dict[str, Any]], slow: list[list[dict[str, Any]]]) 
     rolled back on latency."""
     lines = []
     for look in identical:
-        ok = not look["latency_reject"] and not look["latency_hold"]
+        ok = not look["latency_reject"] and not look["latency_hold"] and look["action"] != "rollback"
+        judged = (f"p99 ratio {look['p99_ratio']:.2f}, z {look['z']:.2f} (critical {look['critical_z']:.2f})"
+                  if look["latency_compared"] else "not compared (no champion traffic in this step)")
         lines.append(f"{'PASS' if ok else 'FAIL':5} identical challenger passes the latency check at {look['step']}: "
-                     f"p99 ratio {look['p99_ratio']:.2f}, z {look['z']:.2f} (critical {look['critical_z']:.2f}), "
-                     f"{look['action']}")
+                     f"{judged}, {look['action']}")
     promoted = bool(identical) and identical[-1]["action"] == "promoted"
     lines.append(f"{'PASS' if promoted else 'FAIL':5} identical challenger is promoted "
                  f"({' -> '.join(look['action'] + ' at ' + look['step'] for look in identical)})")

@@ -288,7 +288,7 @@ def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, momen
 
     started = datetime.fromisoformat(state.step_started_at) if state.step_started_at else moment
     return StepEvidence(variant("champion"), variant(challenger_variant), (moment - started).total_seconds(), look,
-                        previous_p)
+                        previous_p, latency_compared=state.weight_pct < RAMP[-1])
 
 
 def _log(ml: MlflowClient, state: CanaryState, look: int, decision: Decision, outcome: StepOutcome) -> None:
