@@ -290,9 +290,9 @@ class Scorer:
         # (GPU) is timed from submit to result, queueing included, the same for both variants.
         # Thread CPU is still not the same on both threads under load: see _shadow_score.
         clock = _latency_clock(model)
-        started, clock_started = time.perf_counter(), clock()
         stats, n = self.stats[variant], _length(inputs)
         counting = self.evidence is not None and state.mode != "off"
+        started, clock_started = time.perf_counter(), clock()
         try:
             scores = _checked_predict(model, inputs, n, timeout_s)
             latency_s = clock() - clock_started  # the span _time_baseline times too: like with like
