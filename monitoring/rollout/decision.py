@@ -75,8 +75,9 @@ class CanaryPolicy:
     """How a canary is judged. Rates are fractions, times seconds, counts per variant.
 
     ``alpha`` is the chance that a test rolls back a challenger that is no worse, for the whole rollout:
-    half for the error test (always valid over all steps), half for latency split evenly over
-    ``ramp_steps`` compared steps (Bonferroni; the 100 % step has no champion traffic), each step
+    half for the error test (always valid over all steps), half for latency split evenly over the
+    ``ramp_steps + 1`` steps that compare it, shadow and the ramp's (Bonferroni; at 100 % the
+    champion serves nothing, so latency is not judged there), each step
     spending its share over ``max_looks`` looks. PSI has no alpha (an effect-size threshold).
 
     ``psi_threshold`` (None: PSI is recorded, never acted on; the default) rolls back when the two
@@ -150,8 +151,8 @@ class CanaryPolicy:
 
     @property
     def latency_alpha(self) -> float:
-        """Alpha of the latency test within one step."""
-        return self.alpha / (2 * self.ramp_steps)
+        """Alpha of the latency test within one step (shadow or a ramp step)."""
+        return self.alpha / (2 * (self.ramp_steps + 1))
 
     @property
     def label_look_budget(self) -> int:

@@ -58,7 +58,7 @@ def test_a_healthy_challenger_advances_with_every_number_in_the_evidence(rng: np
                 "latency.critical_z", "latency.p99_ratio", "latency.superiority", "latency.alpha", "score.psi",
                 "policy.min_samples"):
         assert key in ev
-    assert ev["error_rate.alpha"] == 0.025 and ev["latency.alpha"] == pytest.approx(0.05 / 6)
+    assert ev["error_rate.alpha"] == 0.025 and ev["latency.alpha"] == pytest.approx(0.05 / 8)  # shadow + 3 ramp steps
     assert ev["challenger.requests"] == 4000.0
 
 
