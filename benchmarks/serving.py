@@ -173,9 +173,9 @@ def built_model(frame: pd.DataFrame, seed: int) -> ModelChoice:
                        f"built here: default architecture {spec.hidden}, untrained weights")
 
 
-def register(settings: Settings, choice: ModelChoice) -> str:
+def register(settings: Settings, choice: ModelChoice, *, champion: bool = True) -> str:
     """Log ``choice`` as ``tidemark train`` does (pyfunc from code, the model contract), register it
-    and promote it to champion; returns the version."""
+    (it becomes the challenger) and, with ``champion``, promote it to champion; returns the version."""
     import mlflow
 
     from examples.fraud.pyfunc import MODEL_CODE
@@ -195,7 +195,8 @@ def register(settings: Settings, choice: ModelChoice) -> str:
                                   [c.name for c in spec.categorical])
         version = model_registry.register(ml, settings.model_name, info.model_uri, run_id=run.info.run_id,
                                           tags=contract.to_tags(), description=choice.source)
-    model_registry.promote(ml, settings.model_name, str(version.version), first=True)
+    if champion:
+        model_registry.promote(ml, settings.model_name, str(version.version), first=True)
     return str(version.version)
 
 

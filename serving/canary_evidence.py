@@ -3,10 +3,15 @@
 Each server adds its counts to one Redis hash per (model, canary id, step) about once a second:
 
     tidemark:canary:<model>:evidence:<canary id>:<step>
-        <variant>:requests       rows scored            <variant>: champion | challenger | shadow
+        <variant>:requests       rows scored            <variant>: champion | challenger | shadow | baseline
         <variant>:errors         rows the variant failed (the champion answered them instead)
         <variant>:lat:<i>        model calls whose time fell in latency bucket i (LATENCY_BOUNDS)
         <variant>:score:<j>      rows whose score fell in score bin j (SCORE_EDGES)
+
+``baseline`` is the champion's copy of each shadow call, timed on the shadow's thread next to it:
+in shadow mode the shadow's latency is compared with it, like with like (the request thread's
+CPU time per call differs from the shadow thread's under load; ``serving.scorer``). It is never
+logged or returned, and its ``requests`` count model calls made for timing only.
 
 Counters only grow, so replicas never overwrite each other and the controller can read at any
 time. Counts are kept per (canary id, step): a slow request or a queued shadow call that still
@@ -25,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LATENCY_BOUNDS", "SCORE_EDGES", "EvidenceRecorder", "StepCounts", "read_step"]
+__all__ = ["LATENCY_BOUNDS", "SCORE_EDGES", "SHADOW_BASELINE", "EvidenceRecorder", "StepCounts", "read_step"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ LATENCY_BOUNDS: tuple[float, ...] = tuple(float(b) for b in 50e-6 * 1.12 ** np.a
 # Interior edges of the score bins: fine near 0, where fraud scores live.
 SCORE_EDGES: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 EVIDENCE_TTL_S = 7 * 86_400
+SHADOW_BASELINE = "baseline"  # the variant name of the champion's timed copy of a shadow call
 
 
 def evidence_key(prefix: str, model: str, canary_id: str, step: int) -> str:

@@ -8,6 +8,8 @@
       ├── challenger rows ─► challenger module (an error or no model: the champion answers,
       │                      and the failure is counted against the challenger)
       └── shadow mode ────► challenger on every row, off the response path; logged, never returned
+                             (and the champion's copy of the same rows on the same thread: the
+                             latency baseline the shadow is judged against, never logged)
       ▼
     predictions (by task) + variant + model version per row; the prediction log gets every row
 
@@ -30,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.errors import FeatureStoreError
+from serving.canary_evidence import SHADOW_BASELINE
 from serving.errors import NotReadyError, OverloadedError
 from serving.model_contract import ModelContract
 from serving.model_slots import LoadedModel, ModelSlots
@@ -39,7 +42,7 @@ from serving.request_rows import RowSchema
 if TYPE_CHECKING:
     from features.online_reader import OnlineReader, ReadPlan
 
-__all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "Scored", "Scorer"]
+__all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "SHADOW_BASELINE", "Scored", "Scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,11 @@ class Scorer:
     challenger_timeout_s: float = 0.05  # a slower challenger is a failure: the champion answers
     on_stale: Callable[[], None] | None = None  # the canary state names a champion not loaded: refresh now
     _shadow_pending: int = 0
+    # One shadow batch in this many also times the champion's copy of it (the shadow's latency
+    # baseline): each is a third model call per request; on every batch, shadow mode at 500/s on 2
+    # cores answered ~330 requests/s where it had answered ~480.
+    shadow_baseline_every: int = 4
+    _shadow_calls: int = 0  # shadow batches run: which get a baseline call, and in which order
     _stale_wake_at: float = 0.0
     _promotion: tuple[Any, float] = (None, 0.0)
     _schema: tuple[ModelContract | None, RowSchema] | None = None  # ((canary id, revision), grace ends, epoch seconds)
@@ -199,7 +207,7 @@ class Scorer:
         scored = Scored(scores, list(served_by), versions, all_found)
         self._log(request_id, inputs, scored, contract)
         if challenger is not None and state.mode == "shadow":
-            self._submit_shadow(challenger, inputs, request_id, state)
+            self._submit_shadow(challenger, champion, inputs, request_id, state)
         return scored
 
     def _read(self, plan: ReadPlan, request: Columns, at_us: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -214,14 +222,15 @@ class Scorer:
         self.on_read(time.perf_counter() - started, True)
         return out
 
-    def _submit_shadow(self, challenger: LoadedModel, inputs: Columns, request_id: str, state: Any) -> None:
+    def _submit_shadow(self, challenger: LoadedModel, champion: LoadedModel, inputs: Columns, request_id: str,
+                       state: Any) -> None:
         with self._lock:
             if self._shadow_pending >= self.max_shadow_pending:
                 self.shadow_dropped += 1  # shadow work must never slow or grow the server
                 return
             self._shadow_pending += 1
         try:
-            self._shadow.submit(self._shadow_score, challenger, inputs, request_id, state)
+            self._shadow.submit(self._shadow_score, challenger, champion, inputs, request_id, state)
         except RuntimeError:  # shutting down
             with self._lock:
                 self._shadow_pending -= 1
@@ -296,16 +305,14 @@ class Scorer:
         # worker thread, for the GIL that the request thread holds meanwhile: a challenger of the
         # champion's architecture measured 1.5-2x its p99 and was rolled back. A batched model
         # (GPU) is timed from submit to result, queueing included, the same for both variants.
-        clock = time.thread_time if model.batcher is None else time.perf_counter
-        started, clock_started = time.perf_counter(), clock()
+        # Thread CPU is still not the same on both threads under load: see _shadow_score.
+        clock = _latency_clock(model)
         stats, n = self.stats[variant], _length(inputs)
         counting = self.evidence is not None and state.mode != "off"
-        contract = model.contract
-        expected = (n, contract.width) if contract.task == "multiclass" else (n,)
+        started, clock_started = time.perf_counter(), clock()
         try:
-            scores = np.asarray(model.predict(inputs, timeout_s=timeout_s), dtype=np.float64)
-            if scores.shape != expected or not np.isfinite(scores).all():
-                raise ValueError(f"predictions of shape {scores.shape} with non-finite values; expected {expected}")
+            scores = _checked_predict(model, inputs, n, timeout_s)
+            latency_s = clock() - clock_started  # the span _time_baseline times too: like with like
         except OverloadedError:
             if variant == CHAMPION:
                 raise  # a 503 that says so, not a model failure
@@ -320,8 +327,7 @@ class Scorer:
         stats.seconds += seconds
         per_row = scores if scores.ndim == 1 else scores.max(axis=1)  # multiclass: the top class's probability
         if counting:
-            self.evidence.record(state.canary_id, state.step, variant, rows=n, seconds=clock() - clock_started,
-                                 scores=per_row)
+            self.evidence.record(state.canary_id, state.step, variant, rows=n, seconds=latency_s, scores=per_row)
         if self.on_scored is not None:
             self.on_scored(variant, n, seconds, per_row)
         return scores
@@ -331,14 +337,48 @@ class Scorer:
         if self.evidence is not None and state.mode != "off" and rows:
             self.evidence.record(state.canary_id, state.step, variant, rows=rows, errors=rows)
 
-    def _shadow_score(self, challenger: LoadedModel, inputs: Columns, request_id: str, state: Any) -> None:
+    def _shadow_score(self, challenger: LoadedModel, champion: LoadedModel, inputs: Columns, request_id: str,
+                      state: Any) -> None:
+        """The shadow call, and the champion's copy of it on this thread as its latency baseline.
+
+        The shadow thread's CPU time per call is not the request thread's: under load it runs beside
+        the request thread's work on the other core, and its tail grows (SMT siblings, caches, the
+        futex hand-offs of the GIL when torch releases it). At 500 requests/s on 2 cores a challenger
+        of the champion's own weights measured the champion's p50 (0.30 ms) but a p99 of 1.28
+        against 0.76 ms, and was rolled back. Timing the champion on the same rows, on this thread,
+        next to the shadow call compares like with like; the order alternates so that neither call
+        always finds the inputs warm in cache. One batch in ``shadow_baseline_every`` gets the
+        baseline call (a fixed share, not one chosen by load, so the sample stays unbiased). The
+        baseline is only timed (never logged or answered), and only while evidence is recorded.
+        """
         with self._lock:
             self._shadow_pending -= 1
+            batch = self._shadow_calls
+            self._shadow_calls += 1
+        every = max(1, self.shadow_baseline_every)
+        timed, champion_first = batch % every == 0, (batch // every) % 2 == 1
+        if timed and champion_first:
+            self._time_baseline(champion, inputs, state)
         scores = self._run(challenger, SHADOW, inputs, state)
+        if timed and not champion_first:
+            self._time_baseline(champion, inputs, state)
         if scores is not None:
             n = len(scores)
             self._log(request_id, inputs, Scored(scores, [SHADOW] * n, [challenger.version] * n, np.ones(n, dtype=bool)),
                       challenger.contract)
+
+    def _time_baseline(self, champion: LoadedModel, inputs: Columns, state: Any) -> None:
+        """Record the champion's time on ``inputs``, on this thread, as the shadow's latency baseline."""
+        if self.evidence is None or state.mode != "shadow":
+            return
+        clock, n = _latency_clock(champion), _length(inputs)
+        started = clock()
+        try:
+            _checked_predict(champion, inputs, n, 5.0)
+        except Exception as exc:  # noqa: BLE001  (the request path reports the champion's failures)
+            log.debug("champion v%s failed its shadow baseline call: %s", champion.version, exc)
+            return
+        self.evidence.record(state.canary_id, state.step, SHADOW_BASELINE, rows=n, seconds=clock() - started)
 
     def _log(self, request_id: str, inputs: Columns, scored: Scored, contract: ModelContract) -> None:
         if self.log_sink is None:
@@ -383,6 +423,23 @@ def _columns(rows: Columns | pd.DataFrame) -> dict[str, np.ndarray]:
     if isinstance(rows, pd.DataFrame):
         return {str(c): rows[c].to_numpy() for c in rows.columns}
     return dict(rows)
+
+
+def _checked_predict(model: LoadedModel, inputs: Columns, n: int, timeout_s: float) -> np.ndarray:
+    """``model``'s predictions for the ``n`` rows of ``inputs`` as float64 of the task's shape, all
+    finite; ValueError otherwise."""
+    contract = model.contract
+    expected = (n, contract.width) if contract.task == "multiclass" else (n,)
+    scores = np.asarray(model.predict(inputs, timeout_s=timeout_s), dtype=np.float64)
+    if scores.shape != expected or not np.isfinite(scores).all():
+        raise ValueError(f"predictions of shape {scores.shape} with non-finite values; expected {expected}")
+    return scores
+
+
+def _latency_clock(model: LoadedModel) -> Callable[[], float]:
+    """How a call of ``model`` is timed for the canary: its thread's CPU time when called directly
+    (a CPU node), wall time from submit when batched (GPU: the queue is part of its latency)."""
+    return time.thread_time if model.batcher is None else time.perf_counter
 
 
 def _length(columns: Columns) -> int:

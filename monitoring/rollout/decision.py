@@ -53,7 +53,11 @@ class StepEvidence:
     ``error_rate.p_value`` from ``Decision.evidence`` (1.0 at the first look of the canary).
     ``labels``: the canary's labelled payments since it started, labels known by this look (None:
     not read). ``label_looks`` / ``label_fingerprint``: the previous look's ``prauc.look`` and
-    ``prauc.fingerprint`` (0 before PR-AUC was first judged)."""
+    ``prauc.fingerprint`` (0 before PR-AUC was first judged). ``latency_compared``: False where the
+    champion served none of this step's traffic (100 %): latency is judged only within a step where
+    both variants serve side by side, never against another step's champion, since a host's load
+    changes between steps (an identical challenger at 100 % measured p99 1.20x the champion's of
+    the 50 % step, 4 s earlier on a shared 2-core host, and was held until its looks ran out)."""
 
     champion: VariantEvidence
     challenger: VariantEvidence
@@ -63,6 +67,7 @@ class StepEvidence:
     labels: LabelledScores | None = None
     label_looks: int = 0
     label_fingerprint: int = 0
+    latency_compared: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,9 @@ class CanaryPolicy:
     """How a canary is judged. Rates are fractions, times seconds, counts per variant.
 
     ``alpha`` is the chance that a test rolls back a challenger that is no worse, for the whole rollout:
-    half for the error test (always valid over all steps), half for latency split evenly over
-    ``ramp_steps`` compared steps (Bonferroni; the 100 % step has no champion traffic), each step
+    half for the error test (always valid over all steps), half for latency split evenly over the
+    ``ramp_steps + 1`` steps that compare it, shadow and the ramp's (Bonferroni; at 100 % the
+    champion serves nothing, so latency is not judged there), each step
     spending its share over ``max_looks`` looks. PSI has no alpha (an effect-size threshold).
 
     ``psi_threshold`` (None: PSI is recorded, never acted on; the default) rolls back when the two
@@ -145,8 +151,8 @@ class CanaryPolicy:
 
     @property
     def latency_alpha(self) -> float:
-        """Alpha of the latency test within one step."""
-        return self.alpha / (2 * self.ramp_steps)
+        """Alpha of the latency test within one step (shadow or a ramp step)."""
+        return self.alpha / (2 * (self.ramp_steps + 1))
 
     @property
     def label_look_budget(self) -> int:
@@ -184,6 +190,7 @@ def decide(evidence: StepEvidence, policy: CanaryPolicy) -> Decision:
     the error rate's upper bound above that margin. PR-AUC on labelled traffic rolls back when
     :func:`prauc_test` shows the challenger worse by more than ``prauc_margin``; too few labels yet
     (or no labels read) is a note, never a hold, so a rollout is not blocked by labels that take days.
+    Latency is judged only where ``evidence.latency_compared`` (both variants served this step).
     Advance otherwise. Evidence keys are ``<check>.<number>``; booleans are 0.0/1.0.
     """
     _check(isinstance(evidence.look, int) and evidence.look >= 1, f"look must be an int >= 1, got {evidence.look!r}")
@@ -193,14 +200,19 @@ def decide(evidence: StepEvidence, policy: CanaryPolicy) -> Decision:
     rollback: list[str] = []
     hold: list[str] = []
     short = _short_samples(evidence, ev, policy.min_samples)
+    notes: list[str] = []
+    ev["latency.compared"] = float(evidence.latency_compared)
     _judge_errors(evidence, policy, ev, rollback, hold)
     if evidence.look > policy.max_looks:
         rollback.append(f"look {evidence.look} is past max_looks={policy.max_looks} without evidence to advance: "
                         "the step's latency alpha is spent")
-    else:
+    elif evidence.latency_compared:
         _judge_latency(evidence, policy, ev, rollback, hold)
+    else:
+        short.pop("latencies", None)
+        notes.append("latency not judged: the champion serves none of this step's traffic, and a step is never "
+                     "compared with another (the host's load differs); the steps where both served judged it")
     _judge_scores(evidence, policy, ev, rollback, "scores" not in short)
-    notes: list[str] = []
     _judge_prauc(evidence, policy, ev, rollback, notes)
     if evidence.dwell_s < policy.min_dwell_s:
         hold.append(f"dwell {evidence.dwell_s:.0f} s < min_dwell_s {policy.min_dwell_s:.0f} s")

@@ -262,11 +262,17 @@ def _rolled_back(p: _Parts, state: CanaryState, reason: str) -> CanaryState:
 
 def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, moment: datetime) -> Any:
     from monitoring.rollout import LatencyHistogram, StepEvidence, VariantEvidence
-    from serving.canary_evidence import LATENCY_BOUNDS, read_step
+    from serving.canary_evidence import LATENCY_BOUNDS, SHADOW_BASELINE, read_step
 
     challenger_variant = "shadow" if state.mode == "shadow" else "challenger"
     steps = [read_step(p.redis, p.name, state.canary_id, s) for s in range(1, state.step + 1)]
     bounds = (*LATENCY_BOUNDS, math.inf)
+    # In shadow, the shadow's latency is judged against the champion's copy of the same calls, timed
+    # on the shadow's own thread (serving.scorer.Scorer._shadow_score), not against the request
+    # thread's champion calls: under load the two threads' CPU times differ for the same work.
+    baseline = steps[-1].get(SHADOW_BASELINE) if state.mode == "shadow" else None
+    if baseline is not None and not baseline.latency_counts.any():
+        baseline = None  # replicas that don't time a baseline (older versions): the champion's own calls
 
     def variant(name: str) -> VariantEvidence:
         per_step = [s.get(name) for s in steps]
@@ -275,13 +281,14 @@ def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, momen
         now = per_step[-1]
         if name == "champion" and state.weight_pct >= RAMP[-1] and len(per_step) > 1:
             now = per_step[-2]  # at 100 % the champion serves nothing: compare with its last step
-        latency = now.latency_counts if now else np.zeros(len(bounds), dtype=np.int64)
+        timed = baseline if name == "champion" and baseline is not None else now
+        latency = timed.latency_counts if timed else np.zeros(len(bounds), dtype=np.int64)
         scores = now.score_counts if now else np.zeros(10, dtype=np.int64)
         return VariantEvidence(requests, errors, LatencyHistogram(bounds, latency, cumulative=False), scores)
 
     started = datetime.fromisoformat(state.step_started_at) if state.step_started_at else moment
     return StepEvidence(variant("champion"), variant(challenger_variant), (moment - started).total_seconds(), look,
-                        previous_p)
+                        previous_p, latency_compared=state.weight_pct < RAMP[-1])
 
 
 def _log(ml: MlflowClient, state: CanaryState, look: int, decision: Decision, outcome: StepOutcome) -> None:

@@ -25,7 +25,7 @@ from pipelines import model_registry
 from pipelines.canary import CanaryAdmin
 from serving import scorer as scorer_module
 from serving.app import create_app
-from serving.canary_evidence import read_step
+from serving.canary_evidence import SHADOW_BASELINE, read_step
 from serving.canary_state import CanaryState, CanaryStateStore
 from serving.metric_names import missing_from
 from serving.routing import to_challenger
@@ -343,6 +343,11 @@ def test_canary_routes_sticky_by_customer_and_shadow_never_answers(settings: Set
     assert sorted(logged["variant"].value_counts().items()) == [("champion", 10), ("shadow", 10)]
     shadow_scores = logged.loc[logged["variant"] == "shadow"].sort_values("customer_id")["score"].to_numpy()
     np.testing.assert_allclose(shadow_scores, _expected(server, "challenger", rows[:10]), rtol=1e-6)
+    # the shadow call's latency baseline: the champion's copy of it, timed on the shadow thread, never logged
+    assert server.scorer.evidence.flush()
+    counts = read_step(store.redis, settings.model_name, "c-test", 1)
+    assert counts["shadow"].latency_counts.sum() == counts[SHADOW_BASELINE].latency_counts.sum() == 1
+    assert counts[SHADOW_BASELINE].requests == 10 and counts[SHADOW_BASELINE].score_counts.sum() == 0
 
 
 def test_predictions_are_logged(settings: Settings, server: Server, http: TestClient):

@@ -58,7 +58,7 @@ def test_a_healthy_challenger_advances_with_every_number_in_the_evidence(rng: np
                 "latency.critical_z", "latency.p99_ratio", "latency.superiority", "latency.alpha", "score.psi",
                 "policy.min_samples"):
         assert key in ev
-    assert ev["error_rate.alpha"] == 0.025 and ev["latency.alpha"] == pytest.approx(0.05 / 6)
+    assert ev["error_rate.alpha"] == 0.025 and ev["latency.alpha"] == pytest.approx(0.05 / 8)  # shadow + 3 ramp steps
     assert ev["challenger.requests"] == 4000.0
 
 
@@ -81,6 +81,23 @@ def test_the_full_traffic_step_compares_with_the_champion_of_earlier_steps(rng: 
     decision = decide(evidence(champion, challenger), POLICY)
     assert decision.action == "advance", decision.reasons
     assert decision.evidence["champion.requests"] == 6000.0 and decision.evidence["challenger.requests"] == 5000.0
+
+
+def test_the_full_traffic_step_does_not_judge_latency_against_another_step(rng: np.random.Generator) -> None:
+    """At 100 % the champion's latencies are another step's, taken under another load: a challenger
+    whose p99 there is 1.3x (the host got busier) is neither held nor rolled back on latency, and
+    its latencies need no minimum; the same numbers within one step do roll back."""
+    a, b = variant(rng), variant(rng, slow=1.3)
+    champion = VariantEvidence([2000, 4000, 0], [20, 40, 0], a.latency, a.score_counts)
+    challenger = VariantEvidence([2000, 4000, 5000], [20, 40, 50], b.latency[:10], b.score_counts)
+    at_full = replace(evidence(champion, challenger), latency_compared=False)
+    decision = decide(at_full, POLICY)
+    assert decision.action == "advance", decision.reasons
+    assert decision.evidence["latency.compared"] == 0.0 and "latency.z" not in decision.evidence
+    assert any(n.startswith("latency not judged") for n in decision.notes)
+    compared = decide(replace(at_full, challenger=VariantEvidence([2000, 4000, 5000], [20, 40, 50], b.latency,
+                                                                  b.score_counts), latency_compared=True), POLICY)
+    assert compared.action == "rollback" and compared.reasons[0].startswith("latency")  # as within a step
 
 
 def test_rollback_on_errors_even_before_the_minimums(rng: np.random.Generator) -> None:
