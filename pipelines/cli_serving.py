@@ -3,6 +3,7 @@ over one online store, in ``--workers`` processes on one port.
 
     tidemark serve [--model NAME ...] [--host 127.0.0.1] [--port 8080] [--workers N] [--refresh-s 10]
                    [--max-connections 512] [--body-timeout-s 5] [--max-in-flight 32]
+    tidemark canary [--model NAME] start [--no-shadow] | step | status | rollback --reason "..." | promote
 
 With one worker the server runs in this process. With more, uvicorn's supervisor (this process)
 binds the port and starts the workers as fresh interpreters that share the listening socket; each
@@ -11,7 +12,6 @@ evidence live in Redis, so every worker counts towards the same decision) and wr
 prediction-log files. A worker that dies is replaced; SIGTERM or Ctrl-C stops them all, each
 finishing its requests and flushing its log. ``/metrics`` answers for every worker
 (:mod:`serving.metrics`).
-    tidemark canary [--model NAME] start [--no-shadow] | step | status | rollback --reason "..." | promote
 """
 
 from __future__ import annotations
