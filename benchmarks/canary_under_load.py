@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -46,22 +45,12 @@ REPO = HERE.parent
 # ``import serving`` must find the package, not benchmarks/serving.py beside this file
 sys.path[:] = [str(REPO), *(p for p in sys.path if os.path.abspath(p or ".") != str(HERE)), str(HERE)]
 
+from serving_loader import load_serving_bench  # after the path is set
+
 log = logging.getLogger("canary_under_load")
 
 
-def _bench() -> Any:
-    """benchmarks/serving.py, loaded by path under another name (its file name is the package's)."""
-    spec = importlib.util.spec_from_file_location("serving_bench", HERE / "serving.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serving_bench"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# At import: the load generator runs in a spawned process that imports this file as its main
-# module and must find ``serving_bench`` (its functions are pickled by that name).
-BENCH = _bench()
+BENCH = load_serving_bench()  # at import: see benchmarks/serving_loader.py
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=500.0, help="open-loop requests/s; 0: closed loop (saturating)")
     p.add_argument("--connections", type=int, default=None,
                    help="keep-alive connections (open loop, default 16) or clients (closed loop, default 8)")
+    p.add_argument("--workers", type=int, default=1, help="tidemark serve --workers (the recorded runs: 1)")
     p.add_argument("--seconds", type=float, default=None, help="seconds of load per step (default 20; quick 8)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load per step before the measured ones")
     p.add_argument("--min-samples", type=int, default=None, help="policy min_samples (default 300; quick 100)")
@@ -150,10 +140,9 @@ def wait_for_versions(port: int, wanted: dict[str, str], timeout_s: float = 60.0
 
 
 def _serves(metrics: str, alias: str, version: str) -> bool:
-    for line in metrics.splitlines():
-        if line.startswith("tidemark_model_version_info{") and f'alias="{alias}"' in line:
-            return f'version="{version}"' in line and line.rstrip().endswith(" 1.0")
-    return False
+    """Whether ``alias`` serves ``version`` (with several workers a version retired shows 0, not gone)."""
+    return any(line.startswith("tidemark_model_version_info{") and f'alias="{alias}"' in line
+               and f'version="{version}"' in line and line.rstrip().endswith(" 1.0") for line in metrics.splitlines())
 
 
 def drive(port: int, bodies: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
@@ -279,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         costs = call_cost_ms({"champion": choice.model, "slower": slow_choice.model}, pool.inputs)
         policy = dataclasses.replace(CanaryPolicy(), min_dwell_s=0.0, min_samples=args.min_samples, max_looks=1)
         port = free_port()
-        server = BENCH.start_server("tidemark", [*BENCH.tidemark_cmd(port), "--refresh-s", "1"],
+        server = BENCH.start_server("tidemark", [*BENCH.tidemark_cmd(port, args.workers), "--refresh-s", "1"],
                                     BENCH.server_env(settings), port, "/readyz", root, 300.0)
         wait_for_versions(port, {"champion": champion, "challenger": identical})
         bodies = [pool.tidemark_body(i) for i in range(len(pool.rows))]

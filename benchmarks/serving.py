@@ -690,7 +690,7 @@ def server_env(settings: Settings) -> dict[str, str]:
             "MLFLOW_TRACKING_URI": settings.tracking_uri, "PYTHONUNBUFFERED": "1"}
 
 
-def tidemark_cmd(port: int, workers: int) -> list[str]:
+def tidemark_cmd(port: int, workers: int = 1) -> list[str]:
     """``tidemark serve --workers N`` on loopback (the console script's entry point, on this interpreter)."""
     return [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))",
             "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
@@ -1115,7 +1115,7 @@ def goals(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str,
     cores = len(os.sched_getaffinity(0))
     ours = [name for name in checks if name.startswith("tidemark")]
     for name in ours:
-        run = _run_of(runs, name, open_loop=True)
+        run = run_of(runs, name, open_loop=True)
         lat, f = run["latency_ms"], floor["floor"]
         goal = (f"{name}: one-row request p99 under {GOAL_P99_MS:g} ms at {GOAL_RATE:g} requests/s with zero errors "
                 "(2 CPU cores)")
@@ -1132,7 +1132,7 @@ def goals(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str,
         else:
             status = _verdict(lat["p99"] < GOAL_P99_MS and run["error_count"] == 0, name == ours[0])
         out.append({"goal": goal, "status": status, "detail": detail})
-    main = _run_of(runs, ours[0], open_loop=True)
+    main = run_of(runs, ours[0], open_loop=True)
     lag = main["dispatch_lag_ms"]
     kept_up = main["launched_rps"] >= 0.99 * main["target_rps"] and lag["p99"] < 1.0
     out.append({"goal": "the load generator kept up (issued at least 99% of the rate, dispatch lag p99 under 1 ms)",
@@ -1144,14 +1144,14 @@ def goals(args: argparse.Namespace, runs: list[dict[str, Any]], floor: dict[str,
                           f"{lag['p50']:.3f} ms, p99 {lag['p99']:.3f} ms, max {lag['max']:.2f} ms, "
                           f"{main['generator_cpu_share']:.0%} of a core"})
     for name in ours:
-        cpu = {loop: _run_of(runs, name, open_loop=loop) for loop in (True, False)}
+        cpu = {loop: run_of(runs, name, open_loop=loop) for loop in (True, False)}
         shown = "; ".join(f"{r['mode']}: {r['server_cpu_ms_per_request']:.2f} ms" for r in cpu.values() if r)
         best = min(r["server_cpu_ms_per_request"] for r in cpu.values() if r)
         out.append({"goal": f"{name}: server CPU per one-row request at most {GOAL_CPU_MS:g} ms (process tree)",
                     "status": _verdict(best <= GOAL_CPU_MS, name == ours[0]), "detail": shown})
     peer_name = next((name for name in checks if name.startswith("mlflow")), None)
     if peer_name is not None:
-        capacity, peer = _run_of(runs, ours[0], open_loop=False), _run_of(runs, peer_name, open_loop=False)
+        capacity, peer = run_of(runs, ours[0], open_loop=False), run_of(runs, peer_name, open_loop=False)
         if capacity and peer:
             ratio = capacity["achieved_rps"] / max(peer["achieved_rps"], 1e-9)
             out.append({"goal": f"{ours[0]} at least {GOAL_PEER_RATIO:g}x the throughput of {peer_name} "
@@ -1178,7 +1178,7 @@ def _verdict(ok: bool, main: bool) -> str:
     return ("PASS" if ok else "FAIL") if main else ("INFO ok" if ok else "INFO no")
 
 
-def _run_of(runs: list[dict[str, Any]], server: str, *, open_loop: bool) -> dict[str, Any]:
+def run_of(runs: list[dict[str, Any]], server: str, *, open_loop: bool) -> dict[str, Any]:
     """``server``'s scoring run, open loop (at ``--rate``) or closed (capacity); {} if not run."""
     return next((r for r in runs if r["server"] == server and r["path"] in ("/v1/predict", "/invocations")
                  and (r["target_rps"] > 0) == open_loop), {})
@@ -1191,7 +1191,7 @@ def comparison(runs: list[dict[str, Any]]) -> list[str]:
     peer_name = next((s for s in servers if s.startswith("mlflow")), None)
     for name in (s for s in servers if s.startswith("tidemark") and peer_name):
         for open_loop in (True, False):
-            ours, peer = _run_of(runs, name, open_loop=open_loop), _run_of(runs, str(peer_name), open_loop=open_loop)
+            ours, peer = run_of(runs, name, open_loop=open_loop), run_of(runs, str(peer_name), open_loop=open_loop)
             if not ours or not peer:
                 continue
             o, p = ours["latency_ms"], peer["latency_ms"]

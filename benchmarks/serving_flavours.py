@@ -18,7 +18,6 @@ request, at least 10x the peer's throughput (closed-loop capacity) and a lower p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -36,24 +35,14 @@ REPO = HERE.parent
 # ``import serving`` must find the package, not benchmarks/serving.py beside this file
 sys.path[:] = [str(REPO), *(p for p in sys.path if os.path.abspath(p or ".") != str(HERE)), str(HERE)]
 
+from serving_loader import load_serving_bench  # after the path is set
+
 log = logging.getLogger("serving_flavours")
 
 GOAL_THROUGHPUT = 10.0  # x the peer's capacity at one row per request
 
 
-def _bench() -> Any:
-    """benchmarks/serving.py, loaded by path under another name (its file name is the package's)."""
-    spec = importlib.util.spec_from_file_location("serving_bench", HERE / "serving.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serving_bench"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# At import, not in main(): the load generator runs in a spawned process, which imports this file
-# as its main module and must find ``serving_bench`` (its functions are pickled by that name).
-BENCH = _bench()
+BENCH = load_serving_bench()  # at import: see benchmarks/serving_loader.py
 
 
 def fit_pipeline(frame: Any, numeric: list[str], categorical: list[str], seed: int) -> Any:
@@ -112,18 +101,21 @@ def setup(bench: Any, args: Any, root: Path, redis_url: str) -> tuple[Any, ...]:
 
 def verdicts(runs: list[dict[str, Any]], checks: dict[str, Any]) -> list[dict[str, str]]:
     """Issue 16's goal against the peer, and that both answered the in-process model's scores."""
-    def run(server: str, open_loop: bool) -> dict[str, Any] | None:
-        return next((r for r in runs if r["server"] == server and r["path"] in ("/v1/predict", "/invocations")
-                     and (r["target_rps"] > 0) == open_loop), None)
+    servers = list(checks)
+    mine = next(name for name in servers if name.startswith("tidemark"))
+    theirs = next((name for name in servers if name.startswith("mlflow")), "")
+
+    def run(server: str, open_loop: bool) -> dict[str, Any]:
+        return BENCH.run_of(runs, server, open_loop=open_loop)
 
     out = []
-    ours, peer = run("tidemark", False), run("mlflow", False)
+    ours, peer = run(mine, False), run(theirs, False)
     if ours and peer:
         ratio = ours["achieved_rps"] / max(peer["achieved_rps"], 1e-9)
         out.append({"goal": f"capacity at one row per request at least {GOAL_THROUGHPUT:g}x mlflow models serve's",
                     "status": "PASS" if ratio >= GOAL_THROUGHPUT else "FAIL",
                     "detail": f"{ours['achieved_rps']:.0f} vs {peer['achieved_rps']:.0f} ok/s: {ratio:.1f}x"})
-    ours, peer = run("tidemark", True), run("mlflow", True)
+    ours, peer = run(mine, True), run(theirs, True)
     if ours and peer:
         o, p = ours["latency_ms"]["p99"], peer["latency_ms"]["p99"]
         out.append({"goal": "one-row p99 lower than mlflow models serve's at the same open-loop rate",
@@ -158,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             checked[c] = checked[c].astype(float) if numeric else checked[c].astype(object).where(checked[c].notna(), None)
         expected = model.predict_proba(checked)[:, 1]
         runs, checks = [], {}
-        for target in bench.targets(settings, version, pool, columns, n)[:1 if args.no_peer else 2]:
+        for target in bench.targets(settings, version, pool, columns, n, args):
             target_runs, checks[target.name] = bench.run_server(target, settings, expected, root, args)
             runs += target_runs
         found = verdicts(runs, checks)
