@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from serving import prediction_log
 from serving.prediction_log import PredictionLog, PredictionLogError, PredictionLogWriteError
 
 T0 = np.datetime64("2026-11-21T10:59:59.000000", "us")
@@ -286,6 +287,29 @@ def test_append_later_builds_each_group_once_on_the_writer_thread(tmp_path: Path
     assert read_log(tmp_path)["customer_id"].to_pylist() == [0, 1, 2, 6, 7, 8, 9, 10, 11]
     assert calls == [("prediction-log-writer", [0, 9]), ("prediction-log-writer", [20])]
     assert (plog.written_rows, plog.dropped_by_reason["unconvertible"], plog.pending_rows) == (9, 4, 0)
+
+
+def test_append_later_builds_a_long_group_in_chunks_and_loses_only_a_failed_chunk(tmp_path: Path) -> None:
+    """The writer builds at most _BUILD_CHUNK parts at a time and hands the GIL over in between, so
+    that the request thread never waits for a whole second's build."""
+    sizes: list[int] = []
+
+    def build(starts: list[int]) -> dict[str, Any]:
+        sizes.append(len(starts))
+        if 1_000 in starts:
+            raise ValueError("a bug in the caller's columns")
+        parts = [scored(1, start=s) for s in starts]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    parts = 3 * prediction_log._BUILD_CHUNK + 5
+    with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
+        for start in range(parts):
+            plog.append_later(1, 1_000 if start == 40 else start, build)
+    chunk = prediction_log._BUILD_CHUNK
+    assert sizes == [chunk, chunk, chunk, 5]
+    failed = range(chunk, 2 * chunk)  # the chunk that held the broken part
+    assert read_log(tmp_path)["customer_id"].to_pylist() == [s for s in range(parts) if s not in failed]
+    assert (plog.written_rows, plog.dropped_by_reason["unconvertible"]) == (parts - chunk, chunk)
 
 
 def test_text_that_is_not_unicode_loses_its_own_batch_only(tmp_path: Path) -> None:
