@@ -268,7 +268,6 @@ def _json_scalar(value: Any) -> Any:
 def request_pool(fc: FeatureClient, features: tuple[str, ...], vocab: dict[str, tuple[str, ...]],
                  args: argparse.Namespace) -> RequestPool:
     """``--pool`` request rows (about 3% for unknown customers) and the online values they read now."""
-    import pandas as pd
 
     rng = np.random.default_rng(args.seed + 1)
     n = args.pool
@@ -278,11 +277,21 @@ def request_pool(fc: FeatureClient, features: tuple[str, ...], vocab: dict[str, 
     rows = [{"customer_id": int(c), "merchant_id": int(m), "amount": float(a), "channel": str(ch)}
             for c, m, a, ch in zip(customers, rng.integers(1, args.merchants + 1, n),
                                    np.round(rng.gamma(2.0, 30.0, n), 2), rng.choice(vocab["channel"], n), strict=True)]
+    return RequestPool(rows, model_inputs(fc, rows, features))
+
+
+def model_inputs(fc: FeatureClient, rows: list[dict[str, Any]], features: tuple[str, ...]) -> pd.DataFrame:
+    """What the model sees for ``rows``: their request fields and the online values as they are now.
+
+    "Now" matters: a tidemark server pushes every payment it scores to the real-time windows
+    (``push_scored_events``), so after one server's load runs the next server reads other values
+    for the same rows than the pool was made with."""
+    import pandas as pd
+
     keys = [{"customer_id": r["customer_id"], "merchant_id": r["merchant_id"]} for r in rows]
     online = fc.online_features(keys, list(features)).frame
     request = pd.DataFrame(rows)[list(REQUEST_FIELDS)]
-    inputs = pd.concat([request, online.drop(columns=["customer_id", "merchant_id"])], axis=1)
-    return RequestPool(rows, inputs)
+    return pd.concat([request, online.drop(columns=["customer_id", "merchant_id"])], axis=1)
 
 
 def stop_spark() -> None:
@@ -960,20 +969,20 @@ def load_run(server: ServerProc, what: str, path: str, bodies: list[bytes], expe
             "server_cpu_s": cpu, "server_cpu_ms_per_request": 1e3 * sum(cpu.values()) / requests_total}
 
 
-def check_scores(port: int, path: str, body: bytes, expected: np.ndarray) -> str:
+def check_scores(port: int, path: str, body: bytes, expected: np.ndarray) -> tuple[str, int]:
     """``same`` if one many-row request gets the in-process model's scores (relative tolerance 1e-5:
-    a GPU server may round differently), else what differs."""
+    a GPU server may round differently), else what differs; and the rows the server answered."""
     status, raw = http_call(port, "POST", path, body)
     if status != 200:
-        return f"HTTP {status}: {raw[:200]!r}"
+        return f"HTTP {status}: {raw[:200]!r}", 0
     got = json.loads(raw)["predictions"]
     # a dict (tidemark, the fraud pyfunc), a bare score, or predict_proba's row (P(positive) last)
     scores = np.array([p.get("score", p.get("fraud_probability")) if isinstance(p, dict) else
                        p[-1] if isinstance(p, list) else p for p in got], dtype=np.float64)
     if len(scores) != len(expected):
-        return f"DIFFERENT: {len(scores)} scores for {len(expected)} rows"
+        return f"DIFFERENT: {len(scores)} scores for {len(expected)} rows", len(scores)
     same = np.allclose(scores, expected, rtol=1e-5, atol=0.0)
-    return "same" if same else f"DIFFERENT (largest gap {np.max(np.abs(scores - expected)):.3g})"
+    return "same" if same else f"DIFFERENT (largest gap {np.max(np.abs(scores - expected)):.3g})", len(scores)
 
 
 @dataclass(frozen=True)
@@ -990,6 +999,7 @@ class Target:
     what: str
     http_path: str            # an endpoint that only exercises HTTP
     http_expect: bytes
+    reads_store: bool = True  # reads the features online (so its expected scores are computed at the check)
 
 
 def targets(settings: Settings, version: str, pool: RequestPool, columns: list[str], n: int,
@@ -1009,13 +1019,17 @@ def targets(settings: Settings, version: str, pool: RequestPool, columns: list[s
     return [*ours, Target(f"mlflow w{workers}", mlflow_cmd(settings, version, peer, workers), peer, "/ping",
                           "/invocations", [pool.peer_body(i, columns) for i in rows],
                           dataframe_split(pool.inputs.iloc[:n], columns),
-                          "one-row invocations, features in the request", "/ping", b"")]
+                          "one-row invocations, features in the request", "/ping", b"", reads_store=False)]
 
 
-def run_server(target: Target, settings: Settings, expected: np.ndarray, root: Path, args: argparse.Namespace
-               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_server(target: Target, settings: Settings, expected: Callable[[bool], np.ndarray], root: Path,
+               args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Start ``target``, check its scores, then the load runs: one-row requests at ``--rate``, the
-    HTTP-only endpoint at the same rate, and the closed-loop capacity run; stop it."""
+    HTTP-only endpoint at the same rate, and the closed-loop capacity run; stop it.
+
+    ``expected(now)``: the in-process model's scores of the check rows, with the online values read
+    now (``now`` true: for a server that reads them itself, just before its check) or those the
+    request pool was made with (the peer, which is sent those)."""
     ours = target.name.startswith("tidemark")
     logged_before = logged_rows(settings.offline_dir / "prediction_log") if ours else 0
     server = start_server(target.name.replace(" ", "-"), target.cmd, server_env(settings), target.port,
@@ -1026,8 +1040,11 @@ def run_server(target: Target, settings: Settings, expected: np.ndarray, root: P
     runs = []
     try:
         info["tree_at_start"], info["ready_s"] = server.usage(), server.ready_s
-        info["scores"] = check_scores(target.port, target.path, target.check_body, expected)
-        answered[target.path] += len(expected) if info["scores"] == "same" else 0
+        # Nothing else writes to the store between this read and the check: the previous server is
+        # stopped, the load runs come after.
+        info["scores"], checked_rows = check_scores(target.port, target.path, target.check_body,
+                                                    expected(target.reads_store))
+        answered[target.path] += checked_rows
         predict = (target.path, target.bodies, b'"predictions"')
         runs.append(load_run(server, target.what, *predict, args.rate, args.seconds, args, answered))
         if args.http_seconds > 0:
@@ -1385,7 +1402,11 @@ def main(argv: list[str] | None = None) -> int:
     redis_server = start_redis(root / "redis")
     try:
         settings, fc, choice, pool, version, rows = setup(args, root, redis_server.url)
-        expected = choice.model.predict_proba(pool.inputs.iloc[:args.check_rows])
+        n, features = min(args.check_rows, len(pool.rows)), choice.features
+
+        def expected(now: bool) -> np.ndarray:
+            inputs = model_inputs(fc, pool.rows[:n], features) if now else pool.inputs.iloc[:n]
+            return choice.model.predict_proba(inputs)
         gc.collect()
         gc.freeze()
         log.info("timing the model alone")
@@ -1395,7 +1416,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = measure_stages(settings, fc, pool, root, args)
         columns = list(choice.signature.inputs.input_names()) if choice.signature else choice.model.spec.columns
         runs, checks = [], {}
-        for target in targets(settings, version, pool, columns, len(expected), args):
+        for target in targets(settings, version, pool, columns, n, args):
             target_runs, checks[target.name] = run_server(target, settings, expected, root, args)
             runs += target_runs
         server_device = devices()[-1]

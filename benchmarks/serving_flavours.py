@@ -96,7 +96,7 @@ def setup(bench: Any, args: Any, root: Path, redis_url: str) -> tuple[Any, ...]:
         version = register_model(model, settings.model_name, features=list(DEFAULT_FEATURES), frame=frame,
                                  label="label", task="binary", feature_client=fc)
         model_registry.promote(model_registry.connect(settings), settings.model_name, version.version, first=True)
-    return settings, pool, model, [*categorical, *numeric], str(version.version), rows
+    return settings, fc, pool, model, [*categorical, *numeric], str(version.version), rows
 
 
 def verdicts(runs: list[dict[str, Any]], checks: dict[str, Any]) -> list[dict[str, str]]:
@@ -140,15 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="tidemark-bench-flavours-")).resolve()
     redis_server = start_redis(root / "redis")
     try:
-        settings, pool, model, columns, version, rows = setup(bench, args, root, redis_server.url)
-        n = args.check_rows
+        settings, fc, pool, model, columns, version, rows = setup(bench, args, root, redis_server.url)
+        n = min(args.check_rows, len(pool.rows))
         import pandas as pd
 
-        checked = pool.inputs[columns].iloc[:n].copy()
-        for c in columns:
-            numeric = pd.api.types.is_numeric_dtype(checked[c])
-            checked[c] = checked[c].astype(float) if numeric else checked[c].astype(object).where(checked[c].notna(), None)
-        expected = model.predict_proba(checked)[:, 1]
+        from examples.fraud.feature_views import DEFAULT_FEATURES
+
+        def expected(now: bool) -> np.ndarray:
+            """The pipeline's scores of the check rows, from the online values as they are now or
+            as the pool was made (see ``serving.run_server``)."""
+            inputs = bench.model_inputs(fc, pool.rows[:n], DEFAULT_FEATURES) if now else pool.inputs.iloc[:n]
+            checked = inputs[columns].copy()
+            for c in columns:
+                numeric = pd.api.types.is_numeric_dtype(checked[c])
+                checked[c] = (checked[c].astype(float) if numeric
+                              else checked[c].astype(object).where(checked[c].notna(), None))
+            return model.predict_proba(checked)[:, 1]
+
         runs, checks = [], {}
         for target in bench.targets(settings, version, pool, columns, n, args):
             target_runs, checks[target.name] = bench.run_server(target, settings, expected, root, args)
