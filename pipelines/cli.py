@@ -66,9 +66,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def _version() -> str:
+    """The installed distribution's version (the source tree's, for an editable install)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tidemark")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed: run `make install`)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidemark", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--repo", type=Path, default=None,
                         help="a team's project: a Feast repo with tidemark.yaml (default: $TIDEMARK_FEAST_REPO, "
                              "else the bundled fraud example)")

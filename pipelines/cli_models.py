@@ -4,13 +4,15 @@
     tidemark gate [--version 3]
     tidemark promote [--version 3] [--first]
     tidemark rollback [--reason "p99 latency SLO"]
-    tidemark models
+    tidemark models [--json]
+    tidemark drift [--start 2026-11-20T13:00 --end 2026-11-20T14:00] [--json]
     tidemark mlflow-ui [--port 5000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -61,7 +63,16 @@ def add_model_commands(commands: Any) -> None:
 
     models = commands.add_parser("models", help="list the model's versions, aliases and metrics")
     models.add_argument("--model", "--model-name", dest="model_name", default=None)
+    models.add_argument("--json", action="store_true", help="print the versions as one JSON object")
     models.set_defaults(run=_models)
+
+    drift = commands.add_parser("drift", help="judge an interval's prediction log against the champion's "
+                                              "reference profile, as the drift_monitor DAG does")
+    drift.add_argument("--start", type=_utc_time, default=None, help="UTC (default: the last whole hour's start)")
+    drift.add_argument("--end", type=_utc_time, default=None, help="UTC (default: --start + 1 hour)")
+    drift.add_argument("--model", "--model-name", dest="model_name", default=None)
+    drift.add_argument("--json", action="store_true", help="print the decision's summary as one JSON object")
+    drift.set_defaults(run=_drift)
 
     ui = commands.add_parser("mlflow-ui", help="start the MLflow UI on tidemark's tracking store")
     ui.add_argument("--host", default="127.0.0.1")
@@ -133,12 +144,18 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     client = model_registry.connect(settings)
     name = model_name(settings, args)
     versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    aliases: dict[str, list[str]] = {}
+    for alias, number in (client.get_registered_model(name).aliases.items() if versions else ()):
+        aliases.setdefault(str(number), []).append(alias)
+    if args.json:
+        print(json.dumps({"model": name, "tracking_uri": redact_url(settings.tracking_uri), "versions": [
+            {"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
+             "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(),
+             "description": v.description or "", "tags": dict(v.tags)} for v in versions]}))
+        return 0
     if not versions:
         print(f"{name}: no versions; train one with `tidemark train`")
         return 0
-    aliases: dict[str, list[str]] = {}
-    for alias, number in client.get_registered_model(name).aliases.items():
-        aliases.setdefault(str(number), []).append(alias)
     print(f"{name}  (tracking store {redact_url(settings.tracking_uri)})")
     print(f"  {'version':>7}  {'aliases':<28} {'val PR-AUC':>10} {'val ROC-AUC':>11}  {'gate':<5} data window")
     for v in versions:
@@ -146,6 +163,33 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {v.version:>7}  {','.join(sorted(aliases.get(str(v.version), []))) or '-':<28} {tags.get('val_pr_auc', '-')[:8]:>10} "
               f"{tags.get('val_roc_auc', '-')[:8]:>11}  {tags.get('gate.verdict', '-'):<5} "
               f"{tags.get('data_start', '?')[:10]} … {tags.get('data_end', '?')[:10]}")
+    return 0
+
+
+def _drift(settings: Settings, args: argparse.Namespace) -> int:
+    """One drift judgement of ``[start, end)``: logged to MLflow and exported like the DAG's; the
+    summary printed (the decision is in it; the exit code is 0 whatever it is)."""
+    import dataclasses
+
+    from pipelines.drift_job import monitor
+
+    start = args.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    end = args.end or start + timedelta(hours=1)
+    if end <= start:
+        print(f"tidemark: error: --end ({end.isoformat()}) must come after --start ({start.isoformat()})",
+              file=sys.stderr)
+        return 2
+    outcome = monitor(dataclasses.replace(settings, model_name=model_name(settings, args)), start, end)
+    summary = outcome.summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{summary['model']} v{summary['champion_version']}, {summary['interval_start']} .. "
+          f"{summary['interval_end']}: {summary['decision']} ({summary['rows']} rows)")
+    for reason in summary["reasons"]:
+        print(f"  {reason}")
+    if summary["report_dir"]:
+        print(f"  report: {summary['report_dir']}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """``tidemark serve``: the scoring HTTP server of a project's models (serving/app.py) on uvicorn,
 over one online store, in ``--workers`` processes on one port.
 
-    tidemark serve [--model NAME ...] [--host 127.0.0.1] [--port 8080] [--workers N] [--refresh-s 10]
+    tidemark serve [--model NAME ...] [--host 127.0.0.1] [--port 8000] [--workers N] [--refresh-s 10]
                    [--max-connections 512] [--body-timeout-s 5] [--max-in-flight 32]
     tidemark canary [--model NAME] start [--no-shadow] | step | status | rollback --reason "..." | promote
 
@@ -22,6 +22,12 @@ from typing import Any
 
 from tidemark.settings import Settings
 
+#: ``tidemark serve``'s port unless ``--port`` says otherwise: not Airflow's 8080 nor MLflow's 5000,
+#: so that the three run side by side on one machine with their defaults.
+DEFAULT_PORT = 8000
+#: ``tidemark canary step``'s exit code when the look rolled the challenger back (2: an error).
+ROLLED_BACK = 3
+
 
 def add_serving_commands(commands: Any) -> None:
     """Add ``serve`` to the CLI's subparsers."""
@@ -31,7 +37,8 @@ def add_serving_commands(commands: Any) -> None:
                             "the first being /v1/predict's; without --repo: $TIDEMARK_MODEL_NAME, else "
                             "fraud-detector)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"default {DEFAULT_PORT} (Airflow's UI takes 8080, MLflow's 5000)")
     serve.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                        help="server processes on the port (default: the CPU cores this process may use); "
                             "each loads the models, so memory grows with N")
@@ -62,8 +69,13 @@ def add_serving_commands(commands: Any) -> None:
     begin = actions.add_parser("start", help="start a canary of the challenger (shadow first)")
     begin.add_argument("--no-shadow", action="store_true", help="skip shadow mode: start at 5 %%")
     begin.set_defaults(run=_canary_start)
-    actions.add_parser("step", help="one controller look: advance, hold or roll back").set_defaults(run=_canary_step)
-    actions.add_parser("status", help="the canary state the servers route by").set_defaults(run=_canary_status)
+    look = actions.add_parser("step", help=f"one controller look: advance, hold or roll back (exit code "
+                                            f"{ROLLED_BACK} when it rolls back)")
+    look.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    look.set_defaults(run=_canary_step)
+    show = actions.add_parser("status", help="the canary state the servers route by")
+    show.add_argument("--json", action="store_true", help="print the state as one JSON object")
+    show.set_defaults(run=_canary_status)
     back = actions.add_parser("rollback", help="send every row to the champion again")
     back.add_argument("--reason", default="manual")
     back.set_defaults(run=_canary_rollback)
@@ -212,19 +224,37 @@ def _canary_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _canary_step(settings: Settings, args: argparse.Namespace) -> int:
+    """One look; exit code ``ROLLED_BACK`` when it rolled the challenger back, so that a script or a
+    CI job stops there."""
+    import json
+
     from pipelines.canary import step
 
     outcome = step(_for_model(settings, args))
-    print(f"{outcome.action}: " + "; ".join(outcome.reasons))
-    print(_show(outcome.state))
-    return 0
+    if args.json:
+        print(json.dumps({"action": outcome.action, "reasons": outcome.reasons, "notes": outcome.notes,
+                          "evidence": outcome.evidence, "state": _state_dict(outcome.state)}, default=str))
+    else:
+        print(f"{outcome.action}: " + "; ".join(outcome.reasons))
+        print(_show(outcome.state))
+    return ROLLED_BACK if outcome.action == "rollback" else 0
 
 
 def _canary_status(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
     from pipelines.canary import status
 
-    print(_show(status(_for_model(settings, args))))
+    state = status(_for_model(settings, args))
+    print(json.dumps(_state_dict(state)) if args.json else _show(state))
     return 0
+
+
+def _state_dict(state: Any) -> dict[str, Any]:
+    """The canary state as the JSON the servers store (``CanaryState``'s fields)."""
+    import dataclasses
+
+    return dataclasses.asdict(state)
 
 
 def _canary_rollback(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """A steady, open-loop HTTP load from its own process, for fault tests against a real server.
 
-    python -m tests.integration.http_load --port 8080 --rate 100 --seconds 4 --body '{"rows": [...]}'
+    python -m tests.integration.http_load --port 8000 --rate 100 --seconds 4 --body '{"rows": [...]}'
 
 Request *i* is due at *i* / rate seconds, whether or not earlier ones were answered (a stalled
 server can't slow the load down and hide its stall), each on its own connection. Prints one JSON

@@ -149,6 +149,36 @@ def test_a_failing_challenger_is_rolled_back_at_the_first_look(settings: Setting
     assert canary.step(settings, POLICY).action == "idle"
 
 
+def test_the_cli_reports_a_rollback_in_json_and_its_exit_code(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]):
+    """What a script driving a rollout sees: `canary step` exits ROLLED_BACK on a rollback, and
+    `canary status --json` / `models --json` parse."""
+    from pipelines.cli import main
+    from pipelines.cli_serving import ROLLED_BACK
+
+    for name, value in {"TIDEMARK_HOME": str(settings.home), "TIDEMARK_REDIS_URL": settings.redis_url,
+                        "TIDEMARK_MODEL_NAME": settings.model_name, "MLFLOW_TRACKING_URI": settings.tracking_uri}.items():
+        monkeypatch.setenv(name, str(value))
+    assert main(["canary", "start", "--no-shadow"]) == 0
+    capsys.readouterr()
+    assert main(["canary", "status", "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert (state["mode"], state["weight_pct"], state["model"]) == ("canary", 5.0, settings.model_name)
+    _traffic(settings, canary.status(settings), challenger_errors=60)
+    assert main(["canary", "step", "--json"]) == ROLLED_BACK
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["action"] == "rollback" and outcome["state"]["mode"] == "off"
+    assert any("error" in r for r in outcome["reasons"]) and outcome["evidence"]
+    assert main(["canary", "step"]) == 0  # nothing running: idle
+    capsys.readouterr()
+    assert main(["models", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["model"] == settings.model_name
+    assert [(v["version"], v["aliases"]) for v in listing["versions"]] == [
+        (state["champion_version"], ["champion"]), (state["challenger_version"], ["challenger"])]
+    assert listing["versions"][1]["tags"]["canary.rolled_back_reason"]
+
+
 def test_a_slow_challenger_is_rolled_back(settings: Settings):
     state = canary.start(settings, shadow=False)
     _traffic(settings, state, challenger_slowdown=3.0, n=20_000)

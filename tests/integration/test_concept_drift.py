@@ -145,3 +145,22 @@ def test_the_world_is_what_the_test_says(world: Settings):
     params = ml.get_run(str(champion.run_id)).data.params
     assert datetime.fromisoformat(params["data_end"]) < datetime.combine(DRIFT, datetime.min.time(), UTC)
     assert datetime.fromisoformat(params["label_cutoff"]) == CUTOFF
+
+
+def test_the_drift_command_prints_the_dags_summary(world: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]):
+    """`tidemark drift --json`: the same judgement as the DAG's task, for a script."""
+    import json
+
+    from pipelines.cli import main
+
+    for name, value in {"TIDEMARK_HOME": world.home, "TIDEMARK_REDIS_URL": world.redis_url,
+                        "TIDEMARK_SPARK_MASTER": "local[2]"}.items():
+        monkeypatch.setenv(name, str(value))
+    start, end = (POST_END - HOUR).isoformat(), POST_END.isoformat()
+    assert main(["drift", "--start", start, "--end", end, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["decision"], summary["model"], summary["interval_start"]) == ("drift", world.model_name, start)
+    assert summary["prauc"]["concept_drift"] == 1.0 and summary["mlflow_run_id"]
+    assert main(["drift", "--start", end, "--end", start]) == 2
+    assert "must come after" in capsys.readouterr().err

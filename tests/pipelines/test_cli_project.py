@@ -29,3 +29,12 @@ def test_the_bundled_example_parses_its_own_options(tmp_path: Path, monkeypatch:
     with pytest.raises(SystemExit) as exc:
         main(["datagen", "--help"])
     assert exc.value.code == 0 and "--scenario" in capsys.readouterr().out
+
+
+def test_version_names_the_installed_distribution(capsys: pytest.CaptureFixture[str]):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tidemark {version('tidemark')}"
