@@ -63,10 +63,11 @@ class RetrainOutcome:
     gate_passed: bool
     gate_reason: str
     canary_id: str | None = None
+    model: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {"version": self.version, "run_id": self.run_id, "gate_passed": self.gate_passed,
-                "gate_reason": self.gate_reason, "canary_id": self.canary_id}
+                "gate_reason": self.gate_reason, "canary_id": self.canary_id, "model": self.model}
 
 
 def settings_for_model(settings: Settings, requested: str | None, trigger: dict[str, Any] | None) -> Settings:
@@ -114,7 +115,7 @@ def retrain(settings: Settings, request: RetrainRequest) -> RetrainOutcome:
     log.info("%s", trained.summary())
     verdict = evaluate_gate(settings, version=version)
     log.info("gate v%s vs champion v%s: %s (%s)", version, verdict.champion, verdict.passed, verdict.reason)
-    return RetrainOutcome(version, str(trained.run_id), verdict.passed, verdict.reason)
+    return RetrainOutcome(version, str(trained.run_id), verdict.passed, verdict.reason, model=settings.model_name)
 
 
 def start_canary(settings: Settings, outcome: RetrainOutcome) -> RetrainOutcome:

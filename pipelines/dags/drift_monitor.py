@@ -18,11 +18,13 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from pipelines.dags.alerts import TidemarkNotifier, drift_found, on_failure
 from pipelines.dags.common import NETWORK_RETRIES, RETRAIN_REQUEST, START_DATE, settings
 
 
 @dag(dag_id="drift_monitor", schedule=CronDataIntervalTimetable("15 * * * *", timezone="UTC"),
-     start_date=START_DATE, catchup=False, max_active_runs=1, tags=["tidemark", "monitoring"], doc_md=__doc__)
+     start_date=START_DATE, catchup=False, max_active_runs=1, tags=["tidemark", "monitoring"], doc_md=__doc__,
+     default_args={"on_failure_callback": on_failure()})
 def drift_monitor() -> None:
     @task
     def models() -> list[str]:
@@ -43,7 +45,7 @@ def drift_monitor() -> None:
         except NoChampionError as exc:  # a new deployment: nothing to monitor yet, nothing broken
             raise AirflowSkipException(str(exc)) from exc
 
-    @task(outlets=[RETRAIN_REQUEST])
+    @task(outlets=[RETRAIN_REQUEST], on_success_callback=[TidemarkNotifier(drift_found)])
     def request_retrain(summary: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
         if summary["decision"] != "drift":
             raise AirflowSkipException(f"no retrain of {summary['model']}: {summary['decision']} "

@@ -12,12 +12,13 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
+from pipelines.dags.alerts import on_failure
 from pipelines.dags.common import NETWORK_RETRIES, START_DATE, settings
 
 
 @dag(dag_id="feature_pipeline", schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
      start_date=START_DATE, catchup=False, max_active_runs=1, tags=["tidemark", "features"],
-     doc_md=__doc__, default_args={"retries": 1})
+     doc_md=__doc__, default_args={"retries": 1, "on_failure_callback": on_failure()})
 def feature_pipeline() -> None:
     @task
     def build_features(data_interval_start: Any = None, data_interval_end: Any = None) -> dict[str, Any]:

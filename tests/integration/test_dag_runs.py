@@ -15,6 +15,7 @@ on what the loop left.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -34,6 +35,7 @@ from pipelines import model_registry
 from pipelines.dag_runs import Ran, run_dag
 from tests.integration.notebook_runs import stdout
 from tests.integration.redis_servers import RedisProc
+from tests.integration.webhook_receiver import Receiver
 from tidemark.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -53,7 +55,17 @@ DAILY_TICK = datetime.combine(RUN_DAY, datetime.min.time(), UTC) + timedelta(hou
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisProc, airflow_db: Path) -> Iterator[Settings]:
+def webhook() -> Iterator[Receiver]:
+    """The team's chat, as the DAGs' notifier sees it: the ``tidemark_webhook`` Airflow Connection
+    (set as ``AIRFLOW_CONN_TIDEMARK_WEBHOOK`` by :func:`world`) points here."""
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisProc, airflow_db: Path,
+          webhook: Receiver) -> Iterator[Settings]:
     from examples.fraud.datagen import DatagenConfig, generate
     from examples.fraud.feature_jobs import build_features
 
@@ -62,7 +74,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, spark, module_redis: RedisPr
            "TIDEMARK_SPARK_SHUFFLE_PARTITIONS": "4", "TIDEMARK_CANARY_MIN_SAMPLES": str(CANARY_SAMPLES),
            "TIDEMARK_CANARY_MAX_P99_RATIO": "1.6",
            # this world's store, whatever an earlier module left in MLflow's process-wide URI
-           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
+           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "AIRFLOW_CONN_TIDEMARK_WEBHOOK": json.dumps({"conn_type": "http", "host": webhook.url})}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     settings = Settings.from_env()
@@ -112,7 +125,8 @@ def test_feature_pipeline_builds_checks_materializes_and_agrees_online(world: Se
     assert compared >= 30 and check["values"] == compared * 20, check
 
 
-def test_feature_pipeline_stops_at_a_failed_check_and_publishes_nothing(world: Settings, dags: dict[str, Any]):
+def test_feature_pipeline_stops_at_a_failed_check_and_publishes_nothing(world: Settings, dags: dict[str, Any],
+                                                                         webhook: Receiver):
     """A day with negative amounts: the build fails its checks, nothing is written or loaded."""
     import pyarrow.parquet as pq
 
@@ -134,6 +148,10 @@ def test_feature_pipeline_stops_at_a_failed_check_and_publishes_nothing(world: S
                             "check_online": "upstream_failed"}
     after = {p: p.stat().st_mtime_ns for p in (world.offline_dir / "merchant_stats").rglob("*.parquet")}
     assert after == before
+    # someone is told, with the task and the reason
+    failed = [t for t in webhook.texts() if t.startswith("tidemark: feature_pipeline.build_features failed")]
+    assert len(failed) == 1, webhook.texts()
+    assert "DataCheckError: data checks failed" in failed[0] and f"run {ran.run_id}" in failed[0], failed[0]
 
 
 def test_drift_monitor_without_a_champion_is_skipped(world: Settings, dags: dict[str, Any]):
@@ -270,7 +288,8 @@ def test_drift_monitor_on_live_traffic_asks_for_nothing(world: Settings, drift_r
     assert logged.data.tags["drift.decision"] == "no_drift" and logged.data.metrics["rows"] == summary["rows"]
 
 
-def test_drift_monitor_on_covariate_shift_emits_the_retrain_request(world: Settings, drift_runs: dict[str, Any]):
+def test_drift_monitor_on_covariate_shift_emits_the_retrain_request(world: Settings, drift_runs: dict[str, Any],
+                                                                     webhook: Receiver):
     ran = drift_runs["drifted"]
     summary = ran.values["compare[0]"]
     assert drift_runs["shifted_amount_ratio"] > 1.3  # the scenario's 1.6x amounts reached the traffic
@@ -282,6 +301,9 @@ def test_drift_monitor_on_covariate_shift_emits_the_retrain_request(world: Setti
     assert (report / "report.html").stat().st_size > 10_000 and (report / "decision.json").exists()
     artifacts = {a.path for a in model_registry.connect(world).list_artifacts(summary["mlflow_run_id"], "drift")}
     assert {"drift/report.json", "drift/report.html", "drift/drift.png"} <= artifacts
+    # the team hears of this run's drift, and of nothing from the baseline's no-drift run
+    told = [t for t in webhook.texts() if t.startswith(f"tidemark: drift in {world.model_name}")]
+    assert len(told) == 1 and summary["report_dir"] in told[0] and f"run {ran.run_id}" in told[0], webhook.texts()
 
 
 # --- retrain, canary_rollout: the challenger's way to champion --------------------------------------
@@ -349,7 +371,7 @@ def canary_looks(world: Settings, dags: dict[str, Any], server: Any, drift_runs:
 
 
 def test_the_canary_ramps_the_challenger_to_champion(world: Settings, server: Any, retrain_run: Ran,
-                                                     canary_looks: list[dict[str, Any]]):
+                                                     canary_looks: list[dict[str, Any]], webhook: Receiver):
     challenger = retrain_run.values["train_and_gate"]["version"]
     moves = [(look["action"], look["mode"], look["weight_pct"]) for look in canary_looks[:-1]
              if look["action"] != "hold"]
@@ -361,6 +383,10 @@ def test_the_canary_ramps_the_challenger_to_champion(world: Settings, server: An
     assert ml.get_run(canary_id).data.tags["canary.outcome"] == "promoted"
     assert len(ml.list_artifacts(canary_id, "decisions")) == len(canary_looks) - 1  # every look is on record
     assert canary_looks[-1] == {"after": {"step": "skipped"}}  # no canary: the DAG skips
+    # advances and holds are routine; the promotion is news
+    assert [t for t in webhook.texts() if t.startswith("tidemark: the canary of")] == [
+        t for t in webhook.texts() if t.startswith(f"tidemark: the canary of {world.model_name} promoted")]
+    assert len([t for t in webhook.texts() if "promoted" in t]) == 1, webhook.texts()
     _, http = server
     answer = http.post("/v1/predict", json={"rows": [{"customer_id": 1, "merchant_id": 1, "amount": 10.0,
                                                       "channel": "pos"}]})
@@ -371,7 +397,8 @@ def test_the_canary_ramps_the_challenger_to_champion(world: Settings, server: An
 
 
 def test_a_challenger_trained_on_corrupted_labels_is_refused_and_the_champion_stays(
-        world: Settings, dags: dict[str, Any], drift_runs: dict[str, Any], canary_looks: list[dict[str, Any]]):
+        world: Settings, dags: dict[str, Any], drift_runs: dict[str, Any], canary_looks: list[dict[str, Any]],
+        webhook: Receiver):
     """A labelling bug: the fraud labels of the training window's payments are shuffled among them
     (no signal left, the same fraud rate); the window's last 12 days, where the validation split
     and the gate's window lie, are intact.
@@ -414,6 +441,9 @@ def test_a_challenger_trained_on_corrupted_labels_is_refused_and_the_champion_st
     assert version.tags["gate.verdict"] == "fail" and version.tags["gate.champion_version"] == champion
     assert str(model_registry.alias_version(ml, world.model_name, model_registry.CHAMPION).version) == champion
     assert canary.status(world).mode == "off"
+    refused = [t for t in webhook.texts() if t.startswith(f"tidemark: the gate refused {world.model_name} "
+                                                          f"challenger v{outcome['version']}")]
+    assert len(refused) == 1 and outcome["gate_reason"] in refused[0], webhook.texts()
 
 
 # --- the quickstart notebook, on this world ----------------------------------------------------------
