@@ -92,15 +92,42 @@ def check_spark(entity_df: DataFrame, join_keys: Iterable[str]) -> EntityFrame:
 
 
 def utc_series(values: pd.Series, name: str) -> pd.Series:
-    """``values`` as UTC-aware timestamps; naive values are taken to be UTC."""
+    """``values`` as UTC-aware timestamps; naive values are taken to be UTC.
+
+    An ``object`` column of Python ``datetime``s, pandas ``Timestamp``s or ``numpy.datetime64``s
+    (mixed time zones, naive ones among them: what Feast's own test data and a list of
+    ``datetime.now(tz)`` give) is converted to UTC as Feast's offline stores convert it. Any other
+    value (text, numbers, dates without a time) is refused: Feast's default file store fails on
+    text as well, and a guessed format would silently move the prediction time.
+    """
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         if getattr(values.dt, "tz", None) is None:
             return values.dt.tz_localize("UTC")
         return values.dt.tz_convert("UTC")
+    if values.dtype == object:
+        others = [v for v in values.dropna() if not isinstance(v, (datetime, np.datetime64))]
+        if not others:
+            return _objects_to_utc(values, name)
+        raise TimestampTypeError(
+            f"entity column {name!r} holds {type(others[0]).__name__} values (e.g. {others[0]!r}), not "
+            f"timestamps; convert it first, e.g. df[{name!r}] = pd.to_datetime(df[{name!r}], utc=True)"
+        )
     raise TimestampTypeError(
         f"entity column {name!r} holds {values.dtype} values, not timestamps; "
         f"convert it first, e.g. df[{name!r}] = pd.to_datetime(df[{name!r}], utc=True)"
     )
+
+
+def _objects_to_utc(values: pd.Series, name: str) -> pd.Series:
+    """Datetime objects (any mix of zones and naive) as one UTC column; naive ones are UTC."""
+    try:
+        # utc=True converts aware values to UTC and localizes naive ones as UTC, value by value.
+        return pd.Series(pd.to_datetime(values, utc=True), index=values.index, name=values.name)
+    except (ValueError, OverflowError) as exc:  # out of the nanosecond range pandas computes in
+        raise TimestampTypeError(
+            f"entity column {name!r} holds a timestamp pandas cannot convert ({exc}); timestamps "
+            "must lie between 1677-09-22 and 2262-04-11"
+        ) from exc
 
 
 def epoch_micros_array(stamps: pd.Series) -> np.ndarray:

@@ -14,6 +14,7 @@
         ├── UnknownFeatureError         a feature reference is not registered
         ├── UnknownFeatureServiceError  a FeatureService name is not registered
         ├── PartitionCommitError        a partitioned write could not be committed
+        ├── OfflineWriteError           rows written to a view's source do not fit it
         ├── DataCheckError              a feature build's input or output broke a data check
         └── OnlineStoreError            the online store (Redis) failed a read or a write
             ├── OnlineStoreUnavailable  Redis is down, unreachable or slower than the timeout
@@ -31,7 +32,7 @@ from tidemark import errors as kernel
 from tidemark.errors import TidemarkError
 
 __all__ = ["ConfigError", "CorruptValueError", "DataCheckError", "DataNotFoundError", "EntityFrameError", "EventError",
-           "FeatureStoreError", "MissingColumnError", "OnlineStoreError", "OnlineStoreUnavailable",
+           "FeatureStoreError", "MissingColumnError", "OfflineWriteError", "OnlineStoreError", "OnlineStoreUnavailable",
            "PartitionCommitError", "TidemarkError", "TimestampTypeError", "UnknownFeatureError",
            "UnknownFeatureServiceError", "UnknownPushSourceError"]
 
@@ -132,6 +133,11 @@ class UnknownPushSourceError(FeatureStoreError):
 
 class PartitionCommitError(FeatureStoreError):
     """A staged partitioned write could not be moved into place."""
+
+
+class OfflineWriteError(FeatureStoreError):
+    """Rows written to a feature view's offline source (push, ``write_to_offline_store``) do not
+    fit it: other columns or types than the source's, or a source that is not a Parquet path."""
 
 
 class OnlineStoreError(FeatureStoreError):

@@ -13,6 +13,7 @@ is :func:`features.asof_join.asof_join`; this module maps Feast's feature views 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +29,7 @@ from features.window_join import WindowViewSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow
     from feast.feature_view import FeatureView
     from feast.infra.registry.base_registry import BaseRegistry
     from pyspark.sql import DataFrame, SparkSession
@@ -153,6 +155,27 @@ class SparkAsofOfflineStore(OfflineStore):
             return src.select(*[F.col(quote(c)) for c in dict.fromkeys(columns)])
 
         return SparkFrameJob(spark, build, config)
+
+    @staticmethod
+    def offline_write_batch(
+        config: RepoConfig,
+        feature_view: FeatureView,
+        table: pyarrow.Table,
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        """Append ``table`` to the view's Parquet batch source, atomically, partitioned as the
+        feature builds write it (see :mod:`features.offline_write`): what
+        ``push(..., to=PushMode.OFFLINE)`` and ``write_to_offline_store`` call."""
+        from features.offline_write import append_to_source
+
+        source = feature_view.batch_source
+        if not isinstance(source, SparkSource):
+            raise FeatureStoreError(
+                f"feature view {feature_view.name!r} reads a {type(source).__name__}; SparkAsofOfflineStore "
+                "writes to SparkSource Parquet paths only")
+        written = append_to_source(_spark(_store_config(config)), feature_view.name, source, table)
+        if progress is not None:
+            progress(written)
 
 
 class _ViewPlan:

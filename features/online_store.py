@@ -24,16 +24,20 @@ from typing import Any, Final, Literal
 import numpy as np
 from feast.entity import Entity
 from feast.feature_view import FeatureView
+from feast.field import Field
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from feast.types import from_value_type
+from feast.value_type import ValueType
 from pydantic import NonNegativeInt, PositiveInt, StrictStr
 
 from features.errors import ConfigError
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
 from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, read_batch, write_rows
 from features.packed_layout import NO_TIME
+from features.redis_async import close_async_clients, get_many_async
 from features.redis_client import RedisOnline
 from features.window_state import state_header
 from tidemark.settings import Settings
@@ -155,20 +159,32 @@ class PackedRedisOnlineStore(OnlineStore):
         view = OnlineView.from_feast(table)
         keys = view_keys(key_prefix(config.project), view.name,
                          [entity_id_from_proto(k) for k in entity_keys])
-        batch = read_batch(view, connect(config.online_store).get_many(keys), keys, now_us())
-        live = batch.found
-        wanted = [i for i, n in enumerate(view.schema.names)
-                  if requested_features is None or n in requested_features]
-        columns = batch.columns
-        out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
-        for row in range(len(keys)):
-            if not live[row]:
-                out.append((None, None))
-                continue
-            values = {view.schema.names[i]: _proto(view.schema.kinds[i], columns[i][row],
-                                                  bool(batch.valid[row, i])) for i in wanted}
-            out.append((datetime.fromtimestamp(int(batch.event_us[row]) / 1e6, tz=UTC), values))
-        return out
+        return _feast_rows(view, keys, connect(config.online_store).get_many(keys), requested_features)
+
+    async def online_read_async(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        """What :meth:`online_read` returns, read on redis-py's asyncio client: Feast's feature
+        server and ``get_online_features_async`` await this, and a blocking read would stall
+        every request in flight on the event loop."""
+        view = OnlineView.from_feast(table)
+        keys = view_keys(key_prefix(config.project), view.name,
+                         [entity_id_from_proto(k) for k in entity_keys])
+        values = await get_many_async(connect(config.online_store), keys)
+        return _feast_rows(view, keys, values, requested_features)
+
+    async def initialize(self, config: RepoConfig) -> None:
+        """Nothing to open ahead: the asyncio client connects on the first read in each event loop
+        (a connection cannot move between loops)."""
+
+    async def close(self) -> None:
+        """Close the asyncio connections of the running event loop (Feast's feature server calls
+        this on shutdown)."""
+        await close_async_clients()
 
     def update(
         self,
@@ -185,12 +201,13 @@ class PackedRedisOnlineStore(OnlineStore):
         project = key_prefix(config.project)
         schemas_key = project + _SCHEMAS_KEY
         writer: Any = redis_online.writer  # redis-py's stubs want str keys; ours are bytes
+        resolve = _EntityResolver(config, entities_to_keep)
         with redis_online.translated("update"):
             for table in tables_to_delete:
                 _delete_view(redis_online, project, table.name)
                 writer.hdel(schemas_key, table.name)
             for table in tables_to_keep:
-                fingerprint = _fingerprint(OnlineView.from_feast(table))
+                fingerprint = _fingerprint(OnlineView.from_feast(resolve(table)))
                 stored = writer.hget(schemas_key, table.name)
                 if stored is not None and stored != fingerprint:
                     deleted = _delete_view(redis_online, project, table.name)
@@ -210,6 +227,51 @@ class PackedRedisOnlineStore(OnlineStore):
                 writer.hdel(project + _SCHEMAS_KEY, table.name)
 
 
+class _EntityResolver:
+    """Fills in the entity columns of a view whose entities were applied in an earlier call.
+
+    ``FeatureStore.apply`` and ``feast apply`` (Feast 0.67) infer a view's entity columns before
+    calling ``update``, from this call's entities and the registry's. A caller that hands
+    ``update`` the views as defined (the provider's ``update_infra`` called directly, an operator
+    syncing infrastructure) passes none: rather than refuse, take each join key and its type from
+    the typed entities of this call, else of the registry (opened once, and only then).
+    """
+
+    def __init__(self, config: RepoConfig, entities: Sequence[Entity]) -> None:
+        self._config = config
+        self._known: dict[str, Entity] = {}
+        self._learn(entities)
+        self._registry_read = False
+
+    def __call__(self, view: FeatureView) -> FeatureView:
+        names = list(view.entities)
+        if view.entity_columns or names in ([], ["__dummy"]):
+            return view
+        if not self._registry_read and any(n not in self._known for n in names):
+            self._read_registry()
+        columns = []
+        for name in names:
+            entity = self._known.get(name)
+            if entity is None:
+                return view  # OnlineView.from_feast says what is missing
+            columns.append(Field(name=entity.join_key, dtype=from_value_type(entity.value_type)))
+        resolved = view.__copy__()
+        resolved.entity_columns = columns
+        return resolved
+
+    def _read_registry(self) -> None:
+        from feast import FeatureStore  # the registry type (file, SQL, remote) as the config says
+
+        self._registry_read = True
+        self._learn(FeatureStore(config=self._config).registry.list_entities(self._config.project))
+
+    def _learn(self, entities: Sequence[Entity]) -> None:
+        """Keep the typed entities: an untyped one cannot give its join key a type."""
+        for entity in entities:
+            if entity.value_type != ValueType.UNKNOWN:
+                self._known.setdefault(entity.name, entity)
+
+
 def _fingerprint(view: OnlineView) -> bytes:
     """What must not change under stored values: the packed schema, and a stream view's state
     layout and windows (state kept under other windows would be dropped at another horizon)."""
@@ -225,6 +287,25 @@ def _delete_view(redis_online: RedisOnline, project: bytes, view: str) -> int:
     writer: Any = redis_online.writer
     writer.hdel(project + LOADED_KEY, view)
     return redis_online.delete_matching(project + b"{*}:" + escaped.encode())
+
+
+def _feast_rows(view: OnlineView, keys: list[bytes], values: Sequence[Any], requested: list[str] | None
+                ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+    """Values read from Redis as Feast's rows, decoded as of now (TTL applied, newest stored wins):
+    one decoding for the sync and the async read."""
+    batch = read_batch(view, values, keys, now_us())
+    live = batch.found
+    wanted = [i for i, n in enumerate(view.schema.names) if requested is None or n in requested]
+    columns = batch.columns
+    out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+    for row in range(len(keys)):
+        if not live[row]:
+            out.append((None, None))
+            continue
+        row_values = {view.schema.names[i]: _proto(view.schema.kinds[i], columns[i][row],
+                                                   bool(batch.valid[row, i])) for i in wanted}
+        out.append((datetime.fromtimestamp(int(batch.event_us[row]) / 1e6, tz=UTC), row_values))
+    return out
 
 
 def _columns_from_protos(view: OnlineView, rows: list[dict[str, ValueProto]]

@@ -212,3 +212,20 @@ def test_entity_less_mode_gives_latest_values_at_end_date(repos):
     assert list(got.index) == list(want.index)
     assert got.notna().sum() > 5 and got.isna().sum() > 0  # both fresh and expired values occur
     np.testing.assert_allclose(got.to_numpy(), want.to_numpy())
+
+
+def test_object_column_of_mixed_zone_datetimes_joins_as_its_utc_instants(repos):
+    # Feast's own test data pass entity timestamps as Python datetimes in several zones.
+    stores, entities, _ = repos
+    rows = entities.iloc[:200].copy()
+    aware = stores["ours"].get_historical_features(entity_df=rows.copy(), features=FEATURES).to_df()
+    zones = ["Asia/Tokyo", "America/New_York", None, "UTC"]
+    mixed = rows.copy()
+    mixed["event_timestamp"] = pd.Series(
+        [t.tz_convert(zones[i % 4]).to_pydatetime() if zones[i % 4] else t.tz_localize(None).to_pydatetime()
+         for i, t in enumerate(rows["event_timestamp"])], dtype=object, index=rows.index)
+    out = stores["ours"].get_historical_features(entity_df=mixed, features=FEATURES).to_df()
+    assert aware["rate"].notna().sum() > 50
+    np.testing.assert_array_equal(out["rate"].to_numpy(), aware["rate"].to_numpy())
+    np.testing.assert_array_equal(out["score"].to_numpy(), aware["score"].to_numpy())
+    assert out["event_timestamp"].tolist() == rows["event_timestamp"].tolist()

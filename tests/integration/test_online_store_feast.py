@@ -13,7 +13,7 @@ import redis
 from redis.crc import key_slot
 
 from features.corrupt_values import CORRUPT_VALUES
-from features.errors import OnlineStoreError
+from features.errors import ConfigError, OnlineStoreError
 from tests.integration.online_repo import definitions, make_history, offline_now, open_repo
 
 pytestmark = pytest.mark.integration
@@ -170,3 +170,73 @@ def test_a_read_mixing_live_and_stale_values_returns_each_correctly(history, red
     frame, found = reader.read_frame(plan, {"customer_id": [2, 3]})
     assert frame["amount"].isna().tolist() == [True, False] and frame["amount"][1] == 3.5
     assert found["cust_stats"].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("target", ["single", "cluster"])
+def test_async_read_returns_what_the_sync_read_returns(history, redis_url, redis_cluster, target):
+    import asyncio
+
+    root, now = history
+    store = _materialized(root, now, redis_url if target == "single" else redis_cluster.url)
+    rows = [{"customer_id": int(c)} for c in range(-3, 310)]  # unknown customers among them
+    sync = store.get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+
+    async def read_then_close() -> dict:
+        await store.initialize()
+        try:
+            return (await store.get_online_features_async(features=FEATURES, entity_rows=rows)).to_dict()
+        finally:
+            await store.close()
+
+    first, second = asyncio.run(read_then_close()), asyncio.run(read_then_close())  # a new loop each
+    assert first == sync and second == sync
+    amounts = sync["amount"]
+    assert sum(a is not None for a in amounts) > 50 and amounts.count(None) > 20  # the TTL bites alike
+    assert sync["country"][3 + 7] is not None and sync["customer_id"][:3] == [-3, -2, -1]
+
+
+def test_async_read_hides_stale_values_and_keeps_the_newest(history, redis_url):
+    import asyncio
+
+    root, _now = history
+    store = open_repo(root, redis_url)
+    store.apply(definitions(root, stats_ttl=timedelta(seconds=1)))
+    t = pd.Timestamp.now(tz="UTC")
+    rows = pd.DataFrame({"customer_id": [1, 1, 2], "event_timestamp": [t, t - pd.Timedelta("0.5s"), t],
+                         "created": [t, t, t], "amount": [1.5, 9.9, 2.5], "count": [1, 9, 2]})
+    store.write_to_online_store("cust_stats", rows)  # customer 1's older row never wins
+
+    def read() -> list:
+        job = store.get_online_features_async(["cust_stats:amount"], [{"customer_id": 1}, {"customer_id": 2}])
+        return asyncio.run(job).to_dict()["amount"]
+
+    assert read() == [1.5, 2.5]
+    time.sleep(1.1)
+    assert read() == [None, None]  # past the TTL, still in Redis
+    assert redis.Redis.from_url(redis_url).exists(store.config.project.encode() + b":{customer_id=1}:cust_stats")
+
+
+def test_update_takes_a_views_join_key_from_an_entity_applied_earlier(history, redis_url):
+    from feast import Entity, FeatureView
+
+    from features.online_store import PackedRedisOnlineStore
+
+    root, _now = history
+    store = open_repo(root, redis_url)
+    customer, stats, _profile = definitions(root)
+    store.apply([customer])  # an earlier apply call; the view below comes as defined, unresolved
+    view = FeatureView(name="late_stats", entities=[Entity(name="customer", join_keys=["customer_id"])],
+                       ttl=stats.ttl, schema=list(stats.schema), source=stats.batch_source)
+    assert view.entity_columns == []
+    client = redis.Redis.from_url(redis_url)
+    schemas = store.config.project.encode() + b":__tidemark_schemas__"
+    online = PackedRedisOnlineStore()
+    online.update(store.config, [], [view], [], [], partial=True)  # from the registry
+    from_registry = client.hget(schemas, "late_stats")
+    client.hdel(schemas, "late_stats")
+    other = open_repo(root, redis_url)  # an empty registry: only this call's entities can tell
+    online.update(other.config, [], [view], [], [customer], partial=True)
+    assert from_registry is not None and client.hget(other.config.project.encode() + b":__tidemark_schemas__",
+                                                     "late_stats") == from_registry
+    with pytest.raises(ConfigError, match="has no resolved join keys"):  # known nowhere: still said
+        online.update(open_repo(root, redis_url).config, [], [view], [], [], partial=True)
