@@ -49,7 +49,7 @@ from features.online_views import (
     raise_if_refused,
     write_rows,
 )
-from features.packed_layout import NO_TIME
+from features.packed_layout import NO_TIME, VALUE_KIND_PREFIX
 from features.redis_client import RedisOnline
 
 if TYPE_CHECKING:
@@ -375,6 +375,13 @@ class _PartitionWriter:
         values, valid = [], []
         for name, kind in zip(self.view.schema.names, self.view.schema.kinds, strict=True):
             arrow = column[name]
+            if kind.startswith(VALUE_KIND_PREFIX):  # lists, maps, JSON, ...: Feast's own protos
+                from features.value_protos import serialized_from_arrow  # imports Feast: only here
+
+                serialized, ok = serialized_from_arrow(arrow, kind)
+                values.append(serialized)
+                valid.append(ok)
+                continue
             valid.append(~arrow.is_null().to_numpy(zero_copy_only=False))
             if kind in ("string", "bytes"):
                 values.append(np.array(arrow.to_pylist(), dtype=object))
