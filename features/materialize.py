@@ -139,8 +139,14 @@ def latest_rows(spark: SparkSession, fv: FeatureView, window: Window, *, partiti
     if partitions and join_keys:
         src = src.repartition(partitions, *[quote(k) for k in join_keys])
     features = [f.name for f in fv.features]
+    # The newest row is picked by max(struct(...)), and Spark cannot order maps (a Feast Map is
+    # map<string, string> in Parquet): carry maps as their (ordered) entry arrays through the pick.
+    maps = {f for f in features if f in src.columns and src.schema[f].dataType.typeName() == "map"}
+    for name in maps:
+        src = src.withColumn(name, F.map_entries(F.col(quote(name))))
     latest = latest_per_entity(src, join_keys, features, "__ev", "__cr")
-    return latest.select(*[quote(c) for c in join_keys], "__ev", "__cr", *[quote(f) for f in features])
+    outputs = [F.map_from_entries(F.col(quote(f))).alias(f) if f in maps else F.col(quote(f)) for f in features]
+    return latest.select(*[quote(c) for c in join_keys], "__ev", "__cr", *outputs)
 
 
 def materialize_view(
