@@ -98,7 +98,7 @@ def _repo(root: Path, redis_url: str, project: str) -> Path:
 
 def _feast(repo: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TIDEMARK_HOME": str(repo / ".tidemark")}
-    done = subprocess.run([sys.executable, "-m", "feast.cli.cli", *args], cwd=repo, env=env,
+    done = subprocess.run([sys.executable, "-m", "feast.cli.cli", *args], cwd=repo, env=env, check=False,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"feast {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
