@@ -49,7 +49,7 @@ from features.online_views import (
     raise_if_refused,
     write_rows,
 )
-from features.packed_layout import NO_TIME
+from features.packed_layout import NO_TIME, VALUE_KIND_PREFIX
 from features.redis_client import RedisOnline
 
 if TYPE_CHECKING:
@@ -139,8 +139,14 @@ def latest_rows(spark: SparkSession, fv: FeatureView, window: Window, *, partiti
     if partitions and join_keys:
         src = src.repartition(partitions, *[quote(k) for k in join_keys])
     features = [f.name for f in fv.features]
+    # The newest row is picked by max(struct(...)), and Spark cannot order maps (a Feast Map is
+    # map<string, string> in Parquet): carry maps as their (ordered) entry arrays through the pick.
+    maps = {f for f in features if f in src.columns and src.schema[f].dataType.typeName() == "map"}
+    for name in maps:
+        src = src.withColumn(name, F.map_entries(F.col(quote(name))))
     latest = latest_per_entity(src, join_keys, features, "__ev", "__cr")
-    return latest.select(*[quote(c) for c in join_keys], "__ev", "__cr", *[quote(f) for f in features])
+    outputs = [F.map_from_entries(F.col(quote(f))).alias(f) if f in maps else F.col(quote(f)) for f in features]
+    return latest.select(*[quote(c) for c in join_keys], "__ev", "__cr", *outputs)
 
 
 def materialize_view(
@@ -375,6 +381,13 @@ class _PartitionWriter:
         values, valid = [], []
         for name, kind in zip(self.view.schema.names, self.view.schema.kinds, strict=True):
             arrow = column[name]
+            if kind.startswith(VALUE_KIND_PREFIX):  # lists, maps, JSON, ...: Feast's own protos
+                from features.value_protos import serialized_from_arrow  # imports Feast: only here
+
+                serialized, ok = serialized_from_arrow(arrow, kind)
+                values.append(serialized)
+                valid.append(ok)
+                continue
             valid.append(~arrow.is_null().to_numpy(zero_copy_only=False))
             if kind in ("string", "bytes"):
                 values.append(np.array(arrow.to_pylist(), dtype=object))

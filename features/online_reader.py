@@ -20,7 +20,7 @@ import pandas as pd
 from features.errors import ConfigError, MissingColumnError, UnknownFeatureError
 from features.online_keys import entity_ids, key_prefix
 from features.online_views import DUMMY_JOIN_KEY, OnlineView, now_us, read_batch
-from features.packed_layout import VARIABLE_KINDS, UnpackedBatch
+from features.packed_layout import VALUE_KIND_PREFIX, UnpackedBatch, is_variable
 from features.redis_client import RedisOnline
 
 __all__ = ["OnlineMatrix", "OnlineReader", "ReadPlan"]
@@ -46,7 +46,7 @@ class ReadPlan:
 
     @cached_property
     def numeric(self) -> bool:
-        return all(self.views[v].schema.kinds[f] not in VARIABLE_KINDS for v, f in self.columns)
+        return not any(is_variable(self.views[v].schema.kinds[f]) for v, f in self.columns)
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,9 @@ class OnlineReader:
         """Numeric features of ``plan`` for each entity, as float32, in input order."""
         if not plan.numeric:
             text = [plan.names[i] for i, (v, f) in enumerate(plan.columns)
-                    if plan.views[v].schema.kinds[f] in VARIABLE_KINDS]
-            raise ConfigError(f"features {text} are text; read them with read_frame, or encode them "
-                              "as numbers in the feature view")
+                    if is_variable(plan.views[v].schema.kinds[f])]
+            raise ConfigError(f"features {text} are not numbers (text, bytes, lists, maps, ...); read them "
+                              "with read_columns or read_frame, or encode them as numbers in the feature view")
         batches, n = self._read(plan, entities)
         out = np.empty((n, len(plan.columns)), dtype=np.float32)
         for batch, (features, columns) in zip(batches, plan.by_view, strict=True):
@@ -112,21 +112,22 @@ class OnlineReader:
     def read_columns(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, *,
                      at_us: int | np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Features of ``plan`` as plain numpy columns in plan order, rows in input order: numbers
-        (ints and bools too) as float64 with NaN where missing, text and bytes as objects with None
-        where missing; and ``found`` (bool[n, views]). The serving path: no pandas on the way.
+        (ints and bools too) as float64 with NaN where missing; text, bytes and every other Feast type
+        (lists, maps, JSON, structs, timestamps, ...) as objects holding what Feast's
+        ``get_online_features(...).to_dict()`` gives, None where missing; and ``found`` (bool[n, views]). The serving path: no pandas on the way.
         ``at_us``: the instant (or one per row) TTLs and windows are judged at; default now."""
         batches, n = self._read(plan, entities, at_us)
         out: dict[str, np.ndarray] = {}
         for v, (batch, (features, columns)) in enumerate(zip(batches, plan.by_view, strict=True)):
             kinds = plan.views[v].schema.kinds
-            numeric = [(f, c) for f, c in zip(features, columns, strict=True) if kinds[f] not in VARIABLE_KINDS]
+            numeric = [(f, c) for f, c in zip(features, columns, strict=True) if not is_variable(kinds[f])]
             if numeric:
                 block = batch.floats([f for f, _ in numeric])
                 for j, (_, c) in enumerate(numeric):
                     out[plan.names[c]] = block[:, j]
             for f, c in zip(features, columns, strict=True):
-                if kinds[f] in VARIABLE_KINDS:
-                    out[plan.names[c]] = batch.column(f)
+                if is_variable(kinds[f]):
+                    out[plan.names[c]] = _objects(kinds[f], batch.column(f))
         return {name: out[name] for name in plan.names}, _found(plan, batches, n)
 
     def read_frame(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, *,
@@ -173,8 +174,19 @@ def _found(plan: ReadPlan, batches: list[UnpackedBatch], n: int) -> np.ndarray:
     return found
 
 
+def _objects(kind: str, column: np.ndarray) -> np.ndarray:
+    """A text/bytes column as is; a ``value:`` column (parsed protos) as Python values."""
+    if not kind.startswith(VALUE_KIND_PREFIX):
+        return column
+    from features.value_protos import python_column  # imports Feast: only for such features
+
+    return python_column(column, kind)
+
+
 def _feature_series(kind: str, batch: UnpackedBatch, f: int) -> pd.Series:
     column, missing = batch.column(f), ~batch.valid[:, f]
+    if kind.startswith(VALUE_KIND_PREFIX):
+        return pd.Series(_objects(kind, column), dtype=object)
     if kind == "string":
         return pd.Series(pd.array(column, dtype="string"))
     if kind == "bytes":

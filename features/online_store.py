@@ -36,9 +36,10 @@ from pydantic import NonNegativeInt, PositiveInt, StrictStr
 from features.errors import ConfigError
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
 from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, read_batch, write_rows
-from features.packed_layout import NO_TIME
+from features.packed_layout import NO_TIME, VALUE_KIND_PREFIX
 from features.redis_async import close_async_clients, get_many_async
 from features.redis_client import RedisOnline
+from features.value_protos import serialized_column
 from features.window_state import state_header
 from tidemark.settings import Settings
 
@@ -312,6 +313,11 @@ def _columns_from_protos(view: OnlineView, rows: list[dict[str, ValueProto]]
                          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     columns, valid = [], []
     for name, kind in zip(view.schema.names, view.schema.kinds, strict=True):
+        if kind.startswith(VALUE_KIND_PREFIX):  # stored as the proto itself, byte for byte
+            column, ok = serialized_column([row.get(name) for row in rows])
+            columns.append(column)
+            valid.append(ok)
+            continue
         values = []
         for row in rows:
             proto = row.get(name)
@@ -330,6 +336,8 @@ def _columns_from_protos(view: OnlineView, rows: list[dict[str, ValueProto]]
 def _proto(kind: str, value: Any, ok: bool) -> ValueProto:
     if not ok:
         return ValueProto()
+    if kind.startswith(VALUE_KIND_PREFIX):
+        return value  # type: ignore[no-any-return]  # parsed by read_batch: the proto as written
     if kind == "bool":
         value = bool(value)
     elif kind in ("int64", "int32"):

@@ -17,14 +17,22 @@ import numpy as np
 from features.corrupt_values import CORRUPT_VALUES
 from features.errors import ConfigError, OnlineStoreError
 from features.online_keys import INT_KEY, STR_KEY, view_keys
-from features.packed_layout import NO_TIME, PackedSchema, UnpackedBatch, pack_rows, unpack_rows
+from features.packed_layout import (
+    NO_TIME,
+    PackedSchema,
+    UnpackedBatch,
+    pack_rows,
+    unpack_rows,
+    value_kind,
+)
 from features.redis_client import RedisOnline
 from features.stream_views import StreamView, is_stream_view
 from features.window_state import aggregate
 
-__all__ = ["OnlineView", "WriteCounts", "expiry_ms", "read_batch", "write_rows"]
+__all__ = ["OnlineView", "WriteCounts", "expiry_ms", "kind_of", "read_batch", "write_rows"]
 
-# Feast value type name -> packed kind. Lists, maps and timestamps are not stored online.
+# Feast value type name -> packed fixed-width (or text) kind. Every other Feast value type (lists,
+# sets, maps, JSON, structs, timestamps, ...) is stored as its serialized proto: see kind_of.
 _KIND_OF: Final = {"DOUBLE": "float64", "FLOAT": "float32", "INT64": "int64", "INT32": "int32",
                    "BOOL": "bool", "STRING": "string", "BYTES": "bytes"}
 _KEY_KIND_OF: Final = {"INT64": INT_KEY, "INT32": INT_KEY, "STRING": STR_KEY}
@@ -52,12 +60,8 @@ class OnlineView:
         names: list[str] = list(stream.output_names) if stream else []
         kinds: list[str] = list(stream.output_kinds) if stream else []
         for feature in [] if stream else view.features:
-            kind = _KIND_OF.get(feature.dtype.to_value_type().name)
-            if kind is None:
-                raise ConfigError(f"feature {view.name}:{feature.name} has type {feature.dtype}, which "
-                                  f"the packed online store cannot hold; supported: {sorted(_KIND_OF)}")
             names.append(feature.name)
-            kinds.append(kind)
+            kinds.append(kind_of(feature.dtype.to_value_type().name))
         join_keys, key_kinds = [], []
         for column in view.entity_columns:
             kind = _KEY_KIND_OF.get(column.dtype.to_value_type().name)
@@ -82,6 +86,13 @@ class OnlineView:
         return event_us < now_us - self.ttl_us
 
 
+def kind_of(value_type: str) -> str:
+    """The packed kind of a Feast value type name: the scalars keep their fixed-width slot (the
+    hot path), any other type, present or future, is kept as its serialized proto. A repo is never
+    refused for a feature's type."""
+    return _KIND_OF.get(value_type) or value_kind(value_type)
+
+
 def read_batch(view: OnlineView, values: Sequence[Any], keys: Sequence[bytes],
                at_us: int | np.ndarray) -> UnpackedBatch:
     """``view``'s values as read from Redis, decoded as of ``at_us`` (one instant, or one per key):
@@ -95,6 +106,11 @@ def read_batch(view: OnlineView, values: Sequence[Any], keys: Sequence[bytes],
                               np.full(n, NO_TIME), windows.slots, windows.valid, {}, windows.corrupt)
     else:
         batch = unpack_rows(view.schema, values, keys)
+        if view.schema.has_values:
+            # Imported here: it imports Feast (seconds); views of scalars never need it.
+            from features.value_protos import parse_value_columns
+
+            parse_value_columns(batch, keys)
     CORRUPT_VALUES.record(batch.corrupt)  # served as missing, never silently
     stale = batch.found & view.stale(batch.event_us, at_us)
     if stale.any():

@@ -6,7 +6,8 @@ The format is documented in ``docs/online_format.md``; in short, every value is
         magic "TM" | version u8 | reserved u8 | schema fingerprint u32 BE
         event time (order-preserving u64 BE) | created time (same encoding)
         checksum u32 LE | null bitmap (u32 LE words) | one 8-byte slot per feature
-    variable part: the bytes of string/bytes features, in feature order
+    variable part: the bytes of string/bytes features and the serialized Feast ``Value`` protos
+                   of ``value:<TYPE>`` features (lists, maps, JSON, structs, ...), in feature order
 
 Times are microseconds since the Unix epoch (UTC). They are stored with the sign bit flipped and
 big-endian, so comparing bytes 8..24 of two values compares (event time, created time): that is how
@@ -32,10 +33,13 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "NO_TIME",
+    "VALUE_KIND_PREFIX",
     "PackedSchema",
     "UnpackedBatch",
+    "is_variable",
     "pack_rows",
     "unpack_rows",
+    "value_kind",
 ]
 
 MAGIC: Final = b"TM"
@@ -51,8 +55,28 @@ _FEW = 8  # batches up to this size are decoded value by value (_unpack_few)
 
 NUMERIC_KINDS: Final = frozenset({"float64", "float32", "int64", "int32", "bool"})
 VARIABLE_KINDS: Final = frozenset({"string", "bytes"})
+# Every Feast value type that is not one of the scalar kinds above (lists, sets, maps, JSON,
+# structs, timestamps, UUIDs, decimals, ...) is kind "value:<ValueType name>": its slot holds a
+# length like a string's, and its bytes are the serialized Feast ``Value`` proto. One generic
+# encoding covers every type Feast has or adds, decodes to exactly the proto that was written (as
+# Feast's own Redis store does), and keeps this module free of Feast: the proto is opaque bytes here.
+VALUE_KIND_PREFIX: Final = "value:"
 _SLOT_DTYPE: Final = {"float64": "<f8", "float32": "<f8", "int64": "<i8", "int32": "<i8",
                       "bool": "<i8", "string": "<u8", "bytes": "<u8"}
+
+
+def value_kind(value_type: str) -> str:
+    """The packed kind of a Feast value type stored as its serialized proto (e.g. ``value:MAP``)."""
+    return VALUE_KIND_PREFIX + value_type
+
+
+def is_variable(kind: str) -> bool:
+    """True for kinds whose bytes live in the variable part (text, bytes, serialized protos)."""
+    return kind in VARIABLE_KINDS or kind.startswith(VALUE_KIND_PREFIX)
+
+
+def _known(kind: str) -> bool:
+    return kind in NUMERIC_KINDS or is_variable(kind) and kind != VALUE_KIND_PREFIX
 
 
 @dataclass(frozen=True)
@@ -60,17 +84,18 @@ class PackedSchema:
     """The features of one view, in storage order, each with its kind.
 
     Kinds: ``float64``, ``float32`` (stored as float64), ``int64``, ``int32``, ``bool``
-    (stored as int64), ``string`` and ``bytes``.
+    (stored as int64), ``string``, ``bytes`` and ``value:<Feast ValueType name>`` (a serialized
+    Feast ``Value`` proto, kept as opaque bytes).
     """
 
     names: tuple[str, ...]
     kinds: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        unknown = sorted({k for k in self.kinds if k not in NUMERIC_KINDS | VARIABLE_KINDS})
+        unknown = sorted({k for k in self.kinds if not _known(k)})
         if unknown or len(self.names) != len(self.kinds):
             raise ValueError(f"unsupported feature kinds {unknown}; supported: "
-                             f"{sorted(NUMERIC_KINDS | VARIABLE_KINDS)}")
+                             f"{sorted(NUMERIC_KINDS | VARIABLE_KINDS)} and {VALUE_KIND_PREFIX}<Feast ValueType>")
 
     @cached_property
     def fingerprint(self) -> int:
@@ -89,7 +114,12 @@ class PackedSchema:
 
     @cached_property
     def has_variable(self) -> bool:
-        return any(k in VARIABLE_KINDS for k in self.kinds)
+        return any(is_variable(k) for k in self.kinds)
+
+    @cached_property
+    def has_values(self) -> bool:
+        """True when some feature is a serialized Feast ``Value`` proto (``value:`` kind)."""
+        return any(k.startswith(VALUE_KIND_PREFIX) for k in self.kinds)
 
     @cached_property
     def header_word(self) -> np.uint64:
@@ -105,8 +135,8 @@ class PackedSchema:
 
     @cached_property
     def text_features(self) -> tuple[tuple[int, str], ...]:
-        """(index, kind) of the string and bytes features, in schema order."""
-        return tuple((i, k) for i, k in enumerate(self.kinds) if k in VARIABLE_KINDS)
+        """(index, kind) of the features held in the variable part, in schema order."""
+        return tuple((i, k) for i, k in enumerate(self.kinds) if is_variable(k))
 
     @cached_property
     def slot_offset(self) -> int:
@@ -127,7 +157,7 @@ class PackedSchema:
         fields = [("magic", "S2"), ("version", "u1"), ("reserved", "u1"), ("fingerprint", ">u4"),
                   ("event", ">u8"), ("created", ">u8"), ("checksum", "<u4"),
                   ("nulls", "<u4", (self.bitmap_words,))]
-        fields += [(f"f{i}", _SLOT_DTYPE[k]) for i, k in enumerate(self.kinds)]
+        fields += [(f"f{i}", _SLOT_DTYPE.get(k, "<u8")) for i, k in enumerate(self.kinds)]
         return np.dtype(fields)
 
 
@@ -236,7 +266,7 @@ def pack_rows(
     for i, (kind, column, ok) in enumerate(zip(schema.kinds, columns, valid, strict=True)):
         ok = np.ones(n, dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
         nulls[:, i // 32] |= (~ok).astype(np.uint32) << np.uint32(i % 32)
-        if kind in VARIABLE_KINDS:
+        if is_variable(kind):
             blobs = [_text_bytes(v, kind) if good else b"" for v, good in zip(column, ok, strict=True)]
             encoded_text[i] = blobs
             rows[f"f{i}"] = np.fromiter((len(b) for b in blobs), dtype=np.uint64, count=n)
@@ -254,6 +284,7 @@ def pack_rows(
 
 
 def _text_bytes(value: object, kind: str) -> bytes:
+    """``value:`` kinds arrive already serialized (bytes), like ``bytes`` features."""
     if kind == "string":
         return str(value).encode()
     return bytes(value)  # type: ignore[call-overload]
@@ -291,7 +322,7 @@ def _unpack_vectorised(schema: PackedSchema, values: Sequence[bytes | object | N
     valid = np.zeros((n, f), dtype=bool)
     event = np.full(n, NO_TIME, dtype=np.int64)
     created = np.full(n, NO_TIME, dtype=np.int64)
-    text = {i: np.full(n, None, dtype=object) for i, k in enumerate(schema.kinds) if k in VARIABLE_KINDS}
+    text = {i: np.full(n, None, dtype=object) for i, k in enumerate(schema.kinds) if is_variable(k)}
     if not present:
         return UnpackedBatch(schema, found, event, created, np.zeros((0, f), np.int64), valid, text, corrupt)
     rows = np.frombuffer(fixed_buf, dtype=schema.row_dtype())
@@ -455,8 +486,9 @@ def _unpack_text(schema: PackedSchema, slots: np.ndarray, present: list[bytes], 
 
 
 def _decode_text(chunk: bytes, kind: str) -> object:
-    """The feature's value, or None when a string's bytes are not UTF-8."""
-    if kind == "bytes":
+    """The feature's value, or None when a string's bytes are not UTF-8. A ``value:`` kind's bytes
+    stay a serialized proto: parsing it is the Feast-facing caller's job."""
+    if kind != "string":
         return chunk
     try:
         return chunk.decode()
