@@ -151,7 +151,7 @@ def latest_rows(spark: SparkSession, fv: FeatureView, window: Window, *, partiti
 
 def materialize_view(
     spark: SparkSession, project: str, fv: FeatureView, window: Window, redis_online: RedisOnline,
-    *, partitions: int = 4, margin_us: int = 3_600_000_000,
+    *, partitions: int = 4, margin_us: int = 3_600_000_000, key_ttl_ms: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> MaterializeResult:
     """Write the latest value per entity of ``fv`` in ``window`` to Redis (see the module doc)."""
@@ -163,7 +163,7 @@ def materialize_view(
     meta = _Meta(redis_online, project)
     meta.set_pending(view.name, window)
     task = _PartitionWriter(redis_online.url, redis_online.is_cluster, redis_online.write_timeout_ms,
-                            key_prefix(project), view, run_key, margin_us, now_us())
+                            key_prefix(project), view, run_key, margin_us, now_us(), key_ttl_ms)
     done = threading.Event()
     watcher = threading.Thread(target=_watch, args=(redis_online, run_key, parts, done, on_progress),
                                daemon=True)
@@ -209,7 +209,8 @@ def materialize_views(
     partitions = partitions or max(4, 2 * spark.sparkContext.defaultParallelism)
     with partition_progress(enabled=progress) as report, ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(materialize_view, spark, store.project, fv, window, redis_online,
-                               partitions=partitions, margin_us=margin_us, on_progress=report(fv.name))
+                               partitions=partitions, margin_us=margin_us,
+                               key_ttl_ms=store.config.online_store.key_ttl_ms, on_progress=report(fv.name))
                    for fv, window in work]
         results = [future.result() for future in futures]
     meta = _Meta(redis_online, store.project)
@@ -332,6 +333,7 @@ class _PartitionWriter:
     run_key: bytes
     margin_us: int
     at_us: int
+    key_ttl_ms: int = 0  # Feast's key_ttl_seconds, in ms; 0: no cap
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
@@ -395,7 +397,7 @@ class _PartitionWriter:
                 filled = arrow.fill_null(False if kind == "bool" else 0).to_numpy(zero_copy_only=False)
                 values.append(filled.astype(np.float64 if kind.startswith("float") else np.int64))
         return write_rows(redis_online, self.project, self.view, ids, event, created, values, valid,
-                          margin_us=self.margin_us, at_us=self.at_us)
+                          margin_us=self.margin_us, at_us=self.at_us, key_ttl_ms=self.key_ttl_ms)
 
 
 def _utc(moment: datetime) -> datetime:

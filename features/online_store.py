@@ -6,6 +6,14 @@ Select it in any Feast repo's ``feature_store.yaml``::
       type: features.online_store.PackedRedisOnlineStore
       url: redis://10.0.0.5:6379/0      # omit: tidemark's embedded Redis under $TIDEMARK_HOME
 
+or, as Feast's own ``redis`` store is configured (so a repo switches by its ``type:`` line alone)::
+
+    online_store:
+      type: features.online_store.PackedRedisOnlineStore
+      connection_string: "10.0.0.5:6379,db=0,ssl=true,password=..."
+      redis_type: redis_cluster         # optional, as in Feast; default: ask the server
+      key_ttl_seconds: 604800           # optional: a key lives at most this long after its last write
+
 ``feast materialize``, ``feast materialize-incremental`` and ``FeatureStore.get_online_features``
 work unchanged. Writes are newest-wins (an older event never replaces a newer one); reads return
 a value older than the view's TTL as missing, as the offline point-in-time join would. The key and
@@ -24,14 +32,14 @@ from typing import Any, Final, Literal
 import numpy as np
 from feast.entity import Entity
 from feast.feature_view import FeatureView
-from feast.field import Field
+from feast.field import Field as FeastField
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.types import from_value_type
 from feast.value_type import ValueType
-from pydantic import NonNegativeInt, PositiveInt, StrictStr
+from pydantic import Field, NonNegativeInt, PositiveInt, StrictStr, model_validator
 
 from features.errors import ConfigError
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
@@ -39,6 +47,7 @@ from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, rais
 from features.packed_layout import NO_TIME, VALUE_KIND_PREFIX
 from features.redis_async import close_async_clients, get_many_async
 from features.redis_client import RedisOnline
+from features.redis_connection_string import redis_url_from_connection_string
 from features.value_protos import serialized_column
 from features.window_state import state_header
 from tidemark.settings import Settings
@@ -54,20 +63,37 @@ _PROTO_FIELD: Final = {"float64": "double_val", "float32": "float_val", "int64":
 
 
 class PackedRedisOnlineStoreConfig(FeastConfigBaseModel):
-    """Settings of :class:`PackedRedisOnlineStore`; unknown keys are rejected."""
+    """Settings of :class:`PackedRedisOnlineStore`; unknown keys are rejected.
+
+    Feast's own ``redis`` store's keys are accepted as they are (``connection_string``,
+    ``redis_type``, ``key_ttl_seconds``), so a Feast repo switches to this store by its ``type:``
+    line alone.
+    """
 
     type: Literal["features.online_store.PackedRedisOnlineStore"] = "features.online_store.PackedRedisOnlineStore"
 
-    url: StrictStr | None = None
-    """``redis://host:port/db`` (any node of a cluster will do). Unset: ``TIDEMARK_REDIS_URL``, else
-    the embedded server tidemark starts under ``$TIDEMARK_HOME/redis``."""
+    url: StrictStr | None = Field(default=None, repr=False)  # may hold a password: kept out of reprs
+    """``redis://host:port/db`` (any node of a cluster will do). Unset, and no ``connection_string``:
+    ``TIDEMARK_REDIS_URL``, else the embedded server tidemark starts under ``$TIDEMARK_HOME/redis``."""
+
+    connection_string: StrictStr | None = Field(default=None, repr=False)
+    """Feast's form of the address, instead of ``url``: ``host:port[,host:port…][,db=0][,ssl=true]
+    [,password=…][,username=…]`` (the first server is used; on a cluster it finds the others). See
+    :mod:`features.redis_connection_string` for the options it carries."""
 
     embedded_dir: StrictStr | None = None
-    """Where the embedded server keeps its data when ``url`` is unset (default:
-    ``$TIDEMARK_HOME/redis``)."""
+    """Where the embedded server keeps its data when neither ``url`` nor ``connection_string`` is
+    set (default: ``$TIDEMARK_HOME/redis``)."""
 
-    redis_type: Literal["auto", "redis", "redis_cluster"] = "auto"
-    """``auto`` asks the server whether it is a cluster node."""
+    redis_type: Literal["auto", "redis", "redis_cluster", "redis_sentinel"] = "auto"
+    """``auto`` asks the server whether it is a cluster node; ``redis`` and ``redis_cluster`` (Feast's
+    values) say so. ``redis_sentinel`` is refused with what to do instead."""
+
+    key_ttl_seconds: PositiveInt | None = None
+    """Feast's key: a key expires in Redis at most this long after it was last written (seconds).
+    It only shortens a key's life: a view with a TTL still expires ``expiry_margin_s`` after the TTL
+    if that comes first, and reads still return a value older than the view's TTL as missing. A view
+    without a TTL, whose keys otherwise never expire, is forgotten this long after its last write."""
 
     timeout_ms: PositiveInt = 50
     """A read that takes longer fails with ``OnlineStoreUnavailable`` (milliseconds)."""
@@ -77,6 +103,24 @@ class PackedRedisOnlineStoreConfig(FeastConfigBaseModel):
 
     expiry_margin_s: NonNegativeInt = 3600
     """Keys expire in Redis this long after their view's TTL; reads apply the TTL exactly."""
+
+    @model_validator(mode="after")
+    def _one_address(self) -> PackedRedisOnlineStoreConfig:
+        """Two addresses would leave the reader guessing which one is used: refuse them."""
+        if self.url is not None and self.connection_string is not None:
+            raise ConfigError("online_store sets both url and connection_string: keep one (url as "
+                              "redis://host:port/db, or connection_string in Feast's 'host:port,db=0' form)")
+        if self.redis_type == "redis_sentinel":
+            raise ConfigError("redis_type: redis_sentinel is not supported by tidemark's online store: "
+                              "point url (or connection_string) at the current master, or use Redis Cluster")
+        if self.connection_string is not None:
+            redis_url_from_connection_string(self.connection_string)  # a bad string fails on load
+        return self
+
+    @property
+    def key_ttl_ms(self) -> int:
+        """``key_ttl_seconds`` in milliseconds; 0 when unset (no cap)."""
+        return 0 if self.key_ttl_seconds is None else self.key_ttl_seconds * 1000
 
 
 _connections: dict[tuple[Any, ...], RedisOnline] = {}
@@ -99,7 +143,8 @@ def connect(config: PackedRedisOnlineStoreConfig) -> RedisOnline:
     stopped server is an ``OnlineStoreUnavailable`` like any other, not restarted behind a read.
     """
     cluster = None if config.redis_type == "auto" else config.redis_type == "redis_cluster"
-    key = (config.url, config.embedded_dir, cluster, config.timeout_ms, config.write_timeout_ms)
+    key = (config.url, config.connection_string, config.embedded_dir, cluster, config.timeout_ms,
+           config.write_timeout_ms)
     found = _connections.get(key)
     if found is not None:
         return found
@@ -113,6 +158,8 @@ def connect(config: PackedRedisOnlineStoreConfig) -> RedisOnline:
 def _resolve_url(config: PackedRedisOnlineStoreConfig) -> str:
     if config.url:
         return config.url
+    if config.connection_string:
+        return redis_url_from_connection_string(config.connection_string)
     if config.embedded_dir:
         from features.embedded_redis import EmbeddedRedis
 
@@ -143,7 +190,8 @@ class PackedRedisOnlineStore(OnlineStore):
         created = np.array([NO_TIME if row[3] is None else epoch_us(row[3]) for row in data], dtype=np.int64)
         columns, valid = _columns_from_protos(view, [row[1] for row in data])
         counts = write_rows(connect(store_config), key_prefix(config.project), view, ids, event, created,
-                            columns, valid, margin_us=store_config.expiry_margin_s * 1_000_000)
+                            columns, valid, margin_us=store_config.expiry_margin_s * 1_000_000,
+                            key_ttl_ms=store_config.key_ttl_ms)
         log.debug("%s: %s", view.name, counts)
         if progress is not None:
             progress(len(data))
@@ -255,7 +303,7 @@ class _EntityResolver:
             entity = self._known.get(name)
             if entity is None:
                 return view  # OnlineView.from_feast says what is missing
-            columns.append(Field(name=entity.join_key, dtype=from_value_type(entity.value_type)))
+            columns.append(FeastField(name=entity.join_key, dtype=from_value_type(entity.value_type)))
         resolved = view.__copy__()
         resolved.entity_columns = columns
         return resolved

@@ -160,26 +160,32 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def expiry_ms(event_us: np.ndarray, ttl_us: int, margin_us: int, at_us: int) -> np.ndarray:
+def expiry_ms(event_us: np.ndarray, ttl_us: int, margin_us: int, at_us: int, cap_ms: int = 0) -> np.ndarray:
     """Redis time to live per row, in ms: 0 for no expiry (no TTL), -1 where already stale.
 
     A key outlives its TTL by ``margin_us``: reads enforce the TTL exactly, expiry only frees memory.
+    ``cap_ms`` > 0 (Feast's ``key_ttl_seconds``) bounds the time to live of every written key, one
+    without a TTL included; it never makes a stale row writable.
     """
     if not ttl_us:
-        return np.zeros(len(event_us), dtype=np.int64)
+        return np.full(len(event_us), max(cap_ms, 0), dtype=np.int64)
     left_us = np.asarray(event_us, dtype=np.int64) + ttl_us - at_us
     left_ms = np.maximum(-(-left_us // 1000), 1)  # rounded up: live for part of a ms is live
-    return np.where(left_us < 0, -1, left_ms + margin_us // 1000)
+    live_ms = left_ms + margin_us // 1000
+    if cap_ms > 0:
+        live_ms = np.minimum(live_ms, cap_ms)
+    return np.where(left_us < 0, -1, live_ms)
 
 
 def write_rows(
     redis_online: RedisOnline, project: bytes, view: OnlineView, ids: Sequence[bytes],
     event_us: np.ndarray, created_us: np.ndarray | None, columns: Sequence[np.ndarray],
-    valid: Sequence[np.ndarray | None], *, margin_us: int, at_us: int | None = None,
+    valid: Sequence[np.ndarray | None], *, margin_us: int, at_us: int | None = None, key_ttl_ms: int = 0,
 ) -> WriteCounts:
-    """Write rows of ``view`` (one per entity id), newest wins; stale rows are not written."""
+    """Write rows of ``view`` (one per entity id), newest wins; stale rows are not written.
+    ``key_ttl_ms`` > 0 caps each key's Redis time to live (see :func:`expiry_ms`)."""
     at = now_us() if at_us is None else at_us
-    ttl = expiry_ms(event_us, view.ttl_us, margin_us, at)
+    ttl = expiry_ms(event_us, view.ttl_us, margin_us, at, key_ttl_ms)
     keep = np.flatnonzero(ttl >= 0)
     counts = WriteCounts(expired=len(ids) - len(keep))
     if not len(keep):
