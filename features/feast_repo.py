@@ -97,8 +97,8 @@ def _fill_offline(raw: dict[str, Any], settings: Settings) -> None:
 
 
 def definitions_fingerprint(objects: Sequence[Any]) -> str:
-    """SHA-256 over the objects' protos as written (before Feast's inference fills them in), in a
-    stable order; the fingerprint tag itself is left out."""
+    """SHA-256 over the objects' protos as written (before Feast's inference fills them in, and
+    without their creation times), in a stable order; a Project (it carries the tag) is left out."""
     from feast.project import Project
 
     parts = []
@@ -106,12 +106,28 @@ def definitions_fingerprint(objects: Sequence[Any]) -> str:
         if isinstance(obj, Project):
             continue
         proto = obj.to_proto()
+        _clear_meta(proto)
         parts.append((type(obj).__name__, obj.name, proto.SerializeToString(deterministic=True)))
     digest = hashlib.sha256()
     for kind, name, data in sorted(parts):
         digest.update(f"{kind}\0{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def _clear_meta(message: Any) -> None:
+    """Drop every ``meta`` (creation and update times, set when an object is built, so different
+    on each load of the same definitions) from ``message`` and the messages inside it."""
+    for descriptor, value in list(message.ListFields()):
+        if descriptor.name == "meta":
+            message.ClearField(descriptor.name)
+        elif descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
+            continue
+        elif hasattr(value, "ListFields"):  # one message
+            _clear_meta(value)
+        else:  # a repeated field of messages
+            for item in value:
+                _clear_meta(item)
 
 
 def recorded_fingerprint(store: FeatureStore) -> str | None:
@@ -125,12 +141,13 @@ def recorded_fingerprint(store: FeatureStore) -> str | None:
     return project.tags.get(FINGERPRINT_TAG)
 
 
-def apply_definitions(store: FeatureStore, objects: Sequence[Any]) -> None:
+def apply_definitions(store: FeatureStore, objects: Sequence[Any], fingerprint: str | None = None) -> None:
     """``store.apply(objects)`` with the definitions' fingerprint tagged on the project, in one
-    commit. Objects the registry has and ``objects`` lack are kept (``feast apply`` deletes them)."""
+    commit. Objects the registry has and ``objects`` lack are kept (``feast apply`` deletes them).
+    ``fingerprint``: taken before a plan, whose inference fills the objects in (default: now)."""
     from feast.project import Project
 
-    fingerprint = definitions_fingerprint(objects)
+    fingerprint = fingerprint or definitions_fingerprint(objects)
     own = [o for o in objects if isinstance(o, Project) and o.name == store.project]
     project = own[0] if own else Project(name=store.project)
     project.tags = {**project.tags, FINGERPRINT_TAG: fingerprint}
@@ -140,14 +157,15 @@ def apply_definitions(store: FeatureStore, objects: Sequence[Any]) -> None:
 def sync_definitions(store: FeatureStore, objects: Sequence[Any]) -> str | None:
     """Apply ``objects`` when they differ from what the registry holds (see the module doc).
     Returns the plan's text (as ``feast plan`` prints it) when something was applied, else None."""
-    if recorded_fingerprint(store) == definitions_fingerprint(objects):
+    fingerprint = definitions_fingerprint(objects)
+    if recorded_fingerprint(store) == fingerprint:
         return None
     diff = _meaningful(store.plan(_contents(objects))[0])
     text = _plain(diff.to_string())
     if diff.feast_object_diffs:
         log.warning("the registry of project %s is behind its repo's definitions; applying:\n%s",
                     store.project, text)
-    apply_definitions(store, objects)  # records the fingerprint even when only it was missing
+    apply_definitions(store, objects, fingerprint)  # records it even when only the fingerprint was missing
     return text if diff.feast_object_diffs else None
 
 

@@ -81,12 +81,14 @@ def test_an_edited_view_is_applied_on_open_with_the_plan_logged(team, caplog):
     assert "cust_profile" not in plan and "Created" not in plan  # only what changed
 
     caplog.clear()
+    registry = settings.home / "team" / "registry.db"
+    written = registry.stat().st_mtime_ns
     started = time.perf_counter()
     with caplog.at_level(logging.WARNING, logger="features.feast_repo"):
         again = FeatureClient(settings, repo_path=repo)
         store = again.store
     opened_s = time.perf_counter() - started
-    assert not caplog.records  # unchanged: nothing applied, nothing logged
+    assert not caplog.records and registry.stat().st_mtime_ns == written  # unchanged: nothing applied or logged
     assert store.registry.get_project("client_repo").tags[FINGERPRINT_TAG] == recorded_fingerprint(edited.store)
     assert opened_s < 2.0, f"opening an unchanged repo took {opened_s:.2f} s"
 
@@ -110,3 +112,7 @@ def test_a_registry_applied_by_feast_itself_is_checked_once_and_left_alone(team,
         client = FeatureClient(settings, repo_path=repo)
         assert client.feature_view("cust_stats").ttl == timedelta(hours=24)
     assert not caplog.records and recorded_fingerprint(client.store)
+    registry = settings.home / "team" / "registry.db"
+    written = registry.stat().st_mtime_ns
+    assert FeatureClient(settings, repo_path=repo).feature_view("cust_stats").ttl == timedelta(hours=24)
+    assert registry.stat().st_mtime_ns == written  # the next open only compares
