@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from feast import FeatureView
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["MaterializeResult", "Window", "latest_rows", "materialize_view", "materialize_views"]
+__all__ = ["MaterializeResult", "Window", "latest_rows", "materialize_view", "materialize_views", "run_windows"]
 
 log = logging.getLogger(__name__)
 
@@ -200,25 +200,50 @@ def materialize_views(
     """Materialize several views of a Feast ``store`` (its online store must be the packed one) as
     concurrent Spark jobs, so one view's planning overlaps another's writes; then record each
     window in the registry (only when every view succeeded), for ``materialize_incremental``."""
+    outcomes = run_windows(spark, store.project, store.config.online_store, work,
+                           partitions=partitions, progress=progress)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    for fv, window in work:
+        store.registry.apply_materialization(fv, store.project, window.start, window.end)
+    return [o for o in outcomes if isinstance(o, MaterializeResult)]
+
+
+def run_windows(
+    spark: SparkSession, project: str, online_config: Any, work: list[tuple[FeatureView, Window]], *,
+    partitions: int | None = None, progress: bool = True,
+) -> list[MaterializeResult | Exception]:
+    """Run each ``(view, window)`` of ``work`` as a concurrent Spark job into the packed online store
+    of ``online_config``; per item its result or the error that stopped it (the others run on).
+
+    The registry is not touched: :func:`materialize_views` records the windows itself, and Feast
+    does when its commands run this through ``features.materialize_engine``. A full window that
+    succeeded marks its view loaded (the next incremental run needs no reload).
+    """
     from features.online_store import connect
     from features.progress import partition_progress
 
-    redis_online = connect(store.config.online_store)
-    margin_us = store.config.online_store.expiry_margin_s * 1_000_000
+    redis_online = connect(online_config)
+    margin_us = online_config.expiry_margin_s * 1_000_000
     # Two tasks per core: one packs rows while the other waits on Redis.
     partitions = partitions or max(4, 2 * spark.sparkContext.defaultParallelism)
     with partition_progress(enabled=progress) as report, ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [pool.submit(materialize_view, spark, store.project, fv, window, redis_online,
+        futures = [pool.submit(materialize_view, spark, project, fv, window, redis_online,
                                partitions=partitions, margin_us=margin_us,
-                               key_ttl_ms=store.config.online_store.key_ttl_ms, on_progress=report(fv.name))
+                               key_ttl_ms=online_config.key_ttl_ms, on_progress=report(fv.name))
                    for fv, window in work]
-        results = [future.result() for future in futures]
-    meta = _Meta(redis_online, store.project)
-    for fv, window in work:
-        store.registry.apply_materialization(fv, store.project, window.start, window.end)
-        if window.full:
+        outcomes: list[MaterializeResult | Exception] = []
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:  # noqa: BLE001  (returned, not raised: the caller decides per view)
+                outcomes.append(exc)
+    meta = _Meta(redis_online, project)
+    for (fv, window), outcome in zip(work, outcomes, strict=True):
+        if window.full and isinstance(outcome, MaterializeResult):
             meta.set_loaded(OnlineView.from_feast(fv))
-    return results
+    return outcomes
 
 
 def incremental_window(fv: FeatureView, end: datetime, redis_online: RedisOnline, project: str) -> Window:

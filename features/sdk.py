@@ -58,7 +58,8 @@ class FeatureClient:
 
     @property
     def store(self) -> FeatureStore:
-        """The Feast ``FeatureStore`` (created on first use; tidemark's definitions applied)."""
+        """The Feast ``FeatureStore`` (created on first use; the repo's definitions applied if the
+        registry was behind them)."""
         if self._store is None:
             self._store = self._open_store()
         return self._store
@@ -74,7 +75,9 @@ class FeatureClient:
         """Register the repo's definitions in its Feast registry: a team's repo's Python files (else
         the bundled example's, ``tidemark.settings.BUNDLED_PROJECT``), as ``feast apply`` reads them
         (objects it no longer defines are kept: ``feast apply`` deletes them)."""
-        self.store.apply(repo_objects(Path(self._repo_path or BUNDLED_PROJECT), self.settings))
+        from features.feast_repo import apply_definitions
+
+        apply_definitions(self.store, repo_objects(Path(self._repo_path or BUNDLED_PROJECT), self.settings))
         self._reader = None
         self._pusher = None
         self._plans.clear()
@@ -328,36 +331,22 @@ class FeatureClient:
             )
 
     def _open_store(self) -> FeatureStore:
+        """The repo's store, configured by its own ``feature_store.yaml`` (tidemark's settings only
+        fill what it leaves open: ``features.feast_repo.repo_config``), with the repo's definitions
+        applied if the registry does not hold them as they are now (an edited view is applied and
+        logged as ``feast plan`` prints it, never served stale); a cheap check when nothing changed."""
         from feast import FeatureStore
 
-        if self._repo_path is not None:
-            return FeatureStore(repo_path=str(self._repo_path))
-        store = FeatureStore(config=self._repo_config())
-        registry = self.settings.registry_path
-        if not registry.exists():
-            store.apply(repo_objects(BUNDLED_PROJECT, self.settings))
+        from features.feast_repo import repo_config, sync_definitions
+
+        repo = Path(self._repo_path or BUNDLED_PROJECT)
+        config = repo_config(repo, self.settings)
+        registry = str(config.registry.path or "")
+        if registry and "://" not in registry:  # a local file registry: Feast does not create its folder
+            Path(registry).parent.mkdir(parents=True, exist_ok=True)
+        store = FeatureStore(repo_path=str(repo), config=config)
+        sync_definitions(store, repo_objects(repo, self.settings))
         return store
-
-    def _repo_config(self) -> Any:
-        from feast.repo_config import RepoConfig
-
-        from features.spark import settings_conf
-
-        feast_dir = self.settings.home / "feast"
-        feast_dir.mkdir(parents=True, exist_ok=True)
-        return RepoConfig(
-            project=self.settings.project,
-            provider="local",
-            registry={"registry_type": "file", "path": str(self.settings.registry_path), "cache_ttl_seconds": 60},
-            # Spark starts on the offline store's first use (never for online reads), with these settings
-            offline_store={"type": "features.offline_store.SparkAsofOfflineStore",
-                           "spark_conf": settings_conf(self.settings.spark)},
-            online_store={"type": "features.online_store.PackedRedisOnlineStore",
-                          "url": self.settings.redis_url, "embedded_dir": str(self.settings.redis_dir),
-                          "timeout_ms": self.settings.online_timeout_ms},
-            entity_key_serialization_version=3,
-            repo_path=str(BUNDLED_PROJECT),
-        )
 
 
 def repo_objects(repo: Path, settings: Settings | None = None) -> list[Any]:
