@@ -4,7 +4,8 @@
     ├── ConfigError                     (tidemark.errors) a setting is missing or invalid
     └── FeatureStoreError
         ├── ConfigError                 the feature store's configuration is bad or missing
-                                        (also a tidemark.errors.ConfigError)
+        │   │                           (also a tidemark.errors.ConfigError)
+        │   └── UnresolvedEntityError   a view's entity is not registered yet: no join keys
         ├── DataNotFoundError           raw data or an offline table is missing
         ├── EntityFrameError            the entity dataframe is unusable
         │   ├── MissingColumnError      a join key or the timestamp column is absent
@@ -46,6 +47,12 @@ class ConfigError(FeatureStoreError, kernel.ConfigError):
     no redis-server to start, a bad date range). Both a :class:`FeatureStoreError` (callers that
     fall back when the store fails keep doing so) and a :class:`tidemark.errors.ConfigError`.
     ``TidemarkError`` is re-exported here from :mod:`tidemark.errors`, where it now lives."""
+
+
+class UnresolvedEntityError(ConfigError):
+    """A feature view names an entity that neither its ``apply`` call nor the registry defines, so
+    its join keys (which key its online values) are unknown. ``feast apply`` accepts such a view;
+    the online store registers it, and can store its values, once the entity is applied."""
 
 
 class DataNotFoundError(FeatureStoreError):

@@ -41,7 +41,7 @@ from feast.types import from_value_type
 from feast.value_type import ValueType
 from pydantic import Field, NonNegativeInt, PositiveInt, StrictStr, model_validator
 
-from features.errors import ConfigError
+from features.errors import ConfigError, UnresolvedEntityError
 from features.online_keys import entity_id_from_proto, key_prefix, view_keys
 from features.online_views import LOADED_KEY, OnlineView, epoch_us, now_us, raise_if_refused, read_batch, write_rows
 from features.packed_layout import NO_TIME, VALUE_KIND_PREFIX
@@ -256,7 +256,14 @@ class PackedRedisOnlineStore(OnlineStore):
                 _delete_view(redis_online, project, table.name)
                 writer.hdel(schemas_key, table.name)
             for table in tables_to_keep:
-                fingerprint = _fingerprint(OnlineView.from_feast(resolve(table)))
+                try:
+                    fingerprint = _fingerprint(OnlineView.from_feast(resolve(table)))
+                except UnresolvedEntityError as exc:
+                    # Feast's own stores accept the view (its values are keyed at write time);
+                    # nothing can be stored under it before its entity is applied, and writing
+                    # then says so, so the apply goes on for the rest of the repo
+                    log.warning("%s; its online values can be written once they are", exc)
+                    continue
                 stored = writer.hget(schemas_key, table.name)
                 if stored is not None and stored != fingerprint:
                     deleted = _delete_view(redis_online, project, table.name)

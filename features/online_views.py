@@ -15,7 +15,7 @@ from typing import Any, Final
 import numpy as np
 
 from features.corrupt_values import CORRUPT_VALUES
-from features.errors import ConfigError, OnlineStoreError
+from features.errors import ConfigError, OnlineStoreError, UnresolvedEntityError
 from features.online_keys import INT_KEY, STR_KEY, view_keys
 from features.packed_layout import (
     NO_TIME,
@@ -72,8 +72,9 @@ class OnlineView:
             key_kinds.append(kind)
         if not join_keys:
             if list(view.entities) not in ([], ["__dummy"]):
-                raise ConfigError(f"feature view {view.name!r} has no resolved join keys; apply it to "
-                                  "the registry first (`feast apply` or FeatureClient.apply())")
+                raise UnresolvedEntityError(
+                    f"feature view {view.name!r} has no resolved join keys: its entities {list(view.entities)} "
+                    "are not registered; apply them with the view (`feast apply` or FeatureClient.apply())")
             join_keys, key_kinds = [DUMMY_JOIN_KEY], [STR_KEY]  # Feast keys these by ""
         ttl_us = micros(view.ttl) if view.ttl and stream is None else 0
         return cls(view.name, tuple(join_keys), tuple(key_kinds),
