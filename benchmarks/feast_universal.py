@@ -129,6 +129,7 @@ def run_suite(args: argparse.Namespace, redis_url: str, work: Path) -> Path:
         "TIDEMARK_UNIVERSAL_REDIS_URL": redis_url,
         "TIDEMARK_UNIVERSAL_STORES": args.stores,
         "TIDEMARK_UNIVERSAL_REDIS_KEY": args.redis_key,
+        "TIDEMARK_UNIVERSAL_CREATED_FILTER": args.created_filter,
         "TIDEMARK_HOME": str(work / "tidemark_home"),
         "PYSPARK_PYTHON": args.python,
         "PYSPARK_DRIVER_PYTHON": args.python,
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tidemark's plugins, or Feast's spark + redis stores as the reference")
     parser.add_argument("--redis-key", choices=("url", "connection_string"), default="url",
                         help="how tidemark's online store is given the Redis address")
+    parser.add_argument("--created-filter", choices=("on", "off"), default="on",
+                        help="tidemark's created-timestamp filter (on, its default) or Feast's semantics (off)")
     parser.add_argument("--timeout-s", type=int, default=300, help="per test (pytest-timeout)")
     parser.add_argument("--junit-dir", type=Path, default=Path(tempfile.gettempdir()) / "feast_universal",
                         help="where the JUnit XML and pytest's output are kept")

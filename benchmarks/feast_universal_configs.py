@@ -15,6 +15,10 @@ one for tidemark: it only imports inside a Feast checkout's ``sdk/python`` (it n
 ``TIDEMARK_UNIVERSAL_REDIS_KEY``
     ``url`` (default): tidemark's store gets ``url: redis://…``. ``connection_string``: it gets the
     ``host:port,db=0`` string Feast's own ``redis`` entries use, the drop-in case.
+``TIDEMARK_UNIVERSAL_CREATED_FILTER``
+    ``on`` (default, tidemark's default): a row whose created timestamp is later than the
+    prediction time is not used. ``off``: Feast's semantics (the latest created row wins), to tell
+    the failures this intended difference causes from the others.
 
 The online store is registered under the name ``redis``: Feast's suite selects Redis-only tests
 with ``@pytest.mark.universal_online_stores(only=["redis"])``, and a drop-in replacement for
@@ -78,8 +82,9 @@ class TidemarkSparkDataSourceCreator(LocalSparkDataSourceCreator):
     """Feast's Spark data sources, read by tidemark's ``SparkAsofOfflineStore``."""
 
     def create_offline_store_config(self) -> SparkAsofOfflineStoreConfig:  # type: ignore[override]
-        config = SparkAsofOfflineStoreConfig(spark_conf=_spark_conf(),
-                                             staging_location=tempfile.mkdtemp(prefix="tidemark_staging_"))
+        config = SparkAsofOfflineStoreConfig(
+            spark_conf=_spark_conf(), staging_location=tempfile.mkdtemp(prefix="tidemark_staging_"),
+            filter_by_created_timestamp=os.environ.get("TIDEMARK_UNIVERSAL_CREATED_FILTER", "on") != "off")
         self.spark_offline_store_config = config
         return config
 
