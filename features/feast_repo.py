@@ -162,11 +162,21 @@ def sync_definitions(store: FeatureStore, objects: Sequence[Any]) -> str | None:
         return None
     diff = _meaningful(store.plan(_contents(objects))[0])
     text = _plain(diff.to_string())
-    if diff.feast_object_diffs:
-        log.warning("the registry of project %s is behind its repo's definitions; applying:\n%s",
-                    store.project, text)
-    apply_definitions(store, objects, fingerprint)  # records it even when only the fingerprint was missing
-    return text if diff.feast_object_diffs else None
+    if not diff.feast_object_diffs:
+        # The registry holds these definitions (applied by `feast apply`, which records no
+        # fingerprint): record it and touch nothing else. Applying the objects again would run the
+        # online store's update() for every view, for no change.
+        apply_definitions(store, [p for p in objects if _is_project(p)], fingerprint)
+        return None
+    log.warning("the registry of project %s is behind its repo's definitions; applying:\n%s", store.project, text)
+    apply_definitions(store, objects, fingerprint)
+    return text
+
+
+def _is_project(obj: Any) -> bool:
+    from feast.project import Project
+
+    return isinstance(obj, Project)
 
 
 def _meaningful(diff: Any) -> Any:

@@ -61,18 +61,19 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.types import Array, Bytes, Float64, Int64, Json, Map, String, Struct, UnixTimestamp
 
 thing = Entity(name="thing", join_keys=["thing_id"], value_type=ValueType.INT64)
+fields = [Field(name="tags", dtype=Map), Field(name="attrs", dtype=Json),
+          Field(name="point", dtype=Struct({{"x": Int64, "label": String}})),
+          Field(name="scores", dtype=Array(Float64)), Field(name="blob", dtype=Bytes),
+          Field(name="seen_at", dtype=UnixTimestamp)]
 rich = FeatureView(
-    name="rich", entities=[thing], ttl=timedelta(days=2),
-    schema=[Field(name="tags", dtype=Map), Field(name="attrs", dtype=Json),
-            Field(name="point", dtype=Struct({{"x": Int64, "label": String}})),
-            Field(name="scores", dtype=Array(Float64)), Field(name="blob", dtype=Bytes),
-            Field(name="seen_at", dtype=UnixTimestamp)],
+    name="rich", entities=[thing], ttl=timedelta(days=2), schema=fields,
     source=SparkSource(name="rich_src", path="{data}", file_format="parquet", timestamp_field="ts"))
 # Feast's own materialization (feast materialize) cannot turn an Arrow/Parquet map column into a Map
 # proto (its _convert_arrow_to_proto raises TypeError "Expected dict for MAP type"): the same
-# features without the Map, for the Feast CLI's materialize.
+# features without the Map, for the Feast CLI's materialize. (From the list, not from rich.schema,
+# whose order is a set's: it differs between processes, and so would this view's packed layout.)
 rich_no_map = FeatureView(name="rich_no_map", entities=[thing], ttl=timedelta(days=2),
-                          schema=[f for f in rich.schema if f.name != "tags"], source=rich.source)
+                          schema=[f for f in fields if f.name != "tags"], source=rich.source)
 """
 
 
