@@ -93,6 +93,9 @@ def _append_file(root: Path, rows: pa.Table) -> None:
     try:
         pq.write_table(rows, hidden, coerce_timestamps="us", allow_truncated_timestamps=False)
         os.replace(hidden, root / name)
+    except pa.ArrowInvalid as exc:  # e.g. nanoseconds that microseconds would truncate
+        raise OfflineWriteError(f"rows for {root} cannot be stored as Parquet ({exc}); round timestamps to "
+                                "microseconds (Spark reads no finer) and push again") from exc
     finally:
         hidden.unlink(missing_ok=True)
 

@@ -205,9 +205,7 @@ class PackedRedisOnlineStore(OnlineStore):
         requested_features: list[str] | None = None,
     ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
         """Feature protos per entity key; ``(None, None)`` for a missing, stale or corrupt value."""
-        view = OnlineView.from_feast(table)
-        keys = view_keys(key_prefix(config.project), view.name,
-                         [entity_id_from_proto(k) for k in entity_keys])
+        view, keys = _view_and_keys(config, table, entity_keys)
         return _feast_rows(view, keys, connect(config.online_store).get_many(keys), requested_features)
 
     async def online_read_async(
@@ -220,9 +218,7 @@ class PackedRedisOnlineStore(OnlineStore):
         """What :meth:`online_read` returns, read on redis-py's asyncio client: Feast's feature
         server and ``get_online_features_async`` await this, and a blocking read would stall
         every request in flight on the event loop."""
-        view = OnlineView.from_feast(table)
-        keys = view_keys(key_prefix(config.project), view.name,
-                         [entity_id_from_proto(k) for k in entity_keys])
+        view, keys = _view_and_keys(config, table, entity_keys)
         values = await get_many_async(connect(config.online_store), keys)
         return _feast_rows(view, keys, values, requested_features)
 
@@ -343,6 +339,13 @@ def _delete_view(redis_online: RedisOnline, project: bytes, view: str) -> int:
     writer: Any = redis_online.writer
     writer.hdel(project + LOADED_KEY, view)
     return redis_online.delete_matching(project + b"{*}:" + escaped.encode())
+
+
+def _view_and_keys(config: RepoConfig, table: FeatureView, entity_keys: list[EntityKeyProto]
+                   ) -> tuple[OnlineView, list[bytes]]:
+    """The view as the store sees it, and the Redis keys of ``entity_keys`` under it."""
+    view = OnlineView.from_feast(table)
+    return view, view_keys(key_prefix(config.project), view.name, [entity_id_from_proto(k) for k in entity_keys])
 
 
 def _feast_rows(view: OnlineView, keys: list[bytes], values: Sequence[Any], requested: list[str] | None
