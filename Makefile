@@ -37,7 +37,7 @@ lint: $(STAMP)
 # Re-resolve the pins after changing pyproject.toml.
 lock:
 	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q uv==0.13.8; }
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 $(UV_FIND_LINKS) \
+	$(BIN)/uv pip compile pyproject.toml --extra all --extra dev --python-version 3.11 $(UV_FIND_LINKS) \
 		--generate-hashes --no-header -q -o requirements.lock
 
 clean-state:

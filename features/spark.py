@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from tidemark.extras import require
 from tidemark.settings import SparkSettings
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def spark_session(settings: SparkSettings | None = None) -> SparkSession:
     is: tidemark's code does not depend on the session time zone or on partition type inference
     (it compares epoch microseconds and names partition folders itself).
     """
+    require("pyspark", "spark", "starting Spark (feature builds, training frames, materialization)")
     from pyspark.sql import SparkSession
 
     settings = settings or SparkSettings()

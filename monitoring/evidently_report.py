@@ -28,6 +28,7 @@ import pandas as pd
 from features.category_text import category_text
 from monitoring.errors import DriftInputError
 from monitoring.profile import CategoricalProfile, NumericProfile, ReferenceProfile, numeric_values
+from tidemark.extras import require
 
 __all__ = ["current_sample", "evidently_html", "reference_sample"]
 
@@ -53,6 +54,7 @@ def evidently_html(profile: ReferenceProfile, current: pd.DataFrame, path: str |
     all null on one side, are left out of the report and named in a note at its top.
     Returns the path of the HTML file.
     """
+    require("evidently", "monitoring", "writing the drift report's HTML page")
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 

@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tidemark.extras import require
 from tidemark.settings import Settings
 
 #: ``tidemark serve``'s port unless ``--port`` says otherwise: not Airflow's 8080 nor MLflow's 5000,
@@ -129,6 +130,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import json
     import os
 
+    require("uvicorn", "serving", "tidemark serve")
     import uvicorn
 
     names = _served_models(settings, args.model_names)

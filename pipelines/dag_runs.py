@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from tidemark.extras import require
+
 if TYPE_CHECKING:
     from tidemark.settings import Settings
 
@@ -34,6 +36,7 @@ def use_airflow_home(settings: Settings) -> None:
     """Point Airflow at ``$TIDEMARK_HOME/airflow`` (SQLite) and create its metadata DB if needed."""
     from pipelines.cli_airflow import airflow_env
 
+    require("airflow", "airflow", "running tidemark's DAGs")
     env = airflow_env(settings)
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
         raise RuntimeError(f"airflow was imported with AIRFLOW_HOME={os.environ.get('AIRFLOW_HOME')!r} before "

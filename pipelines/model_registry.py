@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import GateError, ModelVersionError, NoChampionError, RegistryError
+from tidemark.extras import require
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -64,6 +65,8 @@ def connect(settings: Settings) -> MlflowClient:
     from mlflow import MlflowClient
 
     uri = settings.tracking_uri
+    if uri.startswith("postgresql"):
+        require("psycopg", "postgres", f"an MLflow store on PostgreSQL ({uri.split('@')[-1]})")
     if uri.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)
     # MLflow also exports these URIs as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI (for child

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = 8
+WITHOUT = ("airflow", "pyspark", "evidently", "psycopg")  # what a serving node does not install
 
 
 class Fleet:
@@ -132,7 +133,14 @@ def fleet(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     port = free_port()
     log_path = tmp_path_factory.mktemp("fleet") / "serve.log"
     env = {**os.environ, "TIDEMARK_HOME": str(settings.home), "TIDEMARK_REDIS_URL": str(settings.redis_url),
-           "MLFLOW_TRACKING_URI": settings.tracking_uri, "TIDEMARK_ADMIN_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+           "MLFLOW_TRACKING_URI": settings.tracking_uri, "TIDEMARK_ADMIN_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1",
+           # as installed with `tidemark[serving]` alone: none of these can be imported (issue 19 §5)
+           "TIDEMARK_TEST_BLOCKED_IMPORTS": ",".join(WITHOUT),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "integration" / "without_extras"), str(REPO)])}
+    for module in WITHOUT:  # the environment really hides them, so the tests below prove something
+        check = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True, text=True,
+                               check=False)
+        assert check.returncode == 1 and "ModuleNotFoundError" in check.stderr, (module, check.stderr[-500:])
     with open(log_path, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--workers", "2",
                                  "--refresh-s", "1"],
@@ -205,3 +213,4 @@ def test_a_worker_stopped_or_killed_mid_burst_loses_no_request_and_is_replaced(f
     for burst in (stopped, answers):
         assert not set(burst) - logged, sorted(set(burst) - logged)[:5]
     assert "Traceback" not in fleet.log(), fleet.log()[-3000:]
+
