@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,6 +78,8 @@ def add_model_commands(commands: Any) -> None:
     ui = commands.add_parser("mlflow-ui", help="start the MLflow UI on tidemark's tracking store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--workers", type=int, default=1,
+                    help="MLflow server processes (MLflow's own default, 4, takes minutes to start on 2 cores)")
     ui.set_defaults(run=_mlflow_ui)
 
 
@@ -201,9 +204,35 @@ def _mlflow_ui(settings: Settings, args: argparse.Namespace) -> int:
     settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--default-artifact-root", settings.mlflow_artifacts_dir.as_uri(),
-               "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
-    return subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    url = f"http://{args.host}:{args.port}"
+    # Each MLflow server process imports the whole tracking server (about 30 s of CPU here)
+    # before it answers: say so, and say when it does, rather than leave a dead URL.
+    print(f"Starting the MLflow UI on {url} (store {redact_url(uri)}): each of its {args.workers} worker "
+          "process(es) imports MLflow's server first, about 30 s on a 2-core machine. Ctrl-C stops it.", flush=True)
+    proc = subprocess.Popen(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    started = time.monotonic()
+    try:
+        if _answers(url, proc):
+            print(f"MLflow UI ready on {url} after {time.monotonic() - started:.0f} s", flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+
+
+def _answers(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 600.0) -> bool:
+    """Wait until ``url`` answers HTTP (True) or ``proc`` exits or ``timeout_s`` passes (False)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
 
 
 def _utc_time(text: str) -> datetime:
