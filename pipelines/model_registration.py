@@ -5,10 +5,11 @@
       │  join keys from Feast; inputs from the model (scikit-learn's feature_names_in_) or the
       │  features + request columns
       ▼
-    one MLflow run: params, task metrics (on the validation frame, else the training frame),
-    lineage.json (features, Feast view versions, data window, frame SHA-256), the reference
+    one MLflow run: params, lineage.json (features, Feast view versions, data window, frame SHA-256), the reference
     profile of inputs and prediction, contract.json, the model in its own flavour
-    (scikit-learn, PyTorch, else pyfunc) with signature, input example and public pip pins
+    (scikit-learn, PyTorch, else pyfunc) with a typed signature, input example and public pip pins;
+    then, on its LoggedModel with the validation frame as a dataset (model_evaluation): the task
+    metrics (on the validation frame, else the training frame) and MLflow's evaluation plots
       ▼
     a model version with the contract as tags, alias ``challenger`` (model_registry.register)
 
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipelines.model_evaluation import log_evaluation
 from pipelines.model_metrics import task_metrics
 from pipelines.training_data import frame_sha256
 from serving.errors import ContractError
@@ -105,7 +107,6 @@ def register_model(model: Any, name: str, *, features: str | Sequence[str], fram
                            "model_class": f"{type(model).__module__}.{type(model).__qualname__}", "rows": len(frame)})
         window = _window(frame, time_column)
         mlflow.log_params({"train_start": window["start"] or "", "train_end": window["end"] or "", **(params or {})})
-        mlflow.log_metrics(metrics)
         lineage = {"features": list(contract.features), "feature_service": contract.feature_service,
                    "views": fc.lineage(contract.features), "frame_sha256": digest, "label": label,
                    "window": window}
@@ -113,6 +114,12 @@ def register_model(model: Any, name: str, *, features: str | Sequence[str], fram
         mlflow.log_dict(json.loads(contract.to_json()), CONTRACT_ARTIFACT)
         _log_profile(judged, contract, predictions)
         info = _log_model(model, contract, frame, extra_pip_requirements, skops_trusted_types)
+        # after the model exists, so the metrics belong to its LoggedModel and rank its versions
+        log_evaluation(model_id=info.model_id, frame=judged[[*contract.inputs, label]], label=label, task=task,
+                       classes=contract.classes, predictions=predictions, metrics=metrics,
+                       dataset_name=f"{name} {'training' if validation_frame is None else 'validation'} frame",
+                       digest=frame_sha256(judged))
+        # the metrics as tags too: `tidemark models` and the training summary line read them from the version
         tags = {**contract.to_tags(), "frame_sha256": digest, **{k: f"{v:.6f}" for k, v in metrics.items()}}
         version = model_registry.register(
             client, name, info.model_uri, run_id=run.info.run_id, tags=tags,
