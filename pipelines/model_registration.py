@@ -309,7 +309,7 @@ def _signature(contract: ModelContract, types: Mapping[str, str], *, per_class: 
     from mlflow.types import ColSpec, Schema
 
     requested = set(contract.request_columns)
-    inputs = [ColSpec(kind, col, required=col in requested) for col, kind in types.items()]
+    inputs: list[Any] = [ColSpec(kind, col, required=col in requested) for col, kind in types.items()]
     if contract.task == "multiclass" or per_class:
         outputs = Schema([ColSpec("double", c) for c in contract.classes])
     else:
