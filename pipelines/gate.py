@@ -11,8 +11,9 @@ model ``min_positives`` of the positive class; ``min_label_coverage`` of the win
 labelled, where the label source names its events table) and it is not worse than the champion
 by more than the task's tolerances: PR-AUC and ROC-AUC drops (absolute) for binary, the log loss
 (multiclass) or RMSE (regression) increase (relative). The verdict, both models' metrics, the
-window and the reason are stored as ``gate.*`` tags on the challenger version, where
-:func:`model_registry.promote` checks them.
+window and the reason (the rule and margin of each metric, pass or fail) are stored as ``gate.*``
+tags on the challenger version, where :func:`model_registry.promote` checks them, and appended to
+the version's description, which the MLflow UI's version page shows.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ class GateVerdict:
     challenger_metrics: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] = field(default_factory=dict)
 
+    def description(self) -> str:
+        """The verdict as the model version page shows it: verdict and rule, window and rows."""
+        return (f"v{self.challenger} against champion v{self.champion}: {self.reason} "
+                f"(window {self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC, {self.rows:,} labelled rows"
+                + (f", {self.positives:,} positive" if self.positives else "") + ").")
+
     def tags(self) -> dict[str, str]:
         """``gate.*`` tags for the model version."""
         tags = {"gate.verdict": "pass" if self.passed else "fail", "gate.reason": self.reason,
@@ -99,7 +106,7 @@ def evaluate_gate(settings: Settings, *, model_name: str | None = None, version:
     challenger = model_registry.resolve_version(client, name, version)
     fc = feature_client or FeatureClient(settings)
     verdict = _judge(client, fc, name, challenger, champion, config)
-    model_registry.record_gate(client, name, str(challenger.version), verdict.tags())
+    model_registry.record_gate(client, name, str(challenger.version), verdict.tags(), description=verdict.description())
     return verdict
 
 
@@ -152,9 +159,8 @@ def _judge(client: MlflowClient, fc: FeatureClient, name: str, challenger: Model
                for v in (str(challenger.version), str(champion.version))}
     new, old = metrics[str(challenger.version)], metrics[str(champion.version)]
     failures = _failures(contract.task, new, old, config)
-    shown = [k for k, _, _ in _TOLERANCES[contract.task]]
-    reason = ("worse than the champion: " + "; ".join(failures)) if failures else ", ".join(
-        f"{k} {new[k]:.4f} vs {old[k]:.4f}" for k in shown)
+    reason = (("worse than the champion: " + "; ".join(failures)) if failures
+              else "pass: " + "; ".join(_comparisons(contract.task, new, old, config)))
     return verdict(not failures, reason, new, old)
 
 
@@ -177,6 +183,22 @@ def _failures(task: str, new: dict[str, float], old: dict[str, float], config: G
                 out.append(f"{metric} {new[metric]:.4f} vs champion {old[metric]:.4f} (allowed drop {tolerance})")
         elif new[metric] > old[metric] * (1 + tolerance):
             out.append(f"{metric} {new[metric]:.4f} vs champion {old[metric]:.4f} (allowed increase {tolerance:.0%})")
+    return out
+
+
+def _comparisons(task: str, new: dict[str, float], old: dict[str, float], config: GateConfig) -> list[str]:
+    """Each judged metric against the champion with the rule it met, e.g. ``pr_auc 0.4724 vs
+    champion 0.4752, drop 0.0028 within allowed 0.01`` (or ``no drop``)."""
+    out = []
+    for metric, field_name, higher in _TOLERANCES[task]:
+        tolerance = getattr(config, field_name)
+        head = f"{metric} {new[metric]:.4f} vs champion {old[metric]:.4f}, "
+        if higher:
+            drop = old[metric] - new[metric]
+            out.append(head + (f"drop {drop:.4f} within allowed {tolerance}" if drop > 0 else "no drop"))
+        else:
+            rise = new[metric] / old[metric] - 1 if old[metric] else 0.0
+            out.append(head + (f"increase {rise:.1%} within allowed {tolerance:.0%}" if rise > 0 else "no increase"))
     return out
 
 

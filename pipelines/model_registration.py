@@ -5,10 +5,11 @@
       │  join keys from Feast; inputs from the model (scikit-learn's feature_names_in_) or the
       │  features + request columns
       ▼
-    one MLflow run: params, task metrics (on the validation frame, else the training frame),
-    lineage.json (features, Feast view versions, data window, frame SHA-256), the reference
+    one MLflow run: params, lineage.json (features, Feast view versions, data window, frame SHA-256), the reference
     profile of inputs and prediction, contract.json, the model in its own flavour
-    (scikit-learn, PyTorch, else pyfunc) with signature, input example and public pip pins
+    (scikit-learn, PyTorch, else pyfunc) with a typed signature, input example and public pip pins;
+    then, on its LoggedModel with the validation frame as a dataset (model_evaluation): the task
+    metrics (on the validation frame, else the training frame) and MLflow's evaluation plots
       ▼
     a model version with the contract as tags, alias ``challenger`` (model_registry.register)
 
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipelines.model_evaluation import log_evaluation
 from pipelines.model_metrics import task_metrics
 from pipelines.training_data import frame_sha256
 from serving.errors import ContractError
@@ -44,7 +46,8 @@ if TYPE_CHECKING:
     from features.sdk import FeatureClient
     from tidemark.settings import Settings
 
-__all__ = ["CONTRACT_ARTIFACT", "PROFILE_ARTIFACT", "build_contract", "lineage_of", "load_profile", "register_model"]
+__all__ = ["CONTRACT_ARTIFACT", "PROFILE_ARTIFACT", "build_contract", "input_types", "lineage_of", "load_profile",
+           "register_model"]
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,6 @@ def register_model(model: Any, name: str, *, features: str | Sequence[str], fram
                            "model_class": f"{type(model).__module__}.{type(model).__qualname__}", "rows": len(frame)})
         window = _window(frame, time_column)
         mlflow.log_params({"train_start": window["start"] or "", "train_end": window["end"] or "", **(params or {})})
-        mlflow.log_metrics(metrics)
         lineage = {"features": list(contract.features), "feature_service": contract.feature_service,
                    "views": fc.lineage(contract.features), "frame_sha256": digest, "label": label,
                    "window": window}
@@ -113,6 +115,12 @@ def register_model(model: Any, name: str, *, features: str | Sequence[str], fram
         mlflow.log_dict(json.loads(contract.to_json()), CONTRACT_ARTIFACT)
         _log_profile(judged, contract, predictions)
         info = _log_model(model, contract, frame, extra_pip_requirements, skops_trusted_types)
+        # after the model exists, so the metrics belong to its LoggedModel and rank its versions
+        log_evaluation(model_id=info.model_id, frame=judged[[*contract.inputs, label]], label=label, task=task,
+                       classes=contract.classes, predictions=predictions, metrics=metrics,
+                       dataset_name=f"{name} {'training' if validation_frame is None else 'validation'} frame",
+                       digest=frame_sha256(judged))
+        # the metrics as tags too: `tidemark models` and the training summary line read them from the version
         tags = {**contract.to_tags(), "frame_sha256": digest, **{k: f"{v:.6f}" for k, v in metrics.items()}}
         version = model_registry.register(
             client, name, info.model_uri, run_id=run.info.run_id, tags=tags,
@@ -215,9 +223,10 @@ def _log_model(model: Any, contract: ModelContract, frame: pd.DataFrame, extra: 
     package versions only (installable anywhere: no ``+cpu`` local tags, no tidemark)."""
     import mlflow
 
-    example = _example(frame[list(contract.inputs)].head(5), contract)
+    types = input_types(contract, frame)
+    example = _example(frame[list(contract.inputs)].head(5), types)
     # a scikit-learn classifier's pyfunc answers predict_proba: one column per class
-    signature = _signature(contract, example, per_class=_is_sklearn(model) and contract.task != "regression")
+    signature = _signature(contract, types, per_class=_is_sklearn(model) and contract.task != "regression")
     common = {"name": "model", "signature": signature, "input_example": example,
               "metadata": {"tidemark_contract": contract.to_json()}}
     if _is_sklearn(model):
@@ -254,26 +263,53 @@ def _pins(*packages: str) -> list[str]:
     return out
 
 
-def _example(rows: pd.DataFrame, contract: ModelContract) -> pd.DataFrame:
-    """Inputs as a client sends them: numbers as float64 (NaN when missing), text as str/None."""
+def input_types(contract: ModelContract, frame: pd.DataFrame) -> dict[str, str]:
+    """The MLflow type of each model input, from the frame's dtypes: ``string`` (text), ``boolean``,
+    ``datetime``, ``long`` or ``double``. An integer column is ``long`` only where it is a request
+    column that never lacks a value: MLflow's ``long`` holds no null, and a store feature can be
+    missing online (then serving hands it as NaN), so an integer feature is ``double``."""
     out = {}
-    for col in rows.columns:
+    requested = set(contract.request_columns)
+    for col in contract.inputs:
+        dtype = frame[col].dtype
         if col in contract.text_columns:
-            out[col] = rows[col].astype(object).where(rows[col].notna(), None)
+            out[col] = "string"
+        elif pd.api.types.is_bool_dtype(dtype):
+            out[col] = "boolean"
+        elif pd.api.types.is_datetime64_any_dtype(dtype):
+            out[col] = "datetime"
+        elif pd.api.types.is_integer_dtype(dtype) and col in requested and not frame[col].isna().any():
+            out[col] = "long"
         else:
-            out[col] = pd.to_numeric(rows[col]).astype("float64")
+            out[col] = "double"
+    return out
+
+
+def _example(rows: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
+    """Inputs as a client sends them, in their signature's types: numbers as float64 (NaN when
+    missing) or int64, text and booleans as objects (None when missing), times as naive UTC."""
+    out: dict[str, Any] = {}
+    for col, kind in types.items():
+        values = rows[col]
+        if kind in ("string", "boolean"):
+            out[col] = values.astype(object).where(values.notna(), None)
+        elif kind == "datetime":
+            out[col] = pd.to_datetime(values, utc=True).dt.tz_localize(None)
+        elif kind == "long":
+            out[col] = pd.to_numeric(values).astype("int64")
+        else:
+            out[col] = pd.to_numeric(values).astype("float64")
     return pd.DataFrame(out).reset_index(drop=True)
 
 
-def _signature(contract: ModelContract, example: pd.DataFrame, *, per_class: bool = False) -> Any:
-    """Inputs as the feature store and requests give them. Numbers are typed ``Any``: MLflow's
-    enforcement rejects int64 and nullable Int64 for ``double``, and nulls for ``long``."""
+def _signature(contract: ModelContract, types: Mapping[str, str], *, per_class: bool = False) -> Any:
+    """Inputs typed as :func:`input_types` says; a store feature is optional (``required=False``:
+    it can be missing online), a request column required (the scorer refuses a request without it)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
 
-    inputs: list[Any] = [ColSpec("string", c, required=False) if c in contract.text_columns else ColSpec(AnyType(), c)
-              for c in example.columns]
+    requested = set(contract.request_columns)
+    inputs: list[Any] = [ColSpec(kind, col, required=col in requested) for col, kind in types.items()]
     if contract.task == "multiclass" or per_class:
         outputs = Schema([ColSpec("double", c) for c in contract.classes])
     else:

@@ -44,6 +44,7 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 GATE_PREFIX = "gate."
 STATE_TAG = "tidemark.state"  # "ready" once registration finished; anything else is never promoted
+_GATE_PARAGRAPH = "\n\nEvaluation gate: "  # starts the verdict's paragraph of a version's description
 _MODEL_DESCRIPTION = ("A model trained from tidemark's point-in-time feature frames; its contract (features, task, "
                       "label source) is each version's tidemark.contract tag. Aliases: champion (serving), "
                       "challenger (newest candidate), previous-champion (rollback target).")
@@ -221,14 +222,20 @@ def rollback(client: MlflowClient, name: str, *, reason: str = "") -> Promotion:
     return Promotion(name, str(previous.version), str(current.version) if current else None)
 
 
-def record_gate(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
-    """Store a gate verdict as ``gate.*`` tags on ``version`` (old gate tags are replaced)."""
+def record_gate(client: MlflowClient, name: str, version: str, tags: dict[str, str], *,
+                description: str = "") -> None:
+    """Store a gate verdict as ``gate.*`` tags on ``version`` (old gate tags are replaced) and,
+    given ``description``, as the last paragraph of the version's description (the text from
+    registration stays first; an earlier verdict's paragraph is replaced)."""
     current = model_version(client, name, version)
     for key in list(current.tags):
         if key.startswith(GATE_PREFIX) and key not in tags:
             client.delete_model_version_tag(name, version, key)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    if description:
+        kept = (current.description or "").split(_GATE_PARAGRAPH, 1)[0].rstrip()
+        client.update_model_version(name, version, description=f"{kept}{_GATE_PARAGRAPH}{description}".lstrip())
 
 
 def resolve_version(client: MlflowClient, name: str, version: str | int | None) -> ModelVersion:

@@ -85,7 +85,10 @@ def predictor_for(local: Any, flavors: Mapping[str, Any], contract: ModelContrac
             raise ModelFormatError(f"{type(inner).__name__}.tidemark_predictor() returned a {type(native).__name__}, "
                                    "which lacks accelerated / encode / forward")
         return native
-    return PandasPredictor(model.predict, contract)
+    schema = model.metadata.get_input_schema()
+    types = ({c.name: str(getattr(c.type, "name", "")) for c in schema.inputs if c.name}
+             if schema is not None and schema.has_input_names() else {})
+    return PandasPredictor(model.predict, contract, types=types)
 
 
 class _Columns:
@@ -216,15 +219,25 @@ class PandasPredictor(_Columns):
 
     accelerated = False
 
-    def __init__(self, predict_frame: Any, contract: ModelContract) -> None:
+    def __init__(self, predict_frame: Any, contract: ModelContract, *, types: Mapping[str, str] | None = None) -> None:
+        """``types``: the MLflow type of each input (the model's signature) where it is not ``double``
+        or ``string``: those inputs are handed over in that type, as MLflow's schema enforcement wants."""
         super().__init__(contract)
         self._predict = predict_frame
+        self._types = {k: v for k, v in (types or {}).items() if v in ("long", "boolean")}
 
     def encode(self, inputs: Mapping[str, np.ndarray] | pd.DataFrame) -> tuple[np.ndarray, ...]:
         return self.arrays(inputs)
 
     def forward(self, *arrays: np.ndarray) -> np.ndarray:
-        out = self._predict(self.frame(arrays))
+        frame = self.frame(arrays)
+        for col, kind in self._types.items():
+            values = frame[col].to_numpy()
+            if kind == "long" and not np.isnan(values).any():  # a missing long is left for MLflow to refuse
+                frame[col] = values.astype(np.int64)
+            elif kind == "boolean":
+                frame[col] = pd.Series(values.astype(bool), dtype=object).where(~np.isnan(values), None)
+        out = self._predict(frame)
         if self.contract.task == "binary":
             values = np.asarray(out.to_numpy() if isinstance(out, pd.DataFrame | pd.Series) else out)
             if values.ndim == 2 and values.shape[1] == 2:  # predict_proba-like output: P(positive)
