@@ -5,6 +5,7 @@
     tidemark promote [--version 3] [--first]
     tidemark rollback [--reason "p99 latency SLO"]
     tidemark models [--json]
+    tidemark models history [--model NAME] [--json]
     tidemark drift [--start 2026-11-20T13:00 --end 2026-11-20T14:00] [--json]
     tidemark mlflow-ui [--port 5000]
 """
@@ -66,6 +67,11 @@ def add_model_commands(commands: Any) -> None:
     models.add_argument("--model", "--model-name", dest="model_name", default=None)
     models.add_argument("--json", action="store_true", help="print the versions as one JSON object")
     models.set_defaults(run=_models)
+    history = models.add_subparsers(dest="models_command", required=False).add_parser(
+        "history", help="every alias move (champion, challenger, previous-champion), newest first")
+    history.add_argument("--model", "--model-name", dest="model_name", default=None)
+    history.add_argument("--json", action="store_true", help="print the moves as one JSON object")
+    history.set_defaults(run=_history)
 
     drift = commands.add_parser("drift", help="judge an interval's prediction log against the champion's "
                                               "reference profile, as the drift_monitor DAG does")
@@ -166,6 +172,26 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {v.version:>7}  {','.join(sorted(aliases.get(str(v.version), []))) or '-':<28} {tags.get('val_pr_auc', '-')[:8]:>10} "
               f"{tags.get('val_roc_auc', '-')[:8]:>11}  {tags.get('gate.verdict', '-'):<5} "
               f"{tags.get('data_start', '?')[:10]} … {tags.get('data_end', '?')[:10]}")
+    return 0
+
+
+def _history(settings: Settings, args: argparse.Namespace) -> int:
+    """The model's alias history (pipelines.alias_history), newest first."""
+    from pipelines import alias_history, model_registry
+
+    client = model_registry.connect(settings)
+    name = model_name(settings, args)
+    moves = list(reversed(alias_history.read(client, name)))
+    if args.json:
+        print(json.dumps({"model": name, "moves": [m.as_dict() for m in moves]}))
+        return 0
+    if not moves:
+        print(f"{name}: no alias moves recorded")
+        return 0
+    print(f"{name}: {len(moves)} alias moves, newest first")
+    for m in moves:
+        print(f"  #{m.seq:<4} {m.at}  {m.alias:<17} {'v' + m.version if m.version else '(deleted)':<9} "
+              f"was {'v' + m.previous if m.previous else '-':<6} {m.action:<15} {m.actor}\n        {m.reason}")
     return 0
 
 

@@ -4,7 +4,10 @@
                                      │ gate verdict recorded as tags on the version (pipelines.gate)
                                      ▼
     promote() ── "previous-champion" := old champion, then "champion" := challenger
-    rollback() ─ "champion" := "previous-champion"
+    rollback() ─ "champion" := "previous-champion" (gone: the newest healthy champion in the alias history)
+
+Every move is appended to the model's alias history (:mod:`pipelines.alias_history`: one tag per
+move on the registered model, and a table in its description), with who moved it and why.
 
 Each alias move is one ``MlflowClient.set_registered_model_alias`` call, which the registry
 applies as a single update, so a reader of ``models:/<name>@champion`` always gets a whole
@@ -23,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pipelines import alias_history
+from pipelines.alias_history import Move
 from pipelines.errors import GateError, ModelVersionError, NoChampionError, RegistryError
 from tidemark.extras import require
 
@@ -123,7 +128,10 @@ def register(client: MlflowClient, name: str, model_uri: str, *, run_id: str, ta
                                 f"{version.status_message}")
         client.update_model_version(name, str(version.version), description=description)
         client.set_model_version_tag(name, str(version.version), "run_id", run_id)
+        before = alias_version(client, name, CHALLENGER)
         client.set_registered_model_alias(name, CHALLENGER, str(version.version))
+        alias_history.record(client, name, [Move(CHALLENGER, str(version.version), _number(before))],
+                             action="register", reason=f"registered from run {run_id}")
         client.set_model_version_tag(name, str(version.version), STATE_TAG, "ready")
     except BaseException:
         log.warning("registering %s v%s failed; deleting the version", name, version.version)
@@ -163,12 +171,14 @@ class Promotion:
     previous: str | None              # the version it replaced (now ``previous-champion``)
 
 
-def promote(client: MlflowClient, name: str, version: str | int | None = None, *, first: bool = False) -> Promotion:
+def promote(client: MlflowClient, name: str, version: str | int | None = None, *, first: bool = False,
+            reason: str = "", action: str = "promote") -> Promotion:
     """Make ``version`` (default: the ``challenger``) the champion.
 
     ``first=True`` is for a model with no champion yet and skips the gate. Otherwise the version
     must have passed the evaluation gate, and the gate must have been run against the current
-    champion (a verdict against an older champion is stale).
+    champion (a verdict against an older champion is stale). The alias history records the moves
+    with ``action`` and the gate verdict, then ``reason`` (e.g. the canary's evidence).
     """
     target = resolve_version(client, name, version)
     if target.tags.get(STATE_TAG) != "ready":
@@ -187,12 +197,19 @@ def promote(client: MlflowClient, name: str, version: str | int | None = None, *
             raise RegistryError(f"v{target.version} is already the champion of {name!r}")
         require_gate(target, champion)
     _unchanged(client, name, champion)
+    old, new = (str(champion.version) if champion else None), str(target.version)
+    moves = []
     if champion is not None:
+        before = alias_version(client, name, PREVIOUS_CHAMPION)
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(champion.version))
-    client.set_registered_model_alias(name, CHAMPION, str(target.version))
+        moves.append(Move(PREVIOUS_CHAMPION, old, _number(before)))
+    client.set_registered_model_alias(name, CHAMPION, new)
+    moves.append(Move(CHAMPION, new, old))
     challenger = alias_version(client, name, CHALLENGER)
-    if challenger is not None and str(challenger.version) == str(target.version):
+    if challenger is not None and str(challenger.version) == new:
         client.delete_registered_model_alias(name, CHALLENGER)
+        moves.append(Move(CHALLENGER, None, new))
+    alias_history.record(client, name, moves, action=action, reason=_promotion_reason(target, first, reason))
     client.set_model_version_tag(name, str(target.version), "promoted_at", _now())
     log.info("%s: champion v%s (was %s)", name, target.version, champion.version if champion else "none")
     return Promotion(name, str(target.version), str(champion.version) if champion else None)
@@ -200,17 +217,24 @@ def promote(client: MlflowClient, name: str, version: str | int | None = None, *
 
 def rollback(client: MlflowClient, name: str, *, reason: str = "") -> Promotion:
     """Point ``champion`` back at ``previous-champion`` (one call; the alias is then removed so
-    a second rollback can't flip forward again). The demoted version is tagged with ``reason``
-    and its gate verdict is revoked."""
-    previous = alias_version(client, name, PREVIOUS_CHAMPION)
-    if previous is None:
-        raise ModelVersionError(f"{name!r} has no previous-champion to roll back to")
+    a second rollback can't flip forward again). Without ``previous-champion`` (a first rollback
+    removed it) the target is :func:`pipelines.alias_history.rollback_target`: the newest champion
+    in the alias history that is not the current one and was not rolled back. The demoted version
+    is tagged with ``reason`` and its gate verdict is revoked."""
     current = alias_version(client, name, CHAMPION)
-    if current is not None and str(current.version) == str(previous.version):
+    previous = alias_version(client, name, PREVIOUS_CHAMPION)
+    had_previous = previous is not None
+    if previous is None:
+        previous = _from_history(client, name, current)
+    elif current is not None and str(current.version) == str(previous.version):
         raise RegistryError(f"champion and previous-champion of {name!r} are both v{current.version} (an "
                             "interrupted promotion?); nothing to roll back to: promote a version explicitly")
     client.set_registered_model_alias(name, CHAMPION, str(previous.version))
-    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    moves = [Move(CHAMPION, str(previous.version), _number(current))]
+    if had_previous:
+        client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+        moves.append(Move(PREVIOUS_CHAMPION, None, str(previous.version)))
+    alias_history.record(client, name, moves, action="rollback", reason=reason or "manual")
     if current is not None:
         client.set_model_version_tag(name, str(current.version), "rolled_back_at", _now())
         client.set_model_version_tag(name, str(current.version), "rolled_back_reason", reason or "manual")
@@ -220,6 +244,26 @@ def rollback(client: MlflowClient, name: str, *, reason: str = "") -> Promotion:
                                      f"rolled back: {reason or 'manual'}")
     log.info("%s: rolled back to v%s (from %s)", name, previous.version, current.version if current else "none")
     return Promotion(name, str(previous.version), str(current.version) if current else None)
+
+
+def _from_history(client: MlflowClient, name: str, current: ModelVersion | None) -> ModelVersion:
+    """The rollback target when ``previous-champion`` is gone: see :func:`alias_history.rollback_target`."""
+    history = alias_history.read(client, name)
+    target = alias_history.rollback_target(history, _number(current))
+    if target is None:
+        raise ModelVersionError(f"{name!r} has no previous-champion to roll back to, and its alias history "
+                                "(`tidemark models history`) holds no earlier champion that was not rolled back; "
+                                "promote a version explicitly: `tidemark promote --version N`")
+    return model_version(client, name, target)
+
+
+def _promotion_reason(target: ModelVersion, first: bool, reason: str) -> str:
+    """The history's reason for a promotion: the gate verdict it rests on, then the caller's reason."""
+    tags: dict[str, Any] = dict(target.tags)
+    gate = ("first champion (no gate)" if first else
+            f"gate {tags.get(GATE_PREFIX + 'verdict')} vs v{tags.get(GATE_PREFIX + 'champion_version')}: "
+            f"{tags.get(GATE_PREFIX + 'reason', '')}")
+    return f"{gate}; {reason}" if reason else gate
 
 
 def record_gate(client: MlflowClient, name: str, version: str, tags: dict[str, str], *,
@@ -274,6 +318,11 @@ def _unchanged(client: MlflowClient, name: str, champion: ModelVersion | None) -
     if (now and str(now.version)) != (champion and str(champion.version)):
         raise GateError(f"the champion of {name!r} changed from v{champion.version if champion else None} to "
                         f"v{now.version if now else None} during this promotion; run the gate again")
+
+
+def _number(version: ModelVersion | None) -> str | None:
+    """A version's number as text, None for no version."""
+    return None if version is None else str(version.version)
 
 
 def _is_database(uri: str) -> bool:

@@ -13,6 +13,8 @@ canary.step(settings)``.
 from __future__ import annotations
 
 from pipelines.canary.controller import (
+    ACTION_CODES,
+    LOOKS_TABLE,
     RAMP,
     CanaryAdmin,
     CanaryError,
@@ -25,4 +27,4 @@ from pipelines.canary.controller import (
     step,
 )
 
-__all__ = ["RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "default_policy", "promote_now", "rollback", "start", "status", "step"]
+__all__ = ["ACTION_CODES", "LOOKS_TABLE", "RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "default_policy", "promote_now", "rollback", "start", "status", "step"]

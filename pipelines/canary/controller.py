@@ -7,8 +7,20 @@
             .decide() ──► advance (shadow → 5 → 25 → 50 → 100 %, then promote), hold, or roll back
             plus, once delayed labels are known, PR-AUC on the canary's labelled payments
             (pipelines.canary.labels: prediction log ⋈ labels known at the look's time)
-            every look is logged to the run: metrics (step = look number) and decisions/*.json
+            every look is logged to the run (see "The run in MLflow" below)
     rollback / promote: by hand, the same transitions
+
+The run in MLflow: one step axis, the look's index over the whole rollout (1, 2, 3, … across ramp
+steps). At each look: metrics ``canary.weight_pct`` (after the look), ``canary.action``
+(:data:`ACTION_CODES`: hold 0, advance 1, promote 2, roll back -1), ``canary.ramp_step`` and the
+decision's measured evidence; one row appended to the table ``canary_looks.json`` (the whole story
+in one file: look, time, mode, weight before and after, action, reasons, notes) and the full
+evidence in ``decisions/stepNN-lookNNN.json``; the tag ``canary.state`` follows the state. The
+policy is logged once as params (``policy.*``), not as metrics. When the rollout ends the run is
+terminated with its end time: FINISHED when promoted, FAILED when the evidence rolled it back,
+KILLED when rolled back by hand; the outcome (``canary.outcome``, ``canary.ended_at``,
+``canary.reason``, ``canary.run_id``) goes on the run and on the challenger's model version, and
+into the model's alias history (:mod:`pipelines.alias_history`).
 
 State moves are compare-and-set writes of the canary state (two controllers can't both act on
 one look); promotion is the registry's alias swap (:func:`pipelines.model_registry.promote`).
@@ -16,6 +28,7 @@ one look); promotion is the registry's alias swap (:func:`pipelines.model_regist
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines import model_registry
+from pipelines import alias_history, model_registry
 from pipelines.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -35,11 +48,17 @@ if TYPE_CHECKING:
     from serving.canary_state import CanaryState, CanaryStateStore
     from tidemark.settings import Settings
 
-__all__ = ["RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
+__all__ = ["ACTION_CODES", "LOOKS_TABLE", "RAMP", "CanaryAdmin", "CanaryError", "StepOutcome", "promote_now", "rollback", "start", "status", "step"]
 
 log = logging.getLogger(__name__)
 
 RAMP: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
+ACTION_CODES: dict[str, float] = {"hold": 0.0, "advance": 1.0, "promoted": 2.0, "rollback": -1.0}  # canary.action
+LOOKS_TABLE = "canary_looks.json"  # one row per look, appended (MlflowClient.log_table)
+# Evidence entries that echo the policy: logged once as params, not as a constant metric per look.
+_POLICY_ECHOES = frozenset({"error_rate.margin", "error_rate.alpha", "error_rate.tau", "error_rate.advance_margin",
+                            "latency.alpha", "latency.max_p99_ratio", "latency.min_effect", "score.threshold",
+                            "prauc.margin", "prauc.alpha", "prauc.look_budget", "prauc.min_positives"})
 
 
 class CanaryError(RegistryError):
@@ -101,7 +120,7 @@ def start(settings: Settings, *, shadow: bool = True) -> CanaryState:
                     champion_version=str(champion.version), challenger_version=str(challenger.version),
                     canary_id=run.info.run_id, step=1, started_at=now, step_started_at=now)
     written = p.store.write(state, expected_revision=current.revision)
-    p.ml.set_tag(run.info.run_id, "canary.state", f"{written.mode} {written.weight_pct:g}%")
+    p.ml.set_tag(run.info.run_id, "canary.state", _state_label(written, "started"))
     return written
 
 
@@ -142,6 +161,7 @@ def step(settings: Settings, policy: CanaryPolicy | None = None, *, now: datetim
     moment = now or datetime.now(UTC)
     memory = _memory_key(p.name, state.canary_id)
     look = int(p.redis.hincrby(memory, f"looks:{state.step}", 1))
+    seq = int(p.redis.hincrby(memory, "looks", 1))  # the run's step axis: looks over the whole rollout
     previous_p = float(p.redis.hget(memory, "error_p_value") or 1.0)
     evidence = _evidence(p, state, look, previous_p, moment)
     evidence = replace(evidence, labels=_labels(settings, state, moment),
@@ -154,8 +174,12 @@ def step(settings: Settings, policy: CanaryPolicy | None = None, *, now: datetim
         p.redis.hset(memory, mapping={"label_looks": int(decision.evidence["prauc.look"]),
                                       "label_fingerprint": int(decision.evidence["prauc.fingerprint"])})
     p.redis.expire(memory, 30 * 86_400)
-    outcome = _act(p, state, decision, moment)
-    _log(p.ml, state, look, decision, outcome)
+    outcome = _act(p, state, decision, moment, f"canary run {state.canary_id}, look {seq}")
+    _log(p.ml, state, (seq, look), decision, outcome, policy)
+    if outcome.action == "promoted":
+        _finish(p, state, "promoted", "; ".join(decision.reasons), "FINISHED")
+    elif outcome.action == "rollback":
+        _finish(p, state, "rolled back", "; ".join(decision.reasons), "FAILED")
     return outcome
 
 
@@ -178,7 +202,10 @@ def rollback(settings: Settings, reason: str) -> CanaryState:
     state, degraded = p.store.read()
     if degraded or state.mode == "off":
         raise CanaryError("no canary is running" if not degraded else "the canary state in Redis can't be read")
-    return _rolled_back(p, state, reason)
+    done = _rolled_back(p, state, reason, f"canary run {state.canary_id}, by hand")
+    _log_story(p.ml, state, _next_look(p, state), "rollback", done, [f"by hand: {reason}"], [])
+    _finish(p, state, "rolled back", f"by hand: {reason}", "KILLED")
+    return done
 
 
 def promote_now(settings: Settings) -> CanaryState:
@@ -189,17 +216,20 @@ def promote_now(settings: Settings) -> CanaryState:
         raise CanaryError("no canary is running" if not degraded else "the canary state in Redis can't be read")
     done = p.store.write(replace(state, mode="off", weight_pct=0.0, champion_version=state.challenger_version,
                                  step_started_at=_iso(datetime.now(UTC))), expected_revision=state.revision)
-    _promote(p, state.challenger_version)
-    p.ml.set_tag(state.canary_id, "canary.outcome", f"promoted by hand at {state.weight_pct:g}%")
+    why = f"by hand at {state.mode} {state.weight_pct:g}%"
+    _promote(p, state.challenger_version, f"canary run {state.canary_id}: promoted {why}")
+    _log_story(p.ml, state, _next_look(p, state), "promoted", done, [why], [])
+    _finish(p, state, "promoted", why, "FINISHED")
     return done
 
 
-def _promote(p: _Parts, version: str | None) -> None:
-    """The registry's alias swap; already champion (a retried step) is fine."""
+def _promote(p: _Parts, version: str | None, reason: str) -> None:
+    """The registry's alias swap; already champion (a retried step) is fine. ``reason`` (the
+    canary's evidence) goes into the alias history."""
     champion = model_registry.alias_version(p.ml, p.name, model_registry.CHAMPION)
     if champion is not None and str(champion.version) == str(version):
         return
-    model_registry.promote(p.ml, p.name, version)
+    model_registry.promote(p.ml, p.name, version, reason=reason, action="canary-promote")
 
 
 class CanaryAdmin:
@@ -230,11 +260,12 @@ def _as_dict(state: CanaryState) -> dict[str, Any]:
     return dict(json.loads(state.to_json()))
 
 
-def _act(p: _Parts, state: CanaryState, decision: Decision, moment: datetime) -> StepOutcome:
+def _act(p: _Parts, state: CanaryState, decision: Decision, moment: datetime, where: str) -> StepOutcome:
+    """Carry out ``decision``; ``where`` (run and look) prefixes the alias history's reason."""
     if decision.action == "hold":
         return StepOutcome("hold", state, decision.reasons, decision.evidence, decision.notes)
     if decision.action == "rollback":
-        return StepOutcome("rollback", _rolled_back(p, state, "; ".join(decision.reasons)), decision.reasons,
+        return StepOutcome("rollback", _rolled_back(p, state, "; ".join(decision.reasons), where), decision.reasons,
                            decision.evidence, decision.notes)
     if state.mode == "canary" and state.weight_pct >= RAMP[-1]:
         # The state first (compare-and-set: a concurrent rollback wins), then the alias swap.
@@ -242,7 +273,7 @@ def _act(p: _Parts, state: CanaryState, decision: Decision, moment: datetime) ->
         done = p.store.write(replace(state, mode="off", weight_pct=0.0, step=state.step + 1,
                                      champion_version=state.challenger_version, step_started_at=_iso(moment)),
                              expected_revision=state.revision)
-        _promote(p, state.challenger_version)
+        _promote(p, state.challenger_version, f"{where}: promoted at 100%: {'; '.join(decision.reasons)}")
         return StepOutcome("promoted", done, decision.reasons, decision.evidence, decision.notes)
     weight = RAMP[0] if state.mode == "shadow" else next(w for w in RAMP if w > state.weight_pct)
     moved = p.store.write(replace(state, mode="canary", weight_pct=weight, step=state.step + 1,
@@ -250,12 +281,15 @@ def _act(p: _Parts, state: CanaryState, decision: Decision, moment: datetime) ->
     return StepOutcome("advance", moved, decision.reasons, decision.evidence, decision.notes)
 
 
-def _rolled_back(p: _Parts, state: CanaryState, reason: str) -> CanaryState:
+def _rolled_back(p: _Parts, state: CanaryState, reason: str, where: str) -> CanaryState:
+    """Every row to the champion; the challenger keeps its alias, the history records the canary's end."""
     done = p.store.write(replace(state, mode="off", weight_pct=0.0), expected_revision=state.revision)
     if state.challenger_version:
         p.ml.set_model_version_tag(p.name, state.challenger_version, "canary.rolled_back_at", _iso(datetime.now(UTC)))
         p.ml.set_model_version_tag(p.name, state.challenger_version, "canary.rolled_back_reason", reason[:4_000])
-    p.ml.set_tag(state.canary_id, "canary.outcome", "rolled back")
+        moved = alias_history.Move(model_registry.CHALLENGER, state.challenger_version, state.challenger_version)
+        alias_history.record(p.ml, p.name, [moved], action="canary-rollback",
+                             reason=f"{where}: rolled back at {state.mode} {state.weight_pct:g}%: {reason}")
     log.warning("canary of v%s rolled back: %s", state.challenger_version, reason)
     return done
 
@@ -291,24 +325,71 @@ def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, momen
                         previous_p, latency_compared=state.weight_pct < RAMP[-1])
 
 
-def _log(ml: MlflowClient, state: CanaryState, look: int, decision: Decision, outcome: StepOutcome) -> None:
-    from mlflow.entities import Metric
+def _log(ml: MlflowClient, state: CanaryState, at_look: tuple[int, int], decision: Decision, outcome: StepOutcome,
+         policy: CanaryPolicy) -> None:
+    """One look on the run: the policy once (params), the measured evidence (metrics at step
+    ``seq``, the look over the whole rollout), the full decision as JSON, and the story row."""
+    from mlflow.entities import Metric, Param
 
+    seq, look = at_look
     run = state.canary_id
+    if "policy.min_dwell_s" not in ml.get_run(run).data.params:
+        ml.log_batch(run, params=[Param(f"policy.{k}", str(v)) for k, v in dataclasses.asdict(policy).items()]
+                     + [Param("canary.ramp_pct", ",".join(f"{w:g}" for w in RAMP))])
     at = int(datetime.now(UTC).timestamp() * 1000)
-    seq = state.step * 1_000 + look  # MLflow step: orders every look of every ramp step
-    metrics = [Metric(_metric_name(k), float(v), at, seq) for k, v in decision.evidence.items()
-               if isinstance(v, int | float) and math.isfinite(float(v))]
-    metrics.append(Metric("weight_pct", outcome.state.weight_pct, at, seq))
-    ml.log_batch(run, metrics=metrics)
-    ml.log_dict(run, {"step": state.step, "look": look, "mode": state.mode, "weight_pct": state.weight_pct,
-                      "action": outcome.action, "reasons": outcome.reasons, "notes": decision.notes,
-                      "evidence": decision.evidence,
+    ml.log_batch(run, metrics=[Metric(_metric_name(k), float(v), at, seq) for k, v in decision.evidence.items()
+                               if isinstance(v, int | float) and math.isfinite(float(v))
+                               and not k.startswith("policy.") and k not in _POLICY_ECHOES])
+    ml.log_dict(run, {"look": seq, "step": state.step, "look_in_step": look, "mode": state.mode,
+                      "weight_pct": state.weight_pct, "action": outcome.action, "reasons": outcome.reasons,
+                      "notes": decision.notes, "evidence": decision.evidence,
                       "new_state": json.loads(outcome.state.to_json())},
                 f"decisions/step{state.step:02d}-look{look:03d}.json")
-    ml.set_tag(run, "canary.last_action", f"{outcome.action} at step {state.step} look {look}")
-    if outcome.action == "promoted":
-        ml.set_tag(run, "canary.outcome", "promoted")
+    _log_story(ml, state, seq, outcome.action, outcome.state, outcome.reasons, decision.notes)
+
+
+def _log_story(ml: MlflowClient, state: CanaryState, seq: int, action: str, new: CanaryState, reasons: list[str],
+               notes: list[str]) -> None:
+    """What a reader of the run follows: ``canary.weight_pct`` / ``canary.action`` /
+    ``canary.ramp_step`` at step ``seq``, a row of :data:`LOOKS_TABLE`, and the state tag."""
+    from mlflow.entities import Metric
+
+    now = datetime.now(UTC)
+    at = int(now.timestamp() * 1000)
+    ml.log_batch(state.canary_id, metrics=[Metric("canary.weight_pct", new.weight_pct, at, seq),
+                                           Metric("canary.action", ACTION_CODES.get(action, 0.0), at, seq),
+                                           Metric("canary.ramp_step", float(state.step), at, seq)])
+    ml.log_table(state.canary_id, {"look": [seq], "at": [_iso(now)], "ramp_step": [state.step], "mode": [state.mode],
+                                   "weight_pct": [state.weight_pct], "action": [action],
+                                   "new_weight_pct": [new.weight_pct], "reasons": ["; ".join(reasons)],
+                                   "notes": ["; ".join(notes)]}, LOOKS_TABLE)
+    ml.set_tag(state.canary_id, "canary.state", _state_label(new, action))
+    ml.set_tag(state.canary_id, "canary.last_action", f"{action} at look {seq} (ramp step {state.step})")
+
+
+def _finish(p: _Parts, state: CanaryState, outcome: str, reason: str, status: str) -> None:
+    """The rollout ended: its outcome on the run and on the challenger's version, then the run
+    terminated (``status``: FINISHED, FAILED or KILLED) with its end time."""
+    ended = datetime.now(UTC)
+    tags = {"canary.outcome": outcome, "canary.ended_at": _iso(ended), "canary.reason": reason[:4_000],
+            "canary.run_id": state.canary_id}
+    for key, value in tags.items():
+        p.ml.set_tag(state.canary_id, key, value)
+        if state.challenger_version:
+            p.ml.set_model_version_tag(p.name, state.challenger_version, key, value)
+    p.ml.set_terminated(state.canary_id, status, end_time=int(ended.timestamp() * 1000))
+
+
+def _next_look(p: _Parts, state: CanaryState) -> int:
+    """The next index on the run's step axis, for an action taken by hand."""
+    return int(p.redis.hincrby(_memory_key(p.name, state.canary_id), "looks", 1))
+
+
+def _state_label(state: CanaryState, action: str) -> str:
+    """The ``canary.state`` tag: ``shadow 0%``, ``canary 25%``, ``off (promoted)``, ``off (rolled back)``."""
+    if state.mode == "off":
+        return "off (promoted)" if action == "promoted" else "off (rolled back)"
+    return f"{state.mode} {state.weight_pct:g}%"
 
 
 def _metric_name(key: str) -> str:

@@ -26,7 +26,7 @@ from examples.fraud.datagen.tables import labels_table
 from examples.fraud.model import FraudModel, ModelSpec, build_module
 from examples.fraud.pyfunc import MODEL_CODE
 from monitoring.rollout import CanaryPolicy
-from pipelines import canary, model_registry
+from pipelines import alias_history, canary, model_registry
 from pipelines.errors import GateError
 from serving.canary_evidence import SHADOW_BASELINE, EvidenceRecorder
 from serving.canary_state import CanaryState
@@ -131,7 +131,38 @@ def test_a_healthy_challenger_ramps_and_is_promoted(settings: Settings):
     assert run.data.tags["canary.outcome"] == "promoted"
     decisions = [a.path for a in ml.list_artifacts(state.canary_id, "decisions")]
     assert len(decisions) == looks  # every look, holds included, is on record
-    assert "weight_pct" in run.data.metrics
+    _assert_the_run_tells_the_story(ml, settings, state.canary_id, looks, "promoted", "FINISHED")
+    assert [(m.step, m.value) for m in ml.get_metric_history(state.canary_id, "canary.weight_pct")][-1] == (looks, 0.0)
+    weights = [m.value for m in sorted(ml.get_metric_history(state.canary_id, "canary.weight_pct"), key=lambda m: m.step)]
+    assert [w for i, w in enumerate(weights) if i == 0 or w != weights[i - 1]] == [5.0, 25.0, 50.0, 100.0, 0.0]
+    moves = alias_history.read(ml, settings.model_name)
+    promoted = next(m for m in moves if m.alias == "champion" and m.version == challenger)
+    assert promoted.action == "canary-promote" and state.canary_id in promoted.reason and "100%" in promoted.reason
+
+
+def _assert_the_run_tells_the_story(ml: mlflow.MlflowClient, settings: Settings, run_id: str, looks: int,
+                                    outcome: str, status: str, *, judged: bool = True) -> None:
+    """A finished canary's run: terminated with an end time, one step axis (the look over the rollout),
+    the action per look as a metric and as a row of one table, the policy as params, the outcome on
+    the challenger's version."""
+    run = ml.get_run(run_id)
+    assert run.info.status == status and run.info.end_time is not None and run.info.end_time >= run.info.start_time
+    assert run.data.tags["canary.state"] == f"off ({outcome})" and run.data.tags["canary.outcome"] == outcome
+    actions = sorted(ml.get_metric_history(run_id, "canary.action"), key=lambda m: m.step)
+    assert [m.step for m in actions] == list(range(1, looks + 1))
+    assert actions[-1].value == canary.ACTION_CODES["promoted" if outcome == "promoted" else "rollback"]
+    assert {m.value for m in actions[:-1]} <= {canary.ACTION_CODES["hold"], canary.ACTION_CODES["advance"]}
+    assert not [k for k in run.data.metrics if k.startswith("policy.") or k.endswith(".alpha")]
+    if judged:  # the policy is logged at the first look the controller judges
+        assert run.data.params["policy.min_samples"] == str(POLICY.min_samples)
+    table = json.loads(Path(ml.download_artifacts(run_id, canary.LOOKS_TABLE)).read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert [r["look"] for r in rows] == list(range(1, looks + 1))
+    assert [r["action"] for r in rows] == [("hold", "advance", "promoted", "rollback")[int(a.value) % 4]
+                                           for a in actions]
+    tags = ml.get_model_version(settings.model_name, run.data.tags["challenger_version"]).tags
+    assert (tags["canary.outcome"], tags["canary.run_id"]) == (outcome, run_id)
+    assert tags["canary.ended_at"] == run.data.tags["canary.ended_at"] and tags["canary.reason"]
 
 
 def test_a_failing_challenger_is_rolled_back_at_the_first_look(settings: Settings):
@@ -147,6 +178,10 @@ def test_a_failing_challenger_is_rolled_back_at_the_first_look(settings: Setting
     assert "error" in tags["canary.rolled_back_reason"]
     assert str(model_registry.alias_version(ml, settings.model_name, "champion").version) == champion
     assert canary.step(settings, POLICY).action == "idle"
+    _assert_the_run_tells_the_story(ml, settings, state.canary_id, 1, "rolled back", "FAILED")
+    last = alias_history.read(ml, settings.model_name)[-1]
+    assert (last.action, last.alias, last.version) == ("canary-rollback", "challenger", state.challenger_version)
+    assert state.canary_id in last.reason and "error" in last.reason
 
 
 def test_the_cli_reports_a_rollback_in_json_and_its_exit_code(settings: Settings, monkeypatch: pytest.MonkeyPatch,
@@ -234,10 +269,11 @@ def test_start_needs_a_passed_gate_and_one_canary_at_a_time(settings: Settings):
         canary.start(settings)
     model_registry.record_gate(ml, name, challenger, {"gate.verdict": "pass", "gate.reason": "ok",
                                                       "gate.champion_version": "1"})
-    canary.start(settings)
+    state = canary.start(settings)
     with pytest.raises(canary.CanaryError, match="is running"):
         canary.start(settings)
     assert canary.rollback(settings, "by hand").mode == "off"
+    _assert_the_run_tells_the_story(ml, settings, state.canary_id, 1, "rolled back", "KILLED", judged=False)
 
 
 # --- PR-AUC on delayed labels ------------------------------------------------------------------
