@@ -8,9 +8,11 @@
         PR-AUC, with a bootstrap bound ──► concept drift
         (too few frauds in the log, as for a champion younger than ``label_maturity``: the same
         mature labelled payments scored offline by the champion on their point-in-time features)
-    decision: "drift" (retrain), "no_drift", or "insufficient_data"; one MLflow run in the
-    experiment "<model>-monitoring" with the report (metrics, report.json, drift.png,
-    Evidently report.html), the same files under $TIDEMARK_HOME/reports/drift/<model>/<interval end>/
+    decision: "drift" (retrain), "no_drift", or "insufficient_data"; logged to the day's MLflow run
+    in the experiment "<model>-monitoring" (``pipelines.drift_runs``: one per champion version and
+    UTC day, metrics at the window's step) with the report under windows/<HHMM-HHMM>/
+    (decision.json always; with any rows, report.json, drift.png and Evidently's report.html headed
+    by tidemark's verdicts), the same files under $TIDEMARK_HOME/reports/drift/<model>/<interval end>/
     and, for Prometheus, the share, decision and column statistics in a node_exporter textfile
     ($TIDEMARK_HOME/reports/prometheus/tidemark_drift_<model>.prom) and, if set, the Pushgateway
 
