@@ -11,8 +11,13 @@ report compares two *samples*:
   one, which is all a per-column drift test looks at.
 * current: a uniform random sample of the current rows.
 
-The statistics in the HTML are Evidently's own (its default tests, or ``method``) on these
-samples; the exact tidemark statistics are in :class:`~monitoring.drift.DriftReport`.
+The statistics in Evidently's dashboard are its own (its default tests, or ``method``) on these
+samples; the exact tidemark statistics are in :class:`~monitoring.drift.DriftReport`. Given that
+report (and the job's :class:`Verdict`), the page opens with tidemark's per-column verdicts, its
+rule and its decision, marked as the decision, and Evidently's dataset-level share threshold is
+set to tidemark's: a reader of the page sees the same count, share and threshold as the decision,
+the MLflow tags and the chart (``<table id="tidemark-verdicts" data-drifted=… data-columns=…
+data-share-threshold=…>``).
 Evidently is imported inside :func:`evidently_html`: importing it takes seconds.
 """
 
@@ -26,11 +31,13 @@ import numpy as np
 import pandas as pd
 
 from features.category_text import category_text
+from monitoring.drift import DriftReport
 from monitoring.errors import DriftInputError
 from monitoring.profile import CategoricalProfile, NumericProfile, ReferenceProfile, numeric_values
+from monitoring.verdict_html import Verdict, verdict_section
 from tidemark.extras import require
 
-__all__ = ["current_sample", "evidently_html", "reference_sample"]
+__all__ = ["Verdict", "current_sample", "evidently_html", "reference_sample"]
 
 
 @dataclass
@@ -45,13 +52,16 @@ class _Samples:
 
 
 def evidently_html(profile: ReferenceProfile, current: pd.DataFrame, path: str | Path, *,
-                   sample_rows: int = 50_000, seed: int = 0, method: str | None = None) -> Path:
+                   sample_rows: int = 50_000, seed: int = 0, method: str | None = None,
+                   report: DriftReport | None = None, verdict: Verdict | None = None) -> Path:
     """Write Evidently's data drift report (``DataDriftPreset``) of ``current`` against ``profile``.
 
     At most ``sample_rows`` rows are drawn on each side (seeded by ``seed``); ``method`` is an
     Evidently stat test name for every column (``"psi"``, ``"ks"``, ``"wasserstein"``, …), or
     None for Evidently's defaults. Profiled columns absent from ``current``, and columns that are
-    all null on one side, are left out of the report and named in a note at its top.
+    all null on one side, are left out of Evidently's part and named in a note at its top.
+    ``report``: tidemark's exact comparison, shown above Evidently's dashboard as the verdict;
+    ``verdict``: the decision it led to and its share threshold (Evidently's ``drift_share`` too).
     Returns the path of the HTML file.
     """
     require("evidently", "monitoring", "writing the drift report's HTML page")
@@ -62,12 +72,13 @@ def evidently_html(profile: ReferenceProfile, current: pd.DataFrame, path: str |
         raise DriftInputError(f"sample_rows={sample_rows}; draw at least one row per side")
     samples = _samples(profile, current, sample_rows, seed)
     definition = DataDefinition(numerical_columns=samples.numerical, categorical_columns=samples.categorical)
-    report = Report([DataDriftPreset(method=method)])
-    snapshot = report.run(
+    share = verdict.drift_share if verdict is not None else 0.5  # 0.5: Evidently's default
+    snapshot = Report([DataDriftPreset(method=method, drift_share=share)]).run(
         current_data=Dataset.from_pandas(samples.current, data_definition=definition),
         reference_data=Dataset.from_pandas(samples.reference, data_definition=definition),
     )
-    page = _with_note(snapshot.get_html_str(as_iframe=False), _note(profile, samples, seed))
+    top = (verdict_section(report, verdict) if report is not None else "") + _note(profile, samples, seed)
+    page = _with_note(snapshot.get_html_str(as_iframe=False), top)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
@@ -151,8 +162,8 @@ def _note(profile: ReferenceProfile, samples: _Samples, seed: int) -> str:
         f"tidemark: reference = {len(samples.reference):,} rows drawn from the stored profile of "
         f"{profile.rows:,} rows (created {profile.created_at}), column by column; current = "
         f"{len(samples.current):,} of {samples.current_rows:,} rows, uniform sample (seed {seed}). "
-        "The statistics below are Evidently's, on these samples; the exact ones are in the tidemark "
-        "drift report (report.json)."
+        "Evidently's dashboard below shows its own tests on these samples; the exact statistics are "
+        "tidemark's (above, and report.json), and the decision is tidemark's."
     )]
     if sampled_ks:
         lines.append(f"Numeric reference drawn from a {profile.ks_cap:,}-value sample of the column: "

@@ -1,6 +1,6 @@
 """Log a drift report to an MLflow run: one metric per column and statistic, plus the report files.
 
-Metrics (step 0), for a column ``c`` and the default ``prefix="drift"``:
+Metrics (at ``step``, default 0), for a column ``c`` and the default ``prefix="drift"``:
 
     drift.<c>.psi                  PSI (numeric and categorical)
     drift.<c>.ks_d                 KS D (numeric)
@@ -16,7 +16,9 @@ A statistic the report does not have (a missing column has no PSI) is not logged
 MLflow rejects in a metric name become ``_``; if that (or the 250-character limit) makes a name
 collide with another column's, it gets a ``_2``, ``_3`` … suffix. Renamed columns are listed in
 ``drift/metric_names.json``. Artifacts: ``drift/report.json``, ``drift/drift.png`` and, given the
-current data and the profile, Evidently's ``drift/report.html``.
+current data and the profile, Evidently's ``drift/report.html`` (under ``artifact_path`` instead of
+``drift/`` when given). One run can hold many reports: the drift job logs each window of a day at
+its own ``step`` and ``timestamp_ms`` and under its own ``artifact_path``.
 
 MLflow is imported inside :func:`mlflow_log`, so importing this module is cheap.
 """
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Metric, Run
 
     from monitoring.drift import ColumnDrift, DriftReport
+    from monitoring.evidently_report import Verdict
     from monitoring.profile import ReferenceProfile
 
 __all__ = ["metric_stems", "mlflow_log"]
@@ -52,12 +55,16 @@ _REJECTED = re.compile(r"[^\w.\- ]")  # MLflow allows / and : too, but / nests p
 
 
 def mlflow_log(report: DriftReport, run: Run | str | None = None, *, html_current: pd.DataFrame | None = None,
-               profile: ReferenceProfile | None = None, prefix: str = "drift", keep_in: Path | None = None) -> None:
+               profile: ReferenceProfile | None = None, prefix: str = "drift", keep_in: Path | None = None,
+               step: int = 0, timestamp_ms: int | None = None, artifact_path: str | None = None,
+               verdict: Verdict | None = None) -> None:
     """Log ``report`` to ``run`` (an MLflow ``Run``, a run id, or None for the active run).
 
-    Metrics go in one ``MlflowClient.log_batch`` call (MLflow splits it into batches of 1,000);
-    artifacts go under ``<prefix>/``. Pass ``html_current`` (a pandas DataFrame of the current
-    data) together with ``profile`` to add Evidently's HTML report (on a sample; see
+    Metrics go in one ``MlflowClient.log_batch`` call (MLflow splits it into batches of 1,000),
+    at ``step`` and ``timestamp_ms`` (milliseconds since the epoch; default now), or none with
+    ``verdict.judged`` false; artifacts go under ``artifact_path`` (default ``<prefix>``). Pass
+    ``html_current`` (a pandas DataFrame of the current data) together with ``profile`` to add
+    Evidently's HTML report (on a sample, headed by tidemark's verdict; see
     :func:`monitoring.evidently_report.evidently_html`). ``keep_in``: also copy the files there.
     """
     import mlflow
@@ -69,12 +76,13 @@ def mlflow_log(report: DriftReport, run: Run | str | None = None, *, html_curren
     run_id = _run_id(run, mlflow.active_run())
     client = MlflowClient()
     stems = metric_stems([c.column for c in report.columns], prefix)
-    metrics = _metrics(report, stems, prefix, int(time.time() * 1000))
+    timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    metrics = _metrics(report, stems, prefix, timestamp, step) if verdict is None or verdict.judged else []
     client.log_batch(run_id, metrics=metrics)
     with tempfile.TemporaryDirectory(prefix="tidemark-drift-") as tmp:
         folder = Path(tmp)
-        _write_files(report, folder, html_current, profile, stems)
-        client.log_artifacts(run_id, str(folder), artifact_path=prefix)
+        _write_files(report, folder, html_current, profile, stems, verdict)
+        client.log_artifacts(run_id, str(folder), artifact_path=artifact_path or prefix)
         if keep_in is not None:  # the same files on local disk, e.g. for a browser
             shutil.copytree(folder, keep_in, dirs_exist_ok=True)
     log.info("logged %d drift metrics and the report files to MLflow run %s under %r",
@@ -119,7 +127,7 @@ def _run_id(run: Run | str | None, active: Run | None) -> str:
     return str(info.run_id)
 
 
-def _metrics(report: DriftReport, stems: dict[str, str], prefix: str, timestamp: int) -> list[Metric]:
+def _metrics(report: DriftReport, stems: dict[str, str], prefix: str, timestamp: int, step: int) -> list[Metric]:
     from mlflow.entities import Metric
 
     values: dict[str, float | None] = {
@@ -129,7 +137,7 @@ def _metrics(report: DriftReport, stems: dict[str, str], prefix: str, timestamp:
     for col in report.columns:
         for stat, value in _column_stats(col).items():
             values[f"{prefix}.{stems[col.column]}.{stat}"] = value
-    return [Metric(key, float(value), timestamp, 0) for key, value in values.items()
+    return [Metric(key, float(value), timestamp, step) for key, value in values.items()
             if value is not None and math.isfinite(value)]
 
 
@@ -147,7 +155,7 @@ def _column_stats(col: ColumnDrift) -> dict[str, float | None]:
 
 
 def _write_files(report: DriftReport, folder: Path, html_current: pd.DataFrame | None,
-                 profile: ReferenceProfile | None, stems: dict[str, str]) -> None:
+                 profile: ReferenceProfile | None, stems: dict[str, str], verdict: Verdict | None) -> None:
     from monitoring.chart import drift_chart
 
     (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
@@ -158,4 +166,4 @@ def _write_files(report: DriftReport, folder: Path, html_current: pd.DataFrame |
     if html_current is not None and profile is not None:
         from monitoring.evidently_report import evidently_html
 
-        evidently_html(profile, html_current, folder / "report.html")
+        evidently_html(profile, html_current, folder / "report.html", report=report, verdict=verdict)

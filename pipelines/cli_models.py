@@ -219,6 +219,8 @@ def _drift(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {reason}")
     if summary["report_dir"]:
         print(f"  report: {summary['report_dir']}")
+    if summary["mlflow_run_id"]:
+        print(f"  MLflow: the day's run {summary['mlflow_run_id']}, files under {summary['mlflow_artifact_path']}")
     return 0
 
 

@@ -8,9 +8,11 @@
         PR-AUC, with a bootstrap bound ──► concept drift
         (too few frauds in the log, as for a champion younger than ``label_maturity``: the same
         mature labelled payments scored offline by the champion on their point-in-time features)
-    decision: "drift" (retrain), "no_drift", or "insufficient_data"; one MLflow run in the
-    experiment "<model>-monitoring" with the report (metrics, report.json, drift.png,
-    Evidently report.html), the same files under $TIDEMARK_HOME/reports/drift/<model>/<interval end>/
+    decision: "drift" (retrain), "no_drift", or "insufficient_data"; logged to the day's MLflow run
+    in the experiment "<model>-monitoring" (``pipelines.drift_runs``: one per champion version and
+    UTC day, metrics at the window's step) with the report under windows/<HHMM-HHMM>/
+    (decision.json always; with any rows, report.json, drift.png and Evidently's report.html headed
+    by tidemark's verdicts), the same files under $TIDEMARK_HOME/reports/drift/<model>/<interval end>/
     and, for Prometheus, the share, decision and column statistics in a node_exporter textfile
     ($TIDEMARK_HOME/reports/prometheus/tidemark_drift_<model>.prom) and, if set, the Pushgateway
 
@@ -47,6 +49,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from monitoring.average_precision import average_precision, bootstrap_average_precision
+from pipelines.drift_runs import DriftWindow, day_run, window_tags
 from pipelines.errors import ModelVersionError, NoChampionError
 from pipelines.labels import PREDICTION_TIME, known_labels, labelled_events
 from pipelines.model_metrics import PRIMARY_METRIC
@@ -64,11 +67,13 @@ from serving.prediction_log_schema import (
 from tidemark.errors import TidemarkError
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from monitoring.drift import DriftReport, DriftThresholds
     from monitoring.profile import ReferenceProfile
     from tidemark.settings import Settings
 
-__all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "monitor"]
+__all__ = ["DriftOutcome", "DriftPolicy", "champion_log", "log_window", "monitor"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +132,8 @@ class DriftOutcome:
     run_id: str | None = None
     report_dir: Path | None = None
     model: str = ""
-
+    drift_judged: bool = False  # the inputs were judged (at least ``min_rows`` rows)
+    artifact_path: str | None = None  # the window's files in the MLflow run
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe, for the ``tidemark://retrain-request`` Asset event and XCom."""
@@ -137,7 +143,7 @@ class DriftOutcome:
             "model": self.model, "decision": self.decision, "reasons": self.reasons, "interval_start": self.start.isoformat(),
             "interval_end": self.end.isoformat(), "champion_version": self.champion_version, "rows": self.rows,
             "drifted_columns": self.drifted_columns, "drift_share": self.drift_share, "psi": self.column_psi,
-            "prauc": self.prauc, "mlflow_run_id": self.run_id,
+            "prauc": self.prauc, "mlflow_run_id": self.run_id, "mlflow_artifact_path": self.artifact_path,
             "report_dir": str(self.report_dir) if self.report_dir else None})
 
 
@@ -145,11 +151,11 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
             thresholds: DriftThresholds | None = None) -> DriftOutcome:
     """Judge ``[start, end)`` (UTC) for the current champion of ``settings.model_name``; log it to
     MLflow; return the outcome. ``policy`` and ``thresholds`` default to the project file's
-    ``label_maturity_days`` and ``drift:`` for a project's model, else to today's defaults."""
-    import mlflow
+    ``label_maturity_days`` and ``drift:`` for a project's model, else to today's defaults.
 
+    The MLflow run is the day's (``pipelines.drift_runs``): one per model, champion version and
+    UTC day, the window's metrics at its step and its files under ``windows/<HHMM-HHMM>/``."""
     from monitoring.drift import compare
-    from monitoring.mlflow_log import mlflow_log
     from pipelines import model_registry
     from pipelines.model_registration import load_profile
 
@@ -172,38 +178,55 @@ def monitor(settings: Settings, start: datetime, end: datetime, *, policy: Drift
     current = champion_log(settings, profile, lo, hi, version, contract)
     outcome = DriftOutcome("no_drift", [], lo.to_pydatetime(), hi.to_pydatetime(), version, len(current),
                            model=settings.model_name)
-    report = None
-    if len(current) >= policy.min_rows:
-        report = compare(profile, current[list(profile.columns)], thresholds=thresholds)
+    report = compare(profile, current[list(profile.columns)], thresholds=thresholds) if len(current) else None
+    if report is not None and len(current) >= policy.min_rows:
         _judge_inputs(outcome, report, policy)
     else:
         outcome.reasons.append(f"inputs not judged: {len(current)} champion rows in the interval < min_rows "
                                f"{policy.min_rows}")
     run_data = ml.get_run(run_id).data
     _judge_labels(outcome, settings, contract, profile, version, hi, run_data.metrics, run_data.params, policy)
-    if report is None and not outcome.prauc.get("judged"):
+    if not outcome.drift_judged and not outcome.prauc.get("judged"):
         outcome.decision = "insufficient_data"
     experiment = model_registry.experiment_id(ml, settings, f"{settings.model_name}-monitoring")
     folder = settings.home / "reports" / "drift" / settings.model_name / hi.strftime("%Y-%m-%dT%H%M%SZ")
-    with mlflow.start_run(experiment_id=experiment, run_name=f"drift {lo:%Y-%m-%d %H:%M} .. {hi:%Y-%m-%d %H:%M}",
-                          nested=mlflow.active_run() is not None,
-                          tags={"tidemark.model": settings.model_name, "champion_version": version,
-                                "interval_start": lo.isoformat(), "interval_end": hi.isoformat(),
-                                "drift.decision": outcome.decision,
-                                "drift.label_source": str(outcome.prauc.get("source", "none"))}) as run:
-        outcome.run_id = run.info.run_id
-        mlflow.log_metrics({"rows": len(current), **{f"prauc.{k}": v for k, v in outcome.prauc.items()
-                                                      if isinstance(v, float | int) and math.isfinite(v)}})
-        if report is not None:
-            sample = current.sample(min(len(current), policy.html_rows), random_state=0)[list(profile.columns)]
-            mlflow_log(report, run.info.run_id, html_current=sample, profile=profile, keep_in=folder)
-            outcome.report_dir = folder
-        mlflow.log_dict(outcome.summary(), "decision.json")
-    if outcome.report_dir is not None:
-        (folder / "decision.json").write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
-    _export_metrics(settings, outcome, report, policy)
+    window = DriftWindow(lo, hi)
+    sample = current.sample(min(len(current), policy.html_rows), random_state=0)[list(profile.columns)]
+    log_window(ml, day_run(ml, experiment, settings.model_name, version, window), window, outcome, report,
+                sample, profile, policy, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "decision.json").write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
+    _export_metrics(settings, outcome, report if outcome.drift_judged else None, policy)
     log.info("drift %s .. %s for v%s: %s (%s)", lo, hi, version, outcome.decision, "; ".join(outcome.reasons))
     return outcome
+
+
+def log_window(ml: MlflowClient, run_id: str, window: DriftWindow, outcome: DriftOutcome,
+                report: DriftReport | None, sample: pd.DataFrame, profile: ReferenceProfile, policy: DriftPolicy,
+                folder: Path) -> None:
+    """The window's metrics (at its step), files (under its artifact path, and in ``folder``) and
+    tags in the day's run ``run_id``, resumed for it and ended again (FINISHED)."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    from monitoring.evidently_report import Verdict
+    from monitoring.mlflow_log import mlflow_log
+
+    outcome.run_id, outcome.report_dir, outcome.artifact_path = run_id, folder, window.artifact_path
+    values = {"rows": float(outcome.rows), **{f"prauc.{k}": float(v) for k, v in outcome.prauc.items()
+                                              if isinstance(v, float | int) and math.isfinite(v)}}
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        ml.log_batch(run_id, metrics=[Metric(k, v, window.timestamp_ms, window.step) for k, v in values.items()])
+        if report is not None:
+            verdict = Verdict(outcome.decision, policy.drift_share, outcome.drift_judged, tuple(outcome.reasons))
+            mlflow_log(report, run_id, html_current=sample, profile=profile, keep_in=folder, step=window.step,
+                       timestamp_ms=window.timestamp_ms, artifact_path=window.artifact_path, verdict=verdict)
+        mlflow.log_dict(outcome.summary(), f"{window.artifact_path}/decision.json")
+        newest = {"interval_start": window.start.isoformat(), "interval_end": window.end.isoformat(),
+                  "drift.window": window.label, "drift.decision": outcome.decision,
+                  "drift.share_drifted": f"{outcome.drift_share:.4f}",
+                  "drift.label_source": str(outcome.prauc.get("source", "none"))}
+        mlflow.set_tags(window_tags(ml.get_run(run_id), window, outcome.decision, newest))
 
 
 def _export_metrics(settings: Settings, outcome: DriftOutcome, report: DriftReport | None,
@@ -234,6 +257,7 @@ def champion_log(settings: Settings, profile: ReferenceProfile, start: pd.Timest
 
 
 def _judge_inputs(outcome: DriftOutcome, report: DriftReport, policy: DriftPolicy) -> None:
+    outcome.drift_judged = True
     outcome.drifted_columns, outcome.drift_share = report.drifted_columns, report.drift_share
     outcome.column_psi = {c.column: float(c.psi) for c in report.columns if c.psi is not None}
     line = (f"{len(report.drifted_columns)} of {len(report.columns)} columns drifted "

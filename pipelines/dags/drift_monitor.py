@@ -5,7 +5,8 @@
      or the bundled           vs its champion's reference profile;  with the summary, which names
      example's one)           its task's metric on labelled rows    the model, when the decision is
                               whose labels are final vs its         "drift"; skipped otherwise)
-                              validation value; report to MLflow)
+                              validation value; report to the
+                              day's MLflow run, every hour)
 
 Dynamic task mapping over the models: a team with three models gets three drift checks in one
 DAG run, each failing, retrying or skipping on its own.

@@ -33,6 +33,7 @@ import redis
 from examples.fraud.replay import drift_hour, post_payments, recorded_payments, upcoming_payments
 from pipelines import model_registry
 from pipelines.dag_runs import Ran, run_dag
+from pipelines.drift_runs import DriftWindow
 from tests.integration.notebook_runs import stdout
 from tests.integration.redis_servers import RedisProc
 from tests.integration.webhook_receiver import Receiver
@@ -284,8 +285,14 @@ def test_drift_monitor_on_live_traffic_asks_for_nothing(world: Settings, drift_r
     assert ran.states == {"models": "success", "compare[0]": "success", "request_retrain[0]": "skipped"}, summary
     assert summary["decision"] == "no_drift" and summary["rows"] == drift_runs["live_rows"], summary
     assert _asset_events(ran.run_id) == []
-    logged = model_registry.connect(world).get_run(summary["mlflow_run_id"])
-    assert logged.data.tags["drift.decision"] == "no_drift" and logged.data.metrics["rows"] == summary["rows"]
+    # the day's run, which the shifted re-run of this hour wrote to as well: this judgement is a
+    # point at the hour's step, and the hour is among the day's judged windows
+    ml = model_registry.connect(world)
+    step = DriftWindow(pd.Timestamp(summary["interval_start"]), pd.Timestamp(summary["interval_end"])).step
+    rows = [m.value for m in ml.get_metric_history(summary["mlflow_run_id"], "rows") if m.step == step]
+    assert summary["rows"] in rows, rows
+    judged = ml.get_run(summary["mlflow_run_id"]).data.tags["drift.day.windows"].split(",")
+    assert summary["mlflow_artifact_path"].removeprefix("windows/") in judged
 
 
 def test_drift_monitor_on_covariate_shift_emits_the_retrain_request(world: Settings, drift_runs: dict[str, Any],
@@ -299,8 +306,9 @@ def test_drift_monitor_on_covariate_shift_emits_the_retrain_request(world: Setti
     assert event["decision"] == "drift" and event["interval_end"] == summary["interval_end"]
     report = Path(summary["report_dir"])
     assert (report / "report.html").stat().st_size > 10_000 and (report / "decision.json").exists()
-    artifacts = {a.path for a in model_registry.connect(world).list_artifacts(summary["mlflow_run_id"], "drift")}
-    assert {"drift/report.json", "drift/report.html", "drift/drift.png"} <= artifacts
+    window = summary["mlflow_artifact_path"]
+    artifacts = {a.path for a in model_registry.connect(world).list_artifacts(summary["mlflow_run_id"], window)}
+    assert {f"{window}/{name}" for name in ("report.json", "report.html", "drift.png", "decision.json")} <= artifacts
     # the team hears of this run's drift, and of nothing from the baseline's no-drift run
     told = [t for t in webhook.texts() if t.startswith(f"tidemark: drift in {world.model_name}")]
     assert len(told) == 1 and summary["report_dir"] in told[0] and f"run {ran.run_id}" in told[0], webhook.texts()
