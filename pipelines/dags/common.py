@@ -1,4 +1,4 @@
-"""What the four DAGs share: the retrain Asset, retries, and the settings of a task.
+"""What the four DAGs share: their Assets, retries, and the settings of a task.
 
 Kept free of work: a task calls one function of ``features``/``monitoring``/``serving``/
 ``pipelines`` and passes the run's data interval, never the wall clock.
@@ -6,13 +6,17 @@ Kept free of work: a task calls one function of ``features``/``monitoring``/``se
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Connection
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 if TYPE_CHECKING:
     from tidemark.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Emitted by ``drift_monitor`` when it decides "drift", with the decision's summary as ``extra``;
 #: ``retrain`` is scheduled on it.
@@ -26,9 +30,22 @@ NETWORK_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minute
 
 
 def settings() -> Settings:
-    """The platform's settings, from the worker's environment (``TIDEMARK_*``, ``MLFLOW_TRACKING_URI``)."""
+    """The platform's settings, from the worker's environment (``TIDEMARK_*``, ``MLFLOW_TRACKING_URI``),
+    with Redis, MLflow and Spark from the ``tidemark_redis``/``tidemark_mlflow``/``tidemark_spark``
+    Airflow Connections where those are defined (they win: :mod:`pipelines.dags.connections`)."""
+    from pipelines.dags.connections import CONNECTION_IDS, settings_with_connections
     from tidemark.settings import Settings
 
-    current = Settings.from_env()
+    current = settings_with_connections(Settings.from_env(), {i: defined_connection(i) for i in CONNECTION_IDS})
     current.secure_home(process_umask=True)  # the task's files under home are private, as the CLI's
     return current
+
+
+def defined_connection(conn_id: str) -> Connection | None:
+    """The Airflow Connection ``conn_id``, or None when no backend (the metadata DB, an
+    ``AIRFLOW_CONN_*`` variable, a secrets backend) defines it."""
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        log.debug("no %s connection: the environment's setting applies", conn_id)
+        return None
