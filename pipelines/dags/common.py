@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, Connection
+from airflow.sdk import Asset, AssetAlias, Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 if TYPE_CHECKING:
@@ -21,6 +21,18 @@ log = logging.getLogger(__name__)
 #: Emitted by ``drift_monitor`` when it decides "drift", with the decision's summary as ``extra``;
 #: ``retrain`` is scheduled on it.
 RETRAIN_REQUEST = Asset("tidemark://retrain-request")
+
+#: Where ``feature_pipeline`` announces the views it published (materialized, then checked online):
+#: one event of :func:`feature_asset` per view, through this alias, because the views are the
+#: project's, known when the task runs and not when the DAG file is parsed.
+FEATURES_PUBLISHED = AssetAlias("tidemark-features")
+
+
+def feature_asset(view: str) -> Asset:
+    """The Asset of one feature view's fresh online values: a team schedules its DAGs on
+    ``Asset("tidemark://features/<view>")``."""
+    return Asset(f"tidemark://features/{view}")
+
 
 #: A date before any data: no run is created for it (catchup is off).
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)

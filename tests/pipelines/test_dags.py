@@ -74,6 +74,14 @@ def test_drift_emits_the_asset_retrain_is_scheduled_on(dagbag):
     assert [a.uri for a in outlets] == [a.uri for a in dagbag.dags["retrain"].schedule]
 
 
+def test_feature_pipeline_announces_its_views_once_checked(dagbag):
+    """One event of tidemark://features/<view> per view, known at run time: through an AssetAlias
+    (the events themselves: tests/integration/test_dag_connections.py)."""
+    from airflow.sdk import AssetAlias
+
+    assert dagbag.dags["feature_pipeline"].get_task("check_online").outlets == [AssetAlias("tidemark-features")]
+
+
 def test_only_pipelines_imports_airflow():
     """The serving and SDK import paths stay free of Airflow (~6 s to import): checked by import-linter
     in `make test`; here, that importing them does not pull it in."""
