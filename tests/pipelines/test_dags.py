@@ -103,3 +103,26 @@ def test_airflow_env_points_at_the_home_and_the_dags(tmp_path: Path):
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(DAGS_FOLDER)
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path.resolve() / 'airflow' / 'airflow.db'}"
     assert env["AIRFLOW__API__BASE_URL"] == "http://localhost:8099" and env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"  # loopback unless asked: Airflow's own default is 0.0.0.0
+
+
+@pytest.mark.parametrize(("args", "host", "base_url"), [
+    ([], "127.0.0.1", "http://localhost:8080"),
+    (["--host", "0.0.0.0"], "0.0.0.0", "http://localhost:8080"),
+    (["--host", "10.1.2.3", "--port", "9000"], "10.1.2.3", "http://10.1.2.3:9000"),
+])
+def test_the_api_server_airflow_standalone_starts_listens_where_asked(tmp_path: Path, args: list[str], host: str,
+                                                                      base_url: str):
+    """What `airflow api-server` (started by `airflow standalone`) reads for its --host, and the URL
+    tasks and browsers use, asked of Airflow itself under the environment `tidemark airflow env` gives."""
+    import os
+    import shlex
+
+    bin_dir = Path(sys.executable).parent
+    out = subprocess.run([str(bin_dir / "tidemark"), "airflow", "env", *args], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TIDEMARK_HOME": str(tmp_path)})
+    env = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.stdout.splitlines())
+    code = "from airflow.configuration import conf; print(conf.get('api', 'host'), conf.get('api', 'base_url'))"
+    read = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **env})
+    assert read.stdout.split() == [host, base_url]
