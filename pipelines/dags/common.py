@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 #: ``retrain`` is scheduled on it.
 RETRAIN_REQUEST = Asset("tidemark://retrain-request")
 
+#: Emitted by ``retrain`` when it starts a challenger's canary, with the start's summary as
+#: ``extra``; ``canary_rollout`` is scheduled on it and then queues its own next look.
+CANARY_STARTED = Asset("tidemark://canary-started")
+
 #: Where ``feature_pipeline`` announces the views it published (materialized, then checked online):
 #: one event of :func:`feature_asset` per view, through this alias, because the views are the
 #: project's, known when the task runs and not when the DAG file is parsed.

@@ -18,7 +18,7 @@ EXPECTED = {
     "feature_pipeline": ("0 1 * * *", ["build_features", "materialize", "check_online"]),
     "drift_monitor": ("15 * * * *", ["models", "compare", "request_retrain"]),
     "retrain": ("tidemark://retrain-request", ["check_no_canary", "train_and_gate", "start_canary"]),
-    "canary_rollout": ("*/5 * * * *", ["step"]),
+    "canary_rollout": ("tidemark://canary-started", ["step", "rollout_goes_on", "look_again"]),
 }
 
 
@@ -72,6 +72,19 @@ def test_tasks_that_call_redis_or_mlflow_retry(dagbag):
 def test_drift_emits_the_asset_retrain_is_scheduled_on(dagbag):
     outlets = dagbag.dags["drift_monitor"].get_task("request_retrain").outlets
     assert [a.uri for a in outlets] == [a.uri for a in dagbag.dags["retrain"].schedule]
+
+
+def test_a_started_canary_starts_the_rollout_dag_which_queues_its_own_next_look(dagbag):
+    """No run every 5 minutes of the day: retrain's canary start is the rollout DAG's schedule, and
+    each look queues the next (tests/integration/test_canary_controller.py runs the chain)."""
+    from airflow.sdk import Asset
+
+    outlets = dagbag.dags["retrain"].get_task("start_canary").outlets
+    rollout = dagbag.dags["canary_rollout"]
+    assert [a.uri for a in outlets] == [a.uri for a in rollout.schedule] == [Asset("tidemark://canary-started").uri]
+    again = rollout.get_task("look_again")
+    assert type(again).__mro__[1].__name__ == "TriggerDagRunOperator" and again.trigger_dag_id == "canary_rollout"
+    assert "run_after" in again.template_fields and again.skip_when_already_exists
 
 
 def test_feature_pipeline_announces_its_views_once_checked(dagbag):
