@@ -10,7 +10,8 @@
 
 Started by ``retrain`` when it starts a canary (the Asset ``tidemark://canary-started``), or by
 hand (``airflow dags trigger canary_rollout``, e.g. after ``tidemark canary start``); each run then
-queues the next while the rollout goes on, so the UI lists one run per look of a live rollout
+queues the next while the rollout goes on (with the model in its conf: a project's models each
+have their own canary), so the UI lists one run per look of a live rollout
 instead of a skipped run every 5 minutes of the day. ``max_active_runs=1``: the queued look waits
 for the current one. The look time is the run's data interval end (a run by hand with a logical
 date), else its ``run_after`` (the time it was queued for).
@@ -44,10 +45,14 @@ class _QueueNextLook(TriggerDagRunOperator):
      tags=["tidemark", "serving"], doc_md=__doc__, default_args={"on_failure_callback": on_failure()})
 def canary_rollout() -> None:
     @task(**NETWORK_RETRIES, on_success_callback=[TidemarkNotifier(canary_decided)])
-    def step(data_interval_end: Any = None, dag_run: Any = None) -> dict[str, Any]:
+    def step(data_interval_end: Any = None, dag_run: Any = None, triggering_asset_events: Any = None
+             ) -> dict[str, Any]:
+        import dataclasses
+
         from pipelines import canary
 
-        s = settings()
+        model = _model(dag_run, triggering_asset_events)
+        s = dataclasses.replace(settings(), model_name=model) if model else settings()
         if canary.status(s).mode == "off":
             raise AirflowSkipException("no canary is running")
         now = data_interval_end or dag_run.run_after
@@ -65,7 +70,19 @@ def canary_rollout() -> None:
         task_id="look_again", trigger_dag_id=DAG_ID, retries=2,
         run_after="{{ ti.xcom_pull(task_ids='step')['next_look'] }}",
         trigger_run_id="look__{{ ti.xcom_pull(task_ids='step')['next_look'] }}",
+        conf={"model": "{{ ti.xcom_pull(task_ids='step')['model'] }}"},
         skip_when_already_exists=True)  # a rerun of this look does not queue a second chain
+
+
+def _model(dag_run: Any, events: Any) -> str | None:
+    """The model whose canary this run looks at: the run's conf ``model`` (the chain passes it on;
+    by hand: ``{"model": …}``), else the one the newest canary-started event names, else None (the
+    deployment's ``TIDEMARK_MODEL_NAME``)."""
+    conf = dict(getattr(dag_run, "conf", None) or {})
+    if conf.get("model"):
+        return str(conf["model"])
+    found = [e for asset_events in (events or {}).values() for e in asset_events if (e.extra or {}).get("model")]
+    return str(max(found, key=lambda e: e.timestamp).extra["model"]) if found else None
 
 
 canary_rollout()

@@ -338,8 +338,9 @@ def test_the_rollout_dag_queues_its_next_look_until_the_outcome(settings: Settin
 
     from pipelines.dag_runs import load_dags, run_dag
 
+    # the model comes from the run's conf, as the chain passes it on, not from the environment
     for name, value in {"TIDEMARK_HOME": str(settings.home), "TIDEMARK_REDIS_URL": settings.redis_url,
-                        "TIDEMARK_MODEL_NAME": settings.model_name, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+                        "TIDEMARK_MODEL_NAME": "not-this-one", "MLFLOW_TRACKING_URI": settings.tracking_uri,
                         "TIDEMARK_CANARY_MIN_DWELL_S": "1", "TIDEMARK_CANARY_MIN_SAMPLES": str(POLICY.min_samples),
                         "TIDEMARK_CANARY_MAX_P99_RATIO": str(POLICY.max_p99_ratio)}.items():
         monkeypatch.setenv(name, str(value))
@@ -349,7 +350,7 @@ def test_the_rollout_dag_queues_its_next_look_until_the_outcome(settings: Settin
     looks: list[dict[str, Any]] = []
     while len(looks) < 30:
         _traffic(settings, state, seed=len(looks))
-        ran = run_dag(rollout, tick)
+        ran = run_dag(rollout, tick, {"model": settings.model_name})
         look = ran.values["step"]
         looks.append(look)
         assert look["next_look"] == (tick + timedelta(minutes=5)).isoformat()
@@ -363,11 +364,11 @@ def test_the_rollout_dag_queues_its_next_look_until_the_outcome(settings: Settin
         assert ran.states == {"step": "success", "rollout_goes_on": "success", "look_again": "success"}, ran.states
         (next_run,) = queued
         assert next_run.run_after == tick + timedelta(minutes=5) and next_run.state == "queued"
-        assert next_run.logical_date is None
+        assert next_run.logical_date is None and next_run.conf == {"model": settings.model_name}
         state = canary.status(settings)
         tick += timedelta(minutes=5)
     assert [(x["action"], x["weight_pct"]) for x in looks if x["action"] != "hold"] == [
         ("advance", 5.0), ("advance", 25.0), ("advance", 50.0), ("advance", 100.0), ("promoted", 0.0)], looks
     # no canary: a run by hand skips, and queues nothing
-    assert run_dag(rollout, tick + timedelta(minutes=5)).states == {
+    assert run_dag(rollout, tick + timedelta(minutes=5), {"model": settings.model_name}).states == {
         "step": "skipped", "rollout_goes_on": "skipped", "look_again": "skipped"}
