@@ -1,7 +1,8 @@
 """``tidemark airflow``: Airflow 3 on tidemark's home, with the four DAGs of ``pipelines/dags``.
 
     tidemark airflow standalone [--port 8080]   scheduler, DAG processor, API server and UI on
-                                                $TIDEMARK_HOME/airflow (SQLite, LocalExecutor)
+            [--host 127.0.0.1]                  $TIDEMARK_HOME/airflow (SQLite, LocalExecutor); the
+                                                UI listens on loopback unless --host says otherwise
     tidemark airflow env                        the environment, as shell exports, for other
                                                 ``airflow`` commands (``eval "$(tidemark airflow env)"``)
 """
@@ -19,6 +20,7 @@ from typing import Any
 from tidemark.settings import Settings
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
+LOOPBACK = "127.0.0.1"
 
 
 def add_airflow_commands(commands: Any) -> None:
@@ -27,14 +29,22 @@ def add_airflow_commands(commands: Any) -> None:
     actions = air.add_subparsers(required=True, metavar="ACTION")
     standalone = actions.add_parser("standalone", help="run Airflow (all components) in the foreground")
     standalone.add_argument("--port", type=int, default=8080, help="UI and API port")
+    standalone.add_argument("--host", default=LOOPBACK,
+                            help="address the UI and API listen on (default: loopback only; 0.0.0.0: every "
+                                 "interface, for other machines: put TLS and a login in front)")
     standalone.set_defaults(run=_standalone)
     env = actions.add_parser("env", help="print the environment as shell exports")
     env.add_argument("--port", type=int, default=8080)
+    env.add_argument("--host", default=LOOPBACK)
     env.set_defaults(run=_env)
 
 
-def airflow_env(settings: Settings, port: int = 8080) -> dict[str, str]:
+def airflow_env(settings: Settings, port: int = 8080, host: str = LOOPBACK) -> dict[str, str]:
     """What Airflow needs to run tidemark's DAGs on this machine (added to the current environment).
+
+    The API server (UI included) listens on ``host``: loopback by default, where Airflow's own
+    default is every interface; ``airflow standalone`` starts ``airflow api-server``, whose
+    ``--host`` defaults to ``[api] host`` (``AIRFLOW__API__HOST``).
 
     The metadata DB is SQLite under ``$TIDEMARK_HOME/airflow``; task processes inherit
     ``TIDEMARK_HOME`` (absolute) and every other ``TIDEMARK_*`` / ``MLFLOW_*`` variable, so they
@@ -47,18 +57,26 @@ def airflow_env(settings: Settings, port: int = 8080) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__PARALLELISM": "4",  # a laptop: not 32 idle workers
+        "AIRFLOW__API__HOST": host,
         "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+        "AIRFLOW__API__BASE_URL": f"http://{_url_host(host)}:{port}",
         "TIDEMARK_HOME": str(settings.home.resolve()),
         # `airflow standalone` starts its components as `airflow ...` from PATH: this environment's
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
 
+def _url_host(host: str) -> str:
+    """How this machine's browser and task processes reach an API server listening on ``host``."""
+    if host in (LOOPBACK, "localhost", "0.0.0.0", "::", ""):
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
 def _standalone(settings: Settings, args: argparse.Namespace) -> int:
-    env = airflow_env(settings, args.port)
+    env = airflow_env(settings, args.port, args.host)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    print(f"Airflow on http://localhost:{args.port} (home {env['AIRFLOW_HOME']}, DAGs {DAGS_FOLDER}).\n"
+    print(f"Airflow on {env['AIRFLOW__API__BASE_URL']}, listening on {args.host} (home {env['AIRFLOW_HOME']}, DAGs {DAGS_FOLDER}).\n"
           f"User admin; its password is printed below and kept in "
           f"{env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated. DAGs start paused: "
           "unpause them in the UI. Ctrl-C stops it.", flush=True)
@@ -66,6 +84,6 @@ def _standalone(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _env(settings: Settings, args: argparse.Namespace) -> int:
-    for key, value in airflow_env(settings, args.port).items():
+    for key, value in airflow_env(settings, args.port, args.host).items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

@@ -35,6 +35,8 @@ from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
+from pipelines.dags.common import defined_connection
+
 __all__ = ["SMTP_CONN_ID", "WEBHOOK_CONN_ID", "TidemarkNotifier", "canary_decided", "drift_found", "gate_refused",
            "on_failure", "task_failed"]
 
@@ -67,7 +69,7 @@ class TidemarkNotifier(BaseNotifier):
                 log.exception("tidemark could not send a notification by %s: %s", name, message.splitlines()[0])
 
     def _webhook(self, message: str, context: Any) -> None:
-        connection = _connection(self.webhook_conn_id)
+        connection = defined_connection(self.webhook_conn_id)
         if connection is None:
             return
         extra = connection.extra_dejson or {}
@@ -77,7 +79,7 @@ class TidemarkNotifier(BaseNotifier):
             answer.read()  # urlopen raises HTTPError for a 4xx/5xx answer
 
     def _smtp(self, message: str, context: Any) -> None:
-        connection = _connection(self.smtp_conn_id)
+        connection = defined_connection(self.smtp_conn_id)
         if connection is None:
             return
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -102,18 +104,6 @@ def webhook_url(connection: Any) -> str:
         raise ValueError(f"the {connection.conn_id} connection has no URL: put it in the host field or extra's \"url\"")
     port = f":{connection.port}" if connection.port else ""
     return f"{connection.schema or 'https'}://{host}{port}"
-
-
-def _connection(conn_id: str) -> Any:
-    """The Airflow Connection ``conn_id``, or None when it is not defined."""
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return Connection.get(conn_id)
-    except AirflowNotFoundException:
-        log.debug("no %s connection: that channel is off", conn_id)
-        return None
 
 
 def _escape(text: str) -> str:

@@ -3,7 +3,14 @@
     build_features ──► materialize ──► check_online
     (the project's       (Redis, up to     (freshness; online = offline
      feature_jobs.build;  the interval's    point-in-time values for the
-     checks first)        end)              project's sampled entities)
+     checks first)        end)              project's sampled entities; when they
+                                            agree, an event of Asset
+                                            tidemark://features/<view> per view
+                                            loaded, through the AssetAlias
+                                            "tidemark-features")
+
+A team's DAG that needs fresh features is scheduled on ``Asset("tidemark://features/<view>")``;
+the event's extra holds the rows written and the interval's end (ISO 8601, UTC).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from pipelines.dags.alerts import on_failure
-from pipelines.dags.common import NETWORK_RETRIES, START_DATE, settings
+from pipelines.dags.common import FEATURES_PUBLISHED, NETWORK_RETRIES, START_DATE, feature_asset, settings
 
 
 @dag(dag_id="feature_pipeline", schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
@@ -33,12 +40,16 @@ def feature_pipeline() -> None:
 
         return {r.view: r.counts.written for r in load(settings(), data_interval_end)}
 
-    @task(**NETWORK_RETRIES)
+    @task(**NETWORK_RETRIES, outlets=[FEATURES_PUBLISHED])
     def check_online(loaded: dict[str, Any], data_interval_start: Any = None,
-                     data_interval_end: Any = None) -> dict[str, Any]:
+                     data_interval_end: Any = None, outlet_events: Any = None) -> dict[str, Any]:
         from pipelines.feature_pipeline import check_online as check
 
-        return check(settings(), data_interval_start, data_interval_end).summary()
+        summary = check(settings(), data_interval_start, data_interval_end).summary()
+        for view, written in sorted(loaded.items()):  # only reached when the check passed
+            outlet_events[FEATURES_PUBLISHED].add(feature_asset(view), extra={
+                "rows_written": written, "interval_end": data_interval_end.isoformat()})
+        return summary
 
     check_online(materialize(build_features()))
 

@@ -2,7 +2,9 @@
 
     check_no_canary ──► train_and_gate ──► start_canary
                         (sliding window up to       (shadow first; only when the gate
-                         the drift interval's end)   passed, else skipped)
+                         the drift interval's end)   passed, else skipped; emits
+                                                     tidemark://canary-started, which
+                                                     starts canary_rollout)
 
 Conf (all optional): ``{"model": "fraud-detector", "window_days": 60, "max_rows": 200000, "epochs": 20,
 "seed": 0, "label_cutoff": "2026-11-20T00:00:00+00:00"}``. The model defaults to the one the drift
@@ -19,7 +21,7 @@ from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from pipelines.dags.alerts import TidemarkNotifier, gate_refused, on_failure
-from pipelines.dags.common import NETWORK_RETRIES, RETRAIN_REQUEST, START_DATE, settings
+from pipelines.dags.common import CANARY_STARTED, NETWORK_RETRIES, RETRAIN_REQUEST, START_DATE, settings
 
 
 @dag(dag_id="retrain", schedule=[RETRAIN_REQUEST], start_date=START_DATE, catchup=False, max_active_runs=1,
@@ -51,20 +53,22 @@ def retrain() -> None:
         request = RetrainRequest.from_conf({**conf, "trigger": trigger}, label_cutoff=cutoff)
         return run(_for_model(params, triggering_asset_events), request).summary()
 
-    @task(**NETWORK_RETRIES)
-    def start_canary(outcome: dict[str, Any], params: Any = None, triggering_asset_events: Any = None
-                     ) -> dict[str, Any]:
+    @task(**NETWORK_RETRIES, outlets=[CANARY_STARTED])
+    def start_canary(outcome: dict[str, Any], params: Any = None, triggering_asset_events: Any = None,
+                     outlet_events: Any = None) -> dict[str, Any]:
         from pipelines.retrain_job import RetrainOutcome
         from pipelines.retrain_job import start_canary as start
 
         if not outcome["gate_passed"]:
             raise AirflowSkipException(f"v{outcome['version']} failed the gate: {outcome['gate_reason']}")
-        return start(_for_model(params, triggering_asset_events), RetrainOutcome(**outcome)).summary()
+        summary = start(_for_model(params, triggering_asset_events), RetrainOutcome(**outcome)).summary()
+        outlet_events[CANARY_STARTED].extra = summary  # canary_rollout starts on it
+        return summary
 
     check = check_no_canary()
     trained = train_and_gate()
     check >> trained  # skipped with a canary running: a new challenger would replace the one under test
-    start_canary(trained)
+    start_canary(trained)  # type: ignore[arg-type]  # an XComArg: the task gets its value at run time
 
 
 def _for_model(params: Any, events: Any) -> Any:

@@ -12,6 +12,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -360,3 +361,50 @@ def test_labels_known_only_after_the_look_are_ignored(own_home: Settings):
     assert "not enough labels yet" in outcome.notes[0]
     later = canary.step(own_home, POLICY, now=now + timedelta(minutes=5))  # now the labels are known
     assert later.action == "rollback" and later.reasons[0].startswith("PR-AUC"), later.reasons
+
+
+def test_the_rollout_dag_queues_its_next_look_until_the_outcome(settings: Settings, airflow_db: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    """``canary_rollout`` run with ``dag.test()`` as the chain runs it: each look of a live canary
+    queues the next run of the DAG, 5 minutes on (Airflow's ``run_after``); the promotion ends the
+    chain. Evidence is written between looks as the servers would."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from pipelines.dag_runs import load_dags, run_dag
+
+    # the model comes from the run's conf, as the chain passes it on, not from the environment
+    for name, value in {"TIDEMARK_HOME": str(settings.home), "TIDEMARK_REDIS_URL": settings.redis_url,
+                        "TIDEMARK_MODEL_NAME": "not-this-one", "MLFLOW_TRACKING_URI": settings.tracking_uri,
+                        "TIDEMARK_CANARY_MIN_DWELL_S": "1", "TIDEMARK_CANARY_MIN_SAMPLES": str(POLICY.min_samples),
+                        "TIDEMARK_CANARY_MAX_P99_RATIO": str(POLICY.max_p99_ratio)}.items():
+        monkeypatch.setenv(name, str(value))
+    rollout = load_dags(retries=0)["canary_rollout"]
+    state = canary.start(settings)
+    tick = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=5)  # looks after the start
+    looks: list[dict[str, Any]] = []
+    while len(looks) < 30:
+        _traffic(settings, state, seed=len(looks))
+        ran = run_dag(rollout, tick, {"model": settings.model_name})
+        look = ran.values["step"]
+        looks.append(look)
+        assert look["next_look"] == (tick + timedelta(minutes=5)).isoformat()
+        with create_session() as session:
+            queued = session.scalars(select(DagRun).where(DagRun.dag_id == "canary_rollout",
+                                                          DagRun.run_id == f"look__{look['next_look']}")).all()
+        if look["mode"] == "off":
+            assert ran.states == {"step": "success", "rollout_goes_on": "success", "look_again": "skipped"}
+            assert queued == []  # the chain ends with the rollout
+            break
+        assert ran.states == {"step": "success", "rollout_goes_on": "success", "look_again": "success"}, ran.states
+        (next_run,) = queued
+        assert next_run.run_after == tick + timedelta(minutes=5) and next_run.state == "queued"
+        assert next_run.logical_date is None and next_run.conf == {"model": settings.model_name}
+        state = canary.status(settings)
+        tick += timedelta(minutes=5)
+    assert [(x["action"], x["weight_pct"]) for x in looks if x["action"] != "hold"] == [
+        ("advance", 5.0), ("advance", 25.0), ("advance", 50.0), ("advance", 100.0), ("promoted", 0.0)], looks
+    # no canary: a run by hand skips, and queues nothing
+    assert run_dag(rollout, tick + timedelta(minutes=5), {"model": settings.model_name}).states == {
+        "step": "skipped", "rollout_goes_on": "skipped", "look_again": "skipped"}

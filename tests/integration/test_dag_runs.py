@@ -390,7 +390,8 @@ def test_the_canary_ramps_the_challenger_to_champion(world: Settings, server: An
     canary_id = retrain_run.values["start_canary"]["canary_id"]
     assert ml.get_run(canary_id).data.tags["canary.outcome"] == "promoted"
     assert len(ml.list_artifacts(canary_id, "decisions")) == len(canary_looks) - 1  # every look is on record
-    assert canary_looks[-1] == {"after": {"step": "skipped"}}  # no canary: the DAG skips
+    # no canary: a run by hand skips, and queues no next look
+    assert canary_looks[-1] == {"after": {"step": "skipped", "rollout_goes_on": "skipped", "look_again": "skipped"}}
     # advances and holds are routine; the promotion is news
     assert [t for t in webhook.texts() if t.startswith("tidemark: the canary of")] == [
         t for t in webhook.texts() if t.startswith(f"tidemark: the canary of {world.model_name} promoted")]

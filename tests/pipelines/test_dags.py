@@ -18,7 +18,7 @@ EXPECTED = {
     "feature_pipeline": ("0 1 * * *", ["build_features", "materialize", "check_online"]),
     "drift_monitor": ("15 * * * *", ["models", "compare", "request_retrain"]),
     "retrain": ("tidemark://retrain-request", ["check_no_canary", "train_and_gate", "start_canary"]),
-    "canary_rollout": ("*/5 * * * *", ["step"]),
+    "canary_rollout": ("tidemark://canary-started", ["step", "rollout_goes_on", "look_again"]),
 }
 
 
@@ -74,6 +74,27 @@ def test_drift_emits_the_asset_retrain_is_scheduled_on(dagbag):
     assert [a.uri for a in outlets] == [a.uri for a in dagbag.dags["retrain"].schedule]
 
 
+def test_a_started_canary_starts_the_rollout_dag_which_queues_its_own_next_look(dagbag):
+    """No run every 5 minutes of the day: retrain's canary start is the rollout DAG's schedule, and
+    each look queues the next (tests/integration/test_canary_controller.py runs the chain)."""
+    from airflow.sdk import Asset
+
+    outlets = dagbag.dags["retrain"].get_task("start_canary").outlets
+    rollout = dagbag.dags["canary_rollout"]
+    assert [a.uri for a in outlets] == [a.uri for a in rollout.schedule] == [Asset("tidemark://canary-started").uri]
+    again = rollout.get_task("look_again")
+    assert type(again).__mro__[1].__name__ == "TriggerDagRunOperator" and again.trigger_dag_id == "canary_rollout"
+    assert "run_after" in again.template_fields and again.skip_when_already_exists
+
+
+def test_feature_pipeline_announces_its_views_once_checked(dagbag):
+    """One event of tidemark://features/<view> per view, known at run time: through an AssetAlias
+    (the events themselves: tests/integration/test_dag_connections.py)."""
+    from airflow.sdk import AssetAlias
+
+    assert dagbag.dags["feature_pipeline"].get_task("check_online").outlets == [AssetAlias("tidemark-features")]
+
+
 def test_only_pipelines_imports_airflow():
     """The serving and SDK import paths stay free of Airflow (~6 s to import): checked by import-linter
     in `make test`; here, that importing them does not pull it in."""
@@ -95,3 +116,26 @@ def test_airflow_env_points_at_the_home_and_the_dags(tmp_path: Path):
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(DAGS_FOLDER)
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path.resolve() / 'airflow' / 'airflow.db'}"
     assert env["AIRFLOW__API__BASE_URL"] == "http://localhost:8099" and env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"  # loopback unless asked: Airflow's own default is 0.0.0.0
+
+
+@pytest.mark.parametrize(("args", "host", "base_url"), [
+    ([], "127.0.0.1", "http://localhost:8080"),
+    (["--host", "0.0.0.0"], "0.0.0.0", "http://localhost:8080"),
+    (["--host", "10.1.2.3", "--port", "9000"], "10.1.2.3", "http://10.1.2.3:9000"),
+])
+def test_the_api_server_airflow_standalone_starts_listens_where_asked(tmp_path: Path, args: list[str], host: str,
+                                                                      base_url: str):
+    """What `airflow api-server` (started by `airflow standalone`) reads for its --host, and the URL
+    tasks and browsers use, asked of Airflow itself under the environment `tidemark airflow env` gives."""
+    import os
+    import shlex
+
+    bin_dir = Path(sys.executable).parent
+    out = subprocess.run([str(bin_dir / "tidemark"), "airflow", "env", *args], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TIDEMARK_HOME": str(tmp_path)})
+    env = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.stdout.splitlines())
+    code = "from airflow.configuration import conf; print(conf.get('api', 'host'), conf.get('api', 'base_url'))"
+    read = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **env})
+    assert read.stdout.split() == [host, base_url]
