@@ -270,7 +270,7 @@ def test_the_gate_judges_a_regressor_by_rmse_and_a_pass_lets_it_be_promoted(sett
 
     mine = settings_for_model(settings, "driver-duration", None)
     verdict = evaluate_gate(mine, version="2", config=GateConfig(min_rows=30))
-    assert verdict.passed and verdict.reason.startswith("rmse "), verdict.reason  # the same fit on the same rows
+    assert verdict.passed and verdict.reason.startswith("pass: rmse "), verdict.reason  # the same fit on the same rows
     assert set(verdict.challenger_metrics) == {"rmse", "mae", "r2"} and verdict.rows >= 30
     ml = model_registry.connect(settings)
     assert ml.get_model_version("driver-duration", "2").tags["gate.verdict"] == "pass"
