@@ -47,10 +47,9 @@ def main(now_text: str) -> dict[str, object]:
 def _append(client: FeatureClient, rows: pd.DataFrame) -> None:
     """Rows for the first batch view with a ``driver_id`` key, written to its offline source."""
     view = next(v for v in client.feature_views() if [c.name for c in v.entity_columns] == ["driver_id"])
-    schema = {f.name: f.dtype for f in view.features}
     frame = rows[["driver_id", "event_timestamp"]].copy()
-    for name in schema:
-        frame[name] = 1.0 if "Float" in str(schema[name]) else 1
+    for feature in view.features:
+        frame[feature.name] = 1.0 if "Float" in str(feature.dtype) else 1
     source = view.batch_source
     if source.created_timestamp_column:
         frame[source.created_timestamp_column] = rows["created"]
