@@ -223,11 +223,12 @@ def run_windows(
     """
     from features.online_store import connect
     from features.progress import partition_progress
+    from features.spark import default_parallelism
 
     redis_online = connect(online_config)
     margin_us = online_config.expiry_margin_s * 1_000_000
     # Two tasks per core: one packs rows while the other waits on Redis.
-    partitions = partitions or max(4, 2 * spark.sparkContext.defaultParallelism)
+    partitions = partitions or max(4, 2 * default_parallelism(spark))
     with partition_progress(enabled=progress) as report, ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(materialize_view, spark, project, fv, window, redis_online,
                                partitions=partitions, margin_us=margin_us,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.infra.offline_stores.offline_store import OfflineStore, RetrievalJob
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from pydantic import model_validator
 
 from features.asof_join import ViewSpec, prune_source, quote
 from features.errors import FeatureStoreError
@@ -51,6 +52,16 @@ class SparkAsofOfflineStoreConfig(FeastConfigBaseModel):
     staging_location: str | None = None
     """A folder every Spark executor can read, where a pandas entity frame is staged as Parquet.
     Unset: a local temp folder in local mode, else the frame goes through ``createDataFrame``."""
+
+    @model_validator(mode="after")
+    def _name_worker_python(self) -> SparkAsofOfflineStoreConfig:
+        # Feast's own code may start the Spark session before this store does (its Spark source
+        # reads a table's columns through a session it starts when none is active): name the
+        # workers' interpreter now, when Feast reads feature_store.yaml, so that any session has it.
+        from features.spark import spark_environment
+
+        spark_environment(self.spark_conf)
+        return self
 
 
 class SparkAsofOfflineStore(OfflineStore):

@@ -205,7 +205,8 @@ def _stage(df: DataFrame, staging: Path, sort_by: Sequence[str]) -> None:
     # one per (task, date), and the writer's required sort by date is then a cheap local one.
     out = df.repartition(F.col(PARTITION_COLUMN)).sortWithinPartitions(PARTITION_COLUMN, *sort_by)
     with scoped_conf(df.sparkSession, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
-        out.write.mode("errorifexists").partitionBy(PARTITION_COLUMN).parquet(str(staging))
+        # "error" is "errorifexists" under the name Spark Connect also accepts
+        out.write.mode("error").partitionBy(PARTITION_COLUMN).parquet(str(staging))
 
 
 def _staged_rows(staging: Path, listed: Sequence[str]) -> dict[str, int]:

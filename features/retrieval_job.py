@@ -21,6 +21,7 @@ from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMeta
 
 from features import entity_frame as ef
 from features.asof_join import ROW_ID, asof_join, quote
+from features.spark import is_local
 from features.window_join import WindowViewSpec, window_join
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ def _staging_dir(spark: SparkSession, location: str | None) -> Iterator[Path | N
     ``location`` must be readable by every executor; without one, a local temp folder is used
     when Spark runs in local mode, and nothing (``createDataFrame``) otherwise.
     """
-    if location is None and not (spark.sparkContext.master or "").startswith("local"):
+    if location is None and not is_local(spark):
         yield None
         return
     parent = Path(location) if location else None
