@@ -46,14 +46,15 @@ def airflow_env(settings: Settings, port: int = 8080, host: str = LOOPBACK) -> d
     default is every interface; ``airflow standalone`` starts ``airflow api-server``, whose
     ``--host`` defaults to ``[api] host`` (``AIRFLOW__API__HOST``).
 
-    The metadata DB is SQLite under ``$TIDEMARK_HOME/airflow``; task processes inherit
-    ``TIDEMARK_HOME`` (absolute) and every other ``TIDEMARK_*`` / ``MLFLOW_*`` variable, so they
-    see the same stores as the CLI. Production swaps the DB and the executor (README).
+    The metadata DB is ``settings.airflow_db`` (:func:`metadata_db_env`), else SQLite under
+    ``$TIDEMARK_HOME/airflow``; task processes inherit ``TIDEMARK_HOME`` (absolute) and every
+    other ``TIDEMARK_*`` / ``MLFLOW_*`` variable, so they see the same stores as the CLI.
+    Production swaps the DB and the executor (README).
     """
     home = settings.home.resolve() / "airflow"
     return {
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        **metadata_db_env(settings.airflow_db or f"sqlite:///{home / 'airflow.db'}"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__PARALLELISM": "4",  # a laptop: not 32 idle workers
@@ -64,6 +65,24 @@ def airflow_env(settings: Settings, port: int = 8080, host: str = LOOPBACK) -> d
         # `airflow standalone` starts its components as `airflow ...` from PATH: this environment's
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+
+
+def metadata_db_env(url: str) -> dict[str, str]:
+    """Airflow's metadata DB settings for ``url``.
+
+    Airflow opens the DB twice: synchronously, and asynchronously (the API server) through a URL
+    it derives from the first by swapping the driver for its default one (``asyncpg`` for
+    PostgreSQL), which tidemark does not install. A PostgreSQL URL (``postgresql://``,
+    ``postgres://``, ``postgresql+psycopg://``) therefore gets psycopg 3 (``tidemark[postgres]``)
+    for both connections; any other URL (SQLite: ``aiosqlite`` ships with Airflow) is passed as is
+    and Airflow derives the async one.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        psycopg = f"postgresql+psycopg://{rest}"
+        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": psycopg,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": psycopg}
+    return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url}
 
 
 def _url_host(host: str) -> str:

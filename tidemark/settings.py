@@ -59,6 +59,8 @@ class Settings:
     # (None: $TIDEMARK_HOME/reports/prometheus); TIDEMARK_PUSHGATEWAY_URL: also push them there
     prometheus_textfile_dir: Path | None = None
     pushgateway_url: str | None = field(default=None, repr=False)  # may carry credentials
+    # TIDEMARK_AIRFLOW_DB: Airflow's metadata DB (postgresql://…); None: SQLite under home/airflow
+    airflow_db: str | None = field(default=None, repr=False)  # may carry a password
 
     def secure_home(self, *, process_umask: bool = False) -> Path:
         """Create the home folder with the mode :attr:`umask` allows, and narrow an existing one that
@@ -147,6 +149,7 @@ class Settings:
             umask=_umask(env.get(_PREFIX + "UMASK")),
             prometheus_textfile_dir=_path(env, "PROMETHEUS_TEXTFILE_DIR"),
             pushgateway_url=env.get(_PREFIX + "PUSHGATEWAY_URL") or None,
+            airflow_db=env.get(_PREFIX + "AIRFLOW_DB") or None,
         )
 
 
