@@ -146,11 +146,16 @@ def test_the_scheduler_runs_feature_pipeline_on_postgresql(airflow: Airflow, mod
         rows = airflow.query("SELECT run_id, run_type, state FROM dag_run WHERE dag_id = 'feature_pipeline'")
         return rows[0] if rows and rows[0][2] in ("success", "failed") else None
 
+    started = time.monotonic()
     _wait("the DAG processor did not store feature_pipeline", airflow, parsed, 120)
+    parsed_s = time.monotonic() - started
     airflow.cli("dags", "unpause", "feature_pipeline")
     run_id, run_type, state = _wait("the scheduler did not finish a feature_pipeline run", airflow, finished, 360)
-    tasks = dict(airflow.query("SELECT task_id, state FROM task_instance WHERE dag_id = 'feature_pipeline' "
-                               "AND run_id = %s", run_id))
+    rows = airflow.query("SELECT task_id, state, extract(epoch FROM end_date - start_date) FROM task_instance "
+                         "WHERE dag_id = 'feature_pipeline' AND run_id = %s", run_id)
+    tasks = {task: state for task, state, _ in rows}
+    print(f"parsed after {parsed_s:.0f} s, run finished after {time.monotonic() - started:.0f} s; task seconds: "
+          + ", ".join(f"{task} {float(secs or 0):.0f}" for task, _, secs in rows))
     assert (run_type, state) == ("scheduled", "success"), (tasks, airflow.tails())
     assert tasks == dict.fromkeys(["build_features", "materialize", "check_online"], "success")
     events = airflow.query("SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
