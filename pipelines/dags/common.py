@@ -54,8 +54,9 @@ def feature_asset(view: str) -> Asset:
 #: A date before any data: no run is created for it (catchup is off).
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
-#: Tasks that call Redis or MLflow retry: a restart or a blip should not fail the run.
-NETWORK_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True}
+#: Tasks that call Redis or MLflow retry: a restart or a blip should not fail the run. Airflow 3.3
+#: reads the backoff as a multiplier (``True`` is 1: a constant delay): 2 doubles the delay each try.
+NETWORK_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": 2.0}
 
 #: tidemark's errors that a retry cannot heal: the same inputs raise them again. Left out on
 #: purpose, so they are retried: Redis failing a call (``OnlineStoreError`` but a corrupt value),

@@ -67,6 +67,7 @@ def test_tasks_that_call_redis_or_mlflow_retry(dagbag):
     for dag_id, task_id in network:
         task = dagbag.dags[dag_id].get_task(task_id)
         assert task.retries >= 2 and task.retry_delay >= timedelta(minutes=1), (dag_id, task_id)
+        assert task.retry_exponential_backoff >= 2, (dag_id, task_id)  # a multiplier in Airflow 3.3: True is 1
 
 
 def test_no_task_retries_an_error_that_a_retry_cannot_heal(dagbag):
