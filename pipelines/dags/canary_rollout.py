@@ -27,7 +27,7 @@ from airflow.sdk import dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from pipelines.dags.alerts import TidemarkNotifier, canary_decided, on_failure
-from pipelines.dags.common import CANARY_STARTED, NETWORK_RETRIES, START_DATE, settings
+from pipelines.dags.common import CANARY_STARTED, NETWORK_RETRIES, RETRY_POLICY, START_DATE, settings
 
 DAG_ID = "canary_rollout"
 #: Between two looks of a running canary: the controller's dwell and sample minimums decide when
@@ -42,7 +42,8 @@ class _QueueNextLook(TriggerDagRunOperator):
 
 
 @dag(dag_id=DAG_ID, schedule=[CANARY_STARTED], start_date=START_DATE, catchup=False, max_active_runs=1,
-     tags=["tidemark", "serving"], doc_md=__doc__, default_args={"on_failure_callback": on_failure()})
+     tags=["tidemark", "serving"], doc_md=__doc__,
+     default_args={"retry_policy": RETRY_POLICY, "on_failure_callback": on_failure()})
 def canary_rollout() -> None:
     @task(**NETWORK_RETRIES, on_success_callback=[TidemarkNotifier(canary_decided)])
     def step(data_interval_end: Any = None, dag_run: Any = None, triggering_asset_events: Any = None

@@ -1,7 +1,14 @@
-"""What the four DAGs share: their Assets, retries, and the settings of a task.
+"""What the four DAGs share: their Assets, retries, the interval of a run and the settings of a task.
 
 Kept free of work: a task calls one function of ``features``/``monitoring``/``serving``/
 ``pipelines`` and passes the run's data interval, never the wall clock.
+
+Retries are for what can heal. Every task's ``retry_policy`` (:data:`RETRY_POLICY`, in each DAG's
+``default_args``) fails at once, whatever its ``retries``, on an error that names something a
+person must fix (:data:`DETERMINISTIC_ERRORS`: bad configuration, input, data, contract or
+project); every other error (Redis down or refusing a write, an MLflow or network error, data that
+is not there yet, an ``OSError``) takes the task's retries. The error itself is what fails the
+task: its type and message reach the log, the UI and the failure notification unchanged.
 """
 
 from __future__ import annotations
@@ -10,8 +17,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, AssetAlias, Connection
+from airflow.sdk import Asset, AssetAlias, Connection, ExceptionRetryPolicy, RetryAction, RetryRule
 from airflow.sdk.exceptions import AirflowNotFoundException
+
+from features import errors as feature_errors
+from monitoring.errors import MonitoringError
+from pipelines import errors as pipeline_errors
+from serving import errors as serving_errors
+from tidemark.errors import ConfigError
 
 if TYPE_CHECKING:
     from tidemark.settings import Settings
@@ -41,8 +54,40 @@ def feature_asset(view: str) -> Asset:
 #: A date before any data: no run is created for it (catchup is off).
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
-#: Tasks that call Redis or MLflow retry: a restart or a blip should not fail the run.
-NETWORK_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True}
+#: Tasks that call Redis or MLflow retry: a restart or a blip should not fail the run. Airflow 3.3
+#: reads the backoff as a multiplier (``True`` is 1: a constant delay): 2 doubles the delay each try.
+NETWORK_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": 2.0}
+
+#: tidemark's errors that a retry cannot heal: the same inputs raise them again. Left out on
+#: purpose, so they are retried: Redis failing a call (``OnlineStoreError`` but a corrupt value),
+#: data not there yet (``DataNotFoundError``), a partition move or journal, the MLflow registry
+#: refusing an operation (``RegistryError`` but no champion / no such version), a canary state
+#: write that Redis failed or another writer won, and anything not tidemark's own.
+DETERMINISTIC_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,  # the kernel's and the feature store's (an unresolved entity too)
+    feature_errors.EntityFrameError, feature_errors.EventError, feature_errors.UnknownFeatureError,
+    feature_errors.UnknownFeatureServiceError, feature_errors.UnknownPushSourceError,
+    feature_errors.OfflineWriteError, feature_errors.DataCheckError, feature_errors.CorruptValueError,
+    MonitoringError,
+    pipeline_errors.ProjectError, pipeline_errors.TrainingError, pipeline_errors.NoChampionError,
+    pipeline_errors.GateError, pipeline_errors.ModelVersionError,
+    serving_errors.ModelFormatError, serving_errors.ContractError, serving_errors.ModelInputError,
+)
+
+#: Every task's: fail at once on :data:`DETERMINISTIC_ERRORS`, else the task's retries.
+RETRY_POLICY = ExceptionRetryPolicy(rules=[RetryRule(
+    exception=list(DETERMINISTIC_ERRORS), action=RetryAction.FAIL,
+    reason="a retry cannot heal this error: fix what its message names, then clear the task")])
+
+
+def run_interval(start: datetime | None, end: datetime | None, run_after: datetime,
+                 every: timedelta) -> tuple[datetime, datetime]:
+    """The interval ``[start, end)`` a run covers: its data interval, or, for a run that has none
+    (Airflow 3 gives none to a run triggered without a logical date, e.g. ``airflow dags trigger``),
+    the ``every`` (the schedule's period) up to its ``run_after``, the time it was triggered for."""
+    if start is not None and end is not None:
+        return start, end
+    return run_after - every, run_after
 
 
 def settings() -> Settings:

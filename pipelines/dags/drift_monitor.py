@@ -9,23 +9,28 @@
                               day's MLflow run, every hour)
 
 Dynamic task mapping over the models: a team with three models gets three drift checks in one
-DAG run, each failing, retrying or skipping on its own.
+DAG run, each failing, retrying or skipping on its own. A run triggered without a logical date
+(``airflow dags trigger drift_monitor``) judges the hour up to its ``run_after``.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from pipelines.dags.alerts import TidemarkNotifier, drift_found, on_failure
-from pipelines.dags.common import NETWORK_RETRIES, RETRAIN_REQUEST, START_DATE, settings
+from pipelines.dags.common import NETWORK_RETRIES, RETRAIN_REQUEST, RETRY_POLICY, START_DATE, run_interval, settings
+
+#: The schedule's period: what a run without a data interval judges, up to its run_after.
+EVERY = timedelta(hours=1)
 
 
 @dag(dag_id="drift_monitor", schedule=CronDataIntervalTimetable("15 * * * *", timezone="UTC"),
      start_date=START_DATE, catchup=False, max_active_runs=1, tags=["tidemark", "monitoring"], doc_md=__doc__,
-     default_args={"on_failure_callback": on_failure()})
+     default_args={"retry_policy": RETRY_POLICY, "on_failure_callback": on_failure()})
 def drift_monitor() -> None:
     @task
     def models() -> list[str]:
@@ -34,15 +39,17 @@ def drift_monitor() -> None:
         return model_names(settings())
 
     @task(**NETWORK_RETRIES)
-    def compare(model: str, data_interval_start: Any = None, data_interval_end: Any = None) -> dict[str, Any]:
+    def compare(model: str, data_interval_start: Any = None, data_interval_end: Any = None,
+                dag_run: Any = None) -> dict[str, Any]:
         import dataclasses
 
         from pipelines.drift_job import monitor
         from pipelines.errors import NoChampionError
 
+        start, end = run_interval(data_interval_start, data_interval_end, dag_run.run_after, EVERY)
         try:
             mine = dataclasses.replace(settings(), model_name=model)
-            return monitor(mine, data_interval_start, data_interval_end).summary()
+            return monitor(mine, start, end).summary()
         except NoChampionError as exc:  # a new deployment: nothing to monitor yet, nothing broken
             raise AirflowSkipException(str(exc)) from exc
 

@@ -21,11 +21,12 @@ from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from pipelines.dags.alerts import TidemarkNotifier, gate_refused, on_failure
-from pipelines.dags.common import CANARY_STARTED, NETWORK_RETRIES, RETRAIN_REQUEST, START_DATE, settings
+from pipelines.dags.common import CANARY_STARTED, NETWORK_RETRIES, RETRAIN_REQUEST, RETRY_POLICY, START_DATE, settings
 
 
 @dag(dag_id="retrain", schedule=[RETRAIN_REQUEST], start_date=START_DATE, catchup=False, max_active_runs=1,
-     tags=["tidemark", "models"], doc_md=__doc__, default_args={"on_failure_callback": on_failure()},
+     tags=["tidemark", "models"], doc_md=__doc__,
+     default_args={"retry_policy": RETRY_POLICY, "on_failure_callback": on_failure()},
      params={"window_days": Param(60, type="number", minimum=0), "max_rows": Param(200_000, type="integer", minimum=1_000),
              "epochs": Param(20, type="integer", minimum=1), "seed": Param(0, type="integer"),
              "label_cutoff": Param(None, type=["null", "string"], format="date-time"),
@@ -41,7 +42,7 @@ def retrain() -> None:
         if running:
             raise AirflowSkipException(f"not retraining: {running}; a new challenger would replace it")
 
-    @task(on_success_callback=[TidemarkNotifier(gate_refused)])
+    @task(**NETWORK_RETRIES, on_success_callback=[TidemarkNotifier(gate_refused)])  # MLflow: a blip retries
     def train_and_gate(params: Any = None, triggering_asset_events: Any = None, dag_run: Any = None) -> dict[str, Any]:
         from pipelines.retrain_job import RetrainRequest
         from pipelines.retrain_job import retrain as run

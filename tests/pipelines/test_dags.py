@@ -62,11 +62,62 @@ def test_tasks_run_in_the_documented_order(dagbag):
 
 def test_tasks_that_call_redis_or_mlflow_retry(dagbag):
     network = {("feature_pipeline", "materialize"), ("feature_pipeline", "check_online"),
-               ("drift_monitor", "compare"), ("retrain", "check_no_canary"), ("retrain", "start_canary"),
-               ("canary_rollout", "step")}
+               ("drift_monitor", "compare"), ("retrain", "check_no_canary"), ("retrain", "train_and_gate"),
+               ("retrain", "start_canary"), ("canary_rollout", "step")}
     for dag_id, task_id in network:
         task = dagbag.dags[dag_id].get_task(task_id)
         assert task.retries >= 2 and task.retry_delay >= timedelta(minutes=1), (dag_id, task_id)
+        assert task.retry_exponential_backoff >= 2, (dag_id, task_id)  # a multiplier in Airflow 3.3: True is 1
+
+
+def test_no_task_retries_an_error_that_a_retry_cannot_heal(dagbag):
+    """Every task's retry policy fails at once on a deterministic tidemark error and leaves a
+    transient one (Redis down, an OSError, data not there yet) to the task's retries
+    (tests/integration/test_dag_manual_runs.py shows a run that fails without a retry)."""
+    from airflow.sdk import RetryAction
+
+    from features.errors import (
+        CorruptValueError,
+        DataCheckError,
+        DataNotFoundError,
+        OnlineStoreError,
+        OnlineStoreUnavailable,
+        UnknownFeatureError,
+    )
+    from monitoring.errors import DriftInputError
+    from pipelines.errors import GateError, NoLabelsError, ProjectError, RegistryError
+    from serving.errors import CanaryConflictError, ContractMissingError
+    from tidemark.errors import ConfigError
+
+    deterministic = [ConfigError("x"), DataCheckError("x"), UnknownFeatureError("v:f", ["v:g"]),
+                     CorruptValueError(b"k", "x"), DriftInputError("x"), ProjectError("x"), NoLabelsError("x"),
+                     GateError("x"), ContractMissingError("x")]
+    transient = [OnlineStoreUnavailable("x"), OnlineStoreError("x"), DataNotFoundError("x"), RegistryError("x"),
+                 CanaryConflictError("m", 1, 2), OSError("x"), ConnectionError("x"), RuntimeError("x")]
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            policy = task.retry_policy
+            assert policy is not None, (dag.dag_id, task.task_id)
+            for error in deterministic:
+                decision = policy.evaluate(error, try_number=1, max_tries=3)
+                assert decision.action == RetryAction.FAIL, (dag.dag_id, task.task_id, error)
+                assert "cannot heal" in (decision.reason or "")
+            for error in transient:
+                decision = policy.evaluate(error, try_number=1, max_tries=3)
+                assert decision.action == RetryAction.DEFAULT, (dag.dag_id, task.task_id, error)
+
+
+def test_a_run_without_a_data_interval_covers_the_period_up_to_its_run_after(airflow_home: Path):
+    """Airflow 3 gives a run triggered without a logical date no data interval."""
+    from datetime import UTC, datetime
+
+    from pipelines.dags.common import run_interval
+
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+    after = datetime(2026, 3, 5, 14, 40, tzinfo=UTC)
+    assert run_interval(start, end, after, timedelta(days=1)) == (start, end)  # scheduled, or given a logical date
+    assert run_interval(None, None, after, timedelta(hours=1)) == (datetime(2026, 3, 5, 13, 40, tzinfo=UTC), after)
+    assert run_interval(None, None, after, timedelta(days=1)) == (datetime(2026, 3, 4, 14, 40, tzinfo=UTC), after)
 
 
 def test_drift_emits_the_asset_retrain_is_scheduled_on(dagbag):
