@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,21 +28,34 @@ REPO = Path(__file__).resolve().parents[2] / "examples" / "driver" / "feature_re
 
 def main(now_text: str) -> dict[str, object]:
     now = pd.Timestamp(now_text)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        seconds[step] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
+
     settings = Settings.from_env()
     client = FeatureClient(settings)
     client.apply()
+    lap("apply")
     late = pd.DataFrame({"driver_id": [1001, 1002], "event_timestamp": [now - pd.Timedelta(minutes=30)] * 2,
                          "created": [now - pd.Timedelta(minutes=20)] * 2})
     _append(client, late)
+    lap("offline_write")  # includes starting (or connecting to) Spark
     client.materialize_incremental(now.to_pydatetime(), progress=False)
+    lap("materialize")
     refs, _ = client.resolve_features("driver_activity")
     entities = pd.DataFrame({"driver_id": [1001, 1002, 1003, 1004] * 3, "customer_id": [201, 202, 203, 204] * 3,
                              "event_timestamp": [now - pd.Timedelta(hours=h) for h in (0, 6, 30) for _ in range(4)]})
     frame = client.training_frame(entities, refs)
+    lap("training_frame")
     online = client.online_features(entities[["driver_id", "customer_id"]].drop_duplicates(), refs).frame
     spark = client.spark
     return {"connect": is_connect(spark), "local": is_local(spark), "frame_sha256": frame_sha256(frame),
-            "frame_rows": len(frame), "online": json.loads(online.to_json(orient="records", double_precision=10))}
+            "frame_rows": len(frame), "online": json.loads(online.to_json(orient="records", double_precision=10)),
+            "seconds": seconds}
 
 
 def _append(client: FeatureClient, rows: pd.DataFrame) -> None:
