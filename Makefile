@@ -27,6 +27,8 @@ demo: $(STAMP)
 	$(BIN)/tidemark demo
 
 test: $(STAMP)
+	@# the UI tests' headless browser: installed when missing and apt-get runs as root, else they skip
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get install -y -q chromium >/dev/null; } || true
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
