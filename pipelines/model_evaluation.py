@@ -1,6 +1,6 @@
 """A registered model's validation evaluation, logged against its MLflow 3 LoggedModel.
 
-    validation frame + the predictions serving's path gave (register_model computed them)
+    validation frame + the predictions serving's path gave (register_model, or a team's own training job, computed them)
       │  mlflow.data.from_pandas: the frame as a named dataset, digest = its SHA-256
       ▼
     mlflow.log_metrics(task metrics, model_id=…, dataset=…)   the numbers the gate and drift use

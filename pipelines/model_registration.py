@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from tidemark.settings import Settings
 
 __all__ = ["CONTRACT_ARTIFACT", "PROFILE_ARTIFACT", "build_contract", "input_types", "lineage_of", "load_profile",
-           "register_model"]
+           "model_signature", "register_model", "typed_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +224,9 @@ def _log_model(model: Any, contract: ModelContract, frame: pd.DataFrame, extra: 
     import mlflow
 
     types = input_types(contract, frame)
-    example = _example(frame[list(contract.inputs)].head(5), types)
+    example = typed_inputs(frame[list(contract.inputs)].head(5), types)
     # a scikit-learn classifier's pyfunc answers predict_proba: one column per class
-    signature = _signature(contract, types, per_class=_is_sklearn(model) and contract.task != "regression")
+    signature = model_signature(contract, types, per_class=_is_sklearn(model) and contract.task != "regression")
     common = {"name": "model", "signature": signature, "input_example": example,
               "metadata": {"tidemark_contract": contract.to_json()}}
     if _is_sklearn(model):
@@ -285,9 +285,12 @@ def input_types(contract: ModelContract, frame: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def _example(rows: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
-    """Inputs as a client sends them, in their signature's types: numbers as float64 (NaN when
-    missing) or int64, text and booleans as objects (None when missing), times as naive UTC."""
+def typed_inputs(rows: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
+    """``rows`` (a frame as the feature store returns it, with nullable integers and string
+    dtypes) in the types :func:`input_types` gave, which a typed signature's schema enforcement
+    accepts: numbers as float64 (NaN when missing) or int64, text and booleans as objects (None
+    when missing), times as naive UTC. What a model's input example holds, and what to hand
+    ``mlflow.pyfunc.load_model(...).predict`` from a notebook."""
     out: dict[str, Any] = {}
     for col, kind in types.items():
         values = rows[col]
@@ -302,9 +305,12 @@ def _example(rows: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame(out).reset_index(drop=True)
 
 
-def _signature(contract: ModelContract, types: Mapping[str, str], *, per_class: bool = False) -> Any:
-    """Inputs typed as :func:`input_types` says; a store feature is optional (``required=False``:
-    it can be missing online), a request column required (the scorer refuses a request without it)."""
+def model_signature(contract: ModelContract, types: Mapping[str, str], *, per_class: bool = False) -> Any:
+    """The MLflow ``ModelSignature`` of a model with ``contract``: inputs typed as ``types``
+    (:func:`input_types`) says, a store feature optional (``required=False``: it can be missing
+    online), a request column required (the scorer refuses a request without it); the output is
+    the contract's ``output`` column (a double), or one double per class where the model answers
+    with per-class probabilities (a multiclass task, or ``per_class``)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 

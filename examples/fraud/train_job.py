@@ -3,14 +3,23 @@
 The run (in the experiment named after the model) holds:
 
     params     data window, label cutoff and maturity, seed, architecture, optimiser, feature list
-    metrics    val_roc_auc, val_pr_auc, val_recall_at_1pct_fpr, val_log_loss, val_calibration_error;
-               fit_loss / tune_loss per epoch (step = epoch); rows and fraud per split; seconds
-    inputs     the training and validation frames as MLflow datasets (digest = frame SHA-256)
+    metrics    val_roc_auc, val_pr_auc, val_recall_at_1pct_fpr, val_log_loss, val_calibration_error,
+               also on the model's LoggedModel with the validation frame as their dataset (so
+               ``mlflow.search_logged_models`` ranks versions), beside MLflow's own evaluation
+               metrics; fit_loss / tune_loss per epoch (step = epoch); rows and fraud per split; seconds
+    inputs     the training and validation frames as MLflow datasets (digest = frame SHA-256), and
+               the evaluated validation frame (inputs, label, prediction)
     tags       frame SHA-256, Feast view versions, device
     artifacts  lineage.json (features, Feast view versions and definition hashes, data window),
                reference_profile/profile.bin (monitoring.drift.ReferenceProfile of the model's
-               inputs and its score: what drift checks compare against), model/ (pyfunc with
-               signature and input example; spec.json and weights.pt inside)
+               inputs and its score: what drift checks compare against), contract.json, MLflow's
+               evaluation plots (ROC, precision-recall, calibration, lift, confusion matrix),
+               model/ (pyfunc with a typed signature and input example; spec.json and weights.pt inside)
+
+The signature, input example and evaluation come from the platform's public pieces
+(:mod:`pipelines.model_registration`, :mod:`pipelines.model_evaluation`), as any team's training
+job can use them; ``register_model`` itself is not used because the model is a pyfunc logged from
+code (no pickle) with the example's own run contents above.
 
 Data errors are raised before the run starts; a failure during training ends the run FAILED
 with nothing registered; registration itself is all or nothing (:func:`model_registry.register`).
@@ -27,11 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from examples.fraud.training import LABEL, SCORE, TrainConfig, TrainingData, TrainResult, fit, prepare
 from pipelines import model_registry
-from pipelines.model_registration import CONTRACT_ARTIFACT, PROFILE_ARTIFACT
+from pipelines.model_evaluation import log_evaluation
+from pipelines.model_registration import (
+    CONTRACT_ARTIFACT,
+    PROFILE_ARTIFACT,
+    input_types,
+    model_signature,
+    typed_inputs,
+)
+from pipelines.training_data import frame_sha256
 from serving.model_contract import LabelSource, ModelContract
 
 if TYPE_CHECKING:
@@ -101,15 +116,15 @@ def train_and_register(settings: Settings, config: TrainConfig | None = None, *,
             mlflow.log_metrics(losses, step=epoch)
 
         result = fit(data, config, on_epoch=on_epoch, progress=progress)
-        mlflow.log_metrics({f"val_{k}": v for k, v in result.metrics.items()})
         mlflow.log_metrics({"best_epoch": result.best_epoch, **{f"seconds_{k}": v for k, v in result.seconds.items()}})
         mlflow.set_tag("device", result.device)
         mlflow.log_dict({"window": window.params(), "features": list(config.features), "views": data.lineage,
                          "frame_sha256": data.fingerprint, "label_coverage": data.label_coverage},
                         "lineage.json")
         _log_profile(result)
-        info = _log_model(result, data)
+        info = _log_model(result, data, contract)
         mlflow.log_dict(json.loads(contract.to_json()), CONTRACT_ARTIFACT)
+        _log_evaluation(settings, name, info.model_id, contract, data, result)
         version = model_registry.register(client, name, info.model_uri, run_id=run_id,
                                           tags={**contract.to_tags(), **_version_tags(config, data, result)},
                                           description=_description(data, result))
@@ -172,42 +187,33 @@ def _log_profile(result: TrainResult) -> None:
         mlflow.log_artifact(str(path), artifact_path=str(Path(PROFILE_ARTIFACT).parent))
 
 
-def _log_model(result: TrainResult, data: TrainingData) -> Any:
+def _log_model(result: TrainResult, data: TrainingData, contract: ModelContract) -> Any:
+    """The pyfunc from code, with the platform's typed signature: numbers ``double`` (an integer
+    store feature too: it can be missing online), text ``string``, store features optional."""
     import mlflow
 
     from examples.fraud.pyfunc import MODEL_CODE
 
-    example = _example(data.frame[data.feature_columns].tail(5), data.categorical)
+    types = input_types(contract, data.frame)
+    example = typed_inputs(data.frame[data.feature_columns].tail(5), types)
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = result.model.save(Path(tmp))
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=str(MODEL_CODE), artifacts=artifacts,
-            signature=_signature(data), input_example=example, pip_requirements=_requirements(),
+            signature=model_signature(contract, types), input_example=example, pip_requirements=_requirements(),
         )
 
 
-def _signature(data: TrainingData) -> Any:
-    """Inputs as the feature store returns them. Numeric columns are typed ``Any``: MLflow's
-    enforcement rejects int64 and nullable Int64 for ``double`` and nulls for ``long``, while the
-    model's own encoding takes ints, floats and nulls alike (and names a column that isn't numeric)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
-
-    inputs: list[Any] = [ColSpec("string", c) if c in data.categorical else ColSpec(AnyType(), c)
-                         for c in data.feature_columns]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "fraud_probability")]))
-
-
-def _example(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
-    """Raw inputs as a client sends them: numbers as float64 (NaN when missing), text as str/None."""
-    out = {}
-    for col in frame.columns:
-        if col in categorical:
-            out[col] = frame[col].astype(object).where(frame[col].notna(), None)
-        else:
-            out[col] = pd.to_numeric(frame[col]).astype("float64")
-    return pd.DataFrame(out).reset_index(drop=True)
+def _log_evaluation(settings: Settings, name: str, model_id: str, contract: ModelContract, data: TrainingData,
+                    result: TrainResult) -> None:
+    """The validation metrics on the run and on LoggedModel ``model_id`` with the validation frame
+    as their dataset, and MLflow's evaluation plots of the scores training already computed."""
+    validation = data.split == 2
+    frame = data.frame.loc[validation, [*data.feature_columns, LABEL]]
+    log_evaluation(model_id=model_id, frame=frame, label=LABEL, task=contract.task, classes=contract.classes,
+                   predictions=result.scores[validation], metrics={f"val_{k}": v for k, v in result.metrics.items()},
+                   dataset_name=f"{name} validation frame", digest=frame_sha256(frame),
+                   source=str(settings.offline_dir))
 
 
 def _requirements() -> list[str]:

@@ -31,12 +31,15 @@ from pipelines.errors import (
     SingleClassError,
 )
 from pipelines.gate import GateConfig, evaluate_gate
-from pipelines.model_registration import PROFILE_ARTIFACT, lineage_of, load_profile
+from pipelines.model_metrics import METRICS
+from pipelines.model_registration import PROFILE_ARTIFACT, input_types, lineage_of, load_profile, typed_inputs
+from serving.model_contract import ModelContract
 from tidemark.settings import Settings, SparkSettings
 
 pytestmark = pytest.mark.integration
 
 CONFIG = TrainConfig(epochs=3, patience=2, hidden=(32, 16), batch_size=1024, seed=0)
+PLOTS = {"roc_curve_plot.png", "precision_recall_curve_plot.png", "calibration_curve_plot.png", "confusion_matrix.png"}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +134,15 @@ def test_run_holds_params_metrics_lineage_profile_and_model(settings: Settings, 
     assert steps == list(range(1, len(outcome.result.history) + 1))
     assert run.data.tags["frame_sha256"] == outcome.data.fingerprint
     contexts = {t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
-    assert contexts == {"training", "validation"}
+    assert {"training", "validation"} <= contexts
+    # the validation metrics also belong to the model's LoggedModel, with the validation frame as
+    # their dataset (search_logged_models ranks versions by them), and MLflow drew its plots
+    logged = {m.key: m for m in mlflow.get_logged_model(str(outcome.version.source).removeprefix("models:/")).metrics}
+    for name in METRICS:
+        assert logged[f"val_{name}"].value == pytest.approx(outcome.result.metrics[name])
+        assert logged[f"val_{name}"].dataset_name == f"{settings.model_name} validation frame"
+    assert {"roc_auc", "precision_recall_auc"} <= set(logged)  # MLflow's own, for the UI
+    assert PLOTS <= {a.path for a in ml.list_artifacts(outcome.run_id)}
     lineage = lineage_of(ml, outcome.run_id)
     assert set(lineage["views"]) == {ref.split(":")[0] for ref in DEFAULT_FEATURES}
     for view, info in lineage["views"].items():
@@ -151,13 +162,22 @@ def test_version_is_challenger_and_serves_raw_frames(settings: Settings, outcome
     assert model_registry.alias_version(ml, name, "champion") is None
     tags = ml.get_model_version(name, outcome.version.version).tags
     assert tags["frame_sha256"] == outcome.data.fingerprint and float(tags["val_pr_auc"]) > 0
-    # The frame exactly as the feature store returns it (nullable ints, string dtype, nulls).
     data = outcome.data
-    rows = data.frame[data.feature_columns].tail(300).reset_index(drop=True)
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
-    served = loaded.predict(rows)["fraud_probability"].to_numpy()
+    schema = loaded.metadata.get_input_schema()
+    assert schema.input_names() == data.feature_columns
+    # typed as register_model types a team's model: numbers double (an integer store feature too,
+    # it can be missing online), text string; request columns required, store features optional
+    columns = {c.name: (c.type.name, c.required) for c in schema.inputs}
+    assert columns["amount"] == ("double", True) and columns["channel"] == ("string", True)
+    assert columns["txn_count_24h"] == ("double", False) and columns["category"] == ("string", False)
+    # The frame as the feature store returns it (nullable ints, string dtype, nulls): serving's
+    # native path (the module itself) takes it as it is; the pyfunc's schema enforcement wants it
+    # in the signature's types, which typed_inputs gives.
+    rows = data.frame[data.feature_columns].tail(300).reset_index(drop=True)
+    contract = ModelContract.of_version(name, str(outcome.version.version), tags)
+    served = loaded.predict(typed_inputs(rows, input_types(contract, data.frame)))["fraud_probability"].to_numpy()
     np.testing.assert_allclose(served, outcome.result.scores[-300:], rtol=1e-6)
-    assert loaded.metadata.get_input_schema().input_names() == data.feature_columns
     np.testing.assert_allclose(unwrap(loaded).predict_proba(rows), served)
 
 
@@ -176,8 +196,9 @@ def test_a_model_loads_in_a_fresh_process(settings: Settings, outcome: TrainOutc
     import subprocess
     import sys
 
+    contract = ModelContract.of_version(settings.model_name, str(outcome.version.version), outcome.version.tags)
     rows = outcome.data.frame[outcome.data.feature_columns].tail(50).reset_index(drop=True)
-    rows.to_pickle(tmp_path / "rows.pkl")
+    typed_inputs(rows, input_types(contract, outcome.data.frame)).to_pickle(tmp_path / "rows.pkl")
     script = (
         "import sys, mlflow, pandas as pd\n"
         f"mlflow.set_tracking_uri({settings.tracking_uri!r})\n"
@@ -306,6 +327,10 @@ def test_gate_promote_and_rollback(settings: Settings, client: FeatureClient, ou
     passed = evaluate_gate(settings, config=GateConfig(max_pr_auc_drop=1.0, max_roc_auc_drop=1.0),
                            feature_client=client)
     assert passed.passed and passed.rows > 0 and set(passed.challenger_metrics) == set(passed.champion_metrics)
+    # the verdict, with its rule and margin, follows the training text on the version's page
+    described = ml.get_model_version(name, v2).description
+    assert described.startswith("Trained on payments") and "Evaluation gate: " in described
+    assert "pr_auc" in described.split("Evaluation gate: ", 1)[1]
     done = model_registry.promote(ml, name)
     assert (done.champion, done.previous) == (v2, first)
     assert str(model_registry.alias_version(ml, name, "champion").version) == v2
