@@ -67,7 +67,16 @@ def load_dags(*, retries: int | None = 0) -> dict[str, Any]:
 
 def run_dag(dag: Any, logical_date: datetime | None = None, conf: dict[str, Any] | None = None) -> Ran:
     """One run of ``dag`` (None: a manual run now), tasks in this process; failures are in the result."""
-    run = dag.test(logical_date=logical_date, run_conf=conf)
+    context = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CTX_")}
+    try:
+        run = dag.test(logical_date=logical_date, run_conf=conf)
+    finally:
+        # A task run in this process exports AIRFLOW_CTX_* (its DAG, run and task) and dag.test()
+        # leaves them set: what this process does next would pass for that task's work (the
+        # alias history names the Airflow task that moved an alias from them).
+        for key in [k for k in os.environ if k.startswith("AIRFLOW_CTX_")]:
+            os.environ.pop(key)
+        os.environ.update(context)
     tis = run.get_task_instances()
     return Ran(dag.dag_id, run.run_id, str(run.state), {_key(ti): str(ti.state) for ti in tis},
                {_key(ti): ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index) for ti in tis})

@@ -7,6 +7,7 @@ errors heal and which do not: ``pipelines.dags.common.DETERMINISTIC_ERRORS``
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -51,6 +52,8 @@ def test_an_error_a_retry_cannot_heal_fails_the_task_at_once_and_is_reported(
         task.retry_delay = timedelta(0)  # were it retried, the test would see try 2, not wait for it
     ran = run_dag(dag)
     assert ran.state == "failed", ran.states
+    # the task's Airflow context does not outlive the run: later work here is nobody's task
+    assert not [k for k in os.environ if k.startswith("AIRFLOW_CTX_")], sorted(os.environ)
     assert ran.states == {"build_features": "failed", "materialize": "upstream_failed",
                           "check_online": "upstream_failed"}
     ti = _task_instance(ran, "build_features")
