@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -52,6 +53,7 @@ from tidemark.settings import Settings
 
 REPO = ROOT / "examples" / "driver" / "feature_repo"
 MODEL = "driver-completion"
+VIEWS = ("customer_daily_profile", "driver_hourly_stats")
 BIN = Path(sys.executable).parent
 POSTGRES = os.environ.get("TIDEMARK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
@@ -283,12 +285,15 @@ def apply(world: World) -> None:
 
 def materialize(world: World) -> None:
     before = apps_on_master(world)
-    tidemark(world, "materialize", "features", "materialize")
+    out = tidemark(world, "materialize", "features", "materialize")
     on_the_cluster(world, before, "materialize")
+    # after the scheduled run's day, the hourly view has the hours since that day's end to load
+    written = re.search(r"^driver_hourly_stats .*?: (\d+) written", out, re.MULTILINE)
+    if written is None or int(written.group(1)) == 0:
+        raise StepFailed(f"materialize wrote no driver_hourly_stats rows:\n{out[-1500:]}")
     assert world.redis is not None
-    keys = redis_lib.Redis.from_url(world.redis.url).dbsize()
-    if not keys:
-        raise StepFailed(f"materialize wrote nothing to {world.redis.url}")
+    if not redis_lib.Redis.from_url(world.redis.url).dbsize():
+        raise StepFailed(f"nothing in the online store at {world.redis.url}")
 
 
 def train(world: World) -> None:
@@ -325,7 +330,7 @@ def serve(world: World) -> None:
             if status != 503:
                 break
             time.sleep(0.2)
-        if status != 200:
+        if status != 200 or not isinstance(answer, dict):
             raise StepFailed(f"predict answered {status}: {str(answer)[:500]}")
         scores = [p.get("score") for p in answer["predictions"]]
         if len(scores) != len(rows) or not all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores):
@@ -351,6 +356,11 @@ def scheduled_feature_pipeline(world: World) -> None:
         raise StepFailed(f"run {run_id}: {run_type} {state}, tasks {tasks}; last task log ends:\n"
                          f"{_tail(task_logs[-1]) if task_logs else '(none)'}")
     on_the_cluster(world, before, "feature_pipeline's tasks")
+    events = airflow_query(world, "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                                  "WHERE e.source_dag_id = 'feature_pipeline' AND e.source_run_id = %s", run_id)
+    written = {uri: extra.get("rows_written", 0) for uri, extra in events}
+    if set(written) != {f"tidemark://features/{view}" for view in VIEWS} or not all(written.values()):
+        raise StepFailed(f"run {run_id} published {written}: not every view's Asset with rows written")
 
 
 # --- driver ----------------------------------------------------------------------------------
@@ -365,11 +375,12 @@ STEPS: list[tuple[str, Callable[[World], None], tuple[str, ...]]] = [
     ("airflow (postgres) up", start_airflow, ("production env",)),
     ("datagen", datagen, ("production env",)),
     ("feast apply", apply, ("datagen",)),
+    # the schedule loads the last whole day first; the command then loads from where it ended up to now
+    ("scheduled feature_pipeline", scheduled_feature_pipeline, ("airflow (postgres) up", "feast apply")),
     ("materialize (cluster)", materialize, ("feast apply",)),
     ("train + register", train, ("materialize (cluster)",)),
     ("promote --first", promote, ("train + register",)),
     ("serve + 5 predictions", serve, ("promote --first",)),
-    ("scheduled feature_pipeline", scheduled_feature_pipeline, ("airflow (postgres) up", "feast apply")),
 ]
 
 
