@@ -11,7 +11,7 @@ FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null 
 UV_FIND_LINKS := $(foreach d,$(FIND_LINKS),$(if $(wildcard $(d)),--find-links $(d)))
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: demo test lint lock clean-state install
+.PHONY: demo test lint lock clean-state install production-check
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ lock:
 	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q uv==0.13.8; }
 	$(BIN)/uv pip compile pyproject.toml --extra all --extra dev --python-version 3.11 $(UV_FIND_LINKS) \
 		--generate-hashes --no-header -q -o requirements.lock
+
+# The README's production set-up on this machine (Spark standalone, Redis, MLflow server and
+# Airflow on PostgreSQL) and the driver example's loop through it; minutes, not part of `test`.
+# docs/production.md says what it proves. POSTGRES=postgresql://user@host:5432 to pick the server.
+production-check: $(STAMP)
+	$(BIN)/python deploy/production_check.py $(if $(POSTGRES),--postgres $(POSTGRES))
 
 clean-state:
 	rm -rf .tidemark
