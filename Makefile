@@ -33,7 +33,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check tidemark features pipelines monitoring serving tests benchmarks examples
+	$(BIN)/ruff check tidemark features pipelines monitoring serving tests benchmarks examples deploy
 	$(BIN)/mypy
 
 # Re-resolve the pins after changing pyproject.toml.
