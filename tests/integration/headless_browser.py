@@ -34,17 +34,27 @@ def chromium_or_skip() -> str:
     pytest.skip("no headless Chromium on PATH: `apt-get install -y chromium` (Debian) or `make test` as root")
 
 
-def dump_dom(browser: str, url: str, *, budget_ms: int = 15_000, timeout_s: float = 120.0,
-             profile: Path | None = None) -> str:
+def dump_dom(browser: str, url: str, *, until: str | None = None, budget_ms: int = 15_000,
+             timeout_s: float = 240.0, profile: Path | None = None) -> str:
     """The DOM of ``url`` once its scripts ran for ``budget_ms`` of virtual time (milliseconds),
-    as headless Chromium prints it. ``profile``: a user-data directory (default: a fresh one)."""
-    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--no-first-run", f"--virtual-time-budget={budget_ms}", "--dump-dom", url]
-    if profile is not None:
-        command.insert(1, f"--user-data-dir={profile}")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    assert done.returncode == 0, f"chromium exited {done.returncode} on {url}: {done.stderr[-2000:]}"
-    return done.stdout
+    as headless Chromium prints it. ``profile``: a user-data directory (default: a fresh one).
+
+    ``until``: a text the page shows once its data arrived. Virtual time does not wait for a slow
+    server (a loaded machine answers the UI's API calls late), so the page is opened again, with
+    twice the budget each time, until that text is in the DOM or ``timeout_s`` has passed; the
+    last DOM is returned either way, for the caller's assertions to show.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                   "--no-first-run", f"--virtual-time-budget={budget_ms}", "--dump-dom", url]
+        if profile is not None:
+            command.insert(1, f"--user-data-dir={profile}")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        assert done.returncode == 0, f"chromium exited {done.returncode} on {url}: {done.stderr[-2000:]}"
+        if until is None or until in done.stdout or time.monotonic() > deadline:
+            return done.stdout
+        budget_ms = min(2 * budget_ms, 120_000)
 
 
 def visible_text(dom: str) -> str:

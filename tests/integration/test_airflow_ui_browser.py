@@ -81,8 +81,8 @@ def test_airflow_standalone_shows_the_four_dags_with_their_last_runs(tmp_path: P
         api = f"http://127.0.0.1:{port}"
         listed = _wait_for_dags(api)
         ready_s = time.monotonic() - started
-        dags_page = visible_text(dump_dom(browser, f"{api}/dags"))
-        runs_page = visible_text(dump_dom(browser, f"{api}/dag_runs"))
+        dags_page = visible_text(dump_dom(browser, f"{api}/dags", until=f"{len(DAG_IDS)} Dags"))
+        runs_page = visible_text(dump_dom(browser, f"{api}/dag_runs", until="canary_rollout"))
     print(f"DAG runs done after {ran_s:.0f} s, Airflow ready after {ready_s:.0f} s, pages read after "
           f"{time.monotonic() - started:.0f} s")
 

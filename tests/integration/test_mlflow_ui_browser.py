@@ -74,11 +74,12 @@ def test_the_mlflow_ui_shows_the_versions_curves_and_alias_history(tmp_path: Pat
     with cli_server(["mlflow-ui", "--port", str(port)], env, log) as server:
         wait_for_line(server, log, r"MLflow UI ready on ")
         base = f"http://127.0.0.1:{port}/#"
-        model_page = visible_text(dump_dom(browser, f"{base}/models/{NAME}"))
-        version_page = visible_text(dump_dom(browser, f"{base}/models/{NAME}/versions/{v2}"))
+        model_page = visible_text(dump_dom(browser, f"{base}/models/{NAME}", until="canary-promote"))
+        version_page = visible_text(dump_dom(browser, f"{base}/models/{NAME}/versions/{v2}",
+                                             until="canary.outcome"))
         run_page = f"{base}/experiments/{experiment}/runs/{run_id}/artifacts"
-        artifacts = visible_text(dump_dom(browser, run_page))
-        roc = dump_dom(browser, f"{run_page}/roc_curve_plot.png")
+        artifacts = visible_text(dump_dom(browser, run_page, until="roc_curve_plot.png"))
+        roc = dump_dom(browser, f"{run_page}/roc_curve_plot.png", until='src="blob:')
 
     # the registered model's page: its description's alias history table, newest move first, with
     # who moved each alias and why (the canary's promotion names its run)
