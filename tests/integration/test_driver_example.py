@@ -299,6 +299,8 @@ def test_a_retrained_challenger_is_canaried_to_champion_on_served_traffic(settin
     verdict = evaluate_gate(mine, version=challenger, config=GateConfig(min_rows=30, min_positives=5))
     assert verdict.passed and "pr_auc" in verdict.challenger_metrics, verdict.reason
     assert completion.slots.refresh() == [f"challenger: vNone -> v{challenger}"]
+    # both variants on the fast path, or the latency comparison compares two code paths
+    assert completion.slots.get("challenger").model.compiled and completion.slots.get("champion").model.compiled
     state = canary.start(mine, shadow=False)
     assert (state.mode, state.weight_pct, state.challenger_version) == ("canary", 5.0, challenger)
     # calls per variant and step: one-trip requests, as trips are requested (the controller compares
