@@ -80,6 +80,14 @@ class CanaryPolicy:
     champion serves nothing, so latency is not judged there), each step
     spending its share over ``max_looks`` looks. PSI has no alpha (an effect-size threshold).
 
+    ``min_latency_share_pct``: a ramp step judges latency only where the challenger serves at
+    least this share (shadow always does: the shadow scores every request). Below it the
+    challenger's calls are too sparse to keep its code and arrays in the CPU's caches on a busy
+    host, and their CPU time runs slow for reasons that are not the model's: an identical
+    challenger at 5 % measured p99 0.4 ms against the champion's 0.3 ms (z 6) in a full test run
+    on a 2-core host and was rolled back, where at 25 % and in shadow it ran level. Errors, scores
+    and PR-AUC are judged at every step.
+
     ``psi_threshold`` (None: PSI is recorded, never acted on; the default) rolls back when the two
     *models'* score distributions differ by that much. Off by default, because two healthy models
     differ in calibration: trained on overlapping windows with two and three epochs, both passing
@@ -117,6 +125,7 @@ class CanaryPolicy:
     ramp_steps: int = 3
     max_p99_ratio: float = 1.2
     min_latency_effect: float = 0.0
+    min_latency_share_pct: float = 25.0
     psi_threshold: float | None = None
     label_alpha: float = 0.025
     prauc_margin: float = 0.02
@@ -136,6 +145,7 @@ class CanaryPolicy:
         _check(self.ramp_steps >= 1, f"ramp_steps must be >= 1, got {self.ramp_steps}")
         _check(self.max_p99_ratio >= 1, f"max_p99_ratio must be >= 1, got {self.max_p99_ratio}")
         _check(0 <= self.min_latency_effect < 0.5, "min_latency_effect must be in [0, 0.5)")
+        _check(0 <= self.min_latency_share_pct <= 100, "min_latency_share_pct must be in [0, 100]")
         _check(self.psi_threshold is None or self.psi_threshold > 0,
                f"psi_threshold must be None or > 0, got {self.psi_threshold}")
         _check(0 < self.label_alpha < 1, f"label_alpha must be in (0, 1), got {self.label_alpha}")
@@ -210,8 +220,10 @@ def decide(evidence: StepEvidence, policy: CanaryPolicy) -> Decision:
         _judge_latency(evidence, policy, ev, rollback, hold)
     else:
         short.pop("latencies", None)
-        notes.append("latency not judged: the champion serves none of this step's traffic, and a step is never "
-                     "compared with another (the host's load differs); the steps where both served judged it")
+        notes.append("latency not judged at this step: at 100 % the champion serves none of its traffic (and a "
+                     "step is never compared with another: the host's load differs), and below "
+                     "policy.min_latency_share_pct the challenger's calls are too sparse to run warm; shadow "
+                     "and the steps where both served at a comparable share judged it")
     _judge_scores(evidence, policy, ev, rollback, "scores" not in short)
     _judge_prauc(evidence, policy, ev, rollback, notes)
     if evidence.dwell_s < policy.min_dwell_s:

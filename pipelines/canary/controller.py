@@ -163,7 +163,7 @@ def step(settings: Settings, policy: CanaryPolicy | None = None, *, now: datetim
     look = int(p.redis.hincrby(memory, f"looks:{state.step}", 1))
     seq = int(p.redis.hincrby(memory, "looks", 1))  # the run's step axis: looks over the whole rollout
     previous_p = float(p.redis.hget(memory, "error_p_value") or 1.0)
-    evidence = _evidence(p, state, look, previous_p, moment)
+    evidence = _evidence(p, state, look, previous_p, moment, policy)
     evidence = replace(evidence, labels=_labels(settings, state, moment),
                        label_looks=int(p.redis.hget(memory, "label_looks") or 0),
                        label_fingerprint=int(p.redis.hget(memory, "label_fingerprint") or 0))
@@ -294,7 +294,8 @@ def _rolled_back(p: _Parts, state: CanaryState, reason: str, where: str) -> Cana
     return done
 
 
-def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, moment: datetime) -> Any:
+def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, moment: datetime,
+              policy: CanaryPolicy) -> Any:
     from monitoring.rollout import LatencyHistogram, StepEvidence, VariantEvidence
     from serving.canary_evidence import LATENCY_BOUNDS, SHADOW_BASELINE, read_step
 
@@ -322,7 +323,15 @@ def _evidence(p: _Parts, state: CanaryState, look: int, previous_p: float, momen
 
     started = datetime.fromisoformat(state.step_started_at) if state.step_started_at else moment
     return StepEvidence(variant("champion"), variant(challenger_variant), (moment - started).total_seconds(), look,
-                        previous_p, latency_compared=state.weight_pct < RAMP[-1])
+                        previous_p, latency_compared=latency_compared(state, policy))
+
+
+def latency_compared(state: CanaryState, policy: CanaryPolicy) -> bool:
+    """Whether this step's latencies are compared: in shadow (every request is scored by both),
+    and at a ramp step from ``policy.min_latency_share_pct`` up to, not including, 100 %."""
+    if state.mode == "shadow":
+        return True
+    return policy.min_latency_share_pct <= state.weight_pct < RAMP[-1]
 
 
 def _log(ml: MlflowClient, state: CanaryState, at_look: tuple[int, int], decision: Decision, outcome: StepOutcome,

@@ -216,8 +216,14 @@ def test_the_cli_reports_a_rollback_in_json_and_its_exit_code(settings: Settings
 
 
 def test_a_slow_challenger_is_rolled_back(settings: Settings):
+    """At 5 % latency is not judged (a sparse challenger runs cache-cold: CanaryPolicy's
+    min_latency_share_pct); from 25 % a challenger three times slower is rolled back."""
     state = canary.start(settings, shadow=False)
     _traffic(settings, state, challenger_slowdown=3.0, n=20_000)
+    outcome = canary.step(settings, POLICY)
+    assert (outcome.action, outcome.state.weight_pct) == ("advance", 25.0), outcome.reasons
+    assert outcome.evidence["latency.compared"] == 0 and any("latency not judged" in n for n in outcome.notes)
+    _traffic(settings, outcome.state, challenger_slowdown=3.0, n=20_000)
     outcome = canary.step(settings, POLICY)
     assert outcome.action == "rollback", outcome.reasons
     assert any("latency" in r or "p99" in r for r in outcome.reasons)
