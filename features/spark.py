@@ -155,7 +155,9 @@ def _remote_url(settings: SparkSettings) -> str | None:
         return settings.master
     remote = os.environ.get("SPARK_REMOTE")
     if remote and settings.master != SparkSettings().master:
-        log.warning("SPARK_REMOTE=%s is set: connecting there; the master %s is not used", remote, settings.master)
+        # a Connect URL's parameters may hold its token (sc://host:15002/;token=…): the host only
+        log.warning("SPARK_REMOTE=%s is set: connecting there; the master %s is not used",
+                    remote.split(";", 1)[0], settings.master)
     return remote or None
 
 
