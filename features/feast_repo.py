@@ -107,12 +107,27 @@ def definitions_fingerprint(objects: Sequence[Any]) -> str:
             continue
         proto = obj.to_proto()
         _clear_meta(proto)
+        _sort_features(proto)
         parts.append((type(obj).__name__, obj.name, proto.SerializeToString(deterministic=True)))
     digest = hashlib.sha256()
     for kind, name, data in sorted(parts):
         digest.update(f"{kind}\0{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def _sort_features(proto: Any) -> None:
+    """A view's features in name order: Feast writes a stream feature view's from a set
+    (``FeatureView.schema``), so their order changes from one process to the next."""
+    spec = getattr(proto, "spec", None)
+    if spec is None or "features" not in spec.DESCRIPTOR.fields_by_name:
+        return
+    ordered = sorted(spec.features, key=lambda feature: feature.SerializeToString(deterministic=True))
+    copies = [type(feature)() for feature in ordered]
+    for copy, feature in zip(copies, ordered, strict=True):
+        copy.CopyFrom(feature)
+    del spec.features[:]
+    spec.features.extend(copies)
 
 
 def _clear_meta(message: Any) -> None:
@@ -194,7 +209,8 @@ def _meaningful(diff: Any) -> Any:
             continue
         if change.transition_type == TransitionType.UPDATE:
             change.feast_object_property_diffs = [
-                p for p in change.feast_object_property_diffs if not _only_meta(p.val_existing, p.val_declared)]
+                p for p in change.feast_object_property_diffs
+                if not (_only_meta(p.val_existing, p.val_declared) or _only_order(p.val_existing, p.val_declared))]
             if not change.feast_object_property_diffs:
                 continue
         kept.add_feast_object_diff(change)
@@ -213,6 +229,19 @@ def _only_meta(existing: Any, declared: Any) -> bool:
     a.ClearField("meta")
     b.ClearField("meta")
     return bool(a == b)
+
+
+def _only_order(existing: Any, declared: Any) -> bool:
+    """Whether two repeated message properties (a view's features) hold the same messages in
+    another order (see :func:`_sort_features`)."""
+    if isinstance(existing, (str, bytes)) or not (hasattr(existing, "__len__") and hasattr(declared, "__len__")):
+        return False
+    if not all(hasattr(item, "SerializeToString") for item in [*existing, *declared]):
+        return False
+    def wire(items: Any) -> list[bytes]:
+        return sorted(item.SerializeToString(deterministic=True) for item in items)
+
+    return wire(existing) == wire(declared)
 
 
 def _contents(objects: Sequence[Any]) -> Any:

@@ -3,6 +3,7 @@ definitions' fingerprint that makes FeatureClient's open-time check cheap."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -61,3 +62,36 @@ def test_the_fingerprint_ignores_creation_times_and_sees_an_edit():
     assert definitions_fingerprint(_definitions(24)) == first
     assert definitions_fingerprint(list(reversed(_definitions(24)))) == first  # order does not matter
     assert definitions_fingerprint(_definitions(48)) != first
+
+
+_STREAM_VIEW_FINGERPRINT = """
+import warnings
+from datetime import timedelta
+warnings.simplefilter("ignore")
+from feast import Entity, Field, PushSource, ValueType
+from feast.aggregation import Aggregation
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+from feast.stream_feature_view import StreamFeatureView
+from feast.types import Float64
+from features.feast_repo import definitions_fingerprint
+
+entity = Entity(name="e", join_keys=["e_id"], value_type=ValueType.INT64)
+batch = SparkSource(name="s", path="/data/s", file_format="parquet", timestamp_field="ts")
+push = PushSource(name="p", batch_source=batch)
+aggregations = [Aggregation(column="x", function=f, time_window=timedelta(hours=h), name=f"{f}_{h}h")
+                for h in (1, 24, 168) for f in ("sum", "max", "min", "mean")]
+view = StreamFeatureView(name="w", entities=[entity], source=push, timestamp_field="ts", aggregations=aggregations,
+                         schema=[Field(name=a.name, dtype=Float64) for a in aggregations])
+print(definitions_fingerprint([entity, batch, push, view]))
+"""
+
+
+def test_a_stream_views_fingerprint_is_the_same_in_every_process():
+    """Feast writes a stream feature view's features in set order (``FeatureView.schema``), which
+    changes with the process's hash seed: an Airflow task and the CLI would each re-apply the repo."""
+    import subprocess
+    import sys
+
+    prints = {subprocess.run([sys.executable, "-c", _STREAM_VIEW_FINGERPRINT], env={**os.environ, "PYTHONHASHSEED": seed},
+                             capture_output=True, text=True, check=True).stdout.strip() for seed in ("1", "2")}
+    assert len(prints) == 1, prints
