@@ -72,17 +72,22 @@ class RetrainOutcome:
 
 def settings_for_model(settings: Settings, requested: str | None, trigger: dict[str, Any] | None) -> Settings:
     """``settings`` for the model a retrain is about: ``requested`` (the run's ``model`` param),
-    else the one the drift event names, else the deployment's only model."""
+    else the one the drift event names, else the deployment's only model. A name the project does
+    not declare is a :class:`ProjectError` (a retry cannot heal it)."""
     import dataclasses
 
+    from pipelines.errors import ProjectError
     from pipelines.project import model_names
 
+    names = model_names(settings)
     name = requested or (trigger or {}).get("model")
     if not name:
-        names = model_names(settings)
         if len(names) != 1:
-            raise ValueError(f"the deployment has models {names}; name one in the run's conf: {{\"model\": ...}}")
+            raise ProjectError(f"the deployment has models {names}; name one in the run's conf: {{\"model\": ...}}")
         name = names[0]
+    if name not in names:
+        raise ProjectError(f"a retrain of {name!r}, which the project does not have (its models: {names}); "
+                           "name one of them in the run's conf: {\"model\": ...}")
     return dataclasses.replace(settings, model_name=name)
 
 

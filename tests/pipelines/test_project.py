@@ -156,3 +156,20 @@ def test_a_model_may_push_its_scored_events(tmp_path: Path) -> None:
             load_project(_repo(tmp_path, pushing.replace("trips_push", bad)), env={"DATA": "/d"})
     with pytest.raises(ProjectError, match="did you mean 'push_scored_events'"):
         load_project(_repo(tmp_path, pushing.replace("push_scored_events", "push_scored_event")), env={"DATA": "/d"})
+
+
+def test_a_retrain_is_of_a_model_the_project_has(tmp_path: Path) -> None:
+    """The run's ``model``, else the drift event's, else the only one; any other name is a
+    ProjectError, which the DAGs' retry policy fails at once instead of retrying for minutes."""
+    from pipelines.retrain_job import settings_for_model
+    from tidemark.settings import Settings, SparkSettings
+
+    deployment = Settings(home=tmp_path, spark=SparkSettings(), feast_repo=_repo(tmp_path, GOOD.replace("${DATA}", "/srv")))
+    assert settings_for_model(deployment, "driver-duration", {"model": "driver-completion"}).model_name == "driver-duration"
+    assert settings_for_model(deployment, None, {"model": "driver-completion"}).model_name == "driver-completion"
+    with pytest.raises(ProjectError, match="name one in the run's conf"):
+        settings_for_model(deployment, None, None)  # two models: which?
+    with pytest.raises(ProjectError, match=r"'driver-speed', which the project does not have.*driver-completion"):
+        settings_for_model(deployment, "driver-speed", None)
+    bundled = Settings(home=tmp_path / "home", spark=SparkSettings())
+    assert settings_for_model(bundled, None, None).model_name == "fraud-detector"
