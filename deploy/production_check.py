@@ -49,6 +49,7 @@ from cryptography.fernet import Fernet
 from pipelines.cli_airflow import airflow_env
 from tests.integration.redis_servers import RedisProc, free_port, start_redis
 from tests.integration.spark_servers import QUICK_JIT, SparkProc, start_standalone
+from tidemark.processes import stop_group
 from tidemark.settings import Settings
 
 REPO = ROOT / "examples" / "driver" / "feature_repo"
@@ -106,17 +107,6 @@ def _spawn(world: World, name: str, args: list[str], env: dict[str, str]) -> sub
     return proc
 
 
-def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
-
-
 def _tail(path: Path, chars: int = 1500) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path} not written)"
 
@@ -130,7 +120,7 @@ def run_command(world: World, name: str, args: list[str], timeout_s: float) -> s
         try:
             stdout, _ = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _stop_group(proc, 5)
+            stop_group(proc, 5)
             raise StepFailed(f"`{' '.join(args[:4])}…` still running after {timeout_s:.0f} s; "
                              f"stderr ends:\n{_tail(log)}") from None
     text = stdout.decode(errors="replace")
@@ -336,7 +326,7 @@ def serve(world: World) -> None:
         if len(scores) != len(rows) or not all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores):
             raise StepFailed(f"predictions are not {len(rows)} scores in [0, 1]: {answer}")
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         world.groups = [(n, p) for n, p in world.groups if p is not proc]
 
 
@@ -409,7 +399,7 @@ def teardown(world: World) -> list[str]:
     problems: list[str] = []
     for name, proc in reversed(world.groups):
         try:
-            _stop_group(proc)
+            stop_group(proc)
         except Exception as exc:  # noqa: BLE001  teardown goes on whatever one part does
             problems.append(f"stopping {name}: {exc}")
     for server in reversed(world.spark):
