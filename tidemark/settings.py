@@ -52,6 +52,7 @@ class Settings:
     canary_min_dwell_s: int = 300
     canary_min_samples: int = 1_000
     canary_max_p99_ratio: float = 1.2  # hold while the challenger's p99 exceeds the champion's by more
+    canary_look_every_s: int = 300  # between two canary_rollout looks of a running canary
     # TIDEMARK_UMASK (octal): what tidemark's processes create under home is private by default
     # (files 0600, folders 0700); 027 lets the owner's group read, 022 everyone
     umask: int = 0o077
@@ -146,6 +147,7 @@ class Settings:
             canary_min_dwell_s=_positive_int(env, "CANARY_MIN_DWELL_S", cls.canary_min_dwell_s),
             canary_min_samples=_positive_int(env, "CANARY_MIN_SAMPLES", cls.canary_min_samples),
             canary_max_p99_ratio=_ratio(env, "CANARY_MAX_P99_RATIO", cls.canary_max_p99_ratio),
+            canary_look_every_s=_positive_int(env, "CANARY_LOOK_EVERY_S", cls.canary_look_every_s),
             umask=_umask(env.get(_PREFIX + "UMASK")),
             prometheus_textfile_dir=_path(env, "PROMETHEUS_TEXTFILE_DIR"),
             pushgateway_url=env.get(_PREFIX + "PUSHGATEWAY_URL") or None,

@@ -1,4 +1,5 @@
-"""``canary_rollout``: from a challenger's start to its promotion or rollback, one look every 5 minutes.
+"""``canary_rollout``: from a challenger's start to its promotion or rollback, one look every 5 minutes
+(``TIDEMARK_CANARY_LOOK_EVERY_S``).
 
     step ──► rollout_goes_on ──► look_again
     (advance shadow → 5 → 25 → 50    (false once promoted    (queues the next run of this DAG,
@@ -30,9 +31,6 @@ from pipelines.dags.alerts import TidemarkNotifier, canary_decided, on_failure
 from pipelines.dags.common import CANARY_STARTED, NETWORK_RETRIES, RETRY_POLICY, START_DATE, settings
 
 DAG_ID = "canary_rollout"
-#: Between two looks of a running canary: the controller's dwell and sample minimums decide when
-#: a step advances; this only says how often it is asked.
-LOOK_EVERY = timedelta(minutes=5)
 
 
 class _QueueNextLook(TriggerDagRunOperator):
@@ -60,7 +58,7 @@ def canary_rollout() -> None:
         outcome = canary.step(s, now=now)
         return {"model": s.model_name, "action": outcome.action, "reasons": outcome.reasons, "notes": outcome.notes,
                 "mode": outcome.state.mode, "weight_pct": outcome.state.weight_pct, "step": outcome.state.step,
-                "next_look": (now + LOOK_EVERY).isoformat()}
+                "next_look": (now + timedelta(seconds=s.canary_look_every_s)).isoformat()}
 
     @task.short_circuit
     def rollout_goes_on(outcome: dict[str, Any]) -> bool:

@@ -372,8 +372,8 @@ def test_labels_known_only_after_the_look_are_ignored(own_home: Settings):
 def test_the_rollout_dag_queues_its_next_look_until_the_outcome(settings: Settings, airflow_db: Path,
                                                                 monkeypatch: pytest.MonkeyPatch):
     """``canary_rollout`` run with ``dag.test()`` as the chain runs it: each look of a live canary
-    queues the next run of the DAG, 5 minutes on (Airflow's ``run_after``); the promotion ends the
-    chain. Evidence is written between looks as the servers would."""
+    queues the next run of the DAG, ``TIDEMARK_CANARY_LOOK_EVERY_S`` on (Airflow's ``run_after``); the
+    promotion ends the chain. Evidence is written between looks as the servers would."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -384,7 +384,8 @@ def test_the_rollout_dag_queues_its_next_look_until_the_outcome(settings: Settin
     for name, value in {"TIDEMARK_HOME": str(settings.home), "TIDEMARK_REDIS_URL": settings.redis_url,
                         "TIDEMARK_MODEL_NAME": "not-this-one", "MLFLOW_TRACKING_URI": settings.tracking_uri,
                         "TIDEMARK_CANARY_MIN_DWELL_S": "1", "TIDEMARK_CANARY_MIN_SAMPLES": str(POLICY.min_samples),
-                        "TIDEMARK_CANARY_MAX_P99_RATIO": str(POLICY.max_p99_ratio)}.items():
+                        "TIDEMARK_CANARY_MAX_P99_RATIO": str(POLICY.max_p99_ratio),
+                        "TIDEMARK_CANARY_LOOK_EVERY_S": "120"}.items():
         monkeypatch.setenv(name, str(value))
     rollout = load_dags(retries=0)["canary_rollout"]
     state = canary.start(settings)
@@ -395,7 +396,7 @@ def test_the_rollout_dag_queues_its_next_look_until_the_outcome(settings: Settin
         ran = run_dag(rollout, tick, {"model": settings.model_name})
         look = ran.values["step"]
         looks.append(look)
-        assert look["next_look"] == (tick + timedelta(minutes=5)).isoformat()
+        assert look["next_look"] == (tick + timedelta(seconds=120)).isoformat()
         with create_session() as session:
             queued = session.scalars(select(DagRun).where(DagRun.dag_id == "canary_rollout",
                                                           DagRun.run_id == f"look__{look['next_look']}")).all()
@@ -405,7 +406,7 @@ def test_the_rollout_dag_queues_its_next_look_until_the_outcome(settings: Settin
             break
         assert ran.states == {"step": "success", "rollout_goes_on": "success", "look_again": "success"}, ran.states
         (next_run,) = queued
-        assert next_run.run_after == tick + timedelta(minutes=5) and next_run.state == "queued"
+        assert next_run.run_after == tick + timedelta(seconds=120) and next_run.state == "queued"
         assert next_run.logical_date is None and next_run.conf == {"model": settings.model_name}
         state = canary.status(settings)
         tick += timedelta(minutes=5)

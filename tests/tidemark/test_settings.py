@@ -57,6 +57,8 @@ def test_canary_minimums_are_read():
     assert (Settings.from_env({}).canary_min_dwell_s, Settings.from_env({}).canary_min_samples) == (300, 1_000)
     settings = Settings.from_env({"TIDEMARK_CANARY_MIN_DWELL_S": "60", "TIDEMARK_CANARY_MIN_SAMPLES": "250"})
     assert (settings.canary_min_dwell_s, settings.canary_min_samples) == (60, 250)
+    assert (Settings.from_env({}).canary_look_every_s, Settings.from_env({"TIDEMARK_CANARY_LOOK_EVERY_S": "20"})
+            .canary_look_every_s) == (300, 20)
     with pytest.raises(ConfigError, match="TIDEMARK_CANARY_MIN_SAMPLES.*positive integer"):
         Settings.from_env({"TIDEMARK_CANARY_MIN_SAMPLES": "0"})
     assert Settings.from_env({"TIDEMARK_CANARY_MAX_P99_RATIO": "1.5"}).canary_max_p99_ratio == 1.5
