@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,12 @@ __all__ = ["FINGERPRINT_TAG", "apply_definitions", "definitions_fingerprint", "r
            "sync_definitions"]
 
 log = logging.getLogger(__name__)
+
+# Feast warns on every SparkSource it builds, each registry read included: a line per source and
+# read, every second in a serving process that follows its registry. tidemark's offline store is
+# built on that API and pins Feast; the warning says nothing a user can act on.
+warnings.filterwarnings("ignore", message="The spark data source API is an experimental feature",
+                        category=RuntimeWarning)
 
 FINGERPRINT_TAG = "tidemark.definitions_sha256"
 _HOME_VARIABLE = re.compile(r"\$\{TIDEMARK_HOME\}|\$TIDEMARK_HOME\b")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from tidemark.extras import require
 if TYPE_CHECKING:
     from tidemark.settings import Settings
 
-__all__ = ["Ran", "load_dags", "run_dag", "use_airflow_home"]
+__all__ = ["Ran", "load_dags", "read_run", "run_dag", "use_airflow_home"]
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Ran:
     state: str
     states: dict[str, str]  # task id -> state
     values: dict[str, Any]  # task id -> return value (XCom)
+    tries: dict[str, int] = field(default_factory=dict)  # task id -> tries it took (0: never ran)
 
 
 def use_airflow_home(settings: Settings) -> None:
@@ -77,9 +78,15 @@ def run_dag(dag: Any, logical_date: datetime | None = None, conf: dict[str, Any]
         for key in [k for k in os.environ if k.startswith("AIRFLOW_CTX_")]:
             os.environ.pop(key)
         os.environ.update(context)
-    tis = run.get_task_instances()
-    return Ran(dag.dag_id, run.run_id, str(run.state), {_key(ti): str(ti.state) for ti in tis},
-               {_key(ti): ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index) for ti in tis})
+    return read_run(run)
+
+
+def read_run(run: Any, session: Any = None) -> Ran:
+    """A DAG run's task states and return values, read from the metadata DB (``run``: a DagRun)."""
+    tis = run.get_task_instances(session=session) if session is not None else run.get_task_instances()
+    return Ran(run.dag_id, run.run_id, str(run.state), {_key(ti): str(ti.state) for ti in tis},
+               {_key(ti): ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index) for ti in tis},
+               {_key(ti): int(ti.try_number or 0) for ti in tis})
 
 
 def _key(ti: Any) -> str:
