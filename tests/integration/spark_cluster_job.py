@@ -4,8 +4,11 @@
 
 Applies the repo, appends rows to the offline store (Feast's ``write_to_offline_store``: the
 partitioned, committed write), materializes into Redis (tasks on the executors write to Redis),
-builds a training frame (the as-of join) and reads the online values. Prints one JSON object:
-what ran where, the frame's SHA-256 and the online values, for a comparison across masters.
+builds a training frame (the as-of join), reads the online values, and judges drift on Spark (a
+reference profile fitted on Spark from the frame, shifted rows compared with it, as
+``drift_monitor`` counts a large log). Prints one JSON object: what ran where, the frame's SHA-256,
+the online values and the drift report, for a comparison across masters; and whether Spark's
+drift report equals the one pandas computes from the same rows.
 """
 
 from __future__ import annotations
@@ -53,9 +56,27 @@ def main(now_text: str) -> dict[str, object]:
     lap("training_frame")
     online = client.online_features(entities[["driver_id", "customer_id"]].drop_duplicates(), refs).frame
     spark = client.spark
+    drift, drift_on_pandas = _drift(spark, frame)
+    lap("drift")
     return {"connect": is_connect(spark), "local": is_local(spark), "frame_sha256": frame_sha256(frame),
             "frame_rows": len(frame), "online": json.loads(online.to_json(orient="records", double_precision=10)),
-            "seconds": seconds}
+            "drift": drift, "drift_as_pandas": drift == drift_on_pandas, "seconds": seconds}
+
+
+def _drift(spark: object, frame: pd.DataFrame) -> tuple[dict[str, object], dict[str, object]]:
+    """The frame's numeric features as the reference (fitted on Spark), the same rows shifted as
+    the current data: the report counted on Spark, and the one counted by pandas."""
+    from monitoring.drift import compare
+    from monitoring.profile import ReferenceProfile
+
+    numeric = frame.select_dtypes("number").drop(columns=["driver_id", "customer_id"], errors="ignore")
+    profile = ReferenceProfile.fit(spark.createDataFrame(numeric), bins=4)  # type: ignore[attr-defined]
+    shifted = numeric * 1.5 + 0.25
+    on_spark = compare(profile, spark.createDataFrame(shifted)).to_dict()  # type: ignore[attr-defined]
+    on_pandas = compare(profile, shifted).to_dict()
+    for report in (on_spark, on_pandas):
+        report.pop("profile_created_at")  # when this run fitted it: not comparable across runs
+    return on_spark, on_pandas
 
 
 def _append(client: FeatureClient, rows: pd.DataFrame) -> None:
