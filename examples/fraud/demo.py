@@ -473,6 +473,7 @@ def _tell(settings: Settings, story: _Story) -> dict[str, Any]:
     print(f"    tidemark mlflow-ui                 runs, models and aliases, canary decisions ({redact_url(settings.tracking_uri)})")
     if last:
         print(f"    drift report                       {last['report_dir']}/report.html")
-    print("    tidemark airflow standalone        the four DAGs and the runs above (user admin)")
+    print("    tidemark airflow standalone        the four DAGs and the runs above, with their task logs (user admin, "
+          f"password in {settings.home / 'airflow' / 'simple_auth_manager_passwords.json.generated'})")
     return {"versions": story.versions, "champion": champion.version if champion else None, "drift": story.drift,
             "retrain": story.retrain, "looks": story.looks, "outcome": story.outcome}
