@@ -75,6 +75,7 @@ def connect(settings: Settings) -> MlflowClient:
         require("psycopg", "postgres", f"an MLflow store on PostgreSQL ({uri.split('@')[-1]})")
     if uri.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)
+        _create_sqlite_store(uri)
     # MLflow also exports these URIs as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI (for child
     # processes); Settings.from_env reads the first as the user's choice, so a connect for one home
     # redirected every later from_env in the process (a DAG task's, a test module's) to it
@@ -87,6 +88,32 @@ def connect(settings: Settings) -> MlflowClient:
         else:
             os.environ[key] = value
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+_CREATED: set[str] = set()  # SQLite stores this process has made sure exist
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Create (or migrate) a SQLite store under an exclusive lock on ``<db>.lock``, once per
+    process: two processes opening a new store at once (an Airflow task and the CLI, on the
+    default store under ``$TIDEMARK_HOME``) would both run its migrations, and one fails with
+    "table _alembic_tmp_… already exists"."""
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    if uri in _CREATED:
+        return
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)  # the tracking store: its migrations
+            client.search_registered_models(max_results=1)  # the registry's, on the same DB
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _CREATED.add(uri)
 
 
 def experiment_id(client: MlflowClient, settings: Settings, model_name: str) -> str:
