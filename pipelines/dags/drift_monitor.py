@@ -1,6 +1,6 @@
 """``drift_monitor``, hourly: has each model's world moved? If so, ask for its retrain.
 
-    models ──► compare (one mapped task per model) ──► request_retrain (one per model)
+    models ──► compare (one mapped task per model) ──► request_retrain (one per model compared)
     (the project's models,   (its prediction log of the hour       (emits tidemark://retrain-request
      or the bundled           vs its champion's reference profile;  with the summary, which names
      example's one)           its task's metric on labelled rows    the model, when the decision is
@@ -9,7 +9,8 @@
                               day's MLflow run, every hour)
 
 Dynamic task mapping over the models: a team with three models gets three drift checks in one
-DAG run, each failing, retrying or skipping on its own. A run triggered without a logical date
+DAG run, each failing, retrying or skipping on its own (a model without a champion yet skips its
+check; the others' drift still asks for their retrain). A run triggered without a logical date
 (``airflow dags trigger drift_monitor``) judges the hour up to its ``run_after``.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from pipelines.dags.alerts import TidemarkNotifier, drift_found, on_failure
@@ -53,7 +54,11 @@ def drift_monitor() -> None:
         except NoChampionError as exc:  # a new deployment: nothing to monitor yet, nothing broken
             raise AirflowSkipException(str(exc)) from exc
 
-    @task(outlets=[RETRAIN_REQUEST], on_success_callback=[TidemarkNotifier(drift_found)])
+    # none_failed: request_retrain is mapped over the compares that returned a summary, and a model
+    # whose compare skipped (no champion yet) must not skip the others' requests with it, as
+    # all_success would (its unexpanded task sees a skipped upstream); a failed compare still fails it
+    @task(outlets=[RETRAIN_REQUEST], trigger_rule=TriggerRule.NONE_FAILED,
+          on_success_callback=[TidemarkNotifier(drift_found)])
     def request_retrain(summary: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
         if summary["decision"] != "drift":
             raise AirflowSkipException(f"no retrain of {summary['model']}: {summary['decision']} "

@@ -148,6 +148,28 @@ def test_a_request_is_checked_against_this_models_keys(http: TestClient) -> None
     assert answer.json()["detail"] == [{"loc": ["rows", 0, "customer_id"], "msg": "required (an integer id)"}]
 
 
+def test_a_model_without_a_champion_does_not_hold_back_the_others_retrain(
+        settings: Settings, completion: Server, http: TestClient, airflow_db: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """drift_monitor before driver-duration has a champion (the next test trains it): its check
+    skips, nothing to monitor yet, and driver-completion's drift, on trips five times as long as
+    the example's, is still asked to be retrained (the DAG run by hand, as below)."""
+    from pipelines.dag_runs import load_dags, run_dag
+
+    longer = [{**row, "trip_distance_km": 5 * row["trip_distance_km"]} for row in _traffic(settings, 600, 20_000)]
+    for i in range(0, len(longer), 200):
+        assert http.post("/v1/predict", json={"rows": longer[i:i + 200]}).status_code == 200
+    completion.scorer.log_sink.flush()
+    monkeypatch.setenv("TIDEMARK_FEAST_REPO", str(REPO))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    ran = run_dag(load_dags(retries=0)["drift_monitor"])
+    assert ran.states == {"models": "success", "compare[0]": "success", "compare[1]": "skipped",
+                          "request_retrain[0]": "success"}, ran.states
+    asked = ran.values["request_retrain[0]"]
+    assert (asked["model"], asked["decision"]) == ("driver-completion", "drift"), asked["reasons"]
+    assert "trip_distance_km" in asked["drifted_columns"], asked["reasons"]
+
+
 def test_the_regressor_trains_through_the_cli_and_is_judged_by_rmse(settings: Settings,
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
