@@ -8,7 +8,8 @@ builds a training frame (the as-of join), reads the online values, and judges dr
 reference profile fitted on Spark from the frame, shifted rows compared with it, as
 ``drift_monitor`` counts a large log). Prints one JSON object: what ran where, the frame's SHA-256,
 the online values and the drift report, for a comparison across masters; and whether Spark's
-drift report equals the one pandas computes from the same rows.
+drift report equals the one pandas computes from the same rows. Then the fraud example's feature
+build (its Spark jobs) on a few days of its payments: each offline table's rows and SHA-256.
 """
 
 from __future__ import annotations
@@ -58,9 +59,35 @@ def main(now_text: str) -> dict[str, object]:
     spark = client.spark
     drift, drift_on_pandas = _drift(spark, frame)
     lap("drift")
+    build = _fraud_build(settings)
+    lap("fraud_build")
     return {"connect": is_connect(spark), "local": is_local(spark), "frame_sha256": frame_sha256(frame),
             "frame_rows": len(frame), "online": json.loads(online.to_json(orient="records", double_precision=10)),
-            "drift": drift, "drift_as_pandas": drift == drift_on_pandas, "seconds": seconds}
+            "drift": drift, "drift_as_pandas": drift == drift_on_pandas, "fraud_build": build, "seconds": seconds}
+
+
+def _fraud_build(settings: Settings) -> dict[str, list[object]]:
+    """The fraud example's Spark feature jobs (the driver example has none) over a few days of its
+    generated payments, in a home of their own on the same session: each table's rows and SHA-256."""
+    import dataclasses
+    import datetime as dt
+    import hashlib
+
+    import pyarrow.dataset as ds
+
+    from examples.fraud.datagen import DatagenConfig, generate
+    from examples.fraud.feature_jobs import build_job
+
+    fraud = dataclasses.replace(settings, home=settings.home / "fraud", feast_repo=None)
+    start = dt.date(2026, 11, 20)
+    generate(fraud.raw_dir, DatagenConfig(rows=5_000, days=4, start=start, seed=3))
+    build_job(fraud, start, start + dt.timedelta(days=3))
+    tables: dict[str, list[object]] = {}
+    for folder in sorted(p for p in fraud.offline_dir.iterdir() if p.is_dir()):
+        table = ds.dataset(folder, partitioning="hive").to_table().to_pandas()
+        table = table.sort_values(list(table.columns)).reset_index(drop=True)
+        tables[folder.name] = [len(table), hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()]
+    return tables
 
 
 def _drift(spark: object, frame: pd.DataFrame) -> tuple[dict[str, object], dict[str, object]]:

@@ -1,7 +1,8 @@
 """The driver example's Spark paths on a Spark cluster and on Spark Connect give what they give on
 ``local[2]`` (issue 20 §1): the repo applied, rows appended to the offline store (the partitioned,
 committed write), materialization into Redis (executors write to it), a training frame (the
-as-of join), the online values read back and drift counted on Spark (equal to pandas' count), each in a process of its own started as a user
+as-of join), the online values read back, drift counted on Spark (equal to pandas' count) and
+the fraud example's feature build (its Spark jobs: the driver example has none), each in a process of its own started as a user
 starts one, with ``TIDEMARK_SPARK_MASTER`` set to ``local[2]``, ``spark://…`` or ``sc://…``.
 
 The cluster's executors and the Connect server's Python workers run this environment's
@@ -69,6 +70,7 @@ def _same(result: dict[str, Any], expected: dict[str, Any]) -> None:
     assert {row["conv_rate"] for row in result["online"] if row["driver_id"] in (1001, 1002)} == {1.0}  # the appended rows
     assert result["drift"] == expected["drift"] and result["drift_as_pandas"], result["drift"]
     assert any(column["drifted"] for column in result["drift"]["columns"]), result["drift"]  # the shift is seen
+    assert result["fraud_build"] == expected["fraud_build"] and all(rows for rows, _ in result["fraud_build"].values())
 
 
 def test_a_standalone_cluster_gives_what_local_gives(world: Path, tmp_path_factory: pytest.TempPathFactory,
