@@ -64,6 +64,20 @@ class CircuitBreaker:
         self.times_opened = 0
         self._prober: threading.Thread | None = None
         self._closed = threading.Event()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each change of :attr:`open` or :attr:`slow`, from the thread
+        that made it (a request's, or the probe's): a worker's metrics follow the breaker without
+        waiting for the next scrape that worker answers."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # a listener's failure must not fail the read that changed the state
+                log.exception("%s breaker listener failed", self.name)
 
     # -- what the owner records ------------------------------------------------------------------
 
@@ -77,6 +91,7 @@ class CircuitBreaker:
             log.warning("%s reads are %s (average %.1f ms, threshold %.1f ms)", self.name,
                         "slow: scoring moves off the event loop" if slow else "fast again",
                         self._ewma_s * 1e3, self.policy.slow_ms)
+            self._changed()
         if self._failures:
             with self._lock:
                 self._failures = 0
@@ -94,6 +109,7 @@ class CircuitBreaker:
             self._prober.start()
         log.error("%s is unavailable (%s); failing reads at once, probing every %.0f ms", self.name,
                   self.last_error, self.policy.probe_interval_s * 1e3)
+        self._changed()
 
     # -- the probe -------------------------------------------------------------------------------
 
@@ -108,6 +124,7 @@ class CircuitBreaker:
             with self._lock:
                 self.open, self._failures, self._ewma_s, self.slow = False, 0, 0.0, False
             log.warning("%s answers again after %.1f s; reads resume", self.name, time.monotonic() - started)
+            self._changed()
             return
 
     def close(self) -> None:

@@ -204,6 +204,8 @@ class ServingMetrics:
         """Export ``served``'s state (:meth:`sync`), and show every model's series from the first
         scrape: ``pushing``, the models that push their scored events, get their push error series."""
         self._served, self._breaker = served, breaker
+        if breaker is not None:
+            breaker.on_change(self._breaker_changed)
         for model in served:
             self._latency.update({(model, c): self._request_latency.labels(model, f"{c}xx") for c in (2, 4, 5)})
             self.disconnects.labels(model)
@@ -219,13 +221,23 @@ class ServingMetrics:
             for model, served in self._served.items():
                 self._sync_model(model, served)
             self._count(self.corrupt, (), CORRUPT_VALUES.count)
-            breaker = self._breaker
-            if breaker is not None:
-                self.store_up.set(0 if breaker.open else 1)
-                self.store_slow.set(1 if breaker.slow else 0)
-                self._count(self.breaker_opens, (), breaker.times_opened)
+            self._sync_breaker()
             if self._workers is not None:
                 self._sync_worker()
+
+    def _sync_breaker(self) -> None:
+        breaker = self._breaker
+        if breaker is not None:
+            self.store_up.set(0 if breaker.open else 1)
+            self.store_slow.set(1 if breaker.slow else 0)
+            self._count(self.breaker_opens, (), breaker.times_opened)
+
+    def _breaker_changed(self) -> None:
+        """The breaker opened, closed, or turned slow or fast: written at once. With several workers
+        each keeps its own values in its file, and a scrape answered by another worker reads them:
+        written only when this worker answers a scrape, they stayed at the state it last saw."""
+        with self._lock:
+            self._sync_breaker()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text of this process, or of every worker: (body, content type)."""

@@ -57,3 +57,42 @@ def test_slow_follows_the_average_latency_both_ways() -> None:
 def test_a_policy_that_cannot_work_is_refused(bad: dict) -> None:
     with pytest.raises(ValueError, match="breaker policy"):
         BreakerPolicy(**bad)
+
+
+def test_listeners_hear_each_opening_and_closing_from_the_thread_that_made_it() -> None:
+    store = Store()
+    breaker = CircuitBreaker(store.probe, BreakerPolicy(failures_to_open=1, probe_interval_s=0.01))
+    seen: list[bool] = []
+    closed = threading.Event()
+    breaker.on_change(lambda: (seen.append(breaker.open), None if breaker.open else closed.set()))
+    breaker.on_change(lambda: 1 / 0)  # a failing listener is logged, the others still hear
+    breaker.record_failure(TimeoutError("read"))
+    assert seen == [True]
+    store.up.set()
+    assert closed.wait(2.0) and seen == [True, False]
+
+
+def test_a_workers_store_gauge_follows_its_breaker_without_a_scrape() -> None:
+    """With several workers each keeps its gauges in its own file, which a scrape answered by
+    another worker reads: the breaker's state is written when it changes, not at this worker's
+    next scrape (the open state it last saw stayed there, and the fleet read as store down)."""
+    from serving.metrics import ServingMetrics
+
+    store = Store()
+    breaker = CircuitBreaker(store.probe, BreakerPolicy(failures_to_open=1, probe_interval_s=0.01))
+    metrics = ServingMetrics()
+    metrics.watch({}, breaker=breaker)
+
+    def up() -> float | None:
+        return metrics.registry.get_sample_value("tidemark_online_store_up")
+
+    assert up() == 1
+    breaker.record_failure(TimeoutError("read"))
+    assert up() == 0
+    store.up.set()
+    assert breaker.wait_closed(2.0)
+    for _ in range(200):  # the probe thread writes it just after closing
+        if up() == 1:
+            break
+        threading.Event().wait(0.01)
+    assert up() == 1
