@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ __all__ = ["AirflowComponentsError", "LocalAirflow"]
 
 T = TypeVar("T")
 _FINISHED = ("success", "failed")
+_PASSWORD = re.compile(r"(password[^:\n]*:\s*)\S+", re.IGNORECASE)
 
 
 class AirflowComponentsError(TidemarkError):
@@ -205,8 +207,10 @@ class LocalAirflow:
         return found == set(dag_ids)
 
     def _tail(self, chars: int = 3000) -> str:
+        """The end of the components' log for an error message, without the admin password that
+        ``airflow standalone`` prints there (it stays in its file under ``$AIRFLOW_HOME``)."""
         try:
-            return self.log.read_text(errors="replace")[-chars:]
+            text = self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
-
+        return _PASSWORD.sub(r"\1***", text)
