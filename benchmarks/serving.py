@@ -36,6 +36,7 @@ import gc
 import http.client
 import importlib.machinery
 import importlib.util
+import itertools
 import json
 import logging
 import multiprocessing
@@ -95,6 +96,11 @@ GOAL_P99_MS, GOAL_RATE = 5.0, 500.0
 GOAL_CPU_MS, GOAL_PEER_RATIO = 1.0, 10.0  # server CPU per one-row request; capacity against mlflow serve
 REQUEST_FIELDS = ("amount", "channel")  # what a request carries besides the join keys
 UNKNOWN_SHARE = 0.03                    # request rows whose customer has no online values
+# Every request carries its payment's event id, as a client of the example does: the server pushes the
+# scored payment to the real-time windows under that id, and a repeated id counts once. The pool's rows
+# hold this placeholder, which each request sent gets replaced by an id of its own (same width).
+EVENT_ID = "transaction_id"
+ID_STAMP = 999_999_999_999
 # Category values for a model built here (a trained model brings its own vocabularies).
 VOCABULARY: dict[str, tuple[str, ...]] = {
     "channel": ("ecom", "pos"),
@@ -274,7 +280,7 @@ def request_pool(fc: FeatureClient, features: tuple[str, ...], vocab: dict[str, 
     customers = rng.integers(1, args.customers + 1, n)
     unknown = rng.random(n) < UNKNOWN_SHARE
     customers[unknown] += args.customers + 1_000_000
-    rows = [{"customer_id": int(c), "merchant_id": int(m), "amount": float(a), "channel": str(ch)}
+    rows = [{EVENT_ID: ID_STAMP, "customer_id": int(c), "merchant_id": int(m), "amount": float(a), "channel": str(ch)}
             for c, m, a, ch in zip(customers, rng.integers(1, args.merchants + 1, n),
                                    np.round(rng.gamma(2.0, 30.0, n), 2), rng.choice(vocab["channel"], n), strict=True)]
     return RequestPool(rows, model_inputs(fc, rows, features))
@@ -422,7 +428,8 @@ def measure_floor(settings: Settings, fc: FeatureClient, choice: ModelChoice, po
 def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, root: Path,
                    args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """A one-row request in this process, no socket: the ASGI app called directly (body,
-    validation, ``Scorer.score``, JSON), ``Scorer.score`` alone (prediction log on), and parts of it:
+    validation, ``Scorer.score``, the scored payment's push, JSON; built as ``tidemark serve`` builds
+    it, each request with an event id of its own), ``Scorer.score`` alone (prediction log on), and parts of it:
     ``OnlineReader.read_columns``, the champion's ``predict`` (encoding and forward) and
     ``FraudModel.encode``; then the HTTP layer alone against a raw ASGI app (:func:`layer_stages`).
     Wall time per call and this process's CPU time per call."""
@@ -431,6 +438,7 @@ def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, roo
     import pandas as pd
 
     from features.sdk import FeatureClient
+    from pipelines.cli_serving import push_scored
     from serving.prediction_log import PredictionLog
     from serving.server import build_server
 
@@ -438,7 +446,8 @@ def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, roo
     # machine one stalled read would open the breaker and end the run; the servers keep 50 ms.
     settings = dataclasses.replace(settings, online_timeout_ms=1000)
     fc = FeatureClient(settings)
-    server = build_server(settings, feature_client=fc, refresh_s=3600, prediction_log=False)
+    server = build_server(settings, feature_client=fc, refresh_s=3600, prediction_log=False,
+                          push_scored=push_scored(settings, [settings.model_name]))
     server.scorer.log_sink = PredictionLog(root / "in-process-log")  # not the server's log, which is counted
     loop = _event_loop()
     try:
@@ -453,12 +462,13 @@ def measure_stages(settings: Settings, fc: FeatureClient, pool: RequestPool, roo
         inputs = [{c: v.to_numpy(dtype=np.float64, na_value=np.nan) if pd.api.types.is_numeric_dtype(v.dtype)
                    else v.to_numpy(dtype=object) for c, v in pool.inputs.iloc[i:i + 1].items()} for i in range(n)]
         bodies = [pool.tidemark_body(i) for i in range(n)]
-        counter = iter(range(10**12))
+        counter, ids = iter(range(10**12)), first_id()
 
         def asgi() -> None:
-            status = loop.run_until_complete(asgi_post(server.app, "/v1/predict", bodies[next(counter) % n]))
-            if status != 200:
-                raise RuntimeError(f"the app answered {status}")
+            i = next(counter)
+            status, answer = loop.run_until_complete(asgi_post(server.app, "/v1/predict", with_id(bodies[i % n], ids + i)))
+            if status != 200 or b'"pushed":true' not in answer:
+                raise RuntimeError(f"the app answered {status}: {answer[:300]!r}")
 
         def score() -> Any:
             i = next(counter)
@@ -535,7 +545,7 @@ def layer_stages(server: Any, loop: asyncio.AbstractEventLoop, bodies: list[byte
 
     def post(app: Any) -> Callable[[], None]:
         def call() -> None:
-            status = loop.run_until_complete(asgi_post(app, "/v1/predict", bodies[next(counter) % n]))
+            status, _ = loop.run_until_complete(asgi_post(app, "/v1/predict", bodies[next(counter) % n]))
             if status != 200:
                 raise RuntimeError(f"the app answered {status}")
         return call
@@ -552,25 +562,27 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def asgi_post(app: Any, path: str, body: bytes) -> int:
-    """POST ``body`` to an ASGI ``app`` without a server; returns the status."""
+async def asgi_post(app: Any, path: str, body: bytes) -> tuple[int, bytes]:
+    """POST ``body`` to an ASGI ``app`` without a server; returns the status and the answer's body."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
              "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
     messages = [{"type": "http.request", "body": body, "more_body": False}]
-    status = 0
+    status, answer = 0, b""
 
     async def receive() -> dict[str, Any]:
         return messages.pop() if messages else {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
-        nonlocal status
+        nonlocal status, answer
         if message["type"] == "http.response.start":
             status = message["status"]
+        else:
+            answer += message.get("body", b"")
 
     await app(scope, receive, send)
-    return status
+    return status, answer
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -751,6 +763,26 @@ class LoadSpec:
     connections: int
     timeout_s: float
     nice: int = 0                # added to the generator's nice value (negative: needs privileges)
+    first_id: int = 0            # request k carries event id first_id + k in place of ID_STAMP (0: sent as is)
+
+    def request(self, k: int) -> bytes:
+        """The ``k``-th request of the run: the pool cycled, each with an event id of its own."""
+        raw = self.requests[k % len(self.requests)]
+        return with_id(raw, self.first_id + k) if self.first_id else raw
+
+
+_STAMP = str(ID_STAMP).encode()
+_RUNS = itertools.count(1)  # runs of this process (load runs, the in-process stages): each sends ids of its own
+
+
+def first_id() -> int:
+    """The first event id of a new run: 10⁹ ids a run, all as wide as :data:`ID_STAMP`."""
+    return 10**11 + next(_RUNS) * 10**9
+
+
+def with_id(body: bytes, event_id: int) -> bytes:
+    """``body`` with its event id placeholder replaced by ``event_id`` (same width: same length)."""
+    return body.replace(_STAMP, str(event_id).encode())
 
 
 def run_load(spec: LoadSpec) -> dict[str, Any]:
@@ -822,8 +854,7 @@ async def _open_loop(spec: LoadSpec) -> dict[str, Any]:
         conn = await pool.get()
         sent[i] = time.perf_counter() - start
         try:
-            status, body = await asyncio.wait_for(_exchange(conn, spec.requests[i % len(spec.requests)]),
-                                                  spec.timeout_s)
+            status, body = await asyncio.wait_for(_exchange(conn, spec.request(i)), spec.timeout_s)
         except _FAILURES as exc:
             done[i], failure[i] = time.perf_counter() - start, type(exc).__name__
             conn[1].close()
@@ -874,8 +905,7 @@ async def _closed_loop(spec: LoadSpec) -> dict[str, Any]:
         while (t0 := time.perf_counter() - start) < deadline:
             sent.append(t0)
             try:
-                status, body = await asyncio.wait_for(_exchange(conn, spec.requests[k % len(spec.requests)]),
-                                                      spec.timeout_s)
+                status, body = await asyncio.wait_for(_exchange(conn, spec.request(k)), spec.timeout_s)
                 failure.append(None if status == 200 and spec.expect in body else f"HTTP {status}")
             except _FAILURES as exc:
                 failure.append(type(exc).__name__)
@@ -955,8 +985,9 @@ def load_run(server: ServerProc, what: str, path: str, bodies: list[bytes], expe
     requests = (tuple(http_request(server.port, method, path, b) for b in bodies)
                 or (http_request(server.port, "GET", path),))
     closed = rate <= 0
+    ids = first_id() if any(_STAMP in b for b in bodies) else 0
     spec = LoadSpec(server.port, requests, expect, rate, seconds, min(args.warmup, seconds) if closed else args.warmup,
-                    args.capacity_connections if closed else args.connections, args.timeout, args.generator_nice)
+                    args.capacity_connections if closed else args.connections, args.timeout, args.generator_nice, ids)
     before = server.usage()
     log.info("%s %s: %s for %g s", server.name, path, "closed loop" if closed else f"{rate:g}/s", seconds)
     result = load_in_subprocess(spec)
@@ -1000,6 +1031,7 @@ class Target:
     http_path: str            # an endpoint that only exercises HTTP
     http_expect: bytes
     reads_store: bool = True  # reads the features online (so its expected scores are computed at the check)
+    expect: bytes = b'"predictions"'  # what every good answer holds (tidemark: that the payment was pushed too)
 
 
 def targets(settings: Settings, version: str, pool: RequestPool, columns: list[str], n: int,
@@ -1012,7 +1044,7 @@ def targets(settings: Settings, version: str, pool: RequestPool, columns: list[s
     rows = range(len(pool.rows))
     ours = [Target(f"tidemark w{w}", tidemark_cmd(port, w), port, "/readyz", "/v1/predict",
                    [pool.tidemark_body(i) for i in rows], json.dumps({"rows": pool.rows[:n]}).encode(),
-                   "one-row predict", "/healthz", b"alive") for w, port in ((w, free_port()) for w in args.workers)]
+                   "one-row predict", "/healthz", b"alive", expect=b'"pushed":true') for w, port in ((w, free_port()) for w in args.workers)]
     if args.no_peer:
         return ours
     peer, workers = free_port(), args.workers[0]
@@ -1045,7 +1077,7 @@ def run_server(target: Target, settings: Settings, expected: Callable[[bool], np
         info["scores"], checked_rows = check_scores(target.port, target.path, target.check_body,
                                                     expected(target.reads_store))
         answered[target.path] += checked_rows
-        predict = (target.path, target.bodies, b'"predictions"')
+        predict = (target.path, target.bodies, target.expect)
         runs.append(load_run(server, target.what, *predict, args.rate, args.seconds, args, answered))
         if args.http_seconds > 0:
             runs.append(load_run(server, f"GET {target.http_path} (HTTP alone)", target.http_path, [],
@@ -1260,7 +1292,9 @@ def environment(args: argparse.Namespace, choice: ModelChoice, settings: Setting
                  f"categorical inputs, {len(choice.features)} online features from "
                  f"{len({f.split(':')[0] for f in choice.features})} views",
         "data": f"{args.customers:,} customers, {args.merchants:,} merchants ({rows:,} offline rows, materialized); "
-                f"{args.pool:,} distinct request rows, {UNKNOWN_SHARE:.0%} for unknown customers",
+                f"{args.pool:,} distinct request rows, {UNKNOWN_SHARE:.0%} for unknown customers; each request sent "
+                f"carries a {EVENT_ID} of its own, and tidemark's answer counts only when it says the payment was "
+                "pushed to the real-time windows",
         "load": f"a separate process (asyncio{' on uvloop' if 'uvloop' in loaded else ''}), open loop at "
                 f"{args.rate:g}/s "
                 f"over {args.connections} keep-alive connections, {args.warmup:g} s warm-up then {args.seconds:g} s; "

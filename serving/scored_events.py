@@ -9,22 +9,22 @@ A scored request is pushed after its features were read (its own event is not in
 features) and before its response is sent. Its rows go as the client sent them (join keys, request
 fields and any other field: an event id, an event time); a row without the views' event time gets
 the request's receive time (UTC). A failed push never fails the prediction: the response says
-``"pushed": false``, and the failure is logged and counted by reason
-(``tidemark_push_errors_total{model,reason}``, reasons in :data:`PUSH_ERROR_REASONS`).
+``"pushed": false``, and the failure is counted by reason (``tidemark_push_errors_total{model,reason}``,
+reasons in :data:`PUSH_ERROR_REASONS`) and logged, once a minute per reason with how many more there
+were (a client that never sends the event id would otherwise write a line per request).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import pandas as pd
 
 from features.errors import EventError, OnlineStoreError, OnlineStoreUnavailable
 from features.redaction import redact
 from serving.event_push import EventSink
+from tidemark.repeated_log import RepeatedLog
 
 __all__ = ["PUSH_ERROR_REASONS", "ScoredEvents"]
 
@@ -42,6 +42,7 @@ class ScoredEvents:
     push_source: str
     pusher: EventSink
     on_error: Callable[[str, str], None] | None = None  # (model, reason): the metrics counter
+    failures: RepeatedLog = field(default_factory=lambda: RepeatedLog(log))
 
     def __post_init__(self) -> None:
         # raises UnknownPushSourceError now, at server start, rather than on every request
@@ -52,27 +53,31 @@ class ScoredEvents:
         """Push ``rows`` (a validated request's row objects); a row without an event time gets
         ``received_us`` (µs since the epoch, UTC). True when stored (a replay counts as stored);
         False when the push failed, which is logged and counted, never raised."""
-        received = pd.Timestamp(received_us, unit="us", tz="UTC")  # a time, whatever the other rows send
-        events = [self._timed(row, received) for row in rows]
+        # integer µs since the epoch: an event time like any other, whatever the other rows send
+        events = [self._timed(row, received_us) for row in rows]
         try:
             self.pusher.push(self.push_source, events)
             return True
         except EventError as exc:
             reason = "bad_event"
-            log.warning("scored events of %s not pushed to %s: %s", self.model, self.push_source, exc)
+            self._failed(logging.WARNING, reason, str(exc))
         except OnlineStoreUnavailable as exc:
             reason = "store_unavailable"
-            log.warning("scored events of %s not pushed to %s: %s", self.model, self.push_source, redact(str(exc)))
+            self._failed(logging.WARNING, reason, redact(str(exc)))
         except OnlineStoreError as exc:
             reason = "store_error"
-            log.error("scored events of %s not pushed to %s: %s", self.model, self.push_source, redact(str(exc)))
-        except Exception:  # a push must never fail a prediction that was made
+            self._failed(logging.ERROR, reason, redact(str(exc)))
+        except Exception:  # noqa: BLE001  (a push must never fail a prediction; logged with its traceback)
             reason = "internal"
-            log.exception("scored events of %s not pushed to %s", self.model, self.push_source)
+            self._failed(logging.ERROR, reason, "", exc_info=True)
         if self.on_error is not None:
             self.on_error(self.model, reason)
         return False
 
-    def _timed(self, row: Mapping[str, Any], received: pd.Timestamp) -> Mapping[str, Any]:
+    def _failed(self, level: int, reason: str, why: str, *, exc_info: bool = False) -> None:
+        self.failures.log(level, reason, "scored events of %s not pushed to %s%s", self.model, self.push_source,
+                          f": {why}" if why else "", exc_info=exc_info)
+
+    def _timed(self, row: Mapping[str, Any], received: int) -> Mapping[str, Any]:
         missing = [f for f in self.timestamp_fields if row.get(f) is None]
         return {**row, **dict.fromkeys(missing, received)} if missing else row

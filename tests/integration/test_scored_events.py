@@ -4,6 +4,8 @@ whose prediction is the account's event count over the last hour)."""
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
@@ -52,12 +54,18 @@ def test_a_clients_event_time_is_kept(stream_settings: Settings, stream_http: Te
 
 
 def test_a_failed_push_still_answers_and_is_counted(stream_settings: Settings,  # noqa: F811
-                                                    stream_http: TestClient) -> None:  # noqa: F811
-    no_id = _predict(stream_http, account_id=921)  # the view's event id is missing: the push is refused
-    assert no_id["pushed"] is False and no_id["predictions"][0]["value"] == pytest.approx(0.0, abs=1e-6)
+                                                    stream_http: TestClient,  # noqa: F811
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, "serving.scored_events"):
+        for _ in range(3):  # the view's event id is missing: the push is refused, every time
+            no_id = _predict(stream_http, account_id=921)
+            assert no_id["pushed"] is False and no_id["predictions"][0]["value"] == pytest.approx(0.0, abs=1e-6)
     assert window_count(stream_settings, 921) == 0
     metrics = stream_http.get("/metrics").text
-    assert f'tidemark_push_errors_total{{model="{MODEL}",reason="bad_event"}} 1.0' in metrics
+    assert f'tidemark_push_errors_total{{model="{MODEL}",reason="bad_event"}} 3.0' in metrics
+    # counted each time, logged once (the rest within the minute are held back, not written per request)
+    refused = [r.getMessage() for r in caplog.records if "not pushed" in r.getMessage()]
+    assert len(refused) == 1 and "event_id" in refused[0], refused
     assert f'tidemark_push_errors_total{{model="{MODEL}",reason="store_unavailable"}} 0.0' in metrics
     spec = stream_http.get("/openapi.json").json()
     answer = spec["paths"][f"/v1/models/{MODEL}/predict"]["post"]["responses"]["200"]
