@@ -45,6 +45,18 @@ class ReadPlan:
         return tuple(out)
 
     @cached_property
+    def split_by_view(self) -> tuple[tuple[np.ndarray, tuple[str, ...], tuple[tuple[int, str], ...]], ...]:
+        """Per view: its numeric features' indices (intp) and output names, and its other
+        features as (index, output name)."""
+        out = []
+        for v, (features, columns) in enumerate(self.by_view):
+            kinds = self.views[v].schema.kinds
+            numeric = [(f, self.names[c]) for f, c in zip(features, columns, strict=True) if not is_variable(kinds[f])]
+            other = tuple((f, self.names[c]) for f, c in zip(features, columns, strict=True) if is_variable(kinds[f]))
+            out.append((np.array([f for f, _ in numeric], dtype=np.intp), tuple(n for _, n in numeric), other))
+        return tuple(out)
+
+    @cached_property
     def numeric(self) -> bool:
         return not any(is_variable(self.views[v].schema.kinds[f]) for v, f in self.columns)
 
@@ -118,16 +130,14 @@ class OnlineReader:
         ``at_us``: the instant (or one per row) TTLs and windows are judged at; default now."""
         batches, n = self._read(plan, entities, at_us)
         out: dict[str, np.ndarray] = {}
-        for v, (batch, (features, columns)) in enumerate(zip(batches, plan.by_view, strict=True)):
+        for v, (batch, (numeric, names, other)) in enumerate(zip(batches, plan.split_by_view, strict=True)):
+            if names:
+                block = batch.floats(numeric)
+                for j, name in enumerate(names):
+                    out[name] = block[:, j]
             kinds = plan.views[v].schema.kinds
-            numeric = [(f, c) for f, c in zip(features, columns, strict=True) if not is_variable(kinds[f])]
-            if numeric:
-                block = batch.floats([f for f, _ in numeric])
-                for j, (_, c) in enumerate(numeric):
-                    out[plan.names[c]] = block[:, j]
-            for f, c in zip(features, columns, strict=True):
-                if is_variable(kinds[f]):
-                    out[plan.names[c]] = _objects(kinds[f], batch.column(f))
+            for f, name in other:
+                out[name] = _objects(kinds[f], batch.column(f))
         return {name: out[name] for name in plan.names}, _found(plan, batches, n)
 
     def read_frame(self, plan: ReadPlan, entities: Mapping[str, Any] | pd.DataFrame, *,

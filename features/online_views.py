@@ -27,7 +27,7 @@ from features.packed_layout import (
 )
 from features.redis_client import RedisOnline
 from features.stream_views import StreamView, is_stream_view
-from features.window_state import aggregate
+from features.window_read import aggregate
 
 __all__ = ["OnlineView", "WriteCounts", "expiry_ms", "kind_of", "read_batch", "write_rows"]
 

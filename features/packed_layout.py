@@ -181,15 +181,21 @@ class UnpackedBatch:
         self._slots = slots           # int64[found rows, features], raw slot bits
         self._text = text             # feature index -> object[n] (str/bytes/None)
 
-    def floats(self, features: Sequence[int]) -> np.ndarray:
+    def floats(self, features: Sequence[int] | np.ndarray) -> np.ndarray:
         """float64[n, len(features)] of numeric features; NaN for nulls and absent rows."""
-        chosen = np.asarray(features, dtype=np.intp)
-        raw = self._slots[:, chosen]
+        chosen = features if isinstance(features, np.ndarray) else np.asarray(features, dtype=np.intp)
+        raw = self._slots[:, chosen]  # a copy: fancy indexing
         is_float = self.schema.float_slots[chosen]
-        gathered = np.where(is_float, raw.view(np.float64), raw.astype(np.float64))
-        out = np.full((len(self.found), len(chosen)), np.nan)
-        out[self._present] = gathered
-        out[~self.valid[:, chosen]] = np.nan
+        gathered = (raw.view(np.float64) if is_float.all() else raw.astype(np.float64) if not is_float.any()
+                    else np.where(is_float, raw.view(np.float64), raw.astype(np.float64)))
+        if self._present.all():  # a request's rows mostly are: no scatter into a NaN matrix
+            out = gathered
+        else:
+            out = np.full((len(self.found), len(chosen)), np.nan)
+            out[self._present] = gathered
+        missing = ~self.valid[:, chosen]
+        if missing.any():
+            out[missing] = np.nan
         return out
 
     def column(self, i: int) -> np.ndarray:

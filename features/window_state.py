@@ -31,24 +31,29 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from features.errors import CorruptValueError, EntityFrameError, EventError, OnlineStoreError
+from features.errors import EntityFrameError, EventError, OnlineStoreError
 from features.online_keys import entity_ids, view_keys
 from features.redis_client import RedisOnline
 from features.stream_views import StreamView
 
-__all__ = ["MAX_FUTURE_US", "PushCounts", "WindowValues", "aggregate", "event_id_hashes", "event_micros", "make_records",
-           "prepare_events", "push_events", "push_to_views", "record_dtype", "retention_us", "state_header"]
+__all__ = ["HEADER_SIZE", "MAX_FUTURE_US", "NO_EVENT", "PushCounts", "event_id_hashes", "event_micros", "layout",
+           "make_records", "prepare_events", "push_events", "push_to_views", "record_dtype", "retention_us",
+           "state_header"]
 
 MAX_FUTURE_US: Final = 5 * 60 * 1_000_000
 """How far past the pusher's clock an event time may lie (clock skew); later ones are refused."""
 EXPIRY_MARGIN_MS: Final = 60_000
-_NO_EVENT: Final = np.iinfo(np.int64).min
+NO_EVENT: Final = np.iinfo(np.int64).min
+"""The newest event time of a state with no events."""
 _INT64_MAX: Final = int(np.iinfo(np.int64).max)
 _MAGIC: Final = b"TMW\x02"
 HEADER_SIZE: Final = 16
 """Bytes before the first record: the 8-byte prefix (:func:`state_header`), then the oldest
 stored event time (µs, int64 LE), which lets a push skip trimming until it matters."""
-_SPLITMIX: Final = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+_SPLITMIX_INT: Final = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+_SPLITMIX: Final = tuple(np.uint64(c) for c in _SPLITMIX_INT)
+_MASK64: Final = (1 << 64) - 1
+_FEW_IDS: Final = 16
 
 
 def record_dtype(view: StreamView) -> np.dtype:
@@ -130,7 +135,7 @@ def make_records(view: StreamView, ids: Sequence[bytes], event_us: np.ndarray, v
                  event_ids: np.ndarray | None) -> np.ndarray:
     """Records of already checked events (NaN values are nulls: counted in no aggregation);
     ``event_ids``: 8-byte hashes (:func:`event_id_hashes`), None for views without an id column."""
-    records = np.zeros(len(ids), dtype=record_dtype(view))
+    records = np.zeros(len(ids), dtype=layout(view)[1])
     records["e"] = event_us
     records["v"] = values
     records["id"] = event_ids if event_ids is not None else _content_hashes(ids, records)
@@ -169,8 +174,8 @@ def push_to_views(redis_online: RedisOnline, project: bytes, pushes: Sequence[tu
         keys += view_keys(project, view.name, list(grouped))
         payloads += [events.records[rows].tobytes() if len(rows) > 1 else events.records[rows[0]].tobytes()
                      for rows in grouped.values()]
-        plan = _plan(view)  # header and record size, computed once per view object
-        states += [(view.horizon_us, plan.header, plan.dtype.itemsize)] * len(grouped)
+        header, dtype = layout(view)
+        states += [(view.horizon_us, header, dtype.itemsize)] * len(grouped)
         spans.append((view, start, len(keys)))
     reply = redis_online.push_events(keys, payloads, states, now_us=at_us, margin_ms=EXPIRY_MARGIN_MS)
     refused = np.flatnonzero(reply[:, 0] < 0)
@@ -185,132 +190,20 @@ def push_to_views(redis_online: RedisOnline, project: bytes, pushes: Sequence[tu
             for view, lo, hi in spans}
 
 
-@dataclass(frozen=True)
-class WindowValues:
-    """Aggregations of one view for ``n`` entities at one instant."""
-
-    slots: np.ndarray    # int64[n, outputs]: counts as integers, the rest as float64 bits
-    valid: np.ndarray    # bool[n, outputs]: false for null (mean/min/max of no value, corrupt state)
-    latest_us: np.ndarray  # int64[n]: newest event time in the state, int64 minimum if none
-    found: np.ndarray    # bool[n]: false only where the stored state is unusable (corrupt)
-    corrupt: list[CorruptValueError]
+_LAYOUTS: dict[int, tuple[StreamView, bytes, np.dtype]] = {}
 
 
-def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *,
-              at_us: int | np.ndarray) -> WindowValues:
-    """Every aggregation of ``view`` at ``at_us`` for each entity's stored state (None: no events).
-    ``at_us`` is one instant, or one per entity (a replay reading each request as of its time).
-
-    All entities' records are decoded as one array. Per aggregated column, one boolean matrix
-    (window × record) says which records each window holds, and each function is one segmented
-    reduction (``ufunc.reduceat``) of it per entity: a fixed number of numpy calls per column,
-    whatever the number of entities, events and windows."""
-    plan = _plan(view)
-    n = len(blobs)
-    counts = np.zeros(n, dtype=np.int64)
-    bodies: list[bytes] = []
-    corrupt: list[CorruptValueError] = []
-    bad = np.zeros(n, dtype=bool)
-    skip, size = HEADER_SIZE, plan.dtype.itemsize
-    for i, blob in enumerate(blobs):
-        if blob is None:
-            continue
-        if (not isinstance(blob, bytes) or len(blob) < skip or blob[:len(plan.header)] != plan.header
-                or (len(blob) - skip) % size):
-            bad[i] = True
-            kind = getattr(blob, "type", None)  # redis_client.WrongType: a key of another Redis type
-            why = (f"the key holds a Redis {kind}, not a string value" if kind is not None
-                   else f"not the window state of {view.name!r} as defined now")
-            corrupt.append(CorruptValueError(keys[i], why))
-            continue
-        counts[i] = (len(blob) - skip) // size
-        bodies.append(blob[skip:])
-    records = np.frombuffer(b"".join(bodies), dtype=plan.dtype)
-    result = np.zeros((n, len(view.aggregations)))
-    valid = np.ones((n, len(view.aggregations)), dtype=bool)
-    number = np.zeros((n, len(view.aggregations)), dtype=np.int64)
-    latest = np.full(n, _NO_EVENT, dtype=np.int64)
-    has = np.flatnonzero(counts)
-    starts = np.zeros(len(has), dtype=np.intp)
-    np.cumsum(counts[has][:-1], out=starts[1:])
-    times = records["e"]
-    if len(records):
-        latest[has] = np.maximum.reduceat(times, starts)
-    at = at_us if np.isscalar(at_us) else np.repeat(np.asarray(at_us, dtype=np.int64)[has], counts[has])
-    for column in plan.columns:
-        w = len(column.windows)
-        count = np.zeros((w, n), dtype=np.int64)
-        reduced: dict[str, np.ndarray] = {}
-        if len(records):
-            x = records["v"][:, column.index]
-            inside = (times > at - column.windows[:, None]) & ((times <= at) & ~np.isnan(x))
-            count[:, has] = np.add.reduceat(inside, starts, axis=1, dtype=np.int64)
-            for name, (ufunc, empty) in column.reductions.items():
-                out = reduced[name] = np.zeros((w, n))
-                out[:, has] = ufunc.reduceat(np.where(inside, x, empty), starts, axis=1)
-        for a, row, function in column.members:
-            if function == "count":
-                number[:, a] = count[row]
-            elif function == "sum":
-                result[:, a] = reduced["sum"][row] if reduced else 0.0
-            elif function == "mean":
-                if reduced:
-                    np.divide(reduced["sum"][row], count[row], out=result[:, a], where=count[row] > 0)
-                valid[:, a] = count[row] > 0
-            else:
-                if reduced:
-                    result[:, a] = reduced[function][row]
-                valid[:, a] = count[row] > 0
-    slots = np.where(valid, result, 0.0).view(np.int64)
-    slots[:, plan.counts] = number[:, plan.counts]
-    valid[bad] = False
-    return WindowValues(slots, valid, latest, ~bad, corrupt)
-
-
-@dataclass(frozen=True)
-class _Column:
-    index: int
-    windows: np.ndarray                              # int64[w]: this column's distinct windows
-    members: tuple[tuple[int, int, str], ...]        # (output position, window row, function)
-    reductions: dict[str, tuple[np.ufunc, float]]    # what to reduce: sum, min, max as needed
-
-
-@dataclass(frozen=True)
-class _Plan:
-    header: bytes
-    dtype: np.dtype
-    columns: tuple[_Column, ...]
-    counts: np.ndarray                               # output positions of counts
-
-
-_PLANS: dict[int, tuple[StreamView, _Plan]] = {}
-
-
-def _plan(view: StreamView) -> _Plan:
-    """The view's read plan, built once per view object (hashing a view costs more than a read)."""
-    cached = _PLANS.get(id(view))
+def layout(view: StreamView) -> tuple[bytes, np.dtype]:
+    """The view's state header and record dtype, computed once per view object (hashing a view
+    costs more than a read)."""
+    cached = _LAYOUTS.get(id(view))
     if cached is not None and cached[0] is view:
-        return cached[1]
-    columns = []
-    for index in range(len(view.columns)):
-        aggs = [(a, agg) for a, agg in enumerate(view.aggregations) if agg.column == index]
-        windows = sorted({agg.window_us for _, agg in aggs})
-        functions = {agg.function for _, agg in aggs}
-        reductions: dict[str, tuple[np.ufunc, float]] = {}
-        if functions & {"sum", "mean"}:
-            reductions["sum"] = (np.add, 0.0)
-        if "min" in functions:
-            reductions["min"] = (np.minimum, np.inf)
-        if "max" in functions:
-            reductions["max"] = (np.maximum, -np.inf)
-        members = tuple((a, windows.index(agg.window_us), agg.function) for a, agg in aggs)
-        columns.append(_Column(index, np.array(windows, dtype=np.int64), members, reductions))
-    counts = np.array([a for a, agg in enumerate(view.aggregations) if agg.function == "count"], dtype=np.intp)
-    plan = _Plan(state_header(view), record_dtype(view), tuple(columns), counts)
-    if len(_PLANS) > 1024:
-        _PLANS.clear()
-    _PLANS[id(view)] = (view, plan)
-    return plan
+        return cached[1], cached[2]
+    header, dtype = state_header(view), record_dtype(view)
+    if len(_LAYOUTS) > 1024:
+        _LAYOUTS.clear()
+    _LAYOUTS[id(view)] = (view, header, dtype)
+    return header, dtype
 
 
 def _columns(rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]], needed: Sequence[str]
@@ -437,11 +330,21 @@ def _content_hashes(ids: Sequence[bytes], records: np.ndarray) -> np.ndarray:
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser of each uint64 (a bijection), as uint64."""
+    if len(x) <= _FEW_IDS:  # one request's ids: Python integers cost ~2 µs where numpy's 7 calls cost ~15
+        return np.array([_splitmix_one(v) for v in x.tolist()], dtype=np.uint64)
     with np.errstate(over="ignore"):
         z = x + _SPLITMIX[0]
         z = (z ^ (z >> np.uint64(30))) * _SPLITMIX[1]
         z = (z ^ (z >> np.uint64(27))) * _SPLITMIX[2]
         return np.ascontiguousarray(z ^ (z >> np.uint64(31)))
+
+
+def _splitmix_one(v: int) -> int:
+    z = (v + _SPLITMIX_INT[0]) & _MASK64
+    z = ((z ^ (z >> 30)) * _SPLITMIX_INT[1]) & _MASK64
+    z = ((z ^ (z >> 27)) * _SPLITMIX_INT[2]) & _MASK64
+    return z ^ (z >> 31)
 
 
 def _first_bad_key(array: np.ndarray, kind: str) -> int:

@@ -27,7 +27,7 @@ import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -202,6 +202,7 @@ def _as_text(series: pd.Series) -> pd.Series:
 def build_module(spec: ModelSpec) -> torch.nn.Module:
     """The network for ``spec`` with its preprocessing as buffers (weights freshly initialised)."""
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     class TabularMLP(nn.Module):
@@ -225,11 +226,15 @@ def build_module(spec: ModelSpec) -> torch.nn.Module:
             self.mlp = nn.Sequential(*layers)
 
         def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+            # Few ops, since a one-row request pays torch's per-op and per-module overhead, not
+            # arithmetic: the lookups call F.embedding on each table (the module call adds hooks'
+            # bookkeeping) and missing values are masked in place (~15 % of a one-row forward).
             missing = torch.isnan(numeric)
             x = torch.where(self.log_mask, torch.log1p(numeric.clamp(min=0)), numeric)
-            x = ((x - self.mean) / self.std).clamp(-_CLIP, _CLIP)
-            x = torch.where(missing, torch.zeros_like(x), x)
-            parts = [x, missing.to(x.dtype)] + [emb(codes[:, j]) for j, emb in enumerate(self.embeddings)]
+            x = ((x - self.mean) / self.std).clamp(-_CLIP, _CLIP).masked_fill(missing, 0.0)
+            tables = cast("list[nn.Embedding]", list(self.embeddings))
+            parts = [x, missing.to(x.dtype)] + [F.embedding(column, emb.weight, emb.padding_idx)
+                                                for column, emb in zip(codes.unbind(1), tables, strict=True)]
             return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
 
     return TabularMLP()

@@ -11,7 +11,8 @@ import pytest
 
 from features.errors import ConfigError
 from features.stream_views import StreamView
-from features.window_state import aggregate, state_header
+from features.window_read import aggregate
+from features.window_state import state_header
 
 warnings.filterwarnings("ignore", message=".*experimental.*")
 

@@ -16,7 +16,8 @@ from features.online_keys import entity_ids, key_prefix, view_keys
 from features.redis_client import RedisOnline
 from features.stream_views import StreamView, WindowAggregation
 from features.window_join import WindowViewSpec, window_join
-from features.window_state import aggregate, prepare_events, push_events
+from features.window_read import aggregate
+from features.window_state import prepare_events, push_events
 from tests.features.window_oracle import Event, close, dedupe, window_value
 
 pytestmark = pytest.mark.integration
