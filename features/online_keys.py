@@ -1,7 +1,7 @@
 """Redis keys of the packed online store.
 
     <project>:{<join key>=<value>[,<join key>=<value>...]}:<feature view>
-    tidemark:{customer_id=1042}:customer_txn_24h
+    tidemark:{account_id=1042}:account_spend
 
 The part in braces is a Redis Cluster hash tag: every view of one entity hashes to the same slot,
 so a read of all of an entity's views goes to one node. Join keys appear sorted by name. Integer
@@ -45,7 +45,7 @@ def entity_ids(join_keys: Sequence[str], kinds: Sequence[str], columns: Sequence
     """Canonical entity ids for ``n`` entities: ``columns[i]`` holds the values of ``join_keys[i]``.
 
     ``kinds[i]`` is ``"int"`` or ``"str"`` (the entity's declared value type): values are
-    converted to it, so ``1042``, ``"1042"`` and ``1042.0`` name the same customer.
+    converted to it, so ``1042``, ``"1042"`` and ``1042.0`` name the same entity.
     """
     order = sorted(range(len(join_keys)), key=lambda i: join_keys[i])
     parts = [_encoded_values(join_keys[i], kinds[i], columns[i]) for i in order]

@@ -1,9 +1,9 @@
 """The notebook SDK: ``from features.sdk import FeatureClient``.
 
     >>> client = FeatureClient()                      # settings from TIDEMARK_* variables
-    >>> frame = client.training_frame(entity_df, ["customer_txn:amt_sum_24h"])
+    >>> frame = client.training_frame(entity_df, ["account_spend:amount_sum_24h"])
     >>> client.materialize_incremental(datetime.now(UTC))     # offline -> Redis
-    >>> online = client.online_features([{"customer_id": 1042}], ["customer_txn:amt_sum_24h"])
+    >>> online = client.online_features([{"account_id": 1042}], ["account_spend:amount_sum_24h"])
     >>> online.frame, online.found
 
 ``FeatureClient`` talks to Feast with tidemark's offline store plugin (every training value is

@@ -83,15 +83,15 @@ class DriftPolicy:
     """When the interval counts as drift. Inputs: at least ``min_rows`` champion rows, and a share
     of at least ``drift_share`` of the profiled columns (inputs and score) drifted under
     ``monitoring.drift.DriftThresholds``, or (``score_drift``) the score column drifted: the
-    model's output moved, whichever inputs moved it. (0.2: the customer windows are stream
-    feature views, computed alike for training and serving, so healthy traffic drifts few
-    columns; ``docs/drift.md`` has the measured share.) Labels: payments scored from ``end - label_maturity -
-    label_window`` on, made at least ``label_maturity`` before ``end`` (their labels are final), at
-    least ``min_positives`` of them frauds, and PR-AUC shown below the validation PR-AUC by more
-    than ``prauc_margin`` (one-sided class-stratified bootstrap bound at ``alpha``). With fewer than
-    ``min_positives`` frauds among the payments the champion served, the mature labelled payments
-    are scored offline, at most ``offline_label_rows`` of them (all frauds up to half of that, the
-    rest legitimate payments, weighted back to the full set); 0 turns offline scoring off."""
+    model's output moved, whichever inputs moved it. (0.2: in the bundled fraud example, whose
+    windows are stream feature views computed alike for training and serving, healthy traffic
+    drifts few columns; ``docs/drift.md`` has the measured share.) Labels: predictions made from
+    ``end - label_maturity - label_window`` on, at least ``label_maturity`` before ``end`` (their
+    labels are final), at least ``min_positives`` of them positive, and PR-AUC shown below the
+    validation PR-AUC by more than ``prauc_margin`` (one-sided class-stratified bootstrap bound at
+    ``alpha``). With fewer than ``min_positives`` positives among the rows the champion served, the
+    mature labelled rows are scored offline, at most ``offline_label_rows`` of them (every positive
+    up to half of that, the rest negatives, weighted back to the full set); 0 turns offline scoring off."""
 
     min_rows: int = 500
     drift_share: float = 0.2

@@ -110,10 +110,10 @@ def materialize(settings: Settings, end: datetime, *, client: FeatureClient | No
 
 def reload_online(settings: Settings, end: datetime, *, client: FeatureClient | None = None) -> list[MaterializeResult]:
     """Empty the online store's Redis database and load it again from the offline tables, every
-    view's newest row up to ``end`` within its TTL (a view without TTL, such as the customer
-    profiles, from its first row): after history was rebuilt (a backfill). A rebuilt row
-    keeps its event and arrival times, so newest-wins writes never let it replace the value that
-    is loaded already. The canary state lives in the same database: refused while a canary runs."""
+    view's newest row up to ``end`` within its TTL (a view without TTL from its first row): after
+    history was rebuilt (a backfill). A rebuilt row keeps its event and arrival times, so
+    newest-wins writes never let it replace the value that is loaded already. The canary state
+    lives in the same database: refused while a canary runs."""
     from features.online_store import connect
     from features.sdk import FeatureClient
     from pipelines import canary

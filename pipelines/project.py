@@ -14,7 +14,7 @@
           label: completed
           join_keys: [trip_id]
         request_columns: [trip_distance_km]  # sent with each request, not read from the store
-        entity_columns: [driver_id, customer_id]  # default: the features' join keys
+        entity_columns: [driver_id, rider_id]  # default: the features' join keys
         train: examples.driver.training:fit_completion   # (training frame) -> fitted model
         train_job: my_team.jobs:train        # instead of train: (settings, model, request) -> trained
         window_days: 14                      # retraining window, ending at the newest known label
