@@ -103,8 +103,9 @@ def read_batch(view: OnlineView, values: Sequence[Any], keys: Sequence[bytes],
     n = len(keys)
     if view.stream is not None:
         windows = aggregate(view.stream, values, keys, at_us=at_us)
-        batch = UnpackedBatch(view.schema, windows.found, np.broadcast_to(np.asarray(at_us, dtype=np.int64), n).copy(),
-                              np.full(n, NO_TIME), windows.slots, windows.valid, {}, windows.corrupt)
+        at = np.array(at_us, dtype=np.int64) if isinstance(at_us, np.ndarray) else np.full(n, at_us, dtype=np.int64)
+        batch = UnpackedBatch(view.schema, windows.found, at, np.full(n, NO_TIME), windows.slots, windows.valid, {},
+                              windows.corrupt)
     else:
         batch = unpack_rows(view.schema, values, keys)
         if view.schema.has_values:
@@ -113,9 +114,10 @@ def read_batch(view: OnlineView, values: Sequence[Any], keys: Sequence[bytes],
 
             parse_value_columns(batch, keys)
     CORRUPT_VALUES.record(batch.corrupt)  # served as missing, never silently
-    stale = batch.found & view.stale(batch.event_us, at_us)
-    if stale.any():
-        batch.hide(stale)
+    if view.ttl_us:  # 0: no TTL (a stream view's values are as of the instant read)
+        stale = batch.found & view.stale(batch.event_us, at_us)
+        if stale.any():
+            batch.hide(stale)
     return batch
 
 

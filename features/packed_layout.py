@@ -19,6 +19,7 @@ one ``np.frombuffer`` over the joined bytes, never one Python object per feature
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,6 +149,11 @@ class PackedSchema:
         """True for features whose slot holds a float64 (else int64 or a text length)."""
         return np.array([k.startswith("float") for k in self.kinds], dtype=bool)
 
+    @cached_property
+    def slot_struct(self) -> struct.Struct:
+        """One row's slots as Python numbers: float64 where :attr:`float_slots`, else int64."""
+        return struct.Struct("<" + "".join("d" if k.startswith("float") else "q" for k in self.kinds))
+
     def row_dtype(self) -> np.dtype:
         """A numpy structured dtype laying out the fixed part."""
         return self._row_dtype
@@ -183,6 +189,10 @@ class UnpackedBatch:
 
     def floats(self, features: Sequence[int] | np.ndarray) -> np.ndarray:
         """float64[n, len(features)] of numeric features; NaN for nulls and absent rows."""
+        if len(self.found) == 1 and len(self._slots) == 1:  # one request's row: ~4 µs where numpy's calls cost ~20
+            row, ok = self.schema.slot_struct.unpack(self._slots.tobytes()), self.valid[0].tolist()
+            picked = features.tolist() if isinstance(features, np.ndarray) else features
+            return np.array([[row[i] if ok[i] else np.nan for i in picked]], dtype=np.float64)
         chosen = features if isinstance(features, np.ndarray) else np.asarray(features, dtype=np.intp)
         raw = self._slots[:, chosen]  # a copy: fancy indexing
         is_float = self.schema.float_slots[chosen]

@@ -137,6 +137,7 @@ class _Plan:
     columns: tuple[_Column, ...]
     counts: np.ndarray                               # output positions of counts
     record: struct.Struct                            # one record as (event time, value per column)
+    slot_codes: str                                  # struct codes of one entity's outputs: q counts, d others
     cells: int                                       # windows summed over the columns: work per record
 
 
@@ -167,7 +168,8 @@ def _plan(view: StreamView) -> _Plan:
     header, dtype = layout(view)
     record = struct.Struct(f"<q8x{len(view.columns)}d")  # record_dtype's layout, its event id skipped
     assert record.size == dtype.itemsize, (record.size, dtype.itemsize)
-    plan = _Plan(header, dtype, tuple(columns), counts, record, sum(len(c.windows) for c in columns))
+    slot_codes = "".join("q" if agg.function == "count" else "d" for agg in view.aggregations)
+    plan = _Plan(header, dtype, tuple(columns), counts, record, slot_codes, sum(len(c.windows) for c in columns))
     if len(_PLANS) > 1024:
         _PLANS.clear()
     _PLANS[id(view)] = (view, plan)
@@ -192,9 +194,10 @@ def _aggregate_few(view: StreamView, plan: _Plan, blobs: Sequence[Any], at_us: i
         return None
     width = len(view.aggregations)
     n = len(blobs)
-    result, number, valid = [0.0] * (n * width), [0] * (n * width), [True] * (n * width)
+    slots: list[float] = [0.0] * (n * width)  # counts as ints: packed as int64, the rest as float64
+    valid = [True] * (n * width)
     latest = [NO_EVENT] * n
-    instants = np.broadcast_to(np.asarray(at_us, dtype=np.int64), n).tolist()
+    instants = at_us.tolist() if isinstance(at_us, np.ndarray) else [int(at_us)] * n
     for i, blob in enumerate(blobs):
         records = list(plan.record.iter_unpack(memoryview(blob)[skip:])) if blob is not None else []
         if records:
@@ -206,18 +209,18 @@ def _aggregate_few(view: StreamView, plan: _Plan, blobs: Sequence[Any], at_us: i
                 count, total, high, low = _window(records, j, at - window, at)
                 for a, function in members:
                     if function == "count":
-                        number[base + a] = count
+                        slots[base + a] = count
                     elif function == "sum":
-                        result[base + a] = total
-                    elif count == 0:  # mean, min, max of no value: null
+                        slots[base + a] = total
+                    elif count == 0:  # mean, min, max of no value: null (its slot stays 0)
                         valid[base + a] = False
                     else:
-                        result[base + a] = total / count if function == "mean" else high if function == "max" else low
-    values = np.array(result, dtype=np.float64).reshape(n, width)
-    present = np.array(valid, dtype=bool).reshape(n, width)
-    slots = np.where(present, values, 0.0).view(np.int64)
-    slots[:, plan.counts] = np.array(number, dtype=np.int64).reshape(n, width)[:, plan.counts]
-    return WindowValues(slots, present, np.array(latest, dtype=np.int64), np.ones(n, dtype=bool), [])
+                        slots[base + a] = total / count if function == "mean" else high if function == "max" else low
+    packed = bytearray(8 * n * width)  # writable, unlike bytes: readers may hide values later
+    struct.pack_into("<" + plan.slot_codes * n, packed, 0, *slots)
+    return WindowValues(np.frombuffer(packed, dtype=np.int64).reshape(n, width),
+                        np.array(valid, dtype=bool).reshape(n, width), np.array(latest, dtype=np.int64),
+                        np.ones(n, dtype=bool), [])
 
 
 def _window(records: list[tuple[Any, ...]], j: int, after: int, until: int) -> tuple[int, float, float, float]:

@@ -470,3 +470,24 @@ def test_a_few_values_with_a_corrupt_one_take_the_vectorised_path_and_say_why() 
     bad = good[:-1] + b"\xff"  # not UTF-8
     out = read_as_corrupt(schema, [good, bad], [b"a", b"b"], b"b", "UTF-8")
     assert out.found.tolist() == [True, False] and out.column(1).tolist() == ["pos", None]
+
+
+@settings(max_examples=100, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["float64", "float32", "int64", "int32", "bool"]), min_size=1, max_size=8),
+       bits=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=8, max_size=8),
+       valid=st.lists(st.booleans(), min_size=8, max_size=8), data=st.data())
+def test_one_rows_floats_are_the_floats_of_that_row_in_a_bigger_batch(kinds, bits, valid, data):
+    """A request's one row takes a plain-Python path through ``floats``; a batch takes numpy's."""
+    schema = PackedSchema(tuple(f"f{i}" for i in range(len(kinds))), tuple(kinds))
+    f = len(kinds)
+    row, ok = np.array([bits[:f]], dtype=np.int64), np.array([valid[:f]], dtype=bool)
+    chosen = data.draw(st.lists(st.integers(0, f - 1), min_size=1, max_size=f))
+
+    def batch(n: int) -> UnpackedBatch:
+        times = np.zeros(n, dtype=np.int64)
+        return UnpackedBatch(schema, np.ones(n, dtype=bool), times, times.copy(), np.repeat(row, n, axis=0),
+                             np.repeat(ok, n, axis=0), {})
+
+    one, two = batch(1).floats(chosen), batch(2).floats(np.asarray(chosen, dtype=np.intp))
+    assert one.shape == (1, len(chosen)) and one.dtype == np.float64
+    assert one.tobytes() == two[:1].tobytes() or np.array_equal(one, two[:1], equal_nan=True)
