@@ -148,8 +148,9 @@ def _serves(metrics: str, alias: str, version: str) -> bool:
 def drive(port: int, bodies: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     """One load run against the server; its summary (without the per-request latencies)."""
     requests = tuple(BENCH.http_request(port, "POST", "/v1/predict", b) for b in bodies)
-    spec = BENCH.LoadSpec(port, requests, b'"predictions"', args.rate, args.seconds, args.warmup,
-                          args.connections, args.timeout)
+    # each request an event id of its own, and an answer counts only when its payment was pushed
+    spec = BENCH.LoadSpec(port, requests, b'"pushed":true', args.rate, args.seconds, args.warmup,
+                          args.connections, args.timeout, first_id=BENCH.first_id())
     result = BENCH.load_in_subprocess(spec)
     result.pop("latencies_us", None)
     return dict(result)
