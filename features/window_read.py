@@ -24,8 +24,8 @@ __all__ = ["WindowValues", "aggregate"]
 _FEW_ENTITIES: Final = 8
 _FEW_CELLS: Final = 256
 """Up to this many (event, window) pairs, a read of at most ``_FEW_ENTITIES`` entities is summed in
-plain Python (~0.25 µs a pair, ~20 µs fixed) rather than with numpy (a fixed ~25 calls, ~0.1 ms;
-the two cost the same at ~300 pairs on a 2-core VM)."""
+plain Python (~0.2 µs a pair, ~10 µs fixed) rather than with numpy (a fixed ~25 calls, ~0.1 ms):
+on a 2-core VM, 240 pairs took 66 µs against numpy's 103, 3 events × 3 windows 15 against 121."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def aggregate(view: StreamView, blobs: Sequence[Any], keys: Sequence[bytes], *,
     reduction (``ufunc.reduceat``) of it per entity: a fixed number of numpy calls per column,
     whatever the number of entities, events and windows. A read of a few entities with few events
     (one request's) is summed in plain Python instead (:func:`_aggregate_few`): the same values
-    (sums within rounding), without the ~25 numpy calls that cost a one-row request ~0.15 ms."""
+    (sums within rounding), without the ~25 numpy calls that cost a one-row request ~0.1 ms."""
     plan = _plan(view)
     if len(blobs) <= _FEW_ENTITIES:
         few = _aggregate_few(view, plan, blobs, at_us)
