@@ -152,7 +152,7 @@ class PackedSchema:
     @cached_property
     def slot_struct(self) -> struct.Struct:
         """One row's slots as Python numbers: float64 where :attr:`float_slots`, else int64."""
-        return struct.Struct("<" + "".join("d" if k.startswith("float") else "q" for k in self.kinds))
+        return struct.Struct("<" + "".join("d" if is_float else "q" for is_float in self.float_slots.tolist()))
 
     def row_dtype(self) -> np.dtype:
         """A numpy structured dtype laying out the fixed part."""
@@ -196,8 +196,7 @@ class UnpackedBatch:
         chosen = features if isinstance(features, np.ndarray) else np.asarray(features, dtype=np.intp)
         raw = self._slots[:, chosen]  # a copy: fancy indexing
         is_float = self.schema.float_slots[chosen]
-        gathered = (raw.view(np.float64) if is_float.all() else raw.astype(np.float64) if not is_float.any()
-                    else np.where(is_float, raw.view(np.float64), raw.astype(np.float64)))
+        gathered = np.where(is_float, raw.view(np.float64), raw.astype(np.float64))
         if self._present.all():  # a request's rows mostly are: no scatter into a NaN matrix
             out = gathered
         else:
