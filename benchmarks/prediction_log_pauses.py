@@ -1,16 +1,19 @@
-"""How long the prediction log's writer keeps other threads waiting for the GIL.
+"""What the prediction log costs the thread that answers requests: per append, and while it writes.
 
-A server answers requests on one thread while the log's writer builds, converts and writes the
-last second's rows on another. Every stretch the writer holds the GIL is a stretch no request
-makes progress, so the tail of the request latency carries the writer's longest holds. This
-script queues the rows of ``--requests`` one-row requests the way ``Scorer`` does
-(``append_later``, ~30 columns), writes them with ``flush()``, and meanwhile runs a thread that
-wakes every 0.2 ms and records how late it wakes: its largest gap is the longest the writer kept
-the GIL. Two configurations, alternating in one run:
+A server answers requests on one thread while the log's writer converts and writes the last
+second's rows on another. Every stretch the writer holds the GIL is a stretch no request makes
+progress, so the tail of the request latency carries the writer's work (issue 18: 10–15 ms of it
+each second at 300 one-row requests/s, the whole of the serving p99 over 5 ms). This script hands
+the log ``--requests`` one-row requests the way ``Scorer`` does (~30 columns; a twentieth of the
+requests from unknown entities, another layout), writes them with ``flush()``, and meanwhile runs
+a thread that wakes every 0.2 ms and records how late it wakes. Two ways, alternating in one run:
 
-* ``chunked``: the writer as shipped (builds ``_BUILD_CHUNK`` parts per call, pauses in between);
-* ``one call``: the whole round in one build call and no pauses (the writer before issue 18's
-  last change).
+* ``append_rows``: what the scorer calls (one list per column, extended per request; the writer
+  makes each column once);
+* ``append``: the generic call, a dict of arrays per request, concatenated by the writer.
+
+Printed per way: the request thread's CPU per append (µs), the writer thread's CPU per write (ms),
+the write's wall time, and the ticker's longest gap (the longest the writer kept the GIL).
 
     .venv/bin/python benchmarks/prediction_log_pauses.py
     .venv/bin/python benchmarks/prediction_log_pauses.py --requests 1000 --rounds 20
@@ -24,28 +27,28 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from serving import prediction_log
-from serving.model_contract import ModelContract
 from serving.prediction_log import PredictionLog
-from serving.scorer import Scored, _log_columns
+
+FEATURES = 22
 
 
-def parts(n: int) -> list[tuple]:
-    """``n`` one-row requests as the scorer hands them to the log: 22 features, 2 keys, 2 request fields."""
-    features = tuple(f"v:f{i}" for i in range(22))
-    contract = ModelContract(features=features, join_keys=("customer_id", "merchant_id"), key_kinds=("int", "int"),
-                             inputs=(*(f.split(":")[1] for f in features), "amount", "channel"), task="binary",
-                             text_columns=("channel",))
+def requests(n: int) -> list[tuple[int, dict[str, Any]]]:
+    """``n`` one-row requests as the scorer hands them to the log: 2 keys, 2 request fields, 22
+    features, id, variant, version and score; every 20th lacks its features (an unknown entity)."""
     out = []
+    now_us = time.time_ns() // 1000
     for i in range(n):
-        inputs = {"customer_id": np.array([i], np.int64), "merchant_id": np.array([i % 97], np.int64),
-                  "amount": np.array([12.5]), "channel": np.array(["web"], dtype=object)}
-        inputs.update({f"f{j}": np.array([float(j)]) for j in range(22)})
-        out.append((f"req-{i}", inputs, Scored(np.array([0.3]), ["champion"], ["3"], np.ones(1, bool)), contract,
-                    time.time_ns() // 1000))
+        columns: dict[str, Any] = {"customer_id": np.array([i], np.int64), "merchant_id": np.array([i % 97], np.int64),
+                                   "amount": np.array([12.5 + i]), "channel": np.array(["web"], dtype=object)}
+        if i % 20:
+            columns.update({f"f{j}": np.array([float(i * j)]) for j in range(FEATURES)})
+        columns.update({"request_id": [f"req-{i}"], "variant": ["champion"], "model_version": ["3"],
+                        "score": np.array([0.3])})
+        out.append((now_us + i, columns))
     return out
 
 
@@ -71,45 +74,69 @@ class Ticker:
         self._thread.join()
 
 
-def one_round(plog: PredictionLog, requests: list[tuple], ticker: Ticker) -> tuple[float, float]:
-    """Queue ``requests``, write them; the round's wall time and the ticker's longest gap (ms)."""
-    for part in requests:
-        plog.append_later(1, part, _log_columns, (id(part[3]), *part[1]))
+class WriterClock:
+    """The writer thread's CPU time in its writes (``PredictionLog._write_round``, wrapped)."""
+
+    def __init__(self) -> None:
+        self.cpu_s = 0.0
+        inner = PredictionLog._write_round
+
+        def timed(plog: PredictionLog, queued: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return inner(plog, queued)
+            finally:
+                self.cpu_s += time.thread_time() - started
+
+        PredictionLog._write_round = timed  # type: ignore[method-assign]
+
+
+def one_round(plog: PredictionLog, way: str, batch: list[tuple[int, dict[str, Any]]],
+              ticker: Ticker, clock: WriterClock) -> dict[str, float]:
+    """Queue ``batch`` one way, write it: µs of CPU per append, the write's wall and CPU (ms), and
+    the ticker's longest gap during the write (ms)."""
+    started = time.thread_time()
+    for at_us, columns in batch:
+        if way == "append_rows":
+            plog.append_rows((FEATURES, len(columns)), at_us, columns)
+        else:
+            arrays = {k: np.asarray(v, dtype=object) if isinstance(v, list) else v for k, v in columns.items()}
+            plog.append({"event_timestamp": np.array([at_us], dtype="datetime64[us]"), **arrays})
+    append_us = (time.thread_time() - started) / len(batch) * 1e6
     time.sleep(0.05)
-    first = len(ticker.gaps)
+    first, cpu = len(ticker.gaps), clock.cpu_s
     started = time.perf_counter()
     plog.flush()
     wall = time.perf_counter() - started
     time.sleep(0.01)
-    return wall * 1e3, max(ticker.gaps[first:]) * 1e3
+    return {"append_us": append_us, "wall_ms": wall * 1e3, "cpu_ms": (clock.cpu_s - cpu) * 1e3,
+            "gap_ms": max(ticker.gaps[first:]) * 1e3}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=500, help="one-row requests per write (a second at 500/s)")
-    p.add_argument("--rounds", type=int, default=10, help="writes per configuration")
+    p.add_argument("--rounds", type=int, default=10, help="writes per way")
     args = p.parse_args()
-    shipped = (prediction_log._BUILD_CHUNK, prediction_log._PAUSE_S)
-    configurations = {"chunked": shipped, "one call": (10**9, 0.0)}
-    requests = parts(args.requests)
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in configurations}
-    ticker = Ticker()
+    ways = ("append_rows", "append")
+    batch = requests(args.requests)
+    results: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
+    ticker, clock = Ticker(), WriterClock()
     with tempfile.TemporaryDirectory() as root, PredictionLog(Path(root), flush_interval_s=3_600,
                                                                max_rows=10**9) as plog:
-        one_round(plog, requests, ticker)  # warm-up: imports, first file
+        for way in ways:
+            one_round(plog, way, batch, ticker, clock)  # warm-up: imports, first files
         for _ in range(args.rounds):
-            for name, (chunk, pause) in configurations.items():
-                prediction_log._BUILD_CHUNK, prediction_log._PAUSE_S = chunk, pause
-                results[name].append(one_round(plog, requests, ticker))
-    prediction_log._BUILD_CHUNK, prediction_log._PAUSE_S = shipped
+            for way in ways:
+                results[way].append(one_round(plog, way, batch, ticker, clock))
     ticker.stop()
-    print(f"one write of {args.requests} one-row requests, {args.rounds} rounds per configuration, alternating")
-    print(f"{'writer':10s}  {'round wall ms (median)':>22s}  {'longest GIL hold ms: median':>28s}  {'max':>6s}")
-    for name, rows in results.items():
-        walls, holds = [w for w, _ in rows], [h for _, h in rows]
-        print(f"{name:10s}  {statistics.median(walls):22.1f}  {statistics.median(holds):28.2f}  {max(holds):6.2f}")
-    chunked, whole = (statistics.median(h for _, h in results[n]) for n in configurations)
-    print(f"the longest hold, median over rounds: {whole / chunked:.1f}x shorter chunked")
+    print(f"one write of {args.requests} one-row requests, {args.rounds} rounds per way, alternating; medians")
+    head = ("way", "append CPU µs", "write wall ms", "writer CPU ms", "longest GIL hold ms", "max")
+    print(f"{head[0]:12s}  {head[1]:>13s}  {head[2]:>13s}  {head[3]:>13s}  {head[4]:>19s}  {head[5]:>6s}")
+    for way, rows in results.items():
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(f"{way:12s}  {med['append_us']:13.1f}  {med['wall_ms']:13.1f}  {med['cpu_ms']:13.1f}  "
+              f"{med['gap_ms']:19.2f}  {max(r['gap_ms'] for r in rows):6.2f}")
 
 
 if __name__ == "__main__":

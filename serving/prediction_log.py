@@ -18,8 +18,9 @@ How a row travels::
     append(columns)      request thread: a few checks, then a list append under a lock (no disk,
       │                  no Arrow); a batch that would take the pending rows past max_pending_rows
       │                  is dropped and counted in dropped_rows, never waited for
-      │                  (append_later(rows, part, build): only the list append; the writer
-      │                  builds the columns of all parts queued with one builder at once)
+      │                  (append_rows(key, at_us, columns): a serving request's rows, added to one
+      │                  Python list per column shared by the requests of its layout, ~8 µs for a
+      │                  one-row request of 30 columns; see serving.prediction_log_rows)
       ▼
     in-memory queue      written every flush_interval_s, as soon as max_rows rows are queued, and
       │                  on flush() / close()
@@ -72,8 +73,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -92,6 +92,7 @@ from serving.prediction_log_files import (
     unified,
     write_isolating,
 )
+from serving.prediction_log_rows import LIST_ROWS, RowColumns, checked_length
 
 __all__ = [
     "DROP_REASONS",
@@ -107,7 +108,6 @@ log = logging.getLogger(__name__)
 DROP_REASONS = ("overflow", "closed", "unconvertible", "unwritable", "unwritten_at_close", "writer_error")
 PARTITION_KEYS = ("date", "hour")
 _WARN_EVERY_S = 10.0
-_BUILD_CHUNK = 32  # append_later parts built at once: ~0.3 ms of the writer's GIL for one-row requests
 _PAUSE_S = 100e-6
 
 
@@ -145,7 +145,8 @@ class PredictionLog:
         self.column_types = dict(column_types or {})
         self._cond = threading.Condition()
         # Guarded by _cond: the queue, the row and file counters, the flush handshake.
-        self._queue: list[Batch | _Later] = []
+        self._queue: list[Batch | RowColumns] = []
+        self._open: dict[Hashable, RowColumns] = {}  # per append_rows key, its RowColumns in _queue
         self._queued_rows = 0
         self._held_rows = 0  # taken by the writer: being written, or kept after a failed write
         self._written_rows = self._files_written = self._write_errors = 0
@@ -184,35 +185,65 @@ class PredictionLog:
         if rows:
             self._enqueue(batch, rows)
 
-    def append_later(self, rows: int, part: Any, build: Callable[[list[Any]], Mapping[str, np.ndarray | list[Any]]],
-                     key: Hashable = None) -> None:
-        """Queue ``rows`` scored rows as ``part``, whatever the caller needs to make their columns
-        later: on the writer thread, ``build(parts)`` makes one batch (columns as :meth:`append`
-        takes them) of all the parts queued with the same ``build`` and ``key`` since the last write.
-        The request thread only queues a reference, and the columns' conversions and checks are
-        paid once per write rather than once per request. A long group is built a few dozen parts
-        at a time, with the GIL handed to other threads in between. Whatever ``part`` references
-        must not change afterwards. Parts that ``build`` fails to make, or makes malformed, are
-        logged and dropped (``unconvertible``) with the others of their call; full or closed, as
-        :meth:`append`."""
-        if rows > 0:
-            self._enqueue(_Later(rows, part, build, key), rows)
-
-    def _enqueue(self, batch: Batch | _Later, rows: int) -> None:
+    def append_rows(self, key: Hashable, at_us: int, columns: Mapping[str, np.ndarray | Sequence[Any]],
+                    types: Mapping[str, pa.DataType] | None = None) -> None:
+        """Queue one request's scored rows, all scored at ``at_us`` (µs since the epoch, UTC):
+        ``columns`` equally long, numpy arrays or lists (text as objects, ``None`` or NaN for null),
+        without the timestamp column. The rows of calls with the same ``key`` and the same column
+        names are gathered into one list per column as they come (a request of more than
+        ``LIST_ROWS`` rows keeps its arrays), so that the writer converts each column once per
+        write. Numeric columns are float64 in the files unless ``types`` (the same mapping for
+        every call of a key) names an Arrow type, e.g. int64 for integer ids; text columns keep
+        their values' type. The arrays are referenced, not copied: don't modify them afterwards.
+        Raises :class:`PredictionLogError` for columns of different lengths or names that the log
+        reserves; full or closed, as :meth:`append`. A request whose values Arrow cannot convert
+        (text in a column that was numeric for its key) is dropped alone at the write
+        (``unconvertible``)."""
+        rows = len(next(iter(columns.values()), ()))  # add() or checked_length() checks the others
+        if not rows:
+            checked_length(columns)
+            return
         with self._cond:
-            if self._closing:
-                warning = self._drop_locked(rows, "closed", "the log is closed")
-            elif self._queued_rows + self._held_rows + rows > self.max_pending_rows:
-                warning = self._drop_locked(rows, "overflow",
-                                            f"{self.max_pending_rows} rows are already waiting for the disk")
-            else:
+            refused, warning = self._refusal_locked(rows)
+            if not refused:
+                segment = self._open.get(key)
+                if rows > LIST_ROWS:
+                    _check_names(columns)
+                    self._queue.append(RowColumns.whole(at_us, columns, types or {}))
+                else:
+                    if segment is None or not segment.fits(columns):
+                        _check_names(columns)
+                        segment = RowColumns(columns, types or {})
+                        segment.add(at_us, columns)  # checks the lengths before it is queued
+                        self._open[key] = segment
+                        self._queue.append(segment)
+                    else:
+                        segment.add(at_us, columns)
+                self._queued_rows += rows
+                if self._queued_rows >= self.max_rows and self._last_error is None:
+                    self._cond.notify_all()
+        if warning:
+            log.warning("%s", warning)
+
+    def _enqueue(self, batch: Batch, rows: int) -> None:
+        with self._cond:
+            refused, warning = self._refusal_locked(rows)
+            if not refused:
                 self._queue.append(batch)
                 self._queued_rows += rows
                 if self._queued_rows >= self.max_rows and self._last_error is None:
                     self._cond.notify_all()
-                return
         if warning:
             log.warning("%s", warning)
+
+    def _refusal_locked(self, rows: int) -> tuple[bool, str | None]:
+        """Drop (and count) ``rows`` if the log is closed or full: whether it did, and the warning to
+        log once the lock is released (at most one every 10 s)."""
+        if self._closing:
+            return True, self._drop_locked(rows, "closed", "the log is closed")
+        if self._queued_rows + self._held_rows + rows > self.max_pending_rows:
+            return True, self._drop_locked(rows, "overflow", f"{self.max_pending_rows} rows are already waiting for the disk")
+        return False, None
 
     # -- flushing and closing ---------------------------------------------------------------
 
@@ -322,6 +353,7 @@ class PredictionLog:
                 self._wait_for_work()
                 closing, request = self._closing, self._flush_requested
                 batches, self._queue = self._queue, []
+                self._open.clear()
                 self._held_rows += self._queued_rows
                 self._queued_rows = 0
             try:
@@ -355,14 +387,19 @@ class PredictionLog:
                 self._due = now + self.flush_interval_s
             self._cond.wait(self._due - now)
 
-    def _write_round(self, queued: Sequence[Batch | _Later]) -> Exception | None:
+    def _write_round(self, queued: Sequence[Batch | RowColumns]) -> Exception | None:
         """Write the retained pieces and ``queued``; return the error that stopped it, if any.
 
-        A batch that can't be made or converted, or rows that Parquet refuses, are dropped alone
-        (counted by reason); everything else of the round is written. Only a failing disk (an
-        ``OSError``) stops the round: its rows are kept and retried."""
-        batches = self._made(queued)
+        A batch or request that can't be converted, or rows that Parquet refuses, are dropped
+        alone (counted by reason); everything else of the round is written. Only a failing disk
+        (an ``OSError``) stops the round: its rows are kept and retried."""
+        batches = [item for item in queued if not isinstance(item, RowColumns)]
         tables, bad = arrow_tables(batches, self.column_types)
+        for segment in queued:
+            if isinstance(segment, RowColumns):
+                made, refused = segment.tables()
+                tables += made
+                bad += refused
         for rows, exc in bad:
             log.error("prediction log dropped a batch of %d rows that Arrow cannot convert: %s", rows, exc)
             self._forget(rows, "unconvertible")
@@ -372,47 +409,19 @@ class PredictionLog:
         for i, (subdir, table) in enumerate(pieces):
             _let_others_run()
             try:
-                written, refused = write_isolating(self.root / subdir, table)
+                written, refused_rows = write_isolating(self.root / subdir, table)
             except OSError as exc:  # the disk: keep the rows, retry later
                 self._retry = [t for _, t in pieces[i:]]
                 self._report_failure(exc, sum(t.num_rows for t in self._retry))
                 return exc
-            for rows, error in refused:
+            for rows, error in refused_rows:
                 log.error("prediction log dropped %d rows that Parquet refused: %s", rows, error)
                 self._forget(rows, "unwritable")
             with self._cond:
-                self._held_rows -= table.num_rows - sum(rows for rows, _ in refused)
-                self._written_rows += table.num_rows - sum(rows for rows, _ in refused)
+                self._held_rows -= table.num_rows - sum(rows for rows, _ in refused_rows)
+                self._written_rows += table.num_rows - sum(rows for rows, _ in refused_rows)
                 self._files_written += written
         return None
-
-    def _made(self, queued: Sequence[Batch | _Later]) -> list[Batch]:
-        """The queued batches as columns: the :meth:`append_later` parts built and checked now, per
-        (build, key) group, ``_BUILD_CHUNK`` parts per call (a call that fails is logged, counted and
-        left out)."""
-        batches: list[Batch] = []
-        groups: dict[tuple[Any, Hashable], list[_Later]] = {}
-        for item in queued:
-            if isinstance(item, _Later):
-                groups.setdefault((item.build, item.key), []).append(item)
-            else:
-                batches.append(item)
-        for (build, _), items in groups.items():
-            for start in range(0, len(items), _BUILD_CHUNK):
-                chunk = items[start:start + _BUILD_CHUNK]
-                announced = sum(item.rows for item in chunk)
-                try:
-                    batch, rows = _checked_batch(build([item.part for item in chunk]))
-                    if rows != announced:
-                        raise PredictionLogError(f"{rows} rows where {announced} were announced")
-                except Exception:  # a bug in the caller's columns: drop these rows, not the round
-                    log.exception("prediction log dropped %d rows that could not be made", announced)
-                    self._forget(announced, "unconvertible")
-                    continue
-                finally:
-                    _let_others_run()
-                batches.append(batch)
-        return batches
 
     def _forget(self, rows: int, reason: str) -> None:
         with self._cond:
@@ -427,16 +436,6 @@ class PredictionLog:
             log.error("prediction log could not write under %s (%s); %d rows kept, retried every %s s "
                       "(%d similar errors since the last report)", self.root, exc, rows, self.flush_interval_s,
                       suppressed)
-
-
-@dataclass(frozen=True)
-class _Later:
-    """Rows queued by :meth:`PredictionLog.append_later`: their count, their part, how to make them."""
-
-    rows: int
-    part: Any
-    build: Callable[[list[Any]], Mapping[str, np.ndarray | list[Any]]]
-    key: Hashable
 
 
 class _Throttle:
@@ -477,6 +476,14 @@ def _warm_up() -> None:
     sample = to_table({TIMESTAMP_COLUMN: np.zeros(1, "datetime64[us]"), "text": np.array(["x"], dtype=object)})
     for _, piece in split_by_hour(unified([sample, sample])[0]):
         pq.write_table(piece, pa.BufferOutputStream(), coerce_timestamps="us")
+
+
+def _check_names(columns: Mapping[str, Any]) -> None:
+    """:class:`PredictionLogError` for the names the log sets itself (timestamp, partition keys)."""
+    for name in (TIMESTAMP_COLUMN, *PARTITION_KEYS):
+        if name in columns:
+            raise PredictionLogError(f"column {name!r} is the log's own (the time scored, or a partition folder "
+                                     f"date=…/hour=…); rename it, e.g. to '{name}_of_request'")
 
 
 def _checked_batch(columns: Mapping[str, np.ndarray | list[Any]]) -> tuple[Batch, int]:

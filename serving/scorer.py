@@ -41,6 +41,7 @@ from serving.request_rows import RowSchema
 
 if TYPE_CHECKING:
     from features.online_reader import OnlineReader, ReadPlan
+    from serving.prediction_log import PredictionLog
 
 __all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "SHADOW_BASELINE", "Scored", "Scorer"]
 
@@ -76,7 +77,7 @@ class Scorer:
     slots: ModelSlots
     reader: OnlineReader
     canary: Any = None        # serving.canary_state.CanaryStateStore, or None: champion only
-    log_sink: Any = None      # serving.prediction_log.PredictionLog, or None
+    log_sink: PredictionLog | None = None
     on_scored: Callable[[str, int, float, np.ndarray], None] | None = None  # metrics hook
     evidence: Any = None      # serving.canary_evidence.EvidenceRecorder: counts for the canary controller
     on_read: Callable[[float, bool], None] | None = None  # metrics hook: an online read's seconds, and ok
@@ -97,8 +98,9 @@ class Scorer:
     shadow_baseline_every: int = 4
     _shadow_calls: int = 0  # shadow batches run: which get a baseline call, and in which order
     _stale_wake_at: float = 0.0
-    _promotion: tuple[Any, float] = (None, 0.0)
-    _schema: tuple[ModelContract | None, RowSchema] | None = None  # ((canary id, revision), grace ends, epoch seconds)
+    _promotion: tuple[Any, float] = (None, 0.0)  # ((canary id, revision), grace ends, epoch seconds)
+    _schema: tuple[ModelContract | None, RowSchema] | None = None
+    _types: tuple[ModelContract, dict[str, pa.DataType]] | None = None
 
     @property
     def name(self) -> str:
@@ -134,10 +136,6 @@ class Scorer:
         schema = RowSchema(tuple(zip(contract.join_keys, contract.key_kinds, strict=True)),
                            tuple(sorted(contract.request_columns)),
                            frozenset(contract.text_columns) & frozenset(contract.request_columns), label_ids)
-        declare = getattr(self.log_sink, "declare", None)
-        for name in schema.passthrough:  # int64 in every file, also where a batch holds only nulls
-            if declare is not None:
-                declare(name, pa.int64())
         self._schema = (contract, schema)
         return schema
 
@@ -154,7 +152,6 @@ class Scorer:
             raise NotReadyError("no champion model is loaded; promote one (`tidemark promote --first`) "
                                 "or wait for the server to load it")
         contract = champion.contract
-        self.row_schema()  # declares the label row ids' log types once per champion
         n = _length(request)
         challenger = self._challenger(state)
         plan = self._plan(champion.features)  # the champion's features must resolve
@@ -383,37 +380,26 @@ class Scorer:
     def _log(self, request_id: str, inputs: Columns, scored: Scored, contract: ModelContract) -> None:
         if self.log_sink is None:
             return
-        # The request thread takes the time and hands over references; the log's writer thread
-        # builds the columns of many requests at once (a sink without append_later: here, one by one).
-        part = (request_id, inputs, scored, contract, time.time_ns() // 1000)
-        try:
-            later = getattr(self.log_sink, "append_later", None)
-            if later is not None:
-                later(len(scored.scores), part, _log_columns, (id(contract), *inputs))
-            else:
-                self.log_sink.append(_log_columns([part]))
+        n = len(scored.scores)
+        columns: dict[str, Any] = dict(inputs)
+        columns.update({"request_id": [request_id] * n, "variant": scored.variants, "model_version": scored.versions})
+        columns.update(prediction_columns(contract, scored.scores))
+        try:  # one list append per column; the log's writer converts them for many requests at once
+            self.log_sink.append_rows((id(contract), *inputs), time.time_ns() // 1000, columns, self._log_types(contract))
         except Exception:  # logging must never fail a response
             log.exception("prediction log append failed for request %s", request_id)
 
-
-_LogPart = tuple[str, "Columns", Scored, ModelContract, int]  # request id, inputs, scored, contract, µs since the epoch
-
-
-def _log_columns(parts: list[_LogPart]) -> dict[str, Any]:
-    """Scored requests of one contract and one input layout as the prediction log's columns, each
-    stamped with the instant it was scored (µs since the epoch, UTC)."""
-    contract = parts[0][3]
-    rows = [len(p[2].scores) for p in parts]
-    ids = {k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"}
-    columns: dict[str, Any] = {c: _log_column(np.concatenate([p[1][c] for p in parts]), c in ids) for c in parts[0][1]}
-    columns.update({
-        "event_timestamp": np.repeat(np.array([p[4] for p in parts], dtype="datetime64[us]"), rows),
-        "request_id": np.repeat(np.array([p[0] for p in parts], dtype=object), rows),
-        "variant": np.array([v for p in parts for v in p[2].variants], dtype=object),
-        "model_version": np.array([v for p in parts for v in p[2].versions], dtype=object),
-    })
-    columns.update(prediction_columns(contract, np.concatenate([p[2].scores for p in parts])))
-    return columns
+    def _log_types(self, contract: ModelContract) -> dict[str, pa.DataType]:
+        """The prediction log's Arrow types that differ from its default (numbers as float64):
+        integer join keys and the label row ids, int64 in every file, also where a request holds
+        only nulls. Kept per contract."""
+        cached = self._types
+        if cached is not None and cached[0] is contract:
+            return cached[1]
+        ids = [k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"]
+        types = dict.fromkeys((*ids, *self.row_schema().passthrough), pa.int64())
+        self._types = (contract, types)
+        return types
 
 
 Columns = Mapping[str, np.ndarray]  # equal-length numpy columns, one row per payment
@@ -451,13 +437,3 @@ def _take(columns: Columns, rows: np.ndarray) -> Columns:
     if rows.all():
         return columns
     return {name: values[rows] for name, values in columns.items()}
-
-
-def _log_column(values: np.ndarray, integer_id: bool) -> np.ndarray:
-    """One dtype per column whatever the batch holds: an integer feature with a null would otherwise
-    be int64 in one file and float64 in the next, which readers can't merge."""
-    if values.dtype.kind not in "fiub":
-        return values.astype(object, copy=False)
-    if integer_id:
-        return values.astype(np.int64, copy=False)
-    return values.astype(np.float64, copy=False)

@@ -266,50 +266,95 @@ def test_a_batch_arrow_cannot_convert_is_dropped_and_the_others_written(tmp_path
     assert plog.dropped_by_reason["unconvertible"] == 2
 
 
-def test_append_later_builds_each_group_once_on_the_writer_thread(tmp_path: Path) -> None:
-    calls: list[tuple[str, list[int]]] = []
+def request_rows(n: int, start: int) -> tuple[int, dict[str, Any]]:
+    """One request of ``n`` rows as the scorer hands it to append_rows: its instant (µs), its columns."""
+    batch = scored(n, start=start, at=T0 + start * 1_000 * US, step=np.timedelta64(0, "us"))
+    at_us = int(batch.pop("event_timestamp")[0].astype(np.int64))
+    batch["variant"] = batch["variant"].tolist()  # the scorer's lists, as they come
+    batch["request_id"] = [f"req-{start}"] * n
+    return at_us, batch
 
-    def build(starts: list[int]) -> dict[str, Any]:
-        calls.append((threading.current_thread().name, starts))
-        parts = [scored(3, start=s) for s in starts]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
-    def broken(parts: list[Any]) -> dict[str, Any]:
-        raise ValueError("a bug in the caller's columns")
+ID_TYPES = {"customer_id": pa.int64()}
 
+
+def test_append_rows_writes_what_append_writes(tmp_path: Path) -> None:
+    """Requests of 1 to 100 rows (one-row ones gathered as lists, those over LIST_ROWS kept as
+    arrays), in any order: the same rows, values, nulls and types as the same rows given to append(),
+    except that numbers other than the declared ids are float64."""
+    rng = np.random.default_rng(7)
+    sizes = [int(k) for k in rng.choice([1, 1, 1, 2, 5, prediction_log.LIST_ROWS, prediction_log.LIST_ROWS + 1, 100],
+                                        size=60)]
+    starts = np.cumsum([0, *sizes[:-1]])
+    with (PredictionLog(tmp_path / "rows", flush_interval_s=3_600) as rows,
+          PredictionLog(tmp_path / "batches", flush_interval_s=3_600, column_types=ID_TYPES) as batches):
+        for n, start in zip(sizes, starts, strict=True):
+            at_us, columns = request_rows(n, int(start))
+            rows.append_rows("fraud", at_us, columns, ID_TYPES)
+            batch = {k: np.asarray(v, dtype=object) if isinstance(v, list) else v for k, v in columns.items()}
+            batch["merchant_id"] = batch["merchant_id"].astype(np.float64)
+            batches.append({"event_timestamp": np.full(n, at_us, dtype="datetime64[us]"), **batch})
+        assert rows.pending_rows == sum(sizes)
+    got, want = read_log(tmp_path / "rows"), read_log(tmp_path / "batches")
+    assert got.num_rows == sum(sizes) and len(data_files(tmp_path / "rows")) == len(data_files(tmp_path / "batches"))
+    assert got.schema == want.schema
+    assert got.to_pandas().equals(want.to_pandas())  # NaN equal to NaN (Arrow's equals says no)
+    assert got["amount"].null_count == 0 and np.isnan(got["amount"].to_numpy()).sum() == (sum(sizes) + 4) // 5
+    assert got.schema.field("merchant_id").type == pa.float64() and got.schema.field("customer_id").type == pa.int64()
+    assert got["channel"].null_count == sum(1 for i in range(sum(sizes)) if i % 3 == 0)
+
+
+def test_append_rows_drops_only_the_request_arrow_cannot_convert(tmp_path: Path) -> None:
+    """Text in a column where the layout's first request had a number goes to a file of its own,
+    as append() does with conflicting types; text that is not Unicode loses its request alone."""
     with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
-        plog.append_later(3, 0, build)
-        plog.append_later(2, None, broken)             # its group is dropped alone, as unconvertible
-        plog.append(scored(3, start=6))                # mixes with eager batches
-        plog.append_later(3, 9, build)
-        plog.append_later(2, 20, build, key="other")   # 3 rows where 2 were announced: dropped too
-        assert calls == [] and plog.pending_rows == 13
-    assert read_log(tmp_path)["customer_id"].to_pylist() == [0, 1, 2, 6, 7, 8, 9, 10, 11]
-    assert calls == [("prediction-log-writer", [0, 9]), ("prediction-log-writer", [20])]
-    assert (plog.written_rows, plog.dropped_by_reason["unconvertible"], plog.pending_rows) == (9, 4, 0)
+        for start in range(0, 12, 2):
+            at_us, columns = request_rows(2, start)
+            if start == 4:    # text where the layout's first request had a number
+                columns["amount"] = np.array(["12.5", "x"], dtype=object)
+            if start == 8:    # text that is not Unicode
+                columns["channel"] = np.array(["web", "\ud800"], dtype=object)
+            plog.append_rows("fraud", at_us, columns)
+    files = [pq.read_table(f) for f in data_files(tmp_path)]
+    assert sorted(i for t in files for i in t["customer_id"].to_pylist()) == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11]
+    assert [t["amount"].to_pylist() for t in files if t.schema.field("amount").type == pa.string()] == [["12.5", "x"]]
+    assert (plog.written_rows, plog.dropped_by_reason["unconvertible"]) == (10, 2)
 
 
-def test_append_later_builds_a_long_group_in_chunks_and_loses_only_a_failed_chunk(tmp_path: Path) -> None:
-    """The writer builds at most _BUILD_CHUNK parts at a time and hands the GIL over in between, so
-    that the request thread never waits for a whole second's build."""
-    sizes: list[int] = []
+def test_append_rows_keeps_each_layout_and_converts_on_the_writer_thread(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    tables = prediction_log.RowColumns.tables
 
-    def build(starts: list[int]) -> dict[str, Any]:
-        sizes.append(len(starts))
-        if 1_000 in starts:
-            raise ValueError("a bug in the caller's columns")
-        parts = [scored(1, start=s) for s in starts]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    def recorded(self: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return tables(self)
 
-    parts = 3 * prediction_log._BUILD_CHUNK + 5
+    monkeypatch.setattr(prediction_log.RowColumns, "tables", recorded)
     with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
-        for start in range(parts):
-            plog.append_later(1, 1_000 if start == 40 else start, build)
-    chunk = prediction_log._BUILD_CHUNK
-    assert sizes == [chunk, chunk, chunk, 5]
-    failed = range(chunk, 2 * chunk)  # the chunk that held the broken part
-    assert read_log(tmp_path)["customer_id"].to_pylist() == [s for s in range(parts) if s not in failed]
-    assert (plog.written_rows, plog.dropped_by_reason["unconvertible"]) == (parts - chunk, chunk)
+        plog.append_rows("a", *request_rows(1, 0))
+        at_us, columns = request_rows(1, 1)
+        plog.append_rows("a", at_us, columns | {"new_feature": np.array([4.5])})  # same key, another layout
+        plog.append_rows("a", *request_rows(1, 2))
+        plog.append_rows("b", *request_rows(3, 3))
+        assert threads == [] and plog.pending_rows == 6
+    back = read_log(tmp_path)
+    assert back["customer_id"].to_pylist() == list(range(6))
+    assert back["new_feature"].to_pylist() == [None, 4.5, None, None, None, None]
+    assert threads == ["prediction-log-writer"] * 4
+
+
+@pytest.mark.parametrize(("columns", "message"), [
+    ({"a": np.zeros(2), "b": [1.0]}, "differ in length"),
+    ({"a": np.zeros((1, 2))}, "one-dimensional"),
+    ({"a": np.zeros(1), "event_timestamp": np.zeros(1)}, "the log's own"),
+    ({"a": np.zeros(1), "hour": np.zeros(1)}, "the log's own"),
+])
+def test_append_rows_refuses_malformed_requests(tmp_path: Path, columns: dict[str, Any], message: str) -> None:
+    with PredictionLog(tmp_path, flush_interval_s=3_600) as plog:
+        with pytest.raises(PredictionLogError, match=message):
+            plog.append_rows("a", 0, columns)
+        assert plog.pending_rows == 0
 
 
 def test_text_that_is_not_unicode_loses_its_own_batch_only(tmp_path: Path) -> None:
