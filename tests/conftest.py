@@ -33,6 +33,42 @@ def spark() -> Iterator[SparkSession]:
     session.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_embedded_redis_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Stop, and name, every embedded redis-server that a test started under this run's temporary
+    folders and left running: tidemark daemonizes it so that it outlives the command that started it
+    (features/embedded_redis.py), so a test that forgets it leaks a process per run."""
+    yield
+    from features.embedded_redis import EmbeddedRedis
+
+    base = tmp_path_factory.getbasetemp()
+    _LEFT_RUNNING.extend(str(folder.relative_to(base)) for folder in _embedded_redis_folders(base, depth=5)
+                         if EmbeddedRedis(folder).stop())
+
+
+_LEFT_RUNNING: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _LEFT_RUNNING:
+        terminalreporter.write_line(f"stopped {len(_LEFT_RUNNING)} embedded redis-server(s) that tests left running: "
+                                    f"{', '.join(_LEFT_RUNNING)}", yellow=True)
+
+
+def _embedded_redis_folders(root: Path, depth: int) -> list[Path]:
+    """Folders named ``redis`` holding a ``server.json``, at most ``depth`` levels below ``root``."""
+    import os
+
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        level = len(Path(folder).relative_to(root).parts)
+        if Path(folder).name == "redis" and "server.json" in files:
+            found.append(Path(folder))
+        if level >= depth:
+            subfolders.clear()
+    return found
+
+
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "pipelines" / "dags"
 
 

@@ -48,8 +48,8 @@ def _fit(frame: pd.DataFrame, labels: pd.Series) -> object:
     return make_pipeline(encode, LogisticRegression(max_iter=500)).fit(frame[["age_band", *NUMERIC]], labels)
 
 
-def test_versions_rank_by_their_validation_metrics_and_carry_plots_and_a_typed_signature(tmp_path: Path):
-    settings = Settings(home=tmp_path / "home", spark=SparkSettings())
+def test_versions_rank_by_their_validation_metrics_and_carry_plots_and_a_typed_signature(tmp_path: Path, redis_url: str):
+    settings = Settings(home=tmp_path / "home", spark=SparkSettings(), redis_url=redis_url)  # not the embedded one
     fc = FeatureClient(settings)
     fc.apply()
     train, val = _frame(3_000, 1), _frame(1_000, 2)
