@@ -203,9 +203,9 @@ class ServingMetrics:
               breaker: CircuitBreaker | None = None) -> None:
         """Export ``served``'s state (:meth:`sync`), and show every model's series from the first
         scrape: ``pushing``, the models that push their scored events, get their push error series."""
-        self._served, self._breaker = served, breaker
-        if breaker is not None:
-            breaker.on_change(self._breaker_changed)
+        self._served = served
+        if breaker is not None and breaker is not self._breaker:
+            self.watch_breaker(breaker)
         for model in served:
             self._latency.update({(model, c): self._request_latency.labels(model, f"{c}xx") for c in (2, 4, 5)})
             self.disconnects.labels(model)
@@ -214,6 +214,14 @@ class ServingMetrics:
             for reason in PUSH_ERROR_REASONS:
                 self._push_errors.labels(model, reason)
         self.sync()
+
+    def watch_breaker(self, breaker: CircuitBreaker) -> None:
+        """Export the online store's breaker from now on, before the models load: a worker that is
+        still loading shows the store as it is, not as down (``tidemark_online_store_up`` is the
+        minimum over the workers, and a gauge starts at 0)."""
+        self._breaker = breaker
+        breaker.on_change(self._breaker_changed)
+        self._breaker_changed()
 
     def sync(self) -> None:
         """Copy what the scorers, the slots, the canary state and the breaker hold into the metrics."""

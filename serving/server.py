@@ -187,6 +187,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
         torch.set_num_threads(torch_threads)
     names = list(dict.fromkeys(models or (settings.model_name,)))  # in order, each once
     metrics = ServingMetrics()
+    metrics.watch_breaker(breaker)
     scored_events = {name: _scored_events(name, source, pusher, metrics.push_error)  # checked before loading
                      for name, source in (push_scored or {}).items() if name in names}
     served: dict[str, ServedModel] = {}
@@ -204,7 +205,7 @@ def build_server(settings: Settings, *, models: Sequence[str] | None = None,
         scorer = Scorer(slots, reader, canary, sink, on_scored=functools.partial(metrics.observe, name),
                         evidence=EvidenceRecorder(redis_online.writer, name), on_read=functools.partial(metrics.read, name))
         served[name] = ServedModel(scorer, slots)
-    metrics.watch(served, pushing=list(scored_events), breaker=breaker)
+    metrics.watch(served, pushing=list(scored_events))
 
     def ready() -> tuple[bool, list[str]]:  # no I/O: the store-watch thread and the breaker keep the state
         reasons: list[str] = []

@@ -81,12 +81,15 @@ def test_a_workers_store_gauge_follows_its_breaker_without_a_scrape() -> None:
     store = Store()
     breaker = CircuitBreaker(store.probe, BreakerPolicy(failures_to_open=1, probe_interval_s=0.01))
     metrics = ServingMetrics()
-    metrics.watch({}, breaker=breaker)
 
     def up() -> float | None:
         return metrics.registry.get_sample_value("tidemark_online_store_up")
 
+    assert up() == 0  # a gauge starts at 0: a worker still loading its models read as "store down"
+    metrics.watch_breaker(breaker)  # what build_server does before it loads them
     assert up() == 1
+    metrics.watch({}, breaker=breaker)  # the same breaker again: one listener, the same value
+    assert up() == 1 and len(breaker._listeners) == 1
     breaker.record_failure(TimeoutError("read"))
     assert up() == 0
     store.up.set()

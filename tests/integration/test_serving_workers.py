@@ -76,7 +76,9 @@ class Fleet:
                 for family in text_string_to_metric_families(self.scrape()) for s in family.samples}
 
     def metric_pids(self, name: str) -> set[int]:
-        return {int(dict(labels)["pid"]) for (n, labels) in self.metrics() if n == name}
+        """The workers whose ``name`` is set: a worker's gauges exist, at 0, from the moment it starts
+        loading its models; its start time and CPU are set once it has built its server."""
+        return {int(dict(labels)["pid"]) for (n, labels), value in self.metrics().items() if n == name and value > 0}
 
     def wait_for(self, check, what: str, timeout_s: float = 150.0) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout_s
