@@ -192,9 +192,9 @@ class PredictionLog:
         without the timestamp column. The rows of calls with the same ``key`` and the same column
         names are gathered into one list per column as they come (a request of more than
         ``LIST_ROWS`` rows keeps its arrays), so that the writer converts each column once per
-        write. Numeric columns are float64 in the files unless ``types`` (the same mapping for
-        every call of a key) names an Arrow type, e.g. int64 for integer ids; text columns keep
-        their values' type. The arrays are referenced, not copied: don't modify them afterwards.
+        write. Numbers come as numpy arrays (a list is text or other objects, ``None`` and NaN
+        null): they are float64 in the files unless ``types`` (the same mapping for every call of a
+        key) names an Arrow type, e.g. int64 for integer ids; other columns keep their values' type. The arrays are referenced, not copied: don't modify them afterwards.
         Raises :class:`PredictionLogError` for columns of different lengths or names that the log
         reserves; full or closed, as :meth:`append`. A request whose values Arrow cannot convert
         (text in a column that was numeric for its key) is dropped alone at the write
