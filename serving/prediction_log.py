@@ -206,11 +206,11 @@ class PredictionLog:
         with self._cond:
             refused, warning = self._refusal_locked(rows)
             if not refused:
-                segment = self._open.get(key)
                 if rows > LIST_ROWS:
                     _check_names(columns)
                     self._queue.append(RowColumns.whole(at_us, columns, types or {}))
                 else:
+                    segment = self._open.get(key)
                     if segment is None or not segment.fits(columns):
                         _check_names(columns)
                         segment = RowColumns(columns, types or {})

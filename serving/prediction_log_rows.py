@@ -66,10 +66,6 @@ class RowColumns:
         rows.open = False
         return rows
 
-    @property
-    def rows(self) -> int:
-        return sum(self.counts)
-
     def fits(self, columns: Mapping[str, Column]) -> bool:
         """Whether :meth:`add` takes ``columns``: this is open and has their layout (names in order)."""
         return self.open and tuple(columns) == self.names
