@@ -100,7 +100,7 @@ class Scorer:
     _stale_wake_at: float = 0.0
     _promotion: tuple[Any, float] = (None, 0.0)  # ((canary id, revision), grace ends, epoch seconds)
     _schema: tuple[ModelContract | None, RowSchema] | None = None
-    _types: tuple[ModelContract, dict[str, pa.DataType]] | None = None
+    _types: dict[int, tuple[ModelContract, dict[str, pa.DataType]]] = field(default_factory=dict)  # by id(contract)
 
     @property
     def name(self) -> str:
@@ -392,13 +392,17 @@ class Scorer:
     def _log_types(self, contract: ModelContract) -> dict[str, pa.DataType]:
         """The prediction log's Arrow types that differ from its default (numbers as float64):
         integer join keys and the label row ids, int64 in every file, also where a request holds
-        only nulls. Kept per contract."""
-        cached = self._types
+        only nulls. Per contract: a shadow challenger's rows have the challenger's."""
+        cached = self._types.get(id(contract))
         if cached is not None and cached[0] is contract:
             return cached[1]
         ids = [k for k, kind in zip(contract.join_keys, contract.key_kinds, strict=True) if kind == "int"]
-        types = dict.fromkeys((*ids, *self.row_schema().passthrough), pa.int64())
-        self._types = (contract, types)
+        labels = contract.label.join_keys if contract.label else ()
+        passthrough = [p for p in labels if p not in contract.join_keys and p not in contract.request_columns]
+        types = dict.fromkeys((*ids, *passthrough), pa.int64())
+        if len(self._types) >= 8:  # contracts of versions no longer served
+            self._types.clear()
+        self._types[id(contract)] = (contract, types)
         return types
 
 
